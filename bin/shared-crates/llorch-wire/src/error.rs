@@ -1,0 +1,171 @@
+//! The error envelope every llama-orch HTTP API returns for a non-2xx answer, and the stable
+//! error codes used there and in SSE `error` events.
+
+use serde::{Deserialize, Serialize};
+
+/// Stable, machine-readable error codes. Serialized as `SCREAMING_SNAKE_CASE` strings; new codes
+/// may be added, existing ones never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The request body is malformed or a field is out of range (HTTP 400).
+    InvalidRequest,
+    /// Prompt tokens + `max_tokens` exceed the model's context window (HTTP 400).
+    ContextLengthExceeded,
+    /// The worker's queue is full (HTTP 503, with `Retry-After`).
+    WorkerBusy,
+    /// The admission queue is full (HTTP 429, with `Retry-After`).
+    QueueFull,
+    /// An unknown job, task, worker or model (HTTP 404).
+    NotFound,
+    /// Unknown model id (HTTP 404).
+    ModelNotFound,
+    /// Missing or wrong API key (HTTP 401).
+    Unauthorized,
+    /// The model could not be loaded.
+    ModelLoadFailed,
+    /// The forward pass or sampling failed.
+    InferenceFailed,
+    /// The worker serving the job disappeared after tokens were sent.
+    WorkerLost,
+    /// The job or task passed its deadline.
+    DeadlineExceeded,
+    /// The task was evicted from the queue by the `drop-lru` policy.
+    Evicted,
+    /// The job was cancelled.
+    Cancelled,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// Anything else.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with this code when it is the answer to a request.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest | ErrorCode::ContextLengthExceeded => 400,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::NotFound | ErrorCode::ModelNotFound => 404,
+            ErrorCode::QueueFull => 429,
+            ErrorCode::Cancelled => 499,
+            ErrorCode::WorkerBusy | ErrorCode::ShuttingDown => 503,
+            ErrorCode::DeadlineExceeded => 504,
+            ErrorCode::ModelLoadFailed
+            | ErrorCode::InferenceFailed
+            | ErrorCode::WorkerLost
+            | ErrorCode::Evicted
+            | ErrorCode::Internal => 500,
+        }
+    }
+
+    /// Whether the same request may succeed if sent again later.
+    pub fn retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::WorkerBusy
+                | ErrorCode::QueueFull
+                | ErrorCode::WorkerLost
+                | ErrorCode::Evicted
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Internal
+        )
+    }
+
+    /// The wire spelling, e.g. `"INVALID_REQUEST"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::ContextLengthExceeded => "CONTEXT_LENGTH_EXCEEDED",
+            ErrorCode::WorkerBusy => "WORKER_BUSY",
+            ErrorCode::QueueFull => "QUEUE_FULL",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::ModelNotFound => "MODEL_NOT_FOUND",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::ModelLoadFailed => "MODEL_LOAD_FAILED",
+            ErrorCode::InferenceFailed => "INFERENCE_FAILED",
+            ErrorCode::WorkerLost => "WORKER_LOST",
+            ErrorCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            ErrorCode::Evicted => "EVICTED",
+            ErrorCode::Cancelled => "CANCELLED",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One invalid field: which one, which rule it broke, and a sentence for humans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `temperature` or `stop[2]`.
+    pub field: String,
+    /// The rule, e.g. `range(0.0..=2.0)`, `required`, `max_count(4)`.
+    pub constraint: String,
+    /// Human-readable explanation naming the field and the limit.
+    pub message: String,
+    /// The offending value, when it is short enough to echo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+}
+
+impl FieldError {
+    /// A field error with no echoed value.
+    pub fn new(field: impl Into<String>, constraint: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), constraint: constraint.into(), message: message.into(), value: None }
+    }
+
+    /// Attach the offending value.
+    pub fn with_value(mut self, value: impl Serialize) -> Self {
+        self.value = serde_json::to_value(value).ok();
+        self
+    }
+}
+
+/// Body of every error response: `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+/// The error itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retriable: bool,
+    /// Every invalid field, for `INVALID_REQUEST`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+    /// Suggested wait before retrying, for busy/full answers (also sent as `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ErrorEnvelope {
+    /// An envelope with the code's default retriability.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorBody {
+                code,
+                message: message.into(),
+                retriable: code.retriable(),
+                fields: Vec::new(),
+                retry_after_ms: None,
+            },
+        }
+    }
+
+    /// `INVALID_REQUEST` listing every bad field; the message joins their messages.
+    pub fn invalid(fields: Vec<FieldError>) -> Self {
+        let message = fields.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; ");
+        let mut env = Self::new(ErrorCode::InvalidRequest, message);
+        env.error.fields = fields;
+        env
+    }
+}

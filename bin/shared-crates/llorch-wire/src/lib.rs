@@ -1,0 +1,19 @@
+//! Wire types of llama-orch: the one definition of every JSON body and SSE event that crosses a
+//! process boundary (client ↔ orchestratord ↔ worker, llorch ↔ llorch-pool `--json`).
+//!
+//! This crate is serde-only on purpose: every binary depends on it, none of its types carry
+//! behaviour beyond validation helpers. The contracts are written out in `.specs/`.
+
+pub mod error;
+pub mod execute;
+pub mod worker;
+
+pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldError};
+pub use execute::{
+    ChatMessage, ExecuteRequest, SamplingParams, StopReason, TokenLogprob, TopLogprob,
+    WorkerEvent, LIMITS,
+};
+pub use worker::{
+    CancelRequest, CancelResponse, DetokenizeRequest, DetokenizeResponse, WorkerHealth,
+    WorkerState, TokenizeRequest, TokenizeResponse,
+};

@@ -1,0 +1,112 @@
+//! The worker's other routes: `/health`, `/tokenize`, `/detokenize`, `/cancel`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::execute::ChatMessage;
+
+/// Whether the worker is generating right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    Idle,
+    Busy,
+}
+
+/// `GET /health`: answered from cached state, also while a job runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerHealth {
+    /// Always `"ready"` once the HTTP server answers (the model is loaded before it binds).
+    pub status: String,
+    pub state: WorkerState,
+    pub worker_id: String,
+    /// Model name (file stem or directory name).
+    pub model: String,
+    pub model_path: String,
+    /// `gguf` or `safetensors`.
+    pub format: String,
+    /// e.g. `llama`, `qwen2`, `gemma3`.
+    pub architecture: String,
+    /// Weight type as stored (e.g. `Q4_1`) and as run (e.g. `Q8_0` after load-time requantization).
+    pub quantization: String,
+    pub runtime_quantization: String,
+    /// Context window this worker serves (may be below the model's trained context).
+    pub context_length: u32,
+    pub vocab_size: u32,
+    /// `cpu`, `cuda` or `metal`.
+    pub backend: String,
+    /// e.g. `cpu`, `cuda:0`.
+    pub device: String,
+    /// Compute threads of the engine.
+    pub threads: u32,
+    /// CPU SIMD features compiled into this build (e.g. `avx2`, `fma`, `f16c`).
+    pub simd: Vec<String>,
+    /// Jobs running (0 or 1 today) and waiting.
+    pub active_jobs: u32,
+    pub queued_jobs: u32,
+    /// Jobs the worker accepts at once (running + queued); beyond that it answers 503.
+    pub slots_total: u32,
+    pub uptime_s: f64,
+    /// Wall time from process start to ready.
+    pub load_time_ms: f64,
+    pub version: String,
+}
+
+/// `POST /tokenize`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenizeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Rendered with the chat template first (generation prompt appended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<ChatMessage>>,
+    /// Parse special tokens written in the text and add BOS where the model wants it (default true).
+    #[serde(default = "default_true")]
+    pub add_special_tokens: bool,
+    /// Also return each token's text.
+    #[serde(default)]
+    pub with_pieces: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Answer of `POST /tokenize`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenizeResponse {
+    pub ids: Vec<u32>,
+    pub count: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<Vec<String>>,
+    /// The rendered prompt when `messages` were given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<String>,
+}
+
+/// `POST /detokenize`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetokenizeRequest {
+    pub ids: Vec<u32>,
+    /// Leave out control tokens such as `<|im_end|>` (default false).
+    #[serde(default)]
+    pub skip_special_tokens: bool,
+}
+
+/// Answer of `POST /detokenize`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetokenizeResponse {
+    pub text: String,
+}
+
+/// `POST /cancel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    pub job_id: String,
+}
+
+/// Answer of `POST /cancel`: `cancelling` for a running or queued job; unknown ids get 404.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelResponse {
+    pub job_id: String,
+    pub status: String,
+}
