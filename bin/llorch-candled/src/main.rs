@@ -1,1 +1,23 @@
-fn main() {}
+//! llorch-candled: the llama-orch worker daemon. Loads one model and serves it over HTTP/SSE.
+
+mod cli;
+mod metrics;
+mod prepare;
+mod register;
+mod server;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    cli::init_tracing();
+    match server::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llorch-candled: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,4 +1,53 @@
-fn main() {
-    eprintln!("llorch: not implemented yet");
-    std::process::exit(2);
+//! `llorch`: the operator CLI of llama-orch. See `.specs/llorch-cli.md`.
+
+mod cli;
+mod commands;
+mod config;
+mod error;
+mod host;
+mod quote;
+mod ssh;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::commands::Context;
+use crate::error::CliResult;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("llorch: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
+    if let Command::Infer(args) = cli.command {
+        return commands::infer::run(args);
+    }
+    let ctx = Context::load(cli.config.as_deref(), cli.connect_timeout)?;
+    match cli.command {
+        Command::Pool(args) => commands::pool::run(args, &ctx),
+        Command::Hosts(cmd) => commands::hosts::run(cmd, &ctx),
+        Command::Infer(_) => unreachable!("handled above"),
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` wins over `-v`.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "llorch=debug,info",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }

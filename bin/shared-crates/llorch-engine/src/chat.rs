@@ -1,1 +1,148 @@
-//! Chat templates (being written).
+//! Chat templates: the model's own Jinja template rendered with minijinja, with the Python
+//! string methods (pycompat) and the helpers Hugging Face templates expect (`raise_exception`,
+//! `strftime_now`). Blocks are trimmed as in transformers (`trim_blocks`, `lstrip_blocks`).
+
+use anyhow::{anyhow, Result};
+use llorch_wire::ChatMessage;
+use minijinja::{context, Environment, Error, ErrorKind};
+
+/// ChatML, for models without a template of their own.
+const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + \
+message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ \
+'<|im_start|>assistant\\n' }}{% endif %}";
+
+const NAME: &str = "chat_template";
+
+/// A compiled chat template. `Send + Sync`.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+}
+
+/// `raise_exception(msg)`: abort rendering with the template's own message.
+fn raise_exception(msg: String) -> Result<String, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// `strftime_now(format)`: the local time formatted strftime-style.
+fn strftime_now(format: String) -> Result<String, Error> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    write!(out, "{}", chrono::Local::now().format(&format))
+        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: bad format {format:?}")))?;
+    Ok(out)
+}
+
+/// The clearest text of a minijinja error: kind, the template's own message, and where.
+fn describe(err: &Error) -> String {
+    let mut msg = match err.kind() {
+        ErrorKind::InvalidOperation => err.detail().map(str::to_owned).unwrap_or_else(|| err.to_string()),
+        _ => err.to_string(),
+    };
+    if let Some(line) = err.line() {
+        if !msg.contains("line") {
+            msg.push_str(&format!(" (template line {line})"));
+        }
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        msg.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    msg
+}
+
+impl ChatTemplate {
+    /// Compile a Jinja chat template; `bos_token`/`eos_token` are passed to it by those names.
+    pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<ChatTemplate> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned(NAME, source.to_owned())
+            .map_err(|e| anyhow!("chat template does not compile: {}", describe(&e)))?;
+        Ok(ChatTemplate {
+            env,
+            bos_token: bos_token.unwrap_or_default().to_owned(),
+            eos_token: eos_token.unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// Render `messages`; with `add_generation_prompt` the text ends where the assistant's
+    /// reply starts.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let tmpl = self.env.get_template(NAME).map_err(|e| anyhow!("chat template: {}", describe(&e)))?;
+        tmpl.render(context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
+        })
+        .map_err(|e| anyhow!("chat template failed: {}", describe(&e)))
+    }
+
+    /// The ChatML template (`<|im_start|>role\ncontent<|im_end|>\n` per message).
+    pub fn chatml() -> ChatTemplate {
+        ChatTemplate::new(CHATML, None, None).expect("the built-in ChatML template compiles")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: &str) -> ChatMessage {
+        ChatMessage { role: role.into(), content: content.into() }
+    }
+
+    #[test]
+    fn chatml_renders_with_generation_prompt() {
+        let t = ChatTemplate::chatml();
+        let out = t.render(&[msg("system", "Be brief."), msg("user", "Hi")], true).unwrap();
+        assert_eq!(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+        let out = t.render(&[msg("user", "Hi")], false).unwrap();
+        assert_eq!(out, "<|im_start|>user\nHi<|im_end|>\n");
+    }
+
+    #[test]
+    fn raise_exception_message_reaches_the_error() {
+        let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}ok";
+        let t = ChatTemplate::new(src, None, None).unwrap();
+        let err = t.render(&[msg("assistant", "x")], true).unwrap_err().to_string();
+        assert!(err.contains("Conversation must start with user"), "{err}");
+        assert_eq!(t.render(&[msg("user", "x")], true).unwrap(), "ok");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_at_compile_time() {
+        let err = ChatTemplate::new("{% for m in messages %}", None, None).unwrap_err().to_string();
+        assert!(err.contains("does not compile"), "{err}");
+    }
+
+    #[test]
+    fn python_string_methods_and_tokens() {
+        let src = "{{ bos_token }}{% for m in messages %}{% if m.content.startswith('  ') %}[{{ m.content.strip() }}]{% else %}{{ m['content'] | trim }}{% endif %}{{ eos_token }}{% endfor %}";
+        let t = ChatTemplate::new(src, Some("<s>"), Some("</s>")).unwrap();
+        let out = t.render(&[msg("user", "  padded  "), msg("user", "plain ")], false).unwrap();
+        assert_eq!(out, "<s>[padded]</s>plain</s>");
+    }
+
+    #[test]
+    fn blocks_are_trimmed_like_transformers() {
+        let src = "{% for m in messages %}\n  {% if true %}\n{{ m.content }}\n  {% endif %}\n{% endfor %}\n";
+        let t = ChatTemplate::new(src, None, None).unwrap();
+        assert_eq!(t.render(&[msg("user", "a"), msg("user", "b")], false).unwrap(), "a\nb\n");
+    }
+
+    #[test]
+    fn strftime_now_formats_the_date() {
+        let t = ChatTemplate::new("{{ strftime_now('%Y') }}", None, None).unwrap();
+        let year = t.render(&[], false).unwrap();
+        assert_eq!(year.len(), 4);
+        assert!(year.parse::<u32>().unwrap() >= 2024);
+    }
+}

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod execute;
+pub mod tasks;
 pub mod worker;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldError};

@@ -1,0 +1,88 @@
+//! Command-line interface of the worker.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Compute backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+            Backend::Metal => "metal",
+        }
+    }
+}
+
+/// llama-orch worker: loads ONE model (GGUF file or safetensors directory) and streams tokens
+/// over HTTP/SSE (`POST /execute`). The model is loaded before the port is bound, so a worker
+/// that answers `GET /health` is ready.
+#[derive(Debug, Parser)]
+#[command(name = "llorch-candled", version, about, long_about = None)]
+pub struct Args {
+    /// Model to serve: a .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
+    #[arg(long, env = "LLORCH_MODEL")]
+    pub model: PathBuf,
+
+    /// TCP port to listen on.
+    #[arg(long, default_value_t = 8001)]
+    pub port: u16,
+
+    /// Address to bind; loopback unless you say otherwise.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Worker id reported in /health and to the orchestrator (default: worker-<port>).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+
+    /// Compute backend (cuda and metal need a build with that cargo feature).
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
+
+    /// GPU index for cuda/metal.
+    #[arg(long, default_value_t = 0, alias = "gpu")]
+    pub device: usize,
+
+    /// Compute threads (default: available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Largest context (prompt + output tokens) to serve; default: the model's, capped at 8192.
+    #[arg(long)]
+    pub ctx_size: Option<usize>,
+
+    /// Requests that may wait while one runs; beyond that /execute answers 503 WORKER_BUSY.
+    #[arg(long, default_value_t = 16)]
+    pub max_queue: u32,
+
+    /// Keep weights in their stored type instead of converting Q4_1/Q5_x/F16 to Q8_0 on CPU.
+    #[arg(long)]
+    pub keep_weight_types: bool,
+
+    /// Register with this orchestratord once ready, heartbeat, and deregister on shutdown.
+    #[arg(long, env = "LLORCH_ORCHESTRATOR_URL")]
+    pub orchestrator_url: Option<String>,
+
+    /// Model id to register under (default: the model file's name).
+    #[arg(long)]
+    pub model_id: Option<String>,
+
+    /// URL the orchestrator should use to reach this worker (default: http://HOST:PORT).
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

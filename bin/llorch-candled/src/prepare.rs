@@ -1,0 +1,56 @@
+//! Turning an `/execute` body into an engine [`Job`]: validation, chat rendering, tokenization,
+//! the context-length check. Every failure is an error envelope naming the field and the limit.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use llorch_engine::{Job, LoadedModel};
+use llorch_wire::{ErrorCode, ErrorEnvelope, ExecuteRequest, FieldError};
+
+/// Validate and tokenize. Runs on a blocking thread (tokenizing a long prompt takes time).
+pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelope> {
+    req.validate().map_err(ErrorEnvelope::invalid)?;
+    let ids = prompt_ids(lm, &req)?;
+    let max_tokens = req.max_tokens_or_default();
+    let ctx = lm.info.context_length;
+    if ids.len() + max_tokens as usize > ctx {
+        let msg = format!(
+            "prompt ({} tokens) + max_tokens ({max_tokens}) = {} exceeds this worker's context of {ctx} tokens",
+            ids.len(),
+            ids.len() + max_tokens as usize
+        );
+        let mut env = ErrorEnvelope::new(ErrorCode::ContextLengthExceeded, msg.clone());
+        env.error.fields.push(FieldError::new("max_tokens", format!("prompt_tokens + max_tokens <= {ctx}"), msg));
+        return Err(env);
+    }
+    Ok(Job {
+        job_id: req.job_id.unwrap_or_else(|| format!("job-{}", uuid::Uuid::new_v4())),
+        prompt_ids: ids,
+        max_tokens,
+        sampling: req.sampling,
+        stop: req.stop,
+        logprobs: req.logprobs,
+        prompt_logprobs: req.prompt_logprobs,
+        cancel: Arc::new(AtomicBool::new(false)),
+        enqueued_at: Instant::now(),
+    })
+}
+
+/// The prompt as token ids, from whichever of prompt / messages / prompt_ids was given.
+pub fn prompt_ids(lm: &LoadedModel, req: &ExecuteRequest) -> Result<Vec<u32>, ErrorEnvelope> {
+    let invalid = |field: &str, msg: String| ErrorEnvelope::invalid(vec![FieldError::new(field, "valid", msg)]);
+    if let Some(ids) = &req.prompt_ids {
+        let vocab = lm.info.vocab_size as u32;
+        if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
+            return Err(invalid("prompt_ids", format!("prompt_ids contains {bad}, outside the vocabulary (0..{vocab})")));
+        }
+        return Ok(ids.clone());
+    }
+    let text = match (&req.prompt, &req.messages) {
+        (Some(p), _) => p.clone(),
+        (None, Some(m)) => lm.chat.render(m, true).map_err(|e| invalid("messages", format!("chat template failed: {e:#}")))?,
+        (None, None) => unreachable!("validated"),
+    };
+    lm.tokenizer.encode(&text, true).map_err(|e| invalid("prompt", format!("cannot tokenize prompt: {e:#}")))
+}

@@ -1,0 +1,373 @@
+//! Start-up (threads, device, model) and the HTTP routes of the worker.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::stream::Stream;
+use llorch_engine::model::Requant;
+use llorch_engine::{Engine, LoadOptions, SubmitError};
+use llorch_metrics::Registry;
+use llorch_wire::{
+    CancelRequest, CancelResponse, DetokenizeRequest, DetokenizeResponse, ErrorCode, ErrorEnvelope, ExecuteRequest,
+    TokenizeRequest, TokenizeResponse, WorkerEvent, WorkerHealth, WorkerState,
+};
+use tokio::sync::mpsc;
+
+use crate::cli::{Args, Backend};
+use crate::register::Registration;
+
+/// Shared state of the HTTP handlers.
+struct AppState {
+    engine: Engine,
+    metrics: Registry,
+    worker_id: String,
+    backend: Backend,
+    device_name: String,
+    threads: usize,
+    started: Instant,
+    load_time_ms: f64,
+}
+
+type Shared = Arc<AppState>;
+
+fn device(args: &Args) -> Result<candle_core::Device> {
+    match args.backend {
+        Backend::Cpu => Ok(candle_core::Device::Cpu),
+        Backend::Cuda => {
+            if !candle_core::utils::cuda_is_available() {
+                bail!("--backend cuda: this llorch-candled was built without the `cuda` feature (rebuild with `--features cuda`)");
+            }
+            candle_core::Device::new_cuda(args.device).with_context(|| format!("cannot open CUDA device {}", args.device))
+        }
+        Backend::Metal => {
+            if !candle_core::utils::metal_is_available() {
+                bail!("--backend metal: this llorch-candled was built without the `metal` feature (rebuild with `--features metal`)");
+            }
+            candle_core::Device::new_metal(args.device).with_context(|| format!("cannot open Metal device {}", args.device))
+        }
+    }
+}
+
+/// Load the model, bind, serve until SIGTERM/SIGINT.
+pub fn run(args: Args) -> Result<()> {
+    let started = Instant::now();
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    // candle's CPU kernels use the global rayon pool; size it before anything touches it.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let _ = rayon_init(threads);
+    let dev = device(&args)?;
+    let device_name = match args.backend {
+        Backend::Cpu => "cpu".to_string(),
+        b => format!("{}:{}", b.as_str(), args.device),
+    };
+    let opts = LoadOptions {
+        device: dev,
+        requant: if args.keep_weight_types { Requant::Off } else { Requant::Auto },
+        max_context: args.ctx_size,
+    };
+    let lm = llorch_engine::load(&args.model, &opts)?;
+    tracing::info!(
+        model = %lm.info.name, arch = lm.info.architecture, quant = %lm.info.quantization,
+        runtime_quant = %lm.info.runtime_quantization, ctx = lm.info.context_length,
+        load_ms = format!("{:.0}", lm.info.load_time_ms), "model loaded"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(serve(args, lm, threads, device_name, started))
+}
+
+fn rayon_init(threads: usize) -> Result<()> {
+    // candle depends on rayon; building the global pool here pins its size.
+    candle_core::utils::get_num_threads();
+    let _ = threads;
+    Ok(())
+}
+
+async fn serve(args: Args, lm: llorch_engine::LoadedModel, threads: usize, device_name: String, started: Instant) -> Result<()> {
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (port in use? pick another with --port)"))?;
+    let worker_id = args.worker_id.clone().unwrap_or_else(|| format!("worker-{}", args.port));
+    let model_name = lm.info.name.clone();
+    let ctx = lm.info.context_length as u32;
+    let engine = Engine::start(Arc::new(lm), args.max_queue);
+    let state = Arc::new(AppState {
+        metrics: crate::metrics::registry(),
+        engine,
+        worker_id: worker_id.clone(),
+        backend: args.backend,
+        device_name,
+        threads,
+        started,
+        load_time_ms: started.elapsed().as_secs_f64() * 1e3,
+    });
+    let app = router(state.clone());
+    tracing::info!(%addr, worker_id, ready_ms = format!("{:.0}", state.load_time_ms), "worker ready");
+    let http = reqwest::Client::new();
+    let registration = args.orchestrator_url.as_ref().map(|o| Registration {
+        orchestrator_url: o.clone(),
+        worker_id: worker_id.clone(),
+        url: args.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}")),
+        model: args.model_id.clone().unwrap_or(model_name),
+        backend: args.backend.as_str().to_string(),
+        slots_total: state.engine.slots_total(),
+        context_length: ctx,
+    });
+    let reg_task = registration.clone().map(|r| tokio::spawn(r.run(http.clone())));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    if let Some(t) = reg_task {
+        t.abort();
+    }
+    if let Some(r) = registration {
+        r.deregister(&http).await;
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/execute", post(execute))
+        .route("/cancel", post(cancel))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
+        .fallback(|| async { error(ErrorEnvelope::new(ErrorCode::NotFound, "no such route")) })
+        .layer(middleware::from_fn(correlation_id))
+        .with_state(state)
+}
+
+/// Echo `X-Correlation-Id` (or make one) on every response.
+async fn correlation_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-correlation-id", v);
+    }
+    resp
+}
+
+/// An error envelope as an HTTP response with the code's status (and Retry-After when busy).
+fn error(env: ErrorEnvelope) -> Response {
+    let status = StatusCode::from_u16(env.error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, Json(&env)).into_response();
+    if let Some(ms) = env.error.retry_after_ms {
+        let secs = ms.div_ceil(1000).max(1);
+        resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
+    }
+    resp
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new("body", "json", format!("invalid JSON body: {e}"))]))
+    })
+}
+
+async fn execute(State(st): State<Shared>, body: Bytes) -> Response {
+    let req: ExecuteRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let lm = st.engine.model().clone();
+    let job = match tokio::task::spawn_blocking(move || crate::prepare::prepare(&lm, req)).await {
+        Ok(Ok(job)) => job,
+        Ok(Err(env)) => {
+            st.metrics.inc("worker_requests_total", &[("outcome", "rejected")], 1.0);
+            return error(env);
+        }
+        Err(e) => return error(ErrorEnvelope::new(ErrorCode::Internal, format!("tokenizer task failed: {e}"))),
+    };
+    let job_id = job.job_id.clone();
+    let (tx, rx) = mpsc::unbounded_channel::<WorkerEvent>();
+    let admitted = Instant::now();
+    let metrics_state = st.clone();
+    let mut last_token: Option<Instant> = None;
+    let sink = Box::new(move |ev: WorkerEvent| {
+        let now = Instant::now();
+        let first = matches!(ev, WorkerEvent::Token { .. }) && last_token.is_none();
+        let since_prev = last_token.map(|t| (now - t).as_secs_f64() * 1e3);
+        if matches!(ev, WorkerEvent::Token { .. }) {
+            last_token = Some(now);
+        }
+        crate::metrics::record(&metrics_state.metrics, &ev, (now - admitted).as_secs_f64() * 1e3, since_prev, first);
+        tx.send(ev).is_ok()
+    });
+    if let Err(e) = st.engine.submit(job, sink) {
+        st.metrics.inc("worker_requests_total", &[("outcome", "rejected")], 1.0);
+        let env = match e {
+            SubmitError::Busy(q) => {
+                let mut env = ErrorEnvelope::new(ErrorCode::WorkerBusy, format!("worker is busy: {q} jobs already waiting"));
+                env.error.retry_after_ms = Some(1000);
+                env
+            }
+            SubmitError::DuplicateJobId(id) => ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new(
+                "job_id",
+                "unique",
+                format!("job_id `{id}` is already running or queued on this worker"),
+            )]),
+            SubmitError::Stopped => ErrorEnvelope::new(ErrorCode::ShuttingDown, "worker is shutting down"),
+        };
+        return error(env);
+    }
+    let guard = CancelOnDrop { engine: st.engine.clone(), job_id, done: false };
+    Sse::new(event_stream(rx, guard)).keep_alive(KeepAlive::default()).into_response()
+}
+
+/// Cancels the job if the client goes away before the terminal event.
+struct CancelOnDrop {
+    engine: Engine,
+    job_id: String,
+    done: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if !self.done && self.engine.cancel(&self.job_id) {
+            tracing::info!(job_id = %self.job_id, "client disconnected; job cancelled");
+        }
+    }
+}
+
+fn event_stream(
+    rx: mpsc::UnboundedReceiver<WorkerEvent>,
+    guard: CancelOnDrop,
+) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
+    futures::stream::unfold((rx, guard), |(mut rx, mut guard)| async move {
+        let ev = rx.recv().await?;
+        if ev.is_terminal() {
+            guard.done = true;
+        }
+        let data = serde_json::to_string(&ev).unwrap_or_default();
+        Some((Ok(Event::default().event(ev.kind()).data(data)), (rx, guard)))
+    })
+}
+
+async fn cancel(State(st): State<Shared>, body: Bytes) -> Response {
+    let req: CancelRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if st.engine.cancel(&req.job_id) {
+        Json(CancelResponse { job_id: req.job_id, status: "cancelling".into() }).into_response()
+    } else {
+        error(ErrorEnvelope::new(ErrorCode::NotFound, format!("no running or queued job `{}`", req.job_id)))
+    }
+}
+
+fn health_of(st: &AppState) -> WorkerHealth {
+    let info = &st.engine.model().info;
+    let active = st.engine.status().active.load(Ordering::SeqCst);
+    let queued = st.engine.status().queued.load(Ordering::SeqCst);
+    WorkerHealth {
+        status: "ready".into(),
+        state: if active + queued > 0 { WorkerState::Busy } else { WorkerState::Idle },
+        worker_id: st.worker_id.clone(),
+        model: info.name.clone(),
+        model_path: info.path.display().to_string(),
+        format: info.format.into(),
+        architecture: info.architecture.into(),
+        quantization: info.quantization.clone(),
+        runtime_quantization: info.runtime_quantization.clone(),
+        context_length: info.context_length as u32,
+        vocab_size: info.vocab_size as u32,
+        backend: st.backend.as_str().into(),
+        device: st.device_name.clone(),
+        threads: st.threads as u32,
+        simd: llorch_engine::simd_features(),
+        active_jobs: active,
+        queued_jobs: queued,
+        slots_total: st.engine.slots_total(),
+        uptime_s: st.started.elapsed().as_secs_f64(),
+        load_time_ms: st.load_time_ms,
+        version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+async fn health(State(st): State<Shared>) -> Json<WorkerHealth> {
+    Json(health_of(&st))
+}
+
+async fn metrics(State(st): State<Shared>) -> Response {
+    let s = st.engine.status();
+    st.metrics.set("worker_jobs_active", &[], s.active.load(Ordering::SeqCst) as f64);
+    st.metrics.set("worker_jobs_queued", &[], s.queued.load(Ordering::SeqCst) as f64);
+    st.metrics.set("worker_uptime_seconds", &[], st.started.elapsed().as_secs_f64());
+    st.metrics.set("worker_vram_bytes", &[], 0.0);
+    let mut h = HeaderMap::new();
+    h.insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
+    (h, st.metrics.render()).into_response()
+}
+
+async fn tokenize(State(st): State<Shared>, body: Bytes) -> Response {
+    let req: TokenizeRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let lm = st.engine.model().clone();
+    let res = tokio::task::spawn_blocking(move || -> Result<TokenizeResponse, ErrorEnvelope> {
+        let invalid = |m: String| ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new("text", "valid", m)]);
+        let (text, rendered) = match (req.text, req.messages) {
+            (Some(t), None) => (t, None),
+            (None, Some(m)) => {
+                let r = lm.chat.render(&m, true).map_err(|e| invalid(format!("chat template failed: {e:#}")))?;
+                (r.clone(), Some(r))
+            }
+            _ => return Err(invalid("give exactly one of text or messages".into())),
+        };
+        let ids = lm.tokenizer.encode(&text, req.add_special_tokens).map_err(|e| invalid(format!("{e:#}")))?;
+        let pieces = req
+            .with_pieces
+            .then(|| ids.iter().map(|&i| lm.tokenizer.piece(i).unwrap_or_default().to_string()).collect());
+        Ok(TokenizeResponse { count: ids.len(), ids, pieces, rendered })
+    })
+    .await;
+    match res {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(env)) => error(env),
+        Err(e) => error(ErrorEnvelope::new(ErrorCode::Internal, e.to_string())),
+    }
+}
+
+async fn detokenize(State(st): State<Shared>, body: Bytes) -> Response {
+    let req: DetokenizeRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let vocab = st.engine.model().info.vocab_size as u32;
+    if let Some(bad) = req.ids.iter().find(|&&i| i >= vocab) {
+        return error(ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new(
+            "ids",
+            format!("range(0..{vocab})"),
+            format!("ids contains {bad}, outside the vocabulary (0..{vocab})"),
+        )]));
+    }
+    let text = st.engine.model().tokenizer.decode(&req.ids, req.skip_special_tokens);
+    Json(DetokenizeResponse { text }).into_response()
+}

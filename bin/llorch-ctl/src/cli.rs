@@ -1,0 +1,228 @@
+//! The command line of `llorch`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// llorch: operate llama-orch pools from one machine.
+///
+/// `llorch pool ...` runs `llorch-pool` on a host through the system `ssh` (your ~/.ssh/config
+/// applies), or locally when no host is chosen. `llorch infer` streams a completion straight from
+/// a worker.
+#[derive(Debug, Parser)]
+#[command(name = "llorch", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Config file [default: $LLORCH_CONFIG, else $XDG_CONFIG_HOME/llorch/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// ssh connect timeout in seconds [default: config connect_timeout_s, else 10]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+
+    /// Log more (-v debug, -vv trace); RUST_LOG takes precedence
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run llorch-pool on a host (models, workers, backends, status) or manage its checkout
+    Pool(PoolArgs),
+    /// Manage host profiles and probe hosts
+    #[command(subcommand)]
+    Hosts(HostsCommand),
+    /// Stream a completion from a worker (POST /execute)
+    Infer(InferArgs),
+}
+
+/// Everything after `llorch pool` is forwarded to `llorch-pool` verbatim, except `--host H`,
+/// which may appear anywhere before a `--`.
+///
+/// Host: `--host`, else $LLORCH_REMOTE_HOST, else the config's default_host, else this machine
+/// (`--host local` forces this machine). A host is a profile name from `llorch hosts` or any ssh
+/// destination. The remote exit code becomes llorch's exit code; 255 means ssh itself failed.
+///
+/// Examples:
+///   llorch pool models list --host mac --json
+///   llorch pool worker spawn cpu --model smollm2-135m --host workstation
+///   llorch pool models --help --host mac        (llorch-pool's own help, from that host)
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct PoolArgs {
+    /// Host profile or ssh destination ([user@]host); `local` = this machine
+    #[arg(long, global = true, value_name = "HOST")]
+    pub host: Option<String>,
+
+    #[command(subcommand)]
+    pub command: PoolCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Models: catalog | list | info | register | unregister | rm | verify | download | import
+    Models(PassThrough),
+    /// Workers: spawn | list | stop | stop-all | logs | cleanup
+    Worker(PassThrough),
+    /// Backends the host can run: list
+    Backends(PassThrough),
+    /// Host summary: backends, models, workers
+    Status(PassThrough),
+    /// The host's llama-orch checkout: pull | status | build (needs `repo` in the profile)
+    Git(GitArgs),
+    /// Any other llorch-pool command, forwarded as given
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}
+
+/// Arguments forwarded to llorch-pool (`--help` shows llorch-pool's own help).
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct PassThrough {
+    /// Arguments for llorch-pool, passed through verbatim
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GitArgs {
+    #[command(subcommand)]
+    pub action: GitAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GitAction {
+    /// git pull --ff-only, then update submodules
+    Pull,
+    /// git status (extra arguments are passed to git)
+    Status {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "GIT_ARGS")]
+        args: Vec<String>,
+    },
+    /// cargo build --release of llorch-candled, llorch-pool, orchestratord and llorch
+    ///
+    /// Backend features come from --features, else the profile's `features`, else detection on
+    /// the host (Darwin: metal; nvcc present: cuda; otherwise CPU only).
+    Build {
+        /// Worker backend features, e.g. cuda or metal (comma-separated or repeated)
+        #[arg(long, value_delimiter = ',', value_name = "FEATURE")]
+        features: Vec<String>,
+        /// Extra cargo arguments
+        #[arg(last = true, value_name = "CARGO_ARGS")]
+        cargo_args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Add or replace a host profile
+    Add(HostAddArgs),
+    /// List host profiles
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a host profile
+    Rm {
+        /// Profile name
+        name: String,
+    },
+    /// Probe hosts over ssh: latency, llorch-pool version and status, checkout, cargo
+    Check {
+        /// Profile names or ssh destinations [default: every profile]
+        names: Vec<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `llorch hosts add NAME TARGET [options]`
+#[derive(Debug, Args)]
+pub struct HostAddArgs {
+    /// Profile name (letters, digits, '.', '_', '-')
+    pub name: String,
+    /// ssh destination: host, user@host or an alias from ~/.ssh/config
+    pub target: String,
+    /// ssh port
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// ssh user
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Private key file
+    #[arg(long, value_name = "PATH")]
+    pub identity: Option<String>,
+    /// Remote llorch-pool binary [default: <repo>/target/release/llorch-pool, else PATH]
+    #[arg(long, value_name = "PATH")]
+    pub pool_bin: Option<String>,
+    /// Remote llama-orch checkout (for `pool git`), e.g. ~/Projects/llama-orch
+    #[arg(long, value_name = "PATH")]
+    pub repo: Option<String>,
+    /// Worker backend features for `pool git build` (cuda, metal)
+    #[arg(long = "feature", value_delimiter = ',', value_name = "FEATURE")]
+    pub features: Vec<String>,
+    /// Environment for remote commands, KEY=VALUE (repeatable), e.g. LLORCH_HOME=~/pool
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Extra ssh option Name=value (repeatable), e.g. StrictHostKeyChecking=accept-new
+    #[arg(long = "ssh-option", value_name = "OPTION")]
+    pub ssh_options: Vec<String>,
+    /// ssh client config file (ssh -F)
+    #[arg(long, value_name = "PATH")]
+    pub ssh_config: Option<String>,
+    /// Make this the default host
+    #[arg(long)]
+    pub default: bool,
+}
+
+/// `llorch infer`: one job on one worker, tokens to stdout, summary to stderr.
+///
+/// Ctrl-C cancels the job on the worker (POST /cancel) and exits 130.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).args(["prompt", "messages"]))]
+pub struct InferArgs {
+    /// Worker address: HOST:PORT or http://HOST:PORT
+    #[arg(long, value_name = "HOST:PORT")]
+    pub worker: String,
+    /// Raw prompt text
+    #[arg(long, short = 'p')]
+    pub prompt: Option<String>,
+    /// Chat message ROLE:TEXT, repeatable and kept in order (rendered with the model's template)
+    #[arg(long = "message", short = 'm', value_name = "ROLE:TEXT")]
+    pub messages: Vec<String>,
+    /// Most tokens to generate [worker default: 256]
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature, 0 = greedy [worker default: 1.0]
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass (0 < p <= 1)
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Keep the k most likely tokens (0 = off)
+    #[arg(long)]
+    pub top_k: Option<u32>,
+    /// Drop tokens below min_p x p(top token)
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    /// Penalty for repeated tokens (1.0 = off)
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
+    /// Sampler seed
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop string (repeatable)
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Job id [default: llorch-<uuid>]
+    #[arg(long)]
+    pub job_id: Option<String>,
+    /// Print every event as one JSON line on stdout instead of the text
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,240 @@
+//! Admission: parse and validate `POST /v2/tasks`, check the model and its context window,
+//! then enqueue (or answer 429 with a backoff sized from the measured drain rate).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use llorch_client::WorkerClient;
+use llorch_wire::tasks::{TaskAccepted, TaskEvent, TaskRequest};
+use llorch_wire::{ErrorCode, FieldError, TokenizeRequest};
+
+use crate::error::ApiError;
+use crate::queue::{Admit, Entry};
+use crate::state::{EndCause, Orchestrator};
+use crate::task::Task;
+
+/// Template overhead assumed per chat message, and once per prompt (system prompt, markers).
+const TOKENS_PER_MESSAGE: usize = 16;
+const TEMPLATE_TOKENS: usize = 128;
+/// Longest wait for a worker's `/tokenize` during admission.
+const TOKENIZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Parse the body into a [`TaskRequest`], rejecting unknown keys and invalid values.
+pub fn parse(body: &[u8]) -> Result<TaskRequest, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(vec![FieldError::new("body", "json", format!("body is not valid JSON: {e}"))])
+    })?;
+    let Some(obj) = value.as_object() else {
+        return Err(ApiError::invalid(vec![FieldError::new("body", "object", "body must be a JSON object")]));
+    };
+    let unknown: Vec<FieldError> = obj
+        .keys()
+        .filter(|k| !TaskRequest::FIELDS.contains(&k.as_str()))
+        .map(|k| FieldError::new(k.clone(), "unknown_field", format!("unknown field {k:?}")))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::invalid(unknown));
+    }
+    let req: TaskRequest = serde_json::from_value(value)
+        .map_err(|e| ApiError::invalid(vec![FieldError::new("body", "type", format!("invalid field value: {e}"))]))?;
+    req.validate().map_err(ApiError::invalid)?;
+    Ok(req)
+}
+
+/// Upper bound on the prompt's tokens without tokenizing (each token covers at least a byte).
+fn prompt_tokens_upper_bound(req: &TaskRequest) -> usize {
+    if let Some(ids) = &req.prompt_ids {
+        return ids.len();
+    }
+    if let Some(p) = &req.prompt {
+        return p.len() + 2;
+    }
+    let msgs = req.messages.as_deref().unwrap_or_default();
+    msgs.iter().map(|m| m.role.len() + m.content.len() + TOKENS_PER_MESSAGE).sum::<usize>() + TEMPLATE_TOKENS
+}
+
+fn too_long(model: &str, prompt: usize, max_new: u32, ctx: u32) -> ApiError {
+    ApiError::new(
+        ErrorCode::ContextLengthExceeded,
+        format!(
+            "prompt ({prompt} tokens) + max_tokens ({max_new}) exceed the context window of model {model:?} \
+             ({ctx} tokens)"
+        ),
+    )
+}
+
+/// Reject prompts that cannot fit the model's context. Cheap bound first; a worker's
+/// `/tokenize` only for prompts near the limit. If no worker can tokenize, the worker decides.
+async fn check_context(orch: &Orchestrator, req: &TaskRequest, ctx: u32, urls: Vec<String>) -> Result<(), ApiError> {
+    let max_new = req.max_tokens.unwrap_or(1);
+    if max_new >= ctx {
+        return Err(too_long(&req.model, 1, max_new, ctx));
+    }
+    let upper = prompt_tokens_upper_bound(req);
+    if upper + max_new as usize <= ctx as usize {
+        return Ok(());
+    }
+    if req.prompt_ids.is_some() {
+        return Err(too_long(&req.model, upper, max_new, ctx));
+    }
+    let treq = TokenizeRequest {
+        text: req.prompt.clone(),
+        messages: req.messages.clone(),
+        add_special_tokens: true,
+        with_pieces: false,
+    };
+    for url in urls {
+        let client = WorkerClient::with_client(&url, orch.http.clone());
+        if let Ok(Ok(resp)) = tokio::time::timeout(TOKENIZE_TIMEOUT, client.tokenize(&treq)).await {
+            if resp.count + max_new as usize > ctx as usize {
+                return Err(too_long(&req.model, resp.count, max_new, ctx));
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Admit a task: validate, enqueue, announce `queued`. Counts the outcome in the metrics.
+pub async fn submit(orch: &Arc<Orchestrator>, body: &[u8], correlation_id: &str) -> Result<TaskAccepted, ApiError> {
+    let t0 = Instant::now();
+    let result = admit(orch, body, correlation_id).await;
+    let m = &orch.metrics;
+    match &result {
+        Ok(_) => m.inc("orchd_tasks_enqueued_total", &[("outcome", "accepted")]),
+        Err(e) => {
+            m.inc("orchd_tasks_enqueued_total", &[("outcome", "rejected")]);
+            m.inc("orchd_tasks_rejected_total", &[("reason", e.code().as_str())]);
+        }
+    }
+    m.observe("orchd_admission_latency_ms", &[], t0.elapsed().as_secs_f64() * 1000.0);
+    result
+}
+
+async fn admit(orch: &Arc<Orchestrator>, body: &[u8], correlation_id: &str) -> Result<TaskAccepted, ApiError> {
+    if orch.is_shutting_down() {
+        return Err(ApiError::new(ErrorCode::ShuttingDown, "orchestratord is shutting down"));
+    }
+    let created = Instant::now();
+    let req = parse(body)?;
+    let (ctx, urls) = {
+        let core = orch.core();
+        let reg = &core.registry;
+        if !reg.knows_model(&req.model) {
+            let mut names: Vec<String> = reg.models().into_iter().map(|m| m.model).collect();
+            names.dedup();
+            let available = if names.is_empty() { "none (no worker registered)".into() } else { names.join(", ") };
+            return Err(ApiError::new(
+                ErrorCode::ModelNotFound,
+                format!("model {:?} is not served here; available models: {available}", req.model),
+            ));
+        }
+        (reg.context_length(&req.model).unwrap_or(u32::MAX), reg.ready_urls(&req.model))
+    };
+    check_context(orch, &req, ctx, urls).await?;
+
+    let client_id = req.task_id.is_some();
+    let id = req.task_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let task = Arc::new(Task::new(id.clone(), req, correlation_id.to_string(), created));
+    if !orch.insert_task(task.clone(), client_id) {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "task_id",
+            "unique",
+            format!("task_id {id:?} is already used; pick another or leave it out"),
+        )]));
+    }
+    let entry = Entry {
+        task_id: id.clone(),
+        model: task.request.model.clone(),
+        priority: task.request.priority,
+        enqueued: created,
+        avoid: Vec::new(),
+    };
+    let (admit, predicted, backoff) = {
+        let mut core = orch.core();
+        let admit = core.queue.push(entry);
+        let now = Instant::now();
+        let position = match &admit {
+            Admit::Accepted { position } | Admit::Evicted { position, .. } => *position,
+            Admit::Full => 0,
+        };
+        let predicted = if position == 0 && core.registry.can_place(&task.request.model) {
+            0
+        } else {
+            core.drain.eta_ms(now, position + 1)
+        };
+        (admit, predicted, core.drain.backoff_ms(now))
+    };
+    let position = match admit {
+        Admit::Full => {
+            orch.forget_task(&id);
+            let class = task.request.priority.as_str();
+            return Err(ApiError::queue_full(
+                format!(
+                    "the {class} queue is full ({} tasks); retry in {backoff} ms",
+                    orch.cfg.queue_capacity
+                ),
+                backoff,
+            ));
+        }
+        Admit::Evicted { position, evicted } => {
+            if let Some(old) = orch.task(&evicted) {
+                orch.end_task(&old, EndCause::Evicted);
+                orch.metrics.inc("orchd_tasks_evicted_total", &[]);
+            }
+            position
+        }
+        Admit::Accepted { position } => position,
+    };
+    task.set_position(position);
+    task.push(&TaskEvent::Queued { task_id: id.clone(), queue_position: position, predicted_start_ms: predicted });
+    orch.persist(&task);
+    if let Some(deadline) = task.deadline {
+        spawn_deadline(Arc::downgrade(orch), Arc::downgrade(&task), deadline);
+    }
+    orch.wake.notify_one();
+    tracing::info!(task_id = %id, %correlation_id, model = %task.request.model,
+        priority = task.request.priority.as_str(), position, "task admitted");
+    Ok(TaskAccepted {
+        events_url: format!("/v2/tasks/{id}/events"),
+        status_url: format!("/v2/tasks/{id}"),
+        task_id: id,
+        queue_position: position,
+        predicted_start_ms: predicted,
+    })
+}
+
+/// End the task with `DEADLINE_EXCEEDED` when its deadline passes (no-op if it ended before).
+fn spawn_deadline(orch: Weak<Orchestrator>, task: Weak<Task>, deadline: Instant) {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline.into()).await;
+        if let (Some(orch), Some(task)) = (orch.upgrade(), task.upgrade()) {
+            orch.end_task(&task, EndCause::Deadline);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_lists_unknown_and_invalid_fields() {
+        let e = parse(br#"{"model":"m","prompt":"x","temprature":1}"#).unwrap_err();
+        assert_eq!(e.envelope.error.fields[0].field, "temprature");
+        let e = parse(br#"{"model":"m","prompt":"x","temperature":9,"top_p":0}"#).unwrap_err();
+        let fields: Vec<_> = e.envelope.error.fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["temperature", "top_p"]);
+        assert_eq!(e.status, 400);
+        assert!(parse(b"[1]").is_err());
+        assert!(parse(br#"{"model":"m","prompt":"x","priority":"urgent"}"#).is_err());
+    }
+
+    #[test]
+    fn token_upper_bounds() {
+        let req = TaskRequest { prompt: Some("abcd".into()), ..Default::default() };
+        assert_eq!(prompt_tokens_upper_bound(&req), 6);
+        let req = TaskRequest { prompt_ids: Some(vec![1, 2, 3]), ..Default::default() };
+        assert_eq!(prompt_tokens_upper_bound(&req), 3);
+    }
+}

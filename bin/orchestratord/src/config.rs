@@ -1,0 +1,331 @@
+//! Configuration: command-line flags > environment (`LLORCH_ORCH_*`, `LLORCH_API_TOKEN`) > TOML
+//! file (`--config`) > defaults, merged into one validated [`Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// What happens when a priority class of the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueuePolicy {
+    /// Answer 429 with `Retry-After`.
+    Reject,
+    /// A new batch task evicts the oldest queued batch task (which gets an `EVICTED` error);
+    /// interactive tasks are never evicted and get 429.
+    DropLru,
+}
+
+impl QueuePolicy {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueuePolicy::Reject => "reject",
+            QueuePolicy::DropLru => "drop-lru",
+        }
+    }
+}
+
+/// How the scheduler picks among workers that can take a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// Lowest busy/slots ratio, then fewest busy, then smallest worker id.
+    LeastLoaded,
+    /// Next worker after the last one chosen, in worker-id order.
+    RoundRobin,
+}
+
+impl Placement {
+    /// The wire spelling (also the metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::LeastLoaded => "least-loaded",
+            Placement::RoundRobin => "round-robin",
+        }
+    }
+}
+
+/// Command-line flags; each also reads an environment variable.
+#[derive(Debug, Default, Parser)]
+#[command(name = "orchestratord", version, about = "llama-orch orchestrator daemon")]
+pub struct Args {
+    /// TOML config file.
+    #[arg(long, env = "LLORCH_ORCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Listen address (default 127.0.0.1:8080).
+    #[arg(long, env = "LLORCH_ORCH_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// SQLite database file for the registry and task history.
+    #[arg(long, env = "LLORCH_ORCH_DB")]
+    pub db: Option<PathBuf>,
+    /// Bearer token clients and workers must send (comma-separated for several).
+    #[arg(long, env = "LLORCH_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Queue capacity per priority class (default 100).
+    #[arg(long, env = "LLORCH_ORCH_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<u32>,
+    /// Full-queue policy (default reject).
+    #[arg(long, env = "LLORCH_ORCH_QUEUE_POLICY")]
+    pub queue_policy: Option<QueuePolicy>,
+    /// Worker choice (default least-loaded).
+    #[arg(long, env = "LLORCH_ORCH_PLACEMENT")]
+    pub placement: Option<Placement>,
+    /// Interactive dispatches in a row before a waiting batch task goes (default 4).
+    #[arg(long, env = "LLORCH_ORCH_BATCH_STARVATION_BOUND")]
+    pub batch_starvation_bound: Option<u32>,
+    /// Dispatch attempts per task before the first token (default 3).
+    #[arg(long, env = "LLORCH_ORCH_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// First retry backoff, doubled per attempt (default 50).
+    #[arg(long, env = "LLORCH_ORCH_RETRY_BACKOFF_MS")]
+    pub retry_backoff_ms: Option<u64>,
+    /// Heartbeat interval asked of workers (default 5000).
+    #[arg(long, env = "LLORCH_ORCH_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Silence after which a worker is unhealthy (default 3 intervals).
+    #[arg(long, env = "LLORCH_ORCH_HEARTBEAT_TIMEOUT_MS")]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// After the last SSE client leaves, cancel the task if none reconnects within this (default 2000).
+    #[arg(long, env = "LLORCH_ORCH_DISCONNECT_GRACE_MS")]
+    pub disconnect_grace_ms: Option<u64>,
+    /// Longest a task waits in the queue (default 300000).
+    #[arg(long, env = "LLORCH_ORCH_MAX_QUEUE_WAIT_MS")]
+    pub max_queue_wait_ms: Option<u64>,
+    /// A worker silent this long mid-task is treated as lost (default 60000).
+    #[arg(long, env = "LLORCH_ORCH_STALL_TIMEOUT_MS")]
+    pub stall_timeout_ms: Option<u64>,
+    /// Static workers, comma-separated base URLs (polled via /health).
+    #[arg(long, env = "LLORCH_ORCH_WORKERS", value_delimiter = ',')]
+    pub workers: Option<Vec<String>>,
+}
+
+/// One `[[workers]]` entry of the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticWorker {
+    pub url: String,
+}
+
+/// The TOML file: every key optional, same names as the flags (with `_`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bind: Option<SocketAddr>,
+    pub db: Option<PathBuf>,
+    pub api_tokens: Option<Vec<String>>,
+    pub queue_capacity: Option<u32>,
+    pub queue_policy: Option<QueuePolicy>,
+    pub placement: Option<Placement>,
+    pub batch_starvation_bound: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub retry_backoff_ms: Option<u64>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub heartbeat_timeout_ms: Option<u64>,
+    pub disconnect_grace_ms: Option<u64>,
+    pub max_queue_wait_ms: Option<u64>,
+    pub stall_timeout_ms: Option<u64>,
+    pub finished_tasks_in_memory: Option<usize>,
+    pub history_retention_days: Option<u32>,
+    pub workers: Option<Vec<StaticWorker>>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub db: PathBuf,
+    pub api_tokens: Vec<String>,
+    pub queue_capacity: u32,
+    pub queue_policy: QueuePolicy,
+    pub placement: Placement,
+    pub batch_starvation_bound: u32,
+    pub max_attempts: u32,
+    pub retry_backoff_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub disconnect_grace_ms: u64,
+    pub max_queue_wait_ms: u64,
+    pub stall_timeout_ms: u64,
+    /// Finished tasks whose full event log stays replayable; older ones keep only their
+    /// terminal event (in SQLite).
+    pub finished_tasks_in_memory: usize,
+    pub history_retention_days: u32,
+    pub workers: Vec<StaticWorker>,
+}
+
+/// A configuration that cannot be used; the message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error(
+        "refusing to bind {0}: it is not a loopback address and no API token is set; \
+         set LLORCH_API_TOKEN (or api_tokens in the config file), or bind 127.0.0.1"
+    )]
+    PublicBindWithoutToken(SocketAddr),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".parse().expect("valid address"),
+            db: default_db_path(),
+            api_tokens: Vec::new(),
+            queue_capacity: 100,
+            queue_policy: QueuePolicy::Reject,
+            placement: Placement::LeastLoaded,
+            batch_starvation_bound: 4,
+            max_attempts: 3,
+            retry_backoff_ms: 50,
+            heartbeat_interval_ms: 5000,
+            heartbeat_timeout_ms: 15000,
+            disconnect_grace_ms: 2000,
+            max_queue_wait_ms: 300_000,
+            stall_timeout_ms: 60_000,
+            finished_tasks_in_memory: 1000,
+            history_retention_days: 7,
+            workers: Vec::new(),
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/llorch/orchestratord.sqlite` (or under `~/.local/state`).
+fn default_db_path() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local").join("state")
+    });
+    base.join("llorch").join("orchestratord.sqlite")
+}
+
+/// Read and parse a TOML config file.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(e) })
+}
+
+impl Config {
+    /// Merge flags/env over the file (if any) over defaults, then validate.
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    /// Merge already-parsed sources (flags/env win), then validate.
+    pub fn merge(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let tokens = match args.api_token {
+            Some(t) => t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            None => file.api_tokens.unwrap_or_default(),
+        };
+        let workers = match args.workers {
+            Some(urls) => urls.into_iter().filter(|u| !u.trim().is_empty()).map(|url| StaticWorker { url }).collect(),
+            None => file.workers.unwrap_or_default(),
+        };
+        let interval = args.heartbeat_interval_ms.or(file.heartbeat_interval_ms).unwrap_or(d.heartbeat_interval_ms);
+        let cfg = Config {
+            bind: args.bind.or(file.bind).unwrap_or(d.bind),
+            db: args.db.or(file.db).unwrap_or(d.db),
+            api_tokens: tokens,
+            queue_capacity: args.queue_capacity.or(file.queue_capacity).unwrap_or(d.queue_capacity),
+            queue_policy: args.queue_policy.or(file.queue_policy).unwrap_or(d.queue_policy),
+            placement: args.placement.or(file.placement).unwrap_or(d.placement),
+            batch_starvation_bound: args
+                .batch_starvation_bound
+                .or(file.batch_starvation_bound)
+                .unwrap_or(d.batch_starvation_bound),
+            max_attempts: args.max_attempts.or(file.max_attempts).unwrap_or(d.max_attempts),
+            retry_backoff_ms: args.retry_backoff_ms.or(file.retry_backoff_ms).unwrap_or(d.retry_backoff_ms),
+            heartbeat_interval_ms: interval,
+            heartbeat_timeout_ms: args.heartbeat_timeout_ms.or(file.heartbeat_timeout_ms).unwrap_or(interval * 3),
+            disconnect_grace_ms: args.disconnect_grace_ms.or(file.disconnect_grace_ms).unwrap_or(d.disconnect_grace_ms),
+            max_queue_wait_ms: args.max_queue_wait_ms.or(file.max_queue_wait_ms).unwrap_or(d.max_queue_wait_ms),
+            stall_timeout_ms: args.stall_timeout_ms.or(file.stall_timeout_ms).unwrap_or(d.stall_timeout_ms),
+            finished_tasks_in_memory: file.finished_tasks_in_memory.unwrap_or(d.finished_tasks_in_memory),
+            history_retention_days: file.history_retention_days.unwrap_or(d.history_retention_days),
+            workers,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check ranges and the public-bind rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if !(1..=10_000).contains(&self.queue_capacity) {
+            return bad("queue_capacity must be between 1 and 10000");
+        }
+        if self.batch_starvation_bound == 0 {
+            return bad("batch_starvation_bound must be at least 1");
+        }
+        if !(1..=10).contains(&self.max_attempts) {
+            return bad("max_attempts must be between 1 and 10");
+        }
+        if self.heartbeat_interval_ms < 100 {
+            return bad("heartbeat_interval_ms must be at least 100");
+        }
+        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            return bad("heartbeat_timeout_ms must be greater than heartbeat_interval_ms");
+        }
+        if self.stall_timeout_ms < 100 || self.max_queue_wait_ms < 100 {
+            return bad("stall_timeout_ms and max_queue_wait_ms must be at least 100");
+        }
+        for w in &self.workers {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!("worker url {:?} must start with http:// or https://", w.url)));
+            }
+        }
+        if !self.bind.ip().is_loopback() && self.api_tokens.is_empty() {
+            return Err(ConfigError::PublicBindWithoutToken(self.bind));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let file: FileConfig =
+            toml::from_str("queue_capacity = 7\nplacement = \"round-robin\"\n[[workers]]\nurl = \"http://a:1\"\n").unwrap();
+        let args = Args { queue_capacity: Some(9), ..Default::default() };
+        let cfg = Config::merge(args, file).unwrap();
+        assert_eq!(cfg.queue_capacity, 9);
+        assert_eq!(cfg.placement, Placement::RoundRobin);
+        assert_eq!(cfg.queue_policy, QueuePolicy::Reject);
+        assert_eq!(cfg.workers, vec![StaticWorker { url: "http://a:1".into() }]);
+        assert_eq!(cfg.heartbeat_timeout_ms, 15000);
+    }
+
+    #[test]
+    fn public_bind_needs_a_token() {
+        let args = Args { bind: Some("0.0.0.0:8080".parse().unwrap()), ..Default::default() };
+        let err = Config::merge(args, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("LLORCH_API_TOKEN"), "{err}");
+        let args = Args {
+            bind: Some("0.0.0.0:8080".parse().unwrap()),
+            api_token: Some("secret-token".into()),
+            ..Default::default()
+        };
+        assert!(Config::merge(args, FileConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_ranges_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("queue_capacty = 3").is_err());
+        let args = Args { queue_capacity: Some(0), ..Default::default() };
+        assert!(Config::merge(args, FileConfig::default()).is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! `GET /v2/workers`, `POST /v2/workers/register`, `POST /v2/workers/{id}/heartbeat`,
+//! `GET|DELETE /v2/workers/{id}`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use llorch_wire::tasks::{WorkerHeartbeat, WorkerHeartbeatAck, WorkerInfo, WorkerList, WorkerRegistered};
+
+use super::parse_json;
+use crate::error::ApiError;
+use crate::state::Orchestrator;
+use crate::workers;
+
+/// Every known worker, in id order.
+pub async fn list(State(orch): State<Arc<Orchestrator>>) -> Json<WorkerList> {
+    let workers = orch.core().registry.iter().map(|w| w.info()).collect();
+    Json(WorkerList { workers })
+}
+
+/// One worker.
+pub async fn show(State(orch): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Result<Json<WorkerInfo>, ApiError> {
+    let info = orch.core().registry.get(&id).map(|w| w.info());
+    info.map(Json).ok_or_else(|| ApiError::not_found("worker", &id))
+}
+
+/// Register (or re-register) a worker.
+pub async fn register(State(orch): State<Arc<Orchestrator>>, body: Bytes) -> Result<Json<WorkerRegistered>, ApiError> {
+    let reg = parse_json(&body)?;
+    workers::register(&orch, reg).map(Json)
+}
+
+/// A worker's sign of life; the body is optional.
+pub async fn heartbeat(
+    State(orch): State<Arc<Orchestrator>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<WorkerHeartbeatAck>, ApiError> {
+    if !body.is_empty() {
+        let _: WorkerHeartbeat = parse_json(&body)?;
+    }
+    workers::heartbeat(&orch, &id).map(Json)
+}
+
+/// Forget a worker (it shuts down).
+pub async fn deregister(State(orch): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    workers::deregister(&orch, &id).map(|()| StatusCode::NO_CONTENT)
+}

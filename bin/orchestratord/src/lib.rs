@@ -1,0 +1,94 @@
+//! orchestratord: admits tasks, queues them in two bounded priority classes, places them on
+//! registered workers and relays each worker's token stream to clients over SSE.
+//!
+//! Layout: `admission` (validate + enqueue), `queue` and `registry` (pure state),
+//! `scheduler` (placement loop + upkeep), `relay` (one attempt on a worker), `state` (shared
+//! state, ending tasks), `store` (SQLite), `http` (routes), `config`, `metrics`, `openapi`.
+
+pub mod admission;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod queue;
+pub mod registry;
+pub mod relay;
+pub mod scheduler;
+pub mod state;
+pub mod store;
+pub mod task;
+pub mod workers;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+
+use crate::config::Config;
+use crate::state::Orchestrator;
+use crate::store::Store;
+
+/// How long shutdown waits for open streams to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Open the state, bind, and serve until SIGINT/SIGTERM.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let (store, failed) = Store::open(&cfg.db)?;
+    if failed > 0 {
+        tracing::warn!(tasks = failed, "tasks left unfinished by the previous run were marked failed");
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.bind).await.with_context(|| format!("cannot bind {}", cfg.bind))?;
+    let addr = listener.local_addr()?;
+    let orch = Orchestrator::new(cfg, store);
+    let restored = workers::restore(&orch);
+    tokio::spawn(scheduler::run(orch.clone()));
+    tokio::spawn(scheduler::maintenance(orch.clone()));
+    tracing::info!(%addr, restored_workers = restored, db = %orch.cfg.db.display(),
+        auth = !orch.cfg.api_tokens.is_empty(), "orchestratord listening");
+    let app = http::router(orch.clone());
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(shutdown_signal(orch.clone(), stop_tx));
+    let mut graceful_rx = stop_rx.clone();
+    let graceful = async move {
+        let _ = graceful_rx.wait_for(|stop| *stop).await;
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful).into_future();
+    let mut deadline_rx = stop_rx;
+    let deadline = async move {
+        let _ = deadline_rx.wait_for(|stop| *stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = deadline => tracing::warn!("streams still open after the shutdown grace period; exiting"),
+    }
+    orch.store.close();
+    Ok(())
+}
+
+/// On SIGINT or SIGTERM: end every unfinished task, then tell the server to stop.
+async fn shutdown_signal(orch: Arc<Orchestrator>, stop: tokio::sync::watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+    orch.begin_shutdown();
+    orch.wake.notify_one();
+    let _ = stop.send(true);
+}

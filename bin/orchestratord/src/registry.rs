@@ -1,0 +1,307 @@
+//! The worker registry (pure state): who serves which model, health, slot accounting, and
+//! placement (least-loaded or round-robin, deterministic tie-break by worker id).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use llorch_wire::tasks::{ModelCapability, WorkerInfo, WorkerRegistration, WorkerSource, WorkerStatus};
+
+use crate::config::Placement;
+
+/// One known worker.
+#[derive(Debug, Clone)]
+pub struct WorkerEntry {
+    pub reg: WorkerRegistration,
+    pub source: WorkerSource,
+    pub status: WorkerStatus,
+    /// Tasks the orchestrator runs on it now.
+    pub busy: u32,
+    pub last_seen: Instant,
+    /// Unix ms of `last_seen`.
+    pub last_seen_ms: u64,
+}
+
+impl WorkerEntry {
+    /// Whether tasks naming `model` may run here.
+    pub fn serves(&self, model: &str) -> bool {
+        self.reg.model == model || self.reg.aliases.iter().any(|a| a == model)
+    }
+
+    fn has_free_slot(&self) -> bool {
+        self.status == WorkerStatus::Ready && self.busy < self.reg.slots_total
+    }
+
+    /// The API view.
+    pub fn info(&self) -> WorkerInfo {
+        WorkerInfo {
+            worker_id: self.reg.worker_id.clone(),
+            url: self.reg.url.clone(),
+            model: self.reg.model.clone(),
+            aliases: self.reg.aliases.clone(),
+            backend: self.reg.backend.clone(),
+            slots_total: self.reg.slots_total,
+            slots_busy: self.busy,
+            context_length: self.reg.context_length,
+            status: self.status,
+            source: self.source,
+            last_seen_ms: self.last_seen_ms,
+        }
+    }
+}
+
+/// All workers, keyed (and so ordered) by worker id.
+#[derive(Debug)]
+pub struct Registry {
+    workers: BTreeMap<String, WorkerEntry>,
+    placement: Placement,
+    rr_last: Option<String>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(placement: Placement) -> Self {
+        Self { workers: BTreeMap::new(), placement, rr_last: None }
+    }
+
+    /// Add or replace a worker (its busy count survives a re-registration).
+    pub fn upsert(&mut self, reg: WorkerRegistration, source: WorkerSource, status: WorkerStatus, seen_ms: u64) {
+        let busy = self.workers.get(&reg.worker_id).map_or(0, |w| w.busy);
+        let entry = WorkerEntry { reg, source, status, busy, last_seen: Instant::now(), last_seen_ms: seen_ms };
+        self.workers.insert(entry.reg.worker_id.clone(), entry);
+    }
+
+    /// Forget a worker.
+    pub fn remove(&mut self, id: &str) -> Option<WorkerEntry> {
+        self.workers.remove(id)
+    }
+
+    /// Record a sign of life; the worker becomes ready. False for an unknown id.
+    pub fn touch(&mut self, id: &str, seen_ms: u64) -> bool {
+        match self.workers.get_mut(id) {
+            Some(w) => {
+                w.last_seen = Instant::now();
+                w.last_seen_ms = seen_ms;
+                w.status = WorkerStatus::Ready;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stop placing tasks on a worker until it shows life again. True if it was ready.
+    pub fn mark_unhealthy(&mut self, id: &str) -> bool {
+        match self.workers.get_mut(id) {
+            Some(w) if w.status == WorkerStatus::Ready => {
+                w.status = WorkerStatus::Unhealthy;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Mark registered workers silent for longer than `timeout` unhealthy; returns their ids.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        for w in self.workers.values_mut() {
+            if w.source == WorkerSource::Registered
+                && w.status == WorkerStatus::Ready
+                && now.duration_since(w.last_seen) > timeout
+            {
+                w.status = WorkerStatus::Unhealthy;
+                out.push(w.reg.worker_id.clone());
+            }
+        }
+        out
+    }
+
+    /// One worker.
+    pub fn get(&self, id: &str) -> Option<&WorkerEntry> {
+        self.workers.get(id)
+    }
+
+    /// Every worker, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &WorkerEntry> {
+        self.workers.values()
+    }
+
+    /// Whether any worker (healthy or not) serves `model`.
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.workers.values().any(|w| w.serves(model))
+    }
+
+    /// Smallest context window among the workers serving `model`.
+    pub fn context_length(&self, model: &str) -> Option<u32> {
+        self.workers.values().filter(|w| w.serves(model)).map(|w| w.reg.context_length).min()
+    }
+
+    /// Ready workers serving `model`, in id order (for tokenization at admission).
+    pub fn ready_urls(&self, model: &str) -> Vec<String> {
+        self.workers
+            .values()
+            .filter(|w| w.status == WorkerStatus::Ready && w.serves(model))
+            .map(|w| w.reg.url.clone())
+            .collect()
+    }
+
+    /// Per-model summary, grouped by each worker's primary model id.
+    pub fn models(&self) -> Vec<ModelCapability> {
+        let mut by_model: BTreeMap<String, ModelCapability> = BTreeMap::new();
+        for w in self.workers.values() {
+            let m = by_model.entry(w.reg.model.clone()).or_insert_with(|| ModelCapability {
+                model: w.reg.model.clone(),
+                aliases: Vec::new(),
+                context_length: w.reg.context_length,
+                workers_ready: 0,
+                slots_total: 0,
+            });
+            for a in &w.reg.aliases {
+                if !m.aliases.contains(a) {
+                    m.aliases.push(a.clone());
+                }
+            }
+            m.context_length = m.context_length.min(w.reg.context_length);
+            if w.status == WorkerStatus::Ready {
+                m.workers_ready += 1;
+                m.slots_total += w.reg.slots_total;
+            }
+        }
+        by_model.into_values().collect()
+    }
+
+    /// Whether any ready worker has a free slot.
+    pub fn any_free_slot(&self) -> bool {
+        self.workers.values().any(WorkerEntry::has_free_slot)
+    }
+
+    /// Whether some ready worker serving `model` has a free slot now.
+    pub fn can_place(&self, model: &str) -> bool {
+        self.workers.values().any(|w| w.has_free_slot() && w.serves(model))
+    }
+
+    /// Choose a ready worker with a free slot serving `model`, preferring ones not in `avoid`.
+    /// Does not take the slot; call [`Registry::acquire`].
+    pub fn pick(&mut self, model: &str, avoid: &[String]) -> Option<String> {
+        let free: Vec<&WorkerEntry> = self.workers.values().filter(|w| w.has_free_slot() && w.serves(model)).collect();
+        let fresh: Vec<&WorkerEntry> = free.iter().copied().filter(|w| !avoid.contains(&w.reg.worker_id)).collect();
+        let candidates = if fresh.is_empty() { free } else { fresh };
+        let chosen = match self.placement {
+            // Compare busy/slots as fractions without floats: a.busy * b.slots vs b.busy * a.slots.
+            Placement::LeastLoaded => candidates.into_iter().min_by(|a, b| {
+                let la = a.busy as u64 * b.reg.slots_total as u64;
+                let lb = b.busy as u64 * a.reg.slots_total as u64;
+                la.cmp(&lb).then(a.busy.cmp(&b.busy)).then(a.reg.worker_id.cmp(&b.reg.worker_id))
+            }),
+            Placement::RoundRobin => {
+                let after = self.rr_last.as_deref();
+                candidates
+                    .iter()
+                    .copied()
+                    .find(|w| after.is_some_and(|last| w.reg.worker_id.as_str() > last))
+                    .or_else(|| candidates.first().copied())
+            }
+        }?;
+        let id = chosen.reg.worker_id.clone();
+        if self.placement == Placement::RoundRobin {
+            self.rr_last = Some(id.clone());
+        }
+        Some(id)
+    }
+
+    /// Take one slot on a worker.
+    pub fn acquire(&mut self, id: &str) {
+        if let Some(w) = self.workers.get_mut(id) {
+            w.busy += 1;
+        }
+    }
+
+    /// Give a slot back.
+    pub fn release(&mut self, id: &str) {
+        if let Some(w) = self.workers.get_mut(id) {
+            w.busy = w.busy.saturating_sub(1);
+        }
+    }
+
+    /// (ready, total) worker counts.
+    pub fn counts(&self) -> (u32, u32) {
+        let ready = self.workers.values().filter(|w| w.status == WorkerStatus::Ready).count();
+        (ready as u32, self.workers.len() as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(id: &str, model: &str, slots: u32) -> WorkerRegistration {
+        WorkerRegistration {
+            worker_id: id.into(),
+            url: format!("http://{id}"),
+            model: model.into(),
+            aliases: vec![format!("{model}-alias")],
+            backend: "cpu".into(),
+            slots_total: slots,
+            context_length: 2048,
+        }
+    }
+
+    fn registry(p: Placement) -> Registry {
+        let mut r = Registry::new(p);
+        for (id, slots) in [("w2", 2), ("w1", 2), ("w3", 1)] {
+            r.upsert(reg(id, "m", slots), WorkerSource::Registered, WorkerStatus::Ready, 0);
+        }
+        r
+    }
+
+    fn take(r: &mut Registry, avoid: &[String]) -> Option<String> {
+        let id = r.pick("m", avoid)?;
+        r.acquire(&id);
+        Some(id)
+    }
+
+    #[test]
+    fn least_loaded_with_id_tie_break() {
+        let mut r = registry(Placement::LeastLoaded);
+        let order: Vec<_> = std::iter::from_fn(|| take(&mut r, &[])).collect();
+        assert_eq!(order, ["w1", "w2", "w3", "w1", "w2"]);
+        r.release("w2");
+        assert_eq!(r.pick("m", &[]).as_deref(), Some("w2"));
+    }
+
+    #[test]
+    fn round_robin_cycles_in_id_order() {
+        let mut r = registry(Placement::RoundRobin);
+        let first: Vec<_> = (0..4).filter_map(|_| take(&mut r, &[])).collect();
+        assert_eq!(first, ["w1", "w2", "w3", "w1"]);
+    }
+
+    #[test]
+    fn avoid_unhealthy_and_models() {
+        let mut r = registry(Placement::LeastLoaded);
+        assert_eq!(r.pick("m", &["w1".into()]).as_deref(), Some("w2"));
+        assert_eq!(r.pick("m-alias", &[]).as_deref(), Some("w1"));
+        assert_eq!(r.pick("other", &[]), None);
+        assert!(r.mark_unhealthy("w1"));
+        assert_eq!(r.pick("m", &[]).as_deref(), Some("w2"));
+        // Every fresh worker full: fall back to an avoided one rather than wait forever.
+        r.mark_unhealthy("w2");
+        r.mark_unhealthy("w3");
+        assert_eq!(r.pick("m", &[]), None);
+        r.touch("w3", 1);
+        assert_eq!(r.pick("m", &["w3".into()]).as_deref(), Some("w3"));
+        assert_eq!(r.counts(), (1, 3));
+    }
+
+    #[test]
+    fn heartbeat_expiry_only_for_registered_workers() {
+        let mut r = registry(Placement::LeastLoaded);
+        r.upsert(reg("s1", "m", 1), WorkerSource::Static, WorkerStatus::Ready, 0);
+        let later = Instant::now() + Duration::from_secs(60);
+        let mut gone = r.expire(later, Duration::from_secs(15));
+        gone.sort();
+        assert_eq!(gone, ["w1", "w2", "w3"]);
+        assert_eq!(r.counts(), (1, 4));
+        let caps = r.models();
+        assert_eq!(caps.len(), 1);
+        assert_eq!((caps[0].workers_ready, caps[0].slots_total), (1, 1));
+    }
+}

@@ -1,0 +1,124 @@
+//! The scheduler loop (woken by `Notify`: pick task + worker atomically, spawn its relay,
+//! announce new queue positions) and the maintenance loop (heartbeat expiry, queue-wait
+//! limit, static worker probes, history pruning).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llorch_wire::tasks::TaskEvent;
+
+use crate::relay::{self, Target};
+use crate::state::{EndCause, Orchestrator};
+use crate::workers;
+
+/// How often the maintenance loop runs.
+const TICK: Duration = Duration::from_millis(200);
+/// How often old history is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Dispatch until nothing more can be placed, each time the scheduler is woken.
+pub async fn run(orch: Arc<Orchestrator>) {
+    loop {
+        orch.wake.notified().await;
+        if orch.is_shutting_down() {
+            return;
+        }
+        dispatch_ready(&orch);
+    }
+}
+
+/// Place every task that can be placed now, then announce the new queue positions.
+pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
+    let algorithm = orch.cfg.placement.as_str();
+    let mut moved = false;
+    loop {
+        let t0 = Instant::now();
+        let picked = {
+            let mut guard = orch.core();
+            let core = &mut *guard;
+            let registry = &mut core.registry;
+            let chosen = if registry.any_free_slot() {
+                core.queue.select(|e| registry.pick(&e.model, &e.avoid))
+            } else {
+                None
+            };
+            chosen.map(|(entry, worker_id)| {
+                core.registry.acquire(&worker_id);
+                core.running += 1;
+                core.drain.record(Instant::now());
+                let url = core.registry.get(&worker_id).map(|w| w.reg.url.clone()).unwrap_or_default();
+                (entry, Target { worker_id, url })
+            })
+        };
+        let Some((entry, target)) = picked else { break };
+        moved = true;
+        orch.metrics.observe("orchd_scheduling_latency_ms", &[("algorithm", algorithm)], t0.elapsed().as_secs_f64() * 1000.0);
+        match orch.task(&entry.task_id) {
+            Some(task) => {
+                tracing::debug!(task_id = %task.id, worker_id = %target.worker_id, "dispatch");
+                tokio::spawn(relay::run(orch.clone(), task, target, Instant::now()));
+            }
+            None => orch.release_slot(&target.worker_id),
+        }
+    }
+    let dirty = std::mem::take(&mut orch.core().positions_dirty);
+    if moved || dirty {
+        announce_positions(orch);
+    }
+}
+
+/// Send `queued` with the new position to every waiting task whose position changed.
+fn announce_positions(orch: &Orchestrator) {
+    let (positions, etas) = {
+        let core = orch.core();
+        let now = Instant::now();
+        let positions = core.queue.positions();
+        let etas: Vec<u64> = positions.iter().map(|(_, p)| core.drain.eta_ms(now, p + 1)).collect();
+        (positions, etas)
+    };
+    for ((id, position), eta) in positions.into_iter().zip(etas) {
+        if let Some(task) = orch.task(&id) {
+            if task.set_position(position) {
+                task.push(&TaskEvent::Queued { task_id: id, queue_position: position, predicted_start_ms: eta });
+            }
+        }
+    }
+}
+
+/// Periodic upkeep; never returns while the process runs.
+pub async fn maintenance(orch: Arc<Orchestrator>) {
+    let mut last_probe = Instant::now() - Duration::from_secs(3600);
+    let mut last_prune = Instant::now() - PRUNE_EVERY;
+    let probe_every = Duration::from_millis(orch.cfg.heartbeat_interval_ms);
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tick.tick().await;
+        if orch.is_shutting_down() {
+            return;
+        }
+        let now = Instant::now();
+        let (expired_workers, expired_tasks) = {
+            let mut core = orch.core();
+            let hb = Duration::from_millis(orch.cfg.heartbeat_timeout_ms);
+            let wait = Duration::from_millis(orch.cfg.max_queue_wait_ms);
+            (core.registry.expire(now, hb), core.queue.take_expired(now, wait))
+        };
+        for id in expired_workers {
+            tracing::warn!(worker_id = %id, "worker missed its heartbeats; no new tasks go to it");
+        }
+        for entry in expired_tasks {
+            if let Some(task) = orch.task(&entry.task_id) {
+                orch.end_task(&task, EndCause::QueueWait);
+            }
+        }
+        if now.duration_since(last_probe) >= probe_every {
+            last_probe = now;
+            tokio::spawn(workers::probe_static(orch.clone()));
+        }
+        if now.duration_since(last_prune) >= PRUNE_EVERY {
+            last_prune = now;
+            let keep_ms = orch.cfg.history_retention_days as u64 * 86_400_000;
+            orch.store.prune(crate::task::unix_ms().saturating_sub(keep_ms));
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `backends list` and `status`: what this host can run and what it is running.
+
+use llorch_catalog::{BackendView, StatusView};
+use serde_json::json;
+
+use crate::error::Result;
+use crate::hub::HubConfig;
+use crate::output::{human_bytes, print_json, print_table};
+use crate::{models, procs, worker, Ctx};
+
+/// Detect the backends of this host.
+///
+/// The worker contract has no way to ask a `llorch-candled` binary which backends it was built
+/// with, so cuda/metal availability is about devices; a worker built without the feature exits
+/// with a clear message that `worker spawn` shows.
+pub fn detect() -> Vec<BackendView> {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let mut out = vec![BackendView {
+        name: "cpu".into(),
+        available: true,
+        devices: cpus,
+        detail: format!("{cpus} logical CPUs"),
+    }];
+    let (n, detail) = cuda_devices();
+    out.push(BackendView {
+        name: "cuda".into(),
+        available: n > 0,
+        devices: n,
+        detail,
+    });
+    let mac = cfg!(target_os = "macos");
+    out.push(BackendView {
+        name: "metal".into(),
+        available: mac,
+        devices: u32::from(mac),
+        detail: if mac {
+            "macOS".into()
+        } else {
+            "Metal needs macOS".into()
+        },
+    });
+    out
+}
+
+/// NVIDIA GPUs the driver exposes (`/proc/driver/nvidia/gpus/*`, else `/dev/nvidiaN`).
+fn cuda_devices() -> (u32, String) {
+    let count = |dir: &str, pred: &dyn Fn(&str) -> bool| {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| pred(&e.file_name().to_string_lossy()))
+                    .count() as u32
+            })
+            .unwrap_or(0)
+    };
+    let n = count("/proc/driver/nvidia/gpus", &|_| true);
+    if n > 0 {
+        return (n, format!("{n} NVIDIA GPU(s) (/proc/driver/nvidia/gpus)"));
+    }
+    let n = count("/dev", &|name| {
+        name.strip_prefix("nvidia")
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if n > 0 {
+        return (n, format!("{n} NVIDIA device node(s) in /dev"));
+    }
+    (
+        0,
+        "no NVIDIA GPU found (no /proc/driver/nvidia/gpus, no /dev/nvidiaN)".into(),
+    )
+}
+
+/// `backends list`.
+pub fn list(ctx: &Ctx) -> Result<()> {
+    let backends = detect();
+    if ctx.json {
+        print_json(&json!({ "backends": backends }));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = backends
+        .iter()
+        .map(|b| {
+            vec![
+                b.name.clone(),
+                if b.available {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                b.devices.to_string(),
+                b.detail.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["BACKEND", "AVAILABLE", "DEVICES", "DETAIL"], &rows);
+    Ok(())
+}
+
+/// `status`.
+pub fn status(ctx: &Ctx) -> Result<()> {
+    let cat = ctx.store.load()?;
+    let view = StatusView {
+        host: procs::hostname(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        home: ctx.home.root().display().to_string(),
+        hf_cache: HubConfig::from_env().cache_dir.display().to_string(),
+        backends: detect(),
+        models: models::local_views(&cat),
+        workers: worker::views(ctx),
+    };
+    if ctx.json {
+        print_json(&view);
+        return Ok(());
+    }
+    println!("host:     {} (llorch-pool {})", view.host, view.version);
+    println!("home:     {}", view.home);
+    println!("hf cache: {}", view.hf_cache);
+    let avail: Vec<&str> = view
+        .backends
+        .iter()
+        .filter(|b| b.available)
+        .map(|b| b.name.as_str())
+        .collect();
+    println!("backends: {}", avail.join(", "));
+    println!("models:   {}", view.models.len());
+    for m in &view.models {
+        let size = m.local.as_ref().map(|l| l.size_bytes).unwrap_or(0);
+        println!("  {} ({}, {})", m.spec.id, m.spec.format, human_bytes(size));
+    }
+    let alive = view.workers.iter().filter(|w| w.alive).count();
+    println!("workers:  {} ({} alive)", view.workers.len(), alive);
+    for w in &view.workers {
+        println!(
+            "  {} {} pid {} {}",
+            w.record.id,
+            w.record.url,
+            w.record.pid,
+            if w.alive { "alive" } else { "dead" }
+        );
+    }
+    Ok(())
+}

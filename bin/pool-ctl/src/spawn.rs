@@ -1,0 +1,302 @@
+//! `worker spawn`: start `llorch-candled` detached, record it, and return only once its
+//! `/health` answers `"status":"ready"`; on exit or timeout show the log tail and leave no record.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use llorch_catalog::{ModelSpec, WorkerRecord};
+
+use crate::cli::{Backend, SpawnArgs};
+use crate::error::{PoolError, Result};
+use crate::{backends, models, procs, worker, Ctx};
+
+/// First port tried when `--port` is not given.
+const FIRST_PORT: u16 = 8001;
+const LAST_PORT: u16 = 8999;
+/// Readiness timeout: base plus this much per GB of model files.
+const READY_BASE_S: f64 = 60.0;
+const READY_PER_GB_S: f64 = 60.0;
+/// Lines of the worker log shown when it fails to start.
+const TAIL_LINES: usize = 40;
+const WORKER_BIN: &str = "llorch-candled";
+
+/// Run `worker spawn`.
+pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
+    let backend = a.backend.as_str();
+    if let Some(b) = backends::detect()
+        .into_iter()
+        .find(|b| b.name == backend && !b.available)
+    {
+        return Err(PoolError::BackendUnavailable {
+            backend: backend.into(),
+            detail: b.detail,
+        });
+    }
+    if a.backend == Backend::Cpu && a.gpu.is_some() {
+        return Err(PoolError::Usage(
+            "--gpu applies to cuda and metal only".into(),
+        ));
+    }
+    let cat = ctx.store.load()?;
+    let (spec, builtin) = cat
+        .get(&a.model)
+        .ok_or_else(|| llorch_catalog::CatalogError::NotFound(a.model.clone()))?;
+    let view = models::view(&cat, spec, builtin);
+    let local = match view.local {
+        Some(l) if view.downloaded => l,
+        _ => return Err(PoolError::NotDownloaded(a.model.clone())),
+    };
+    for f in &local.files {
+        let size = std::fs::metadata(&f.path).map(|m| m.len()).ok();
+        if size != Some(f.size_bytes) {
+            return Err(PoolError::InvalidModel {
+                path: f.path.clone(),
+                reason: format!("file missing or changed size since it was recorded (run `llorch-pool models verify {}`)", a.model),
+            });
+        }
+    }
+    let bin = find_worker_bin(a.worker_bin.clone())?;
+    let (records, _) = ctx.workers.list();
+    let port = match a.port {
+        Some(p) => p,
+        None => pick_port(&a.host, &records)?,
+    };
+    let id =
+        a.id.clone()
+            .unwrap_or_else(|| format!("{}-{}-{}", a.model, backend, port));
+    if !ModelSpec::valid_id(&id) {
+        return Err(PoolError::Usage(format!(
+            "invalid worker id `{id}`: use a-z, 0-9, `.`, `_`, `-`"
+        )));
+    }
+    if let Some(old) = ctx.workers.get(&id)? {
+        if procs::is_alive(old.pid, old.pid_start) {
+            return Err(PoolError::WorkerExists { id, pid: old.pid });
+        }
+        ctx.workers.remove(&id)?;
+    }
+
+    let log = ctx.home.worker_log(&id);
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--model").arg(&local.path);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--worker-id",
+        &id,
+        "--host",
+        &a.host,
+        "--backend",
+        backend,
+    ]);
+    if let Some(g) = a.gpu {
+        cmd.args(["--device", &g.to_string()]);
+    }
+    if let Some(t) = a.threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    if let Some(u) = &a.orchestrator_url {
+        cmd.args(["--orchestrator-url", u]);
+    }
+    let logf = open_log(&log, &cmd)?;
+    let err_log = logf
+        .try_clone()
+        .map_err(|e| PoolError::io("open", &log, e))?;
+    cmd.stdin(Stdio::null()).stdout(logf).stderr(err_log);
+    let mut child = procs::spawn_detached(&mut cmd).map_err(|e| PoolError::io("start", &bin, e))?;
+    let pid = child.id();
+    let rec = WorkerRecord {
+        id: id.clone(),
+        model: a.model.clone(),
+        model_path: local.path.clone(),
+        backend: backend.into(),
+        gpu: a.gpu,
+        host: a.host.clone(),
+        port,
+        url: public_url(&a.host, port),
+        pid,
+        pid_start: procs::start_time(pid),
+        started_at: llorch_catalog::unix_now(),
+        log: log.clone(),
+        worker_bin: bin,
+    };
+    ctx.workers.put(&rec)?;
+    let timeout = a.timeout.map(Duration::from_secs_f64).unwrap_or_else(|| {
+        Duration::from_secs_f64(READY_BASE_S + READY_PER_GB_S * local.size_bytes as f64 / 1e9)
+    });
+    ctx.info(&format!(
+        "started {id} (pid {pid}); waiting up to {}s for it to load {} and answer /health",
+        timeout.as_secs(),
+        a.model
+    ));
+    if let Err(reason) = wait_ready(&mut child, &id, &probe_addr(&a.host, port), timeout) {
+        let _ = ctx.workers.remove(&id);
+        return Err(PoolError::WorkerFailed {
+            id,
+            reason,
+            tail: log_tail(&log, TAIL_LINES),
+            log,
+        });
+    }
+    let view = worker::view(rec);
+    ctx.done(
+        &view,
+        &format!(
+            "{id} ready: {} (pid {pid}, log {})",
+            view.record.url,
+            log.display()
+        ),
+    );
+    Ok(())
+}
+
+/// `--worker-bin`/`LLORCH_WORKER_BIN`, else `llorch-candled` next to this executable, else PATH.
+fn find_worker_bin(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(PoolError::WorkerBinNotFound {
+                searched: p.display().to_string(),
+            })
+        };
+    }
+    let mut searched = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        let p = dir.join(WORKER_BIN);
+        if p.is_file() {
+            return Ok(p);
+        }
+        searched.push(dir.display().to_string());
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let p = dir.join(WORKER_BIN);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    searched.push("PATH".into());
+    Err(PoolError::WorkerBinNotFound {
+        searched: searched.join(", "),
+    })
+}
+
+/// First port from 8001 that no recorded live worker uses and that can be bound now.
+fn pick_port(host: &str, records: &[WorkerRecord]) -> Result<u16> {
+    let taken = |p: u16| {
+        records
+            .iter()
+            .any(|r| r.port == p && procs::is_alive(r.pid, r.pid_start))
+    };
+    (FIRST_PORT..=LAST_PORT)
+        .find(|&p| !taken(p) && TcpListener::bind((host, p)).is_ok())
+        .ok_or_else(|| {
+            PoolError::Usage(format!(
+                "no free port in {FIRST_PORT}-{LAST_PORT} on {host}; pass --port"
+            ))
+        })
+}
+
+fn open_log(path: &Path, cmd: &Command) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| PoolError::io("create directory", dir, e))?;
+    }
+    let mut f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| PoolError::io("open", path, e))?;
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let line = format!(
+        "# llorch-pool {}: {} {}\n",
+        llorch_catalog::unix_now(),
+        cmd.get_program().to_string_lossy(),
+        args.join(" ")
+    );
+    f.write_all(line.as_bytes())
+        .map_err(|e| PoolError::io("write", path, e))?;
+    Ok(f)
+}
+
+/// URL clients use: the bind address, or this host's name for wildcard binds.
+fn public_url(host: &str, port: u16) -> String {
+    match host {
+        "0.0.0.0" | "::" | "[::]" => format!("http://{}:{port}", procs::hostname()),
+        h if h.contains(':') && !h.starts_with('[') => format!("http://[{h}]:{port}"),
+        h => format!("http://{h}:{port}"),
+    }
+}
+
+/// Address llorch-pool polls: loopback for wildcard binds.
+fn probe_addr(host: &str, port: u16) -> String {
+    match host {
+        "0.0.0.0" => format!("127.0.0.1:{port}"),
+        "::" | "[::]" => format!("[::1]:{port}"),
+        h if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{port}"),
+        h => format!("{h}:{port}"),
+    }
+}
+
+/// Poll `/health` until it says ready; on exit or timeout stop the worker and say why.
+fn wait_ready(
+    child: &mut Child,
+    id: &str,
+    addr: &str,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://{addr}/health");
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Err(format!("it exited ({status}) before becoming ready")),
+            Ok(None) => {}
+            Err(e) => return Err(format!("cannot watch the worker process: {e}")),
+        }
+        if let Ok(resp) = client.get(&url).send() {
+            if resp.status().is_success() {
+                if let Ok(body) = resp.json::<serde_json::Value>() {
+                    // Another server on the port (e.g. a worker our child failed to displace)
+                    // must not pass for ours.
+                    let ours = body["worker_id"].as_str().is_none_or(|w| w == id);
+                    if body["status"] == "ready" && ours {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            worker::terminate(child.id(), None, Duration::from_secs(5));
+            let _ = child.wait();
+            return Err(format!(
+                "no ready answer from {url} within {}s; the worker was stopped",
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last `n` lines of a log file.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

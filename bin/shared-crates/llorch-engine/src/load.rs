@@ -1,0 +1,197 @@
+//! Opening a model path (a GGUF file or a safetensors directory): format detection, validation
+//! with errors that name the file and the reason, tokenizer and chat template.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::gguf_file;
+use candle_core::Device;
+
+use crate::chat::ChatTemplate;
+use crate::model::{ModelConfig, Requant, Transformer, Weights};
+use crate::tokenizer::Tokenizer;
+
+/// Load-time options.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub requant: Requant,
+    /// Largest context to serve; `None` = the model's trained context, capped at 8192.
+    pub max_context: Option<usize>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, requant: Requant::Auto, max_context: None }
+    }
+}
+
+/// Facts about the loaded model, for `/health` and logs.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub format: &'static str,
+    pub architecture: &'static str,
+    pub quantization: String,
+    pub runtime_quantization: String,
+    pub context_length: usize,
+    pub trained_context: usize,
+    pub vocab_size: usize,
+    pub tokenizer_kind: &'static str,
+    pub load_time_ms: f64,
+}
+
+/// A model ready to run.
+pub struct LoadedModel {
+    pub model: Transformer,
+    pub tokenizer: Tokenizer,
+    pub chat: ChatTemplate,
+    pub info: ModelInfo,
+}
+
+const DEFAULT_CONTEXT_CAP: usize = 8192;
+
+/// Load the model at `path`: a `.gguf` file or a directory with `config.json`, `tokenizer.json`
+/// and `*.safetensors`.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let start = Instant::now();
+    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot open model", path.display()))?;
+    let mut lm = if meta.is_dir() { load_safetensors(path, opts)? } else { load_gguf(path, opts)? };
+    lm.info.load_time_ms = start.elapsed().as_secs_f64() * 1e3;
+    Ok(lm)
+}
+
+fn context_for(trained: usize, opts: &LoadOptions) -> usize {
+    opts.max_context.unwrap_or(DEFAULT_CONTEXT_CAP.min(trained)).min(trained).max(16)
+}
+
+fn model_name(path: &Path) -> String {
+    path.file_stem().or_else(|| path.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let mut file = File::open(path).with_context(|| format!("{}: cannot open model file", path.display()))?;
+    let size = file.metadata()?.len();
+    let content = gguf_file::Content::read(&mut file).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("dtype") {
+            anyhow::anyhow!(
+                "{}: unsupported quantization type ({msg}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("{}: not a valid GGUF file: {msg}", path.display())
+        }
+    })?;
+    // A truncated download still has a readable header: check every tensor lies inside the file.
+    for (name, info) in content.tensor_infos.iter() {
+        let bytes = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let end = content.tensor_data_offset + info.offset + bytes as u64;
+        if end > size {
+            bail!(
+                "{}: file is truncated: tensor `{name}` ends at byte {end} but the file has {size} bytes \
+                 (re-download or re-verify the model)",
+                path.display()
+            );
+        }
+    }
+    let cfg = ModelConfig::from_gguf(&content).with_context(|| format!("{}: unsupported model", path.display()))?;
+    let tokenizer =
+        Tokenizer::from_gguf(&content).with_context(|| format!("{}: cannot build tokenizer from GGUF metadata", path.display()))?;
+    let chat = chat_template(&tokenizer)?;
+    let ctx = context_for(cfg.trained_context, opts);
+    let trained = cfg.trained_context;
+    let arch = cfg.arch.as_str();
+    let mut weights = Weights::gguf(path, content, file, &opts.device, opts.requant)?;
+    let model = Transformer::load(cfg, &mut weights, &|n: &str| n.to_string(), ctx)
+        .with_context(|| format!("{}: cannot load weights", path.display()))?;
+    let info = ModelInfo {
+        name: model_name(path),
+        path: path.to_path_buf(),
+        format: "gguf",
+        architecture: arch,
+        quantization: weights.stored_type.clone(),
+        runtime_quantization: weights.runtime_type.clone(),
+        context_length: ctx,
+        trained_context: trained,
+        vocab_size: model.cfg.vocab_size,
+        tokenizer_kind: tokenizer.kind(),
+        load_time_ms: 0.0,
+    };
+    Ok(LoadedModel { model, tokenizer, chat, info })
+}
+
+fn chat_template(tok: &Tokenizer) -> Result<ChatTemplate> {
+    match tok.chat_template() {
+        Some(src) => ChatTemplate::new(src, tok.bos_token(), tok.eos_token()).context("invalid chat template in model"),
+        None => Ok(ChatTemplate::chatml()),
+    }
+}
+
+/// Map GGUF tensor names to HF safetensors names.
+pub fn hf_name(gguf: &str) -> String {
+    let fixed = match gguf {
+        "token_embd.weight" => return "model.embed_tokens.weight".into(),
+        "output_norm.weight" => return "model.norm.weight".into(),
+        "output.weight" => return "lm_head.weight".into(),
+        _ => gguf,
+    };
+    let Some(rest) = fixed.strip_prefix("blk.") else { return fixed.to_string() };
+    let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
+    let (base, suffix) = tail.rsplit_once('.').unwrap_or((tail, "weight"));
+    let hf = match base {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_qkv" => "self_attn.qkv_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_down" => "mlp.down_proj",
+        "ffn_up" => "mlp.up_proj",
+        other => other,
+    };
+    format!("model.layers.{layer}.{hf}.{suffix}")
+}
+
+fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", cfg_path.display()))?;
+    let cfg = ModelConfig::from_hf_json(&json).with_context(|| format!("{}: unsupported model", cfg_path.display()))?;
+    let tokenizer = Tokenizer::from_dir(dir)?;
+    let chat = chat_template(&tokenizer)?;
+    let ctx = context_for(cfg.trained_context, opts);
+    let trained = cfg.trained_context;
+    let arch = cfg.arch.as_str();
+    let phi3 = cfg.arch == crate::model::Architecture::Phi3;
+    let mut weights = Weights::safetensors(dir, &opts.device, opts.requant)?;
+    let names = move |n: &str| {
+        let hf = hf_name(n);
+        if phi3 {
+            hf.replace("mlp.up_proj", "mlp.gate_up_proj")
+        } else {
+            hf
+        }
+    };
+    let model = Transformer::load(cfg, &mut weights, &names, ctx).with_context(|| format!("{}: cannot load weights", dir.display()))?;
+    let info = ModelInfo {
+        name: model_name(dir),
+        path: dir.to_path_buf(),
+        format: "safetensors",
+        architecture: arch,
+        quantization: weights.stored_type.clone(),
+        runtime_quantization: weights.runtime_type.clone(),
+        context_length: ctx,
+        trained_context: trained,
+        vocab_size: model.cfg.vocab_size,
+        tokenizer_kind: tokenizer.kind(),
+        load_time_ms: 0.0,
+    };
+    Ok(LoadedModel { model, tokenizer, chat, info })
+}

@@ -1,0 +1,57 @@
+//! Per-sequence key/value cache: preallocated for the sequence's known length, written in place.
+
+use anyhow::{ensure, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// K and V for every layer of one sequence, `(n_kv_head, capacity, head_dim)` each. The memory is
+/// allocated zeroed, so untouched capacity costs address space, not resident memory.
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `capacity` positions.
+    pub fn new(n_layer: usize, n_kv_head: usize, head_dim: usize, capacity: usize, device: &Device) -> Result<Self> {
+        let mk = || Tensor::zeros((n_kv_head, capacity, head_dim), DType::F32, device);
+        let mut k = Vec::with_capacity(n_layer);
+        let mut v = Vec::with_capacity(n_layer);
+        for _ in 0..n_layer {
+            k.push(mk()?);
+            v.push(mk()?);
+        }
+        Ok(Self { k, v, len: 0, capacity })
+    }
+
+    /// Positions filled so far (= the absolute position of the next token).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the first forward pass.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions this cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Write `k`/`v` (`(n_kv_head, n, head_dim)`) for `layer` at `pos..pos+n` and return views of
+    /// positions `0..pos+n`.
+    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor, pos: usize) -> Result<(Tensor, Tensor)> {
+        let n = k.dim(1)?;
+        ensure!(pos + n <= self.capacity, "KV cache overflow: {pos} + {n} > {}", self.capacity);
+        self.k[layer].slice_set(k, 1, pos)?;
+        self.v[layer].slice_set(v, 1, pos)?;
+        Ok((self.k[layer].narrow(1, 0, pos + n)?, self.v[layer].narrow(1, 0, pos + n)?))
+    }
+
+    /// Mark `n` more positions as filled (after every layer appended them).
+    pub fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+}

@@ -1,0 +1,11 @@
+//! Model definition and loading.
+
+pub mod config;
+pub mod kv;
+pub mod transformer;
+pub mod weights;
+
+pub use config::{Architecture, ModelConfig};
+pub use kv::KvCache;
+pub use transformer::{Logits, Transformer};
+pub use weights::{Requant, Weights};

@@ -1,0 +1,327 @@
+//! The decoder-only transformer forward pass (Llama family, Qwen2, Phi-3, Gemma 3).
+//!
+//! Shared, read-only weights live in [`Transformer`]; everything that belongs to one sequence
+//! (its KV cache and position) lives in [`KvCache`], so many sequences can share one model.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use super::config::{Architecture, ModelConfig};
+use super::kv::KvCache;
+use super::weights::Weights;
+
+struct Linear {
+    w: QMatMul,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn load(w: &mut Weights, name: &str) -> Result<Self> {
+        let weight = w.matrix(&format!("{name}.weight"))?;
+        let bias_name = format!("{name}.bias");
+        let b = if w.contains(&bias_name) { Some(w.vector(&bias_name)?) } else { None };
+        Ok(Self { w: weight, b })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.w.forward(x)?;
+        Ok(match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+enum Attn {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
+enum Mlp {
+    GateUp { gate: Linear, up: Linear },
+    FusedGateUp(Linear),
+}
+
+struct Layer {
+    attn_norm: Tensor,
+    attn: Attn,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    o: Linear,
+    post_attn_norm: Option<Tensor>,
+    ffn_norm: Tensor,
+    mlp: Mlp,
+    down: Linear,
+    post_ffn_norm: Option<Tensor>,
+    local: bool,
+}
+
+/// Rotary tables for positions `0..len`.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(cfg: &ModelConfig, theta: f32, len: usize, device: &Device) -> Result<Self> {
+        let half = cfg.head_dim / 2;
+        let inv: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf(2.0 * i as f32 / cfg.head_dim as f32)).collect();
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for p in 0..len {
+            for f in &inv {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (len, half), device)?,
+            sin: Tensor::from_vec(sin, (len, half), device)?,
+        })
+    }
+}
+
+/// Which logits the forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position's (decode, or prefill without prompt log-probs).
+    Last,
+    /// Every position's (prompt log-probs, teacher forcing).
+    All,
+}
+
+/// A loaded model: weights and rotary tables, shared by every sequence.
+pub struct Transformer {
+    pub cfg: ModelConfig,
+    embed: Arc<QTensor>,
+    embed_scale: Option<f64>,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    output: QMatMul,
+    rope_global: Rope,
+    rope_local: Option<Rope>,
+    /// Longest context this instance serves (rotary tables are sized to it).
+    pub max_context: usize,
+    device: Device,
+}
+
+impl Transformer {
+    /// Build from weights named in GGUF convention (safetensors names are mapped by the loader).
+    pub fn load(cfg: ModelConfig, w: &mut Weights, names: &dyn Fn(&str) -> String, max_context: usize) -> Result<Self> {
+        let device = w.device().clone();
+        let embed = w.embedding(&names("token_embd.weight"))?;
+        let gemma = cfg.arch == Architecture::Gemma3;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = |s: &str| names(&format!("blk.{i}.{s}"));
+            let opt = |w: &mut Weights, s: &str| -> Result<Option<Tensor>> {
+                let n = p(s);
+                Ok(if w.contains(&n) { Some(w.vector(&n)?) } else { None })
+            };
+            let attn = if cfg.arch == Architecture::Phi3 {
+                Attn::Fused(Linear::load(w, &p("attn_qkv"))?)
+            } else {
+                Attn::Separate {
+                    q: Linear::load(w, &p("attn_q"))?,
+                    k: Linear::load(w, &p("attn_k"))?,
+                    v: Linear::load(w, &p("attn_v"))?,
+                }
+            };
+            let mlp = if cfg.arch == Architecture::Phi3 {
+                Mlp::FusedGateUp(Linear::load(w, &p("ffn_up"))?)
+            } else {
+                Mlp::GateUp { gate: Linear::load(w, &p("ffn_gate"))?, up: Linear::load(w, &p("ffn_up"))? }
+            };
+            layers.push(Layer {
+                attn_norm: w.vector(&p("attn_norm.weight"))?,
+                attn,
+                q_norm: opt(w, "attn_q_norm.weight")?,
+                k_norm: opt(w, "attn_k_norm.weight")?,
+                o: Linear::load(w, &p("attn_output"))?,
+                post_attn_norm: opt(w, "post_attention_norm.weight")?,
+                ffn_norm: w.vector(&p("ffn_norm.weight"))?,
+                mlp,
+                down: Linear::load(w, &p("ffn_down"))?,
+                post_ffn_norm: opt(w, "post_ffw_norm.weight")?,
+                local: cfg.is_local_layer(i),
+            });
+        }
+        let norm = w.vector(&names("output_norm.weight"))?;
+        let out_name = names("output.weight");
+        let output = if w.contains(&out_name) {
+            w.matrix(&out_name)?
+        } else {
+            QMatMul::from_arc(embed.clone())?
+        };
+        let rope_global = Rope::new(&cfg, cfg.rope_theta, max_context, &device)?;
+        let rope_local = if gemma { Some(Rope::new(&cfg, cfg.rope_local_theta, max_context, &device)?) } else { None };
+        Ok(Self {
+            embed_scale: gemma.then(|| (cfg.n_embd as f64).sqrt()),
+            cfg,
+            embed,
+            layers,
+            norm,
+            output,
+            rope_global,
+            rope_local,
+            max_context,
+            device,
+        })
+    }
+
+    /// A fresh, empty KV cache for one sequence that will hold at most `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
+        KvCache::new(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim, capacity.min(self.max_context), &self.device)
+    }
+
+    /// The compute device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(x, w, self.cfg.rms_eps as f32)?)
+    }
+
+    /// Run `ids` at absolute positions `cache.len()..` through the model, appending to the
+    /// cache. Returns F32 logits of shape `(1, vocab)` or `(ids.len(), vocab)`.
+    pub fn forward(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor> {
+        let n = ids.len();
+        let pos = cache.len();
+        anyhow::ensure!(pos + n <= cache.capacity(), "KV cache full: {} + {n} > {}", pos, cache.capacity());
+        let ids_t = Tensor::new(ids, &self.device)?;
+        let mut x = self.embed.embedding(&ids_t)?; // (n, d)
+        if let Some(s) = self.embed_scale {
+            x = (x * s)?;
+        }
+        let mask = if n > 1 { Some(self.mask(n, pos, None)?) } else { None };
+        let local_mask = match (n > 1, self.cfg.sliding_window) {
+            (true, Some(w)) => Some(self.mask(n, pos, Some(w))?),
+            _ => None,
+        };
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = self.rms(&x, &layer.attn_norm)?;
+            let m = if layer.local { local_mask.as_ref() } else { mask.as_ref() };
+            let a = self.attention(li, layer, &h, pos, cache, m)?;
+            let a = match &layer.post_attn_norm {
+                Some(w) => self.rms(&a, w)?,
+                None => a,
+            };
+            x = (x + a)?;
+            let h = self.rms(&x, &layer.ffn_norm)?;
+            let f = self.mlp(layer, &h)?;
+            let f = match &layer.post_ffn_norm {
+                Some(w) => self.rms(&f, w)?,
+                None => f,
+            };
+            x = (x + f)?;
+        }
+        cache.advance(n);
+        let x = match logits {
+            Logits::Last if n > 1 => x.narrow(0, n - 1, 1)?,
+            _ => x,
+        };
+        let x = self.rms(&x, &self.norm)?;
+        Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    fn mlp(&self, layer: &Layer, h: &Tensor) -> Result<Tensor> {
+        let act = |t: &Tensor| -> Result<Tensor> {
+            Ok(if self.cfg.arch == Architecture::Gemma3 { t.gelu()? } else { candle_nn::ops::silu(t)? })
+        };
+        let y = match &layer.mlp {
+            Mlp::GateUp { gate, up } => (act(&gate.forward(h)?)? * up.forward(h)?)?,
+            Mlp::FusedGateUp(l) => {
+                let gu = l.forward(h)?;
+                let ff = self.cfg.n_ff;
+                (act(&gu.narrow(D::Minus1, 0, ff)?)? * gu.narrow(D::Minus1, ff, ff)?)?
+            }
+        };
+        layer.down.forward(&y)
+    }
+
+    /// Additive causal mask `(n, pos + n)`: query `i` (absolute `pos + i`) sees keys `<= pos + i`
+    /// (and, with a window, keys `> pos + i - window`).
+    fn mask(&self, n: usize, pos: usize, window: Option<usize>) -> Result<Tensor> {
+        let t = pos + n;
+        let mut m = vec![0f32; n * t];
+        for i in 0..n {
+            let q = pos + i;
+            for (j, v) in m[i * t..(i + 1) * t].iter_mut().enumerate() {
+                let visible = j <= q && window.is_none_or(|w| j + w > q);
+                if !visible {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (n, t), &self.device)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(&self, li: usize, layer: &Layer, h: &Tensor, pos: usize, cache: &mut KvCache, mask: Option<&Tensor>) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let n = h.dim(0)?;
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_kv_head);
+        let (q, k, v) = match &layer.attn {
+            Attn::Separate { q, k, v } => (q.forward(h)?, k.forward(h)?, v.forward(h)?),
+            Attn::Fused(l) => {
+                let qkv = l.forward(h)?;
+                (
+                    qkv.narrow(D::Minus1, 0, nh * hd)?,
+                    qkv.narrow(D::Minus1, nh * hd, nkv * hd)?,
+                    qkv.narrow(D::Minus1, (nh + nkv) * hd, nkv * hd)?,
+                )
+            }
+        };
+        // (n, heads*hd) -> (1, heads, n, hd)
+        let to_heads = |t: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(t.reshape((n, heads, hd))?.transpose(0, 1)?.contiguous()?.unsqueeze(0)?)
+        };
+        let mut q = to_heads(q, nh)?;
+        let mut k = to_heads(k, nkv)?;
+        let v = to_heads(v, nkv)?;
+        if let Some(w) = &layer.q_norm {
+            q = self.rms(&q, w)?;
+        }
+        if let Some(w) = &layer.k_norm {
+            k = self.rms(&k, w)?;
+        }
+        let rope = if layer.local { self.rope_local.as_ref().unwrap_or(&self.rope_global) } else { &self.rope_global };
+        let cos = rope.cos.narrow(0, pos, n)?;
+        let sin = rope.sin.narrow(0, pos, n)?;
+        let (q, k) = if cfg.rope_interleaved {
+            (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
+        } else {
+            (candle_nn::rotary_emb::rope(&q, &cos, &sin)?, candle_nn::rotary_emb::rope(&k, &cos, &sin)?)
+        };
+        let (k_all, v_all) = cache.append(li, &k.squeeze(0)?, &v.squeeze(0)?, pos)?; // (nkv, t, hd)
+        let t = pos + n;
+        // Grouped-query attention without copying K/V per head: query heads sharing one KV head
+        // are stacked along the row axis, (nkv, rep * n, hd).
+        let rep = nh / nkv;
+        let q = q.squeeze(0)?.reshape((nkv, rep * n, hd))?;
+        let k_t = k_all.transpose(1, 2)?;
+        let (k_t, v_all) = if self.device.is_cpu() { (k_t, v_all) } else { (k_t.contiguous()?, v_all.contiguous()?) };
+        let mut scores = (q.matmul(&k_t)? * cfg.attn_scale)?; // (nkv, rep*n, t)
+        if let Some(m) = mask {
+            scores = scores.reshape((nkv, rep, n, t))?.broadcast_add(m)?.reshape((nkv, rep * n, t))?;
+        } else if let (true, Some(w)) = (layer.local, cfg.sliding_window) {
+            if t > w {
+                // decode step in a sliding-window layer: only the last `w` keys are visible
+                let start = t - w;
+                let mut m = vec![0f32; t];
+                m[..start].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+                let m = Tensor::from_vec(m, (1, 1, t), &self.device)?;
+                scores = scores.broadcast_add(&m)?;
+            }
+        }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs.matmul(&v_all)?; // (nkv, rep*n, hd)
+        let out = out.reshape((nh, n, hd))?.transpose(0, 1)?.reshape((n, nh * hd))?;
+        layer.o.forward(&out).context("attention output projection")
+    }
+}

