@@ -10,7 +10,12 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 /// applies), or locally when no host is chosen. `llorch infer` streams a completion straight from
 /// a worker.
 #[derive(Debug, Parser)]
-#[command(name = "llorch", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "llorch",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Config file [default: $LLORCH_CONFIG, else $XDG_CONFIG_HOME/llorch/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -31,6 +36,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run llorch-pool on a host (models, workers, backends, status) or manage its checkout
+    ///
+    /// Everything after `llorch pool` is forwarded to llorch-pool verbatim, except `--host H`,
+    /// which may appear anywhere before a `--`.
+    ///
+    /// Host: --host, else $LLORCH_REMOTE_HOST, else the config's default_host, else this
+    /// machine (`--host local` forces this machine). A host is a profile name from
+    /// `llorch hosts` or any ssh destination. The remote exit code becomes llorch's exit
+    /// code; 255 means ssh itself failed (the error line names the host and the cause).
+    ///
+    /// Examples:
+    ///   llorch pool models list --host mac --json
+    ///   llorch pool worker spawn cpu --model smollm2-135m --host workstation
+    ///   llorch pool models --help --host mac     (llorch-pool's own help, from that host)
+    #[command(verbatim_doc_comment)]
     Pool(PoolArgs),
     /// Manage host profiles and probe hosts
     #[command(subcommand)]
@@ -39,19 +58,8 @@ pub enum Command {
     Infer(InferArgs),
 }
 
-/// Everything after `llorch pool` is forwarded to `llorch-pool` verbatim, except `--host H`,
-/// which may appear anywhere before a `--`.
-///
-/// Host: `--host`, else $LLORCH_REMOTE_HOST, else the config's default_host, else this machine
-/// (`--host local` forces this machine). A host is a profile name from `llorch hosts` or any ssh
-/// destination. The remote exit code becomes llorch's exit code; 255 means ssh itself failed.
-///
-/// Examples:
-///   llorch pool models list --host mac --json
-///   llorch pool worker spawn cpu --model smollm2-135m --host workstation
-///   llorch pool models --help --host mac        (llorch-pool's own help, from that host)
+/// `llorch pool [--host H] ARGS...`.
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 pub struct PoolArgs {
     /// Host profile or ssh destination ([user@]host); `local` = this machine
     #[arg(long, global = true, value_name = "HOST")]
@@ -83,7 +91,11 @@ pub enum PoolCommand {
 #[command(disable_help_flag = true)]
 pub struct PassThrough {
     /// Arguments for llorch-pool, passed through verbatim
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
     pub args: Vec<String>,
 }
 
@@ -99,7 +111,11 @@ pub enum GitAction {
     Pull,
     /// git status (extra arguments are passed to git)
     Status {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "GIT_ARGS")]
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "GIT_ARGS"
+        )]
         args: Vec<String>,
     },
     /// cargo build --release of llorch-candled, llorch-pool, orchestratord and llorch
@@ -119,7 +135,7 @@ pub enum GitAction {
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
     /// Add or replace a host profile
-    Add(HostAddArgs),
+    Add(Box<HostAddArgs>),
     /// List host profiles
     List {
         /// Print JSON

@@ -58,27 +58,41 @@ pub struct HostProfile {
 impl HostProfile {
     /// A profile with only an ssh destination.
     pub fn for_target(target: &str) -> Self {
-        Self { target: target.to_string(), ..Self::default() }
+        Self {
+            target: target.to_string(),
+            ..Self::default()
+        }
     }
 
     /// Reject values that would change the meaning of the ssh or env command line.
     pub fn validate(&self) -> Result<(), String> {
         validate_target(&self.target)?;
         if let Some(user) = &self.user {
-            if user.is_empty() || user.starts_with('-') || user.chars().any(|c| c.is_whitespace() || c.is_control() || c == '@') {
+            if user.is_empty()
+                || user.starts_with('-')
+                || user
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+            {
                 return Err(format!("invalid ssh user {user:?}"));
             }
         }
         for key in self.env.keys() {
             let mut chars = key.chars();
-            let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok {
                 return Err(format!("invalid environment variable name {key:?}"));
             }
         }
         for f in &self.features {
-            if f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if f.is_empty()
+                || !f
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(format!("invalid feature name {f:?}"));
             }
         }
@@ -107,7 +121,10 @@ impl HostProfile {
 
 /// An ssh destination must not look like an option nor contain blanks or control characters.
 pub fn validate_target(target: &str) -> Result<(), String> {
-    if target.is_empty() || target.starts_with('-') || target.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if target.is_empty()
+        || target.starts_with('-')
+        || target.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(format!("invalid ssh destination {target:?}"));
     }
     Ok(())
@@ -118,8 +135,15 @@ pub fn validate_profile_name(name: &str) -> Result<(), String> {
     if name == "local" {
         return Err("'local' is reserved: it means this machine".into());
     }
-    if name.is_empty() || name.starts_with('-') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        return Err(format!("invalid host profile name {name:?} (use letters, digits, '.', '_', '-')"));
+    if name.is_empty()
+        || name.starts_with('-')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(format!(
+            "invalid host profile name {name:?} (use letters, digits, '.', '_', '-')"
+        ));
     }
     Ok(())
 }
@@ -136,12 +160,17 @@ pub fn config_path(flag: Option<&Path>) -> PathBuf {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".config")
+        });
     base.join("llorch").join("config.toml")
 }
 
 fn config_error(path: &Path, message: impl Into<String>) -> CliError {
-    CliError::Config { path: path.to_path_buf(), message: message.into() }
+    CliError::Config {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Load the config; a missing file is an empty config.
@@ -151,9 +180,12 @@ pub fn load(path: &Path) -> Result<Config, CliError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
         Err(e) => return Err(config_error(path, e.to_string())),
     };
-    let cfg: Config = toml::from_str(&text).map_err(|e| config_error(path, e.message().to_string()))?;
+    let cfg: Config =
+        toml::from_str(&text).map_err(|e| config_error(path, e.message().to_string()))?;
     for (name, profile) in &cfg.hosts {
-        profile.validate().map_err(|m| config_error(path, format!("hosts.{name}: {m}")))?;
+        profile
+            .validate()
+            .map_err(|m| config_error(path, format!("hosts.{name}: {m}")))?;
     }
     Ok(cfg)
 }
@@ -164,15 +196,18 @@ fn read_document(path: &Path) -> Result<toml_edit::DocumentMut, CliError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(config_error(path, e.to_string())),
     };
-    text.parse().map_err(|e: toml_edit::TomlError| config_error(path, e.message().to_string()))
+    text.parse()
+        .map_err(|e: toml_edit::TomlError| config_error(path, e.message().to_string()))
 }
 
 fn write_document(path: &Path, doc: &toml_edit::DocumentMut) -> Result<(), CliError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| config_error(path, format!("create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| config_error(path, format!("create {}: {e}", dir.display())))?;
     }
     let tmp = path.with_extension(format!("toml.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, doc.to_string()).map_err(|e| config_error(path, format!("write {}: {e}", tmp.display())))?;
+    std::fs::write(&tmp, doc.to_string())
+        .map_err(|e| config_error(path, format!("write {}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         config_error(path, format!("replace: {e}"))
@@ -180,10 +215,17 @@ fn write_document(path: &Path, doc: &toml_edit::DocumentMut) -> Result<(), CliEr
 }
 
 /// Insert or replace `[hosts.<name>]`; optionally make it the default host.
-pub fn upsert_host(path: &Path, name: &str, profile: &HostProfile, make_default: bool) -> Result<(), CliError> {
+pub fn upsert_host(
+    path: &Path,
+    name: &str,
+    profile: &HostProfile,
+    make_default: bool,
+) -> Result<(), CliError> {
     let mut doc = read_document(path)?;
     let rendered = toml::to_string(profile).map_err(|e| config_error(path, e.to_string()))?;
-    let table: toml_edit::DocumentMut = rendered.parse().map_err(|e: toml_edit::TomlError| config_error(path, e.to_string()))?;
+    let table: toml_edit::DocumentMut = rendered
+        .parse()
+        .map_err(|e: toml_edit::TomlError| config_error(path, e.to_string()))?;
     let hosts = doc
         .entry("hosts")
         .or_insert_with(|| {
@@ -234,7 +276,10 @@ mod tests {
         upsert_host(&path, "mac", &p, true).unwrap();
         upsert_host(&path, "ws", &HostProfile::for_target("ws"), false).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains("# my hosts") && text.contains("# short"), "{text}");
+        assert!(
+            text.contains("# my hosts") && text.contains("# short"),
+            "{text}"
+        );
         let cfg = load(&path).unwrap();
         assert_eq!(cfg.default_host.as_deref(), Some("mac"));
         assert_eq!(cfg.connect_timeout_s, Some(5));
@@ -252,7 +297,10 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[hosts.x]\ntarget = \"-oProxyCommand=sh\"\n").unwrap();
         let err = load(&path).unwrap_err().to_string();
-        assert!(err.contains("hosts.x") && err.contains("invalid ssh destination"), "{err}");
+        assert!(
+            err.contains("hosts.x") && err.contains("invalid ssh destination"),
+            "{err}"
+        );
         std::fs::write(&path, "[hosts.x]\ntarget = \"h\"\nbogus = 1\n").unwrap();
         assert!(load(&path).unwrap_err().to_string().contains("bogus"));
         assert!(validate_profile_name("local").is_err());

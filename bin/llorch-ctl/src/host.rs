@@ -14,7 +14,7 @@ pub enum Place {
     /// Run the local `llorch-pool` directly.
     Local,
     /// Run over ssh.
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 /// A resolved remote host.
@@ -41,7 +41,10 @@ impl Remote {
     pub fn pool_bin_word(&self) -> String {
         match (&self.profile.pool_bin, &self.profile.repo) {
             (Some(bin), _) => quote::quote_path(bin),
-            (None, Some(repo)) => quote::quote_path(&format!("{}/target/release/llorch-pool", repo.trim_end_matches('/'))),
+            (None, Some(repo)) => quote::quote_path(&format!(
+                "{}/target/release/llorch-pool",
+                repo.trim_end_matches('/')
+            )),
             (None, None) => "llorch-pool".to_string(),
         }
     }
@@ -72,7 +75,11 @@ impl Remote {
     /// The remote command line that runs a POSIX `sh` script with positional words (already
     /// quoted by the caller), independent of the login shell.
     pub fn script_command(&self, script: &str, words: &[String]) -> String {
-        let mut s = format!("{} sh -c {} llorch", self.exec_prefix(), quote::quote(script));
+        let mut s = format!(
+            "{} sh -c {} llorch",
+            self.exec_prefix(),
+            quote::quote(script)
+        );
         for w in words {
             s.push(' ');
             s.push_str(w);
@@ -82,18 +89,33 @@ impl Remote {
 }
 
 /// Resolve a host value (possibly absent) to a place, using the environment and the config.
-pub fn resolve(flag: Option<&str>, cfg: &Config, connect_timeout: Option<u64>) -> Result<Place, CliError> {
-    let env = std::env::var("LLORCH_REMOTE_HOST").ok().filter(|v| !v.is_empty());
-    let chosen = flag.map(str::to_string).or(env).or_else(|| cfg.default_host.clone());
-    let Some(name) = chosen else { return Ok(Place::Local) };
+pub fn resolve(
+    flag: Option<&str>,
+    cfg: &Config,
+    connect_timeout: Option<u64>,
+) -> Result<Place, CliError> {
+    let env = std::env::var("LLORCH_REMOTE_HOST")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let chosen = flag
+        .map(str::to_string)
+        .or(env)
+        .or_else(|| cfg.default_host.clone());
+    let Some(name) = chosen else {
+        return Ok(Place::Local);
+    };
     if name == LOCAL {
         return Ok(Place::Local);
     }
-    resolve_remote(&name, cfg, connect_timeout).map(Place::Remote)
+    resolve_remote(&name, cfg, connect_timeout).map(|r| Place::Remote(Box::new(r)))
 }
 
 /// Resolve a name that must be remote: a profile, else a plain ssh destination.
-pub fn resolve_remote(name: &str, cfg: &Config, connect_timeout: Option<u64>) -> Result<Remote, CliError> {
+pub fn resolve_remote(
+    name: &str,
+    cfg: &Config,
+    connect_timeout: Option<u64>,
+) -> Result<Remote, CliError> {
     let profile = match cfg.hosts.get(name) {
         Some(p) => p.clone(),
         None => {
@@ -105,17 +127,24 @@ pub fn resolve_remote(name: &str, cfg: &Config, connect_timeout: Option<u64>) ->
         .or(cfg.connect_timeout_s)
         .unwrap_or(config::DEFAULT_CONNECT_TIMEOUT_S)
         .max(1);
-    Ok(Remote { name: name.to_string(), profile, connect_timeout_s })
+    Ok(Remote {
+        name: name.to_string(),
+        profile,
+        connect_timeout_s,
+    })
 }
 
-/// Take every `--host H` / `--host=H` out of pass-through arguments (up to a `--`).
-/// Returns the remaining arguments and the host, if given; two different hosts are an error.
+/// Take every `--host H` / `--host=H` out of pass-through arguments, up to the first `--`, which
+/// is dropped: what follows it is forwarded untouched (`... --host mac -- --host 0.0.0.0` gives
+/// llorch-pool its own `--host`). Two different hosts are an error.
 pub fn extract_host(args: &[String]) -> Result<(Vec<String>, Option<String>), CliError> {
     let mut rest = Vec::with_capacity(args.len());
     let mut host: Option<String> = None;
     let mut set = |v: String| -> Result<(), CliError> {
         match &host {
-            Some(h) if *h != v => Err(CliError::Usage(format!("--host given twice ('{h}' and '{v}')"))),
+            Some(h) if *h != v => Err(CliError::Usage(format!(
+                "--host given twice ('{h}' and '{v}')"
+            ))),
             _ => {
                 host = Some(v);
                 Ok(())
@@ -125,12 +154,13 @@ pub fn extract_host(args: &[String]) -> Result<(Vec<String>, Option<String>), Cl
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--" {
-            rest.push(a.clone());
             rest.extend(it.by_ref().cloned());
             break;
         }
         if a == "--host" {
-            let v = it.next().ok_or_else(|| CliError::Usage("--host needs a value".into()))?;
+            let v = it
+                .next()
+                .ok_or_else(|| CliError::Usage("--host needs a value".into()))?;
             set(v.clone())?;
         } else if let Some(v) = a.strip_prefix("--host=") {
             set(v.to_string())?;
@@ -142,9 +172,14 @@ pub fn extract_host(args: &[String]) -> Result<(Vec<String>, Option<String>), Cl
 }
 
 /// Merge a `--host` parsed by clap with one found in the pass-through arguments.
-pub fn merge_host(parsed: Option<String>, found: Option<String>) -> Result<Option<String>, CliError> {
+pub fn merge_host(
+    parsed: Option<String>,
+    found: Option<String>,
+) -> Result<Option<String>, CliError> {
     match (parsed, found) {
-        (Some(a), Some(b)) if a != b => Err(CliError::Usage(format!("--host given twice ('{a}' and '{b}')"))),
+        (Some(a), Some(b)) if a != b => Err(CliError::Usage(format!(
+            "--host given twice ('{a}' and '{b}')"
+        ))),
         (a, b) => Ok(a.or(b)),
     }
 }
@@ -159,11 +194,15 @@ mod tests {
 
     #[test]
     fn host_is_found_anywhere_before_double_dash() {
-        let (rest, h) = extract_host(&s(&["models", "download", "qwen", "--host", "mac", "--json"])).unwrap();
+        let (rest, h) = extract_host(&s(&[
+            "models", "download", "qwen", "--host", "mac", "--json",
+        ]))
+        .unwrap();
         assert_eq!(rest, s(&["models", "download", "qwen", "--json"]));
         assert_eq!(h.as_deref(), Some("mac"));
-        let (rest, h) = extract_host(&s(&["--host=ws", "status", "--", "--host", "x"])).unwrap();
-        assert_eq!(rest, s(&["status", "--", "--host", "x"]));
+        let (rest, h) =
+            extract_host(&s(&["--host=ws", "spawn", "--", "--host", "x", "--"])).unwrap();
+        assert_eq!(rest, s(&["spawn", "--host", "x", "--"]));
         assert_eq!(h.as_deref(), Some("ws"));
         assert!(extract_host(&s(&["--host", "a", "--host", "b"])).is_err());
         assert!(extract_host(&s(&["list", "--host"])).is_err());
@@ -175,7 +214,11 @@ mod tests {
         let mut profile = HostProfile::for_target("h");
         profile.repo = Some("~/Projects/llama-orch".into());
         profile.env.insert("LLORCH_HOME".into(), "/tmp/a b".into());
-        let r = Remote { name: "h".into(), profile, connect_timeout_s: 5 };
+        let r = Remote {
+            name: "h".into(),
+            profile,
+            connect_timeout_s: 5,
+        };
         assert_eq!(
             r.pool_command(&s(&["models", "info", "x; id"])),
             "exec env 'LLORCH_HOME=/tmp/a b' \"$HOME\"/Projects/llama-orch/target/release/llorch-pool models info 'x; id'"

@@ -34,7 +34,7 @@ pub fn quote_path(path: &str) -> String {
         return "\"$HOME\"".to_string();
     }
     match path.strip_prefix("~/") {
-        Some(rest) if rest.is_empty() => "\"$HOME\"/".to_string(),
+        Some("") => "\"$HOME\"/".to_string(),
         Some(rest) => format!("\"$HOME\"/{}", quote(rest)),
         None => quote(path).into_owned(),
     }
@@ -43,7 +43,11 @@ pub fn quote_path(path: &str) -> String {
 /// Quote `KEY=VALUE` for `env`; a value starting with `~/` expands to the remote `$HOME`.
 pub fn quote_assignment(key: &str, value: &str) -> String {
     match value.strip_prefix("~/") {
-        Some(rest) => format!("{}\"$HOME\"/{}", quote(&format!("{key}=")), quote_or_empty(rest)),
+        Some(rest) => format!(
+            "{}\"$HOME\"/{}",
+            quote(&format!("{key}=")),
+            quote_or_empty(rest)
+        ),
         None => quote(&format!("{key}={value}")).into_owned(),
     }
 }
@@ -81,7 +85,11 @@ mod tests {
             .arg(format!("printf '%s\\0' {line}"))
             .output()
             .expect("sh");
-        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         text.split_terminator('\0').map(str::to_string).collect()
     }
@@ -125,8 +133,22 @@ mod tests {
             quote_path("/opt/x y"),
             quote_path("~")
         ));
-        assert_eq!(got, [format!("{home}/Projects/llama orch"), "/opt/x y".into(), home.clone()]);
-        let got = through_sh(&format!("{} {}", quote_assignment("LLORCH_HOME", "~/p q"), quote_assignment("A", "$(id)")));
-        assert_eq!(got, [format!("LLORCH_HOME={home}/p q"), "A=$(id)".to_string()]);
+        assert_eq!(
+            got,
+            [
+                format!("{home}/Projects/llama orch"),
+                "/opt/x y".into(),
+                home.clone()
+            ]
+        );
+        let got = through_sh(&format!(
+            "{} {}",
+            quote_assignment("LLORCH_HOME", "~/p q"),
+            quote_assignment("A", "$(id)")
+        ));
+        assert_eq!(
+            got,
+            [format!("LLORCH_HOME={home}/p q"), "A=$(id)".to_string()]
+        );
     }
 }

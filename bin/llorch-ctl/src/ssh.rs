@@ -33,8 +33,16 @@ pub fn ssh_args(remote: &Remote, remote_cmd: &str) -> Vec<String> {
         a.extend(["-F".into(), cfg.clone()]);
     }
     a.extend(["-T".into(), "-o".into(), "BatchMode=yes".into()]);
-    a.extend(["-o".into(), format!("ConnectTimeout={}", remote.connect_timeout_s)]);
-    a.extend(["-o".into(), "ServerAliveInterval=15".into(), "-o".into(), "ServerAliveCountMax=3".into()]);
+    a.extend([
+        "-o".into(),
+        format!("ConnectTimeout={}", remote.connect_timeout_s),
+    ]);
+    a.extend([
+        "-o".into(),
+        "ServerAliveInterval=15".into(),
+        "-o".into(),
+        "ServerAliveCountMax=3".into(),
+    ]);
     a.extend(["-o".into(), "LogLevel=ERROR".into()]);
     if let Some(port) = p.port {
         a.extend(["-p".into(), port.to_string()]);
@@ -43,7 +51,12 @@ pub fn ssh_args(remote: &Remote, remote_cmd: &str) -> Vec<String> {
         a.extend(["-l".into(), user.clone()]);
     }
     if let Some(id) = &p.identity {
-        a.extend(["-i".into(), expand_local_tilde(id), "-o".into(), "IdentitiesOnly=yes".into()]);
+        a.extend([
+            "-i".into(),
+            expand_local_tilde(id),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+        ]);
     }
     for o in &p.ssh_options {
         a.extend(["-o".into(), o.clone()]);
@@ -75,10 +88,16 @@ pub fn run_streaming(remote: &Remote, remote_cmd: &str) -> Result<u8, CliError> 
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| CliError::SshSpawn { host: remote.label(), source })?;
+        .map_err(|source| CliError::SshSpawn {
+            host: remote.label(),
+            source,
+        })?;
     let stderr = child.stderr.take().expect("piped stderr");
     let forwarder = std::thread::spawn(move || forward_stderr(stderr));
-    let status = child.wait().map_err(|source| CliError::SshSpawn { host: remote.label(), source })?;
+    let status = child.wait().map_err(|source| CliError::SshSpawn {
+        host: remote.label(),
+        source,
+    })?;
     let held = forwarder.join().unwrap_or_default();
     let code = match status.code() {
         Some(c) => c,
@@ -88,7 +107,10 @@ pub fn run_streaming(remote: &Remote, remote_cmd: &str) -> Result<u8, CliError> 
         }
     };
     if code == SSH_FAILED && !held.is_empty() {
-        return Err(CliError::Ssh { host: remote.label(), cause: classify(&held, remote) });
+        return Err(CliError::Ssh {
+            host: remote.label(),
+            cause: classify(&held, remote),
+        });
     }
     flush_lines(&held);
     if code == 127 {
@@ -105,17 +127,32 @@ pub fn run_captured(remote: &Remote, remote_cmd: &str) -> Result<Captured, CliEr
     let start = Instant::now();
     let out = ssh_command(remote, remote_cmd)
         .output()
-        .map_err(|source| CliError::SshSpawn { host: remote.label(), source })?;
+        .map_err(|source| CliError::SshSpawn {
+            host: remote.label(),
+            source,
+        })?;
     let elapsed = start.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let code = out.status.code().unwrap_or(i32::from(EXIT_INTERRUPTED));
     if code == SSH_FAILED {
-        let held: Vec<String> = stderr.lines().filter(|l| is_ssh_line(l)).map(str::to_string).collect();
+        let held: Vec<String> = stderr
+            .lines()
+            .filter(|l| is_ssh_line(l))
+            .map(str::to_string)
+            .collect();
         if !held.is_empty() {
-            return Err(CliError::Ssh { host: remote.label(), cause: classify(&held, remote) });
+            return Err(CliError::Ssh {
+                host: remote.label(),
+                cause: classify(&held, remote),
+            });
         }
     }
-    Ok(Captured { code, stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr, elapsed })
+    Ok(Captured {
+        code,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+        elapsed,
+    })
 }
 
 /// Copy stderr through as it comes (lines end at `\n` or `\r`, so progress bars stay live);
@@ -131,8 +168,8 @@ fn forward_stderr(mut src: impl Read) -> Vec<String> {
             Ok(n) => n,
         };
         pending.extend_from_slice(&buf[..n]);
-        while let Some(pos) = pending.iter().position(|&b| b == b'\n' || b == b'\r') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
+        while let Some(end) = line_end(&pending) {
+            let line: Vec<u8> = pending.drain(..end).collect();
             let text = String::from_utf8_lossy(&line);
             if is_ssh_line(text.trim_end()) {
                 held.push(text.trim_end().to_string());
@@ -151,6 +188,20 @@ fn forward_stderr(mut src: impl Read) -> Vec<String> {
         }
     }
     held
+}
+
+/// Length of the first complete line (terminator included): `\n`, `\r\n` or a lone `\r`.
+/// A trailing `\r` waits for the next byte, which may be its `\n`.
+fn line_end(buf: &[u8]) -> Option<usize> {
+    let pos = buf.iter().position(|&b| b == b'\n' || b == b'\r')?;
+    if buf[pos] == b'\n' {
+        return Some(pos + 1);
+    }
+    match buf.get(pos + 1) {
+        Some(b'\n') => Some(pos + 2),
+        Some(_) => Some(pos + 1),
+        None => None,
+    }
 }
 
 fn flush_lines(lines: &[String]) {
@@ -200,7 +251,8 @@ const SSH_PREFIXES: &[&str] = &[
 const SSH_FRAGMENTS: &[&str] = &[": Permission denied (", "closed by remote host."];
 
 fn is_ssh_line(line: &str) -> bool {
-    SSH_PREFIXES.iter().any(|p| line.starts_with(p)) || SSH_FRAGMENTS.iter().any(|f| line.contains(f))
+    SSH_PREFIXES.iter().any(|p| line.starts_with(p))
+        || SSH_FRAGMENTS.iter().any(|f| line.contains(f))
 }
 
 /// Turn ssh's messages into one cause, keeping ssh's own most telling line.
@@ -249,35 +301,52 @@ mod tests {
         p.user = Some("vince".into());
         p.identity = Some("/k".into());
         p.ssh_options = vec!["StrictHostKeyChecking=accept-new".into()];
-        Remote { name: "mac".into(), profile: p, connect_timeout_s: 7 }
+        Remote {
+            name: "mac".into(),
+            profile: p,
+            connect_timeout_s: 7,
+        }
     }
 
     #[test]
     fn argv_has_batch_mode_timeout_and_ends_with_destination() {
         let a = ssh_args(&remote(), "exec llorch-pool status");
         let joined = a.join(" ");
-        assert!(joined.contains("-o BatchMode=yes") && joined.contains("-o ConnectTimeout=7"), "{joined}");
-        assert!(joined.contains("-p 2222 -l vince -i /k -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new"));
-        assert_eq!(&a[a.len() - 3..], ["--", "mac.home.arpa", "exec llorch-pool status"]);
+        assert!(
+            joined.contains("-o BatchMode=yes") && joined.contains("-o ConnectTimeout=7"),
+            "{joined}"
+        );
+        assert!(joined.contains(
+            "-p 2222 -l vince -i /k -o IdentitiesOnly=yes -o StrictHostKeyChecking=accept-new"
+        ));
+        assert_eq!(
+            &a[a.len() - 3..],
+            ["--", "mac.home.arpa", "exec llorch-pool status"]
+        );
     }
 
     #[test]
     fn ssh_messages_become_one_cause() {
         let r = remote();
-        let c = classify(&["ssh: connect to host 127.0.0.1 port 9: Connection refused".into()], &r);
+        let c = classify(
+            &["ssh: connect to host 127.0.0.1 port 9: Connection refused".into()],
+            &r,
+        );
         assert!(c.starts_with("connection refused"), "{c}");
         assert!(is_ssh_line("vince@h: Permission denied (publickey)."));
         let c = classify(&["vince@h: Permission denied (publickey).".into()], &r);
         assert!(c.starts_with("authentication failed"), "{c}");
         let c = classify(&["Connection timed out during banner exchange".into()], &r);
         assert!(c.contains("7 s"), "{c}");
-        assert!(is_ssh_line("ssh: Could not resolve hostname x: Name or service not known"));
+        assert!(is_ssh_line(
+            "ssh: Could not resolve hostname x: Name or service not known"
+        ));
         assert!(!is_ssh_line("error: model 'x' not found"));
     }
 
     #[test]
     fn stderr_forwarding_holds_only_ssh_lines() {
-        let input = b"progress 10%\rprogress 20%\rssh: connect to host x port 1: Connection refused\nplain error\n".to_vec();
+        let input = b"progress 10%\rprogress 20%\rssh: connect to host x port 1: Connection refused\r\nplain error\n".to_vec();
         let held = forward_stderr(&input[..]);
         assert_eq!(held, ["ssh: connect to host x port 1: Connection refused"]);
     }

@@ -1,9 +1,7 @@
-//! Prometheus metrics (`orchd_*`): counters, gauges and fixed-bucket histograms with labels,
-//! rendered in the text exposition format. Every series carries `component="orchestratord"`.
+//! The `orchd_*` metric families (names, help, buckets) over the shared `llorch-metrics`
+//! registry. Every series carries `component="orchestratord"`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use llorch_metrics::Registry;
 
 /// Metric kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,121 +45,59 @@ pub const FAMILIES: &[Family] = &[
     Family { name: "orchd_e2e_ms", kind: Kind::Histogram, help: "Submission to terminal event, per model.", buckets: MS_BUCKETS },
 ];
 
-type Key = (&'static str, Vec<(&'static str, String)>);
-
-#[derive(Debug, Default)]
-struct Hist {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-#[derive(Debug, Default)]
-struct Series {
-    values: BTreeMap<Key, f64>,
-    hists: BTreeMap<Key, Hist>,
-}
-
-/// The process's metrics.
-#[derive(Debug, Default)]
+/// The process's metrics: the shared `llorch-metrics` registry with every family declared and
+/// `component="orchestratord"` added to every series.
+#[derive(Debug)]
 pub struct Metrics {
-    series: Mutex<Series>,
+    reg: Registry,
 }
 
-fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
-    (name, labels.iter().map(|(k, v)| (*k, v.to_string())).collect())
+impl Default for Metrics {
+    fn default() -> Self {
+        let reg = Registry::new();
+        for f in FAMILIES {
+            match f.kind {
+                Kind::Counter => reg.counter(f.name, f.help),
+                Kind::Gauge => reg.gauge(f.name, f.help),
+                Kind::Histogram => reg.histogram(f.name, f.help, f.buckets),
+            }
+        }
+        Self { reg }
+    }
 }
 
-fn family(name: &str) -> &'static Family {
-    FAMILIES.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("unknown metric {name}"))
+fn with_component<'a>(labels: &[(&'static str, &'a str)]) -> Vec<(&'static str, &'a str)> {
+    let mut all = Vec::with_capacity(labels.len() + 1);
+    all.push(("component", "orchestratord"));
+    all.extend_from_slice(labels);
+    all
 }
 
 impl Metrics {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
-        self.series.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Add 1 to a counter.
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        *self.lock().values.entry(key(name, labels)).or_default() += 1.0;
+        self.reg.inc(name, &with_component(labels), 1.0);
     }
 
     /// Set a gauge.
     pub fn set(&self, name: &'static str, labels: &[(&'static str, &str)], v: f64) {
-        self.lock().values.insert(key(name, labels), v);
-    }
-
-    /// Drop every series of a gauge (before re-setting it from a snapshot).
-    pub fn clear(&self, name: &'static str) {
-        self.lock().values.retain(|(n, _), _| *n != name);
+        self.reg.set(name, &with_component(labels), v);
     }
 
     /// Record one histogram observation.
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], v: f64) {
-        let buckets = family(name).buckets;
-        let mut s = self.lock();
-        let h = s.hists.entry(key(name, labels)).or_insert_with(|| Hist { counts: vec![0; buckets.len()], ..Default::default() });
-        if let Some(i) = buckets.iter().position(|b| v <= *b) {
-            h.counts[i] += 1;
-        }
-        h.sum += v;
-        h.count += 1;
+        self.reg.observe(name, &with_component(labels), v);
     }
 
-    /// Current value of a counter or gauge (tests and capabilities).
+    /// Current value of a counter or gauge (observation count of a histogram).
     pub fn value(&self, name: &'static str, labels: &[(&'static str, &str)]) -> f64 {
-        self.lock().values.get(&key(name, labels)).copied().unwrap_or(0.0)
+        self.reg.value(name, &with_component(labels))
     }
 
     /// The Prometheus text format.
     pub fn render(&self) -> String {
-        let s = self.lock();
-        let mut out = String::new();
-        for f in FAMILIES {
-            let kind = match f.kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-                Kind::Histogram => "histogram",
-            };
-            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {kind}", f.name, f.help, f.name);
-            if f.kind == Kind::Histogram {
-                for ((_, labels), h) in s.hists.range(range(f.name)) {
-                    let mut cumulative = 0;
-                    for (b, c) in f.buckets.iter().zip(&h.counts) {
-                        cumulative += c;
-                        let le = format!("{b}");
-                        let _ = writeln!(out, "{}_bucket{} {cumulative}", f.name, fmt_labels(labels, Some(&le)));
-                    }
-                    let _ = writeln!(out, "{}_bucket{} {}", f.name, fmt_labels(labels, Some("+Inf")), h.count);
-                    let _ = writeln!(out, "{}_sum{} {}", f.name, fmt_labels(labels, None), h.sum);
-                    let _ = writeln!(out, "{}_count{} {}", f.name, fmt_labels(labels, None), h.count);
-                }
-            } else {
-                for ((_, labels), v) in s.values.range(range(f.name)) {
-                    let _ = writeln!(out, "{}{} {v}", f.name, fmt_labels(labels, None));
-                }
-            }
-        }
-        out
+        self.reg.render()
     }
-}
-
-fn range(name: &'static str) -> std::ops::RangeInclusive<Key> {
-    let hi: Vec<(&'static str, String)> = vec![("\u{10FFFF}", String::new())];
-    (name, Vec::new())..=(name, hi)
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn fmt_labels(labels: &[(&'static str, String)], le: Option<&str>) -> String {
-    let mut parts = vec!["component=\"orchestratord\"".to_string()];
-    parts.extend(labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))));
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
-    }
-    format!("{{{}}}", parts.join(","))
 }
 
 #[cfg(test)]
@@ -177,7 +113,7 @@ mod tests {
         m.observe("orchd_ttft_ms", &[("model", "m")], 700.0);
         let text = m.render();
         assert!(text.contains("orchd_tasks_enqueued_total{component=\"orchestratord\",outcome=\"accepted\"} 2\n"), "{text}");
-        assert!(text.contains("orchd_ttft_ms_bucket{component=\"orchestratord\",model=\"m\",le=\"5\"} 1\n"));
+        assert!(text.contains("orchd_ttft_ms_bucket{component=\"orchestratord\",model=\"m\",le=\"5\"} 1\n"), "{text}");
         assert!(text.contains("orchd_ttft_ms_bucket{component=\"orchestratord\",model=\"m\",le=\"1000\"} 2\n"));
         assert!(text.contains("orchd_ttft_ms_count{component=\"orchestratord\",model=\"m\"} 2\n"));
         assert!(text.contains("# TYPE orchd_e2e_ms histogram"));

@@ -7,7 +7,7 @@ use llorch_catalog::{
     Catalog, CatalogError, LocalFile, LocalModel, ModelFormat, ModelSource, ModelSpec, ModelView,
 };
 
-use crate::download::{fetch_file, DownloadOptions, Fetched};
+use crate::download::{fetch_file, write_ref, DownloadOptions, Fetched};
 use crate::error::{PoolError, Result};
 use crate::hub::{glob_match, is_pattern, Hub, HubConfig};
 use crate::inspect::{inspect, sha256_file};
@@ -53,6 +53,8 @@ pub fn download(ctx: &Ctx, id: &str, opts: &DownloadOptions) -> Result<ModelView
         fetched.push(fetch_file(&hub, &repo, &revision, f, pin, opts)?);
     }
     let commit = fetched[0].commit.clone();
+    // Files fetched by commit (listing mode) still get the branch recorded, as Python does.
+    write_ref(&hub.config.repo_dir(&repo), &spec.revision, &commit)?;
     let path = match spec.format {
         ModelFormat::Gguf => fetched
             .iter()

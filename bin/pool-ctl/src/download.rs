@@ -1,8 +1,8 @@
 //! Downloading hub files into the Hugging Face cache with resume and checksum verification.
 //!
-//! Implemented over the hub's URL layout with reqwest instead of the `hf-hub` crate: hf-hub does
-//! not verify the sha256 from the hub's LFS metadata and does not resume a partial file
-//! (see `.specs/pool-ctl.md`). The cache layout is the one `huggingface_hub` uses, so Python
+//! Implemented over the hub's URL layout with reqwest instead of the `hf-hub` crate: no hf-hub
+//! version verifies the sha256 from the hub's LFS metadata, and 1.0 no longer resumes
+//! (see `.specs/pool-ctl.md` §5). The cache layout is the one `huggingface_hub` uses, so Python
 //! tools share the files: a partial download lives in `blobs/<etag>.incomplete` and is resumed
 //! with an HTTP `Range` request, also by a later run.
 
@@ -396,10 +396,16 @@ fn link_snapshot(repo_dir: &Path, meta: &FileMeta, file: &str, revision: &str) -
     }
     std::os::unix::fs::symlink(blob_link_target(file, &meta.etag), &path)
         .map_err(|e| PoolError::io("symlink", &path, e))?;
-    if revision != meta.commit {
-        let r = repo_dir.join("refs").join(revision);
-        create_dir(r.parent().expect("ref has a parent"))?;
-        fs::write(&r, &meta.commit).map_err(|e| PoolError::io("write", &r, e))?;
-    }
+    write_ref(repo_dir, revision, &meta.commit)?;
     Ok(path)
+}
+
+/// Record `refs/<revision>` = `commit` (nothing to record when the revision is the commit).
+pub fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<()> {
+    if revision == commit {
+        return Ok(());
+    }
+    let r = repo_dir.join("refs").join(revision);
+    create_dir(r.parent().expect("ref has a parent"))?;
+    fs::write(&r, commit).map_err(|e| PoolError::io("write", &r, e))
 }

@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use llorch_catalog::{
-    Catalog, ModelFormat, ModelSource, ModelSpec, ModelView,
-};
+use llorch_catalog::{Catalog, ModelFormat, ModelSource, ModelSpec, ModelView};
 use serde_json::json;
 
 use crate::acquire::{download, import};
@@ -259,6 +257,15 @@ fn rm(ctx: &Ctx, id: &str) -> Result<()> {
     if local.source == ModelSource::Download {
         for f in &local.files {
             freed += remove_cached_file(&f.path, &mut deleted)?;
+        }
+        // Drop the snapshot directory when nothing else is left in it.
+        let snapshot = if local.path.is_dir() {
+            Some(local.path.as_path())
+        } else {
+            local.path.parent()
+        };
+        if let Some(dir) = snapshot {
+            let _ = std::fs::remove_dir(dir);
         }
     }
     ctx.store.update(|c| {

@@ -60,6 +60,8 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         }
     }
     let bin = find_worker_bin(a.worker_bin.clone())?;
+    // Held from port choice until the record is written, so concurrent spawns see each other.
+    let spawn_lock = lock_spawns(ctx)?;
     let (records, _) = ctx.workers.list();
     let port = match a.port {
         Some(p) => p,
@@ -107,6 +109,10 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         .try_clone()
         .map_err(|e| PoolError::io("open", &log, e))?;
     cmd.stdin(Stdio::null()).stdout(logf).stderr(err_log);
+    if std::env::var_os("NO_COLOR").is_none() {
+        // The output goes to a file: keep colour codes out of it.
+        cmd.env("NO_COLOR", "1");
+    }
     let mut child = procs::spawn_detached(&mut cmd).map_err(|e| PoolError::io("start", &bin, e))?;
     let pid = child.id();
     let rec = WorkerRecord {
@@ -125,6 +131,7 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         worker_bin: bin,
     };
     ctx.workers.put(&rec)?;
+    drop(spawn_lock);
     let timeout = a.timeout.map(Duration::from_secs_f64).unwrap_or_else(|| {
         Duration::from_secs_f64(READY_BASE_S + READY_PER_GB_S * local.size_bytes as f64 / 1e9)
     });
@@ -138,7 +145,7 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         return Err(PoolError::WorkerFailed {
             id,
             reason,
-            tail: log_tail(&log, TAIL_LINES),
+            tail: failure_tail(&log, TAIL_LINES),
             log,
         });
     }
@@ -152,6 +159,18 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         ),
     );
     Ok(())
+}
+
+/// Take `workers/.spawn.lock` (released when the file is dropped).
+fn lock_spawns(ctx: &Ctx) -> Result<File> {
+    use fs2::FileExt;
+    let dir = ctx.home.workers_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| PoolError::io("create directory", &dir, e))?;
+    let path = dir.join(".spawn.lock");
+    let f = File::create(&path).map_err(|e| PoolError::io("create", &path, e))?;
+    f.lock_exclusive()
+        .map_err(|e| PoolError::io("lock", &path, e))?;
+    Ok(f)
 }
 
 /// `--worker-bin`/`LLORCH_WORKER_BIN`, else `llorch-candled` next to this executable, else PATH.
@@ -292,11 +311,62 @@ fn wait_ready(
     }
 }
 
-/// The last `n` lines of a log file.
+/// The last `n` lines of a log file, read as text.
 pub fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Whether a log line is a Rust backtrace frame (`   3: name` or `      at file:line`).
+fn is_backtrace_frame(line: &str) -> bool {
+    let t = line.trim_start();
+    if t.len() == line.len() {
+        return false;
+    }
+    t.starts_with("at ")
+        || t.split_once(": ")
+            .is_some_and(|(num, _)| !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The last `n` lines worth reading after a failed start: backtrace frames (present when
+/// `RUST_BACKTRACE` is set) are folded into one line so the error message stays visible.
+fn failure_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if is_backtrace_frame(line) {
+            if lines.last() != Some(&BACKTRACE_FOLDED) {
+                lines.push(BACKTRACE_FOLDED);
+            }
+        } else {
+            lines.push(line);
+        }
+    }
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+const BACKTRACE_FOLDED: &str = "   [backtrace omitted: see the full log]";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtraces_are_folded_in_failure_tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("w.log");
+        let text = "start\nerror: bad magic\n   0: candle::x\n             at src/a.rs:1:2\n  12: main\nlast: line\n";
+        std::fs::write(&log, text).unwrap();
+        assert_eq!(
+            failure_tail(&log, 10),
+            format!("start\nerror: bad magic\n{BACKTRACE_FOLDED}\nlast: line")
+        );
+        assert_eq!(log_tail(&log, 1), "last: line");
+        assert!(!is_backtrace_frame("error: x"));
+    }
 }

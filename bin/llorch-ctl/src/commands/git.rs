@@ -50,8 +50,16 @@ pub fn run(host_flag: Option<String>, args: GitArgs, ctx: &Context) -> CliResult
             let (rest, found) = host::extract_host(&args)?;
             return run_script(host::merge_host(host_flag, found)?, STATUS, rest, None, ctx);
         }
-        GitAction::Build { features, cargo_args } => {
-            if let Some(bad) = features.iter().find(|f| f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')) {
+        GitAction::Build {
+            features,
+            cargo_args,
+        } => {
+            if let Some(bad) = features.iter().find(|f| {
+                f.is_empty()
+                    || !f
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            }) {
                 return Err(CliError::Usage(format!("invalid feature name {bad:?}")));
             }
             (BUILD, cargo_args, Some(features))
@@ -74,7 +82,10 @@ fn run_script(
             if let Some(f) = features {
                 cmd.arg(feature_word(&f, &[]));
             }
-            let status = cmd.args(&extra).status().map_err(|e| CliError::Usage(format!("cannot run sh: {e}")))?;
+            let status = cmd
+                .args(&extra)
+                .status()
+                .map_err(|e| CliError::Usage(format!("cannot run sh: {e}")))?;
             Ok(super::pool::exit_code_of(status))
         }
         Place::Remote(remote) => {
@@ -124,7 +135,12 @@ mod tests {
     #[test]
     fn build_script_is_valid_sh() {
         for s in [PULL, STATUS, BUILD] {
-            let st = Command::new("sh").arg("-n").arg("-c").arg(s).status().unwrap();
+            let st = Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(s)
+                .status()
+                .unwrap();
             assert!(st.success());
         }
     }

@@ -16,11 +16,14 @@ use crate::ssh;
 /// Run a `hosts` subcommand.
 pub fn run(cmd: HostsCommand, ctx: &Context) -> CliResult {
     match cmd {
-        HostsCommand::Add(args) => add(args, ctx),
+        HostsCommand::Add(args) => add(*args, ctx),
         HostsCommand::List { json } => list(json, ctx),
         HostsCommand::Rm { name } => {
             if !config::remove_host(&ctx.config_path, &name)? {
-                return Err(CliError::Usage(format!("no host profile '{name}' in {}", ctx.config_path.display())));
+                return Err(CliError::Usage(format!(
+                    "no host profile '{name}' in {}",
+                    ctx.config_path.display()
+                )));
             }
             eprintln!("removed host '{name}'");
             Ok(0)
@@ -67,21 +70,35 @@ fn list(json: bool, ctx: &Context) -> CliResult {
     let cfg = &ctx.config;
     if json {
         let v = serde_json::json!({ "default_host": cfg.default_host, "hosts": cfg.hosts });
-        println!("{}", serde_json::to_string_pretty(&v).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("serializable")
+        );
         return Ok(0);
     }
     if cfg.hosts.is_empty() {
-        eprintln!("no host profiles in {}; add one with `llorch hosts add NAME TARGET`", ctx.config_path.display());
+        eprintln!(
+            "no host profiles in {}; add one with `llorch hosts add NAME TARGET`",
+            ctx.config_path.display()
+        );
         return Ok(0);
     }
     let width = cfg.hosts.keys().map(String::len).max().unwrap_or(4).max(4);
     println!("{:<width$}  {:<32}  POOL", "HOST", "DESTINATION");
     for (name, p) in &cfg.hosts {
-        let mark = if cfg.default_host.as_deref() == Some(name.as_str()) { " (default)" } else { "" };
+        let mark = if cfg.default_host.as_deref() == Some(name.as_str()) {
+            " (default)"
+        } else {
+            ""
+        };
         let pool = p
             .pool_bin
             .clone()
-            .or_else(|| p.repo.as_ref().map(|r| format!("{r}/target/release/llorch-pool")))
+            .or_else(|| {
+                p.repo
+                    .as_ref()
+                    .map(|r| format!("{r}/target/release/llorch-pool"))
+            })
             .unwrap_or_else(|| "llorch-pool (PATH)".into());
         println!("{:<width$}  {:<32}  {pool}{mark}", name, p.destination());
     }
@@ -136,7 +153,11 @@ echo "--- status"
 printf '%s\n' "$out""#;
 
 fn check(names: Vec<String>, json: bool, ctx: &Context) -> CliResult {
-    let names: Vec<String> = if names.is_empty() { ctx.config.hosts.keys().cloned().collect() } else { names };
+    let names: Vec<String> = if names.is_empty() {
+        ctx.config.hosts.keys().cloned().collect()
+    } else {
+        names
+    };
     if names.is_empty() {
         return Err(CliError::Usage(format!(
             "no host profiles in {}; add one with `llorch hosts add NAME TARGET`",
@@ -149,10 +170,16 @@ fn check(names: Vec<String>, json: bool, ctx: &Context) -> CliResult {
     }
     let reports: Vec<CheckReport> = std::thread::scope(|s| {
         let handles: Vec<_> = remotes.iter().map(|r| s.spawn(move || probe(r))).collect();
-        handles.into_iter().map(|h| h.join().expect("probe thread")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("probe thread"))
+            .collect()
     });
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).expect("serializable")
+        );
     } else {
         for r in &reports {
             print_report(r);
@@ -160,14 +187,21 @@ fn check(names: Vec<String>, json: bool, ctx: &Context) -> CliResult {
     }
     let bad = reports.iter().filter(|r| !r.missing.is_empty()).count();
     if bad > 0 {
-        return Err(CliError::CheckFailed(format!("{bad} of {} hosts not ready", reports.len())));
+        return Err(CliError::CheckFailed(format!(
+            "{bad} of {} hosts not ready",
+            reports.len()
+        )));
     }
     Ok(0)
 }
 
 /// Probe one host: a bare round trip for latency, then the probe script.
 pub fn probe(remote: &Remote) -> CheckReport {
-    let mut rep = CheckReport { host: remote.name.clone(), destination: remote.profile.destination(), ..Default::default() };
+    let mut rep = CheckReport {
+        host: remote.name.clone(),
+        destination: remote.profile.destination(),
+        ..Default::default()
+    };
     match ssh::run_captured(remote, "exit 0") {
         Ok(c) if c.code == 0 => rep.latency_ms = Some(ms(c.elapsed)),
         Ok(c) => {
@@ -182,7 +216,12 @@ pub fn probe(remote: &Remote) -> CheckReport {
         }
     }
     rep.reachable = true;
-    let repo = remote.profile.repo.as_deref().map(quote::quote_path).unwrap_or_else(|| "''".into());
+    let repo = remote
+        .profile
+        .repo
+        .as_deref()
+        .map(quote::quote_path)
+        .unwrap_or_else(|| "''".into());
     let words = vec![remote.pool_bin_word(), repo];
     let out = match ssh::run_captured(remote, &remote.script_command(PROBE, &words)) {
         Ok(c) => c,
@@ -199,7 +238,12 @@ pub fn probe(remote: &Remote) -> CheckReport {
 fn apply_probe_output(rep: &mut CheckReport, stdout: &str, repo: Option<String>) {
     let (head, status_out) = stdout.split_once("--- status\n").unwrap_or((stdout, ""));
     let kv: BTreeMap<&str, &str> = head.lines().filter_map(|l| l.split_once('=')).collect();
-    let nonempty = |k: &str| kv.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()).map(str::to_string);
+    let nonempty = |k: &str| {
+        kv.get(k)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
     rep.os = nonempty("os");
     rep.pool_bin = nonempty("pool_bin");
     rep.pool_version = nonempty("pool_version");
@@ -219,16 +263,21 @@ fn apply_probe_output(rep: &mut CheckReport, stdout: &str, repo: Option<String>)
         rep.missing.push("llorch-pool".into());
         return;
     }
-    let rc = kv.get("status_rc").and_then(|v| v.trim().parse::<i32>().ok()).unwrap_or(-1);
+    let rc = kv
+        .get("status_rc")
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .unwrap_or(-1);
     let status_out = status_out.trim();
     if rc == 0 {
         rep.pool_status = serde_json::from_str(status_out).ok();
         if rep.pool_status.is_none() {
-            rep.missing.push("llorch-pool status --json (not JSON)".into());
+            rep.missing
+                .push("llorch-pool status --json (not JSON)".into());
         }
     } else {
         let first = status_out.lines().next().unwrap_or("").trim();
-        rep.missing.push(format!("llorch-pool status (exit {rc}: {first})"));
+        rep.missing
+            .push(format!("llorch-pool status (exit {rc}: {first})"));
     }
 }
 
@@ -266,7 +315,10 @@ fn print_report(r: &CheckReport) {
         }
     }
     if let Some(repo) = &r.repo {
-        row("repo", &format!("{repo} @ {}", r.git_head.as_deref().unwrap_or("?")));
+        row(
+            "repo",
+            &format!("{repo} @ {}", r.git_head.as_deref().unwrap_or("?")),
+        );
     }
     if let Some(c) = &r.cargo {
         row("cargo", c);
@@ -296,7 +348,12 @@ mod tests {
 
     #[test]
     fn probe_script_is_valid_sh() {
-        let st = std::process::Command::new("sh").arg("-n").arg("-c").arg(PROBE).status().unwrap();
+        let st = std::process::Command::new("sh")
+            .arg("-n")
+            .arg("-c")
+            .arg(PROBE)
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 }

@@ -17,7 +17,11 @@ const CANCEL_GRACE: Duration = Duration::from_secs(3);
 /// Build the request from the flags; `Usage` errors name every bad field.
 pub fn build_request(a: &InferArgs) -> Result<ExecuteRequest, CliError> {
     let mut req = ExecuteRequest {
-        job_id: Some(a.job_id.clone().unwrap_or_else(|| format!("llorch-{}", uuid::Uuid::new_v4()))),
+        job_id: Some(
+            a.job_id
+                .clone()
+                .unwrap_or_else(|| format!("llorch-{}", uuid::Uuid::new_v4())),
+        ),
         prompt: a.prompt.clone(),
         max_tokens: a.max_tokens,
         stop: a.stop.clone(),
@@ -26,10 +30,15 @@ pub fn build_request(a: &InferArgs) -> Result<ExecuteRequest, CliError> {
     if !a.messages.is_empty() {
         let mut msgs = Vec::with_capacity(a.messages.len());
         for m in &a.messages {
-            let (role, content) = m
-                .split_once(':')
-                .ok_or_else(|| CliError::Usage(format!("--message {m:?}: expected ROLE:TEXT, e.g. user:Hello")))?;
-            msgs.push(ChatMessage { role: role.trim().to_string(), content: content.to_string() });
+            let (role, content) = m.split_once(':').ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--message {m:?}: expected ROLE:TEXT, e.g. user:Hello"
+                ))
+            })?;
+            msgs.push(ChatMessage {
+                role: role.trim().to_string(),
+                content: content.to_string(),
+            });
         }
         req.messages = Some(msgs);
     }
@@ -51,7 +60,12 @@ pub fn build_request(a: &InferArgs) -> Result<ExecuteRequest, CliError> {
     }
     s.seed = a.seed;
     req.validate().map_err(|errs| {
-        CliError::Usage(errs.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))
+        CliError::Usage(
+            errs.iter()
+                .map(|e| e.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     })?;
     Ok(req)
 }
@@ -79,7 +93,11 @@ async fn stream_job(worker: &str, req: ExecuteRequest, json: bool) -> CliResult 
     let client = WorkerClient::new(worker);
     let job_id = req.job_id.clone().expect("job id set");
     let worker_label = client.base_url().to_string();
-    let mut tally = Tally { started: Some(Instant::now()), ends_with_newline: true, ..Default::default() };
+    let mut tally = Tally {
+        started: Some(Instant::now()),
+        ends_with_newline: true,
+        ..Default::default()
+    };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
 
@@ -103,7 +121,10 @@ async fn stream_job(worker: &str, req: ExecuteRequest, json: bool) -> CliResult 
             }
         };
         let Some(ev) = next else {
-            return Err(CliError::Worker { worker: worker_label, message: "stream ended without a terminal event".into() });
+            return Err(CliError::Worker {
+                worker: worker_label,
+                message: "stream ended without a terminal event".into(),
+            });
         };
         let ev = ev.map_err(|e| worker_error(&worker_label, e))?;
         if let Some(code) = handle_event(&ev, &mut tally, json, &mut stdout, &worker_label)? {
@@ -143,7 +164,13 @@ fn handle_event(
             eprintln!("{}", summary(ev, tally));
             Ok(Some(0))
         }
-        WorkerEvent::Error { job_id, code, message, retriable, tokens_out } => {
+        WorkerEvent::Error {
+            job_id,
+            code,
+            message,
+            retriable,
+            tokens_out,
+        } => {
             finish_line(tally, json);
             Err(CliError::Job {
                 worker: worker.to_string(),
@@ -168,11 +195,27 @@ fn finish_line(tally: &Tally, json: bool) {
 
 /// `--- 42 tokens · TTFT 85 ms · 33.1 tok/s · prompt 12 tokens · stop eos · seed 7 · job ...`
 fn summary(end: &WorkerEvent, tally: &Tally) -> String {
-    let WorkerEvent::End { job_id, stop_reason, tokens_in, tokens_out, seed, decode_tokens_per_sec, prefill_time_ms, .. } = end else {
+    let WorkerEvent::End {
+        job_id,
+        stop_reason,
+        tokens_in,
+        tokens_out,
+        seed,
+        decode_tokens_per_sec,
+        prefill_time_ms,
+        ..
+    } = end
+    else {
         return String::new();
     };
-    let ttft = tally.first_token.map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into());
-    let wall = tally.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+    let ttft = tally
+        .first_token
+        .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+        .unwrap_or_else(|| "-".into());
+    let wall = tally
+        .started
+        .map(|s| s.elapsed().as_secs_f64())
+        .unwrap_or(0.0);
     format!(
         "--- {tokens_out} tokens in {wall:.2} s · TTFT {ttft} · {decode_tokens_per_sec:.1} tok/s · prompt {tokens_in} tokens ({prefill_time_ms:.0} ms) · stop {} · seed {seed} · job {job_id}",
         stop_reason.as_str()
@@ -183,9 +226,14 @@ async fn cancel(client: &WorkerClient, job_id: &str) {
     eprintln!("llorch: interrupted; cancelling job {job_id}");
     match tokio::time::timeout(CANCEL_GRACE, client.cancel(job_id)).await {
         Ok(Ok(true)) => {}
-        Ok(Ok(false)) => eprintln!("llorch: worker no longer knows job {job_id} (already finished?)"),
+        Ok(Ok(false)) => {
+            eprintln!("llorch: worker no longer knows job {job_id} (already finished?)")
+        }
         Ok(Err(e)) => eprintln!("llorch: cancel failed: {e}"),
-        Err(_) => eprintln!("llorch: cancel not confirmed within {} s", CANCEL_GRACE.as_secs()),
+        Err(_) => eprintln!(
+            "llorch: cancel not confirmed within {} s",
+            CANCEL_GRACE.as_secs()
+        ),
     }
 }
 
@@ -222,8 +270,13 @@ where
 fn worker_error(worker: &str, e: ClientError) -> CliError {
     let message = match e {
         ClientError::Unreachable { source, .. } => format!("unreachable: {}", error_chain(&source)),
-        ClientError::Api { status, envelope, .. } => {
-            let mut m = format!("rejected the job (HTTP {status}): {}: {}", envelope.error.code, envelope.error.message);
+        ClientError::Api {
+            status, envelope, ..
+        } => {
+            let mut m = format!(
+                "rejected the job (HTTP {status}): {}: {}",
+                envelope.error.code, envelope.error.message
+            );
             if envelope.error.retriable {
                 m.push_str(" (retriable)");
             }
@@ -231,7 +284,10 @@ fn worker_error(worker: &str, e: ClientError) -> CliError {
         }
         ClientError::Protocol(p) => format!("protocol error: {p}"),
     };
-    CliError::Worker { worker: worker.to_string(), message }
+    CliError::Worker {
+        worker: worker.to_string(),
+        message,
+    }
 }
 
 /// `a: b: c` from an error and its sources (reqwest hides the useful part in the chain).
@@ -265,10 +321,26 @@ mod tests {
 
     #[test]
     fn messages_and_sampling_map_to_the_wire() {
-        let a = parse(&["--worker", "h:1", "-m", "system:Be: brief", "-m", "user:Hi", "--temperature", "0", "--seed", "3", "--stop", "\n"]);
+        let a = parse(&[
+            "--worker",
+            "h:1",
+            "-m",
+            "system:Be: brief",
+            "-m",
+            "user:Hi",
+            "--temperature",
+            "0",
+            "--seed",
+            "3",
+            "--stop",
+            "\n",
+        ]);
         let r = build_request(&a).unwrap();
         let m = r.messages.unwrap();
-        assert_eq!((m[0].role.as_str(), m[0].content.as_str()), ("system", "Be: brief"));
+        assert_eq!(
+            (m[0].role.as_str(), m[0].content.as_str()),
+            ("system", "Be: brief")
+        );
         assert_eq!(r.sampling.temperature, 0.0);
         assert_eq!(r.sampling.seed, Some(3));
         assert_eq!(r.stop, ["\n"]);
@@ -277,12 +349,27 @@ mod tests {
 
     #[test]
     fn bad_values_are_usage_errors() {
-        let a = parse(&["--worker", "h:1", "--prompt", "x", "--temperature", "9", "--top-p", "0"]);
+        let a = parse(&[
+            "--worker",
+            "h:1",
+            "--prompt",
+            "x",
+            "--temperature",
+            "9",
+            "--top-p",
+            "0",
+        ]);
         let e = build_request(&a).unwrap_err();
-        assert!(matches!(e, CliError::Usage(ref m) if m.contains("temperature") && m.contains("top_p")), "{e}");
+        assert!(
+            matches!(e, CliError::Usage(ref m) if m.contains("temperature") && m.contains("top_p")),
+            "{e}"
+        );
         let a = parse(&["--worker", "h:1", "-m", "no-colon"]);
         assert!(build_request(&a).is_err());
         assert!(crate::cli::Cli::try_parse_from(["llorch", "infer", "--worker", "h:1"]).is_err());
-        assert!(crate::cli::Cli::try_parse_from(["llorch", "infer", "--worker", "h:1", "-p", "a", "-m", "u:b"]).is_err());
+        assert!(crate::cli::Cli::try_parse_from([
+            "llorch", "infer", "--worker", "h:1", "-p", "a", "-m", "u:b"
+        ])
+        .is_err());
     }
 }

@@ -20,9 +20,16 @@ pub struct Context {
 
 impl Context {
     /// Load the config named by `--config` / `LLORCH_CONFIG` / XDG.
-    pub fn load(flag: Option<&std::path::Path>, connect_timeout: Option<u64>) -> Result<Self, CliError> {
+    pub fn load(
+        flag: Option<&std::path::Path>,
+        connect_timeout: Option<u64>,
+    ) -> Result<Self, CliError> {
         let config_path = config::config_path(flag);
         let config = config::load(&config_path)?;
-        Ok(Self { config_path, config, connect_timeout })
+        Ok(Self {
+            config_path,
+            config,
+            connect_timeout,
+        })
     }
 }

@@ -56,7 +56,10 @@ fn run_local(argv: &[String], ctx: &Context) -> CliResult {
     let status = Command::new(&bin)
         .args(argv)
         .status()
-        .map_err(|source| CliError::LocalPool { path: bin.clone(), source })?;
+        .map_err(|source| CliError::LocalPool {
+            path: bin.clone(),
+            source,
+        })?;
     Ok(exit_code_of(status))
 }
 

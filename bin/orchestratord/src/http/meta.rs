@@ -52,7 +52,6 @@ pub async fn metrics(State(orch): State<Arc<Orchestrator>>) -> Response {
         let (ready, total) = core.registry.counts();
         m.set("orchd_workers", &[("status", "ready")], ready as f64);
         m.set("orchd_workers", &[("status", "unhealthy")], (total - ready) as f64);
-        m.clear("orchd_worker_connections_active");
         for w in core.registry.iter() {
             m.set("orchd_worker_connections_active", &[("worker_id", &w.reg.worker_id)], w.busy as f64);
         }

@@ -30,15 +30,22 @@ fn raise_exception(msg: String) -> Result<String, Error> {
 fn strftime_now(format: String) -> Result<String, Error> {
     use std::fmt::Write;
     let mut out = String::new();
-    write!(out, "{}", chrono::Local::now().format(&format))
-        .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: bad format {format:?}")))?;
+    write!(out, "{}", chrono::Local::now().format(&format)).map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: bad format {format:?}"),
+        )
+    })?;
     Ok(out)
 }
 
 /// The clearest text of a minijinja error: kind, the template's own message, and where.
 fn describe(err: &Error) -> String {
     let mut msg = match err.kind() {
-        ErrorKind::InvalidOperation => err.detail().map(str::to_owned).unwrap_or_else(|| err.to_string()),
+        ErrorKind::InvalidOperation => err
+            .detail()
+            .map(str::to_owned)
+            .unwrap_or_else(|| err.to_string()),
         _ => err.to_string(),
     };
     if let Some(line) = err.line() {
@@ -56,7 +63,11 @@ fn describe(err: &Error) -> String {
 
 impl ChatTemplate {
     /// Compile a Jinja chat template; `bos_token`/`eos_token` are passed to it by those names.
-    pub fn new(source: &str, bos_token: Option<&str>, eos_token: Option<&str>) -> Result<ChatTemplate> {
+    pub fn new(
+        source: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<ChatTemplate> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -75,7 +86,10 @@ impl ChatTemplate {
     /// Render `messages`; with `add_generation_prompt` the text ends where the assistant's
     /// reply starts.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self.env.get_template(NAME).map_err(|e| anyhow!("chat template: {}", describe(&e)))?;
+        let tmpl = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| anyhow!("chat template: {}", describe(&e)))?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -96,13 +110,18 @@ mod tests {
     use super::*;
 
     fn msg(role: &str, content: &str) -> ChatMessage {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 
     #[test]
     fn chatml_renders_with_generation_prompt() {
         let t = ChatTemplate::chatml();
-        let out = t.render(&[msg("system", "Be brief."), msg("user", "Hi")], true).unwrap();
+        let out = t
+            .render(&[msg("system", "Be brief."), msg("user", "Hi")], true)
+            .unwrap();
         assert_eq!(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
         let out = t.render(&[msg("user", "Hi")], false).unwrap();
         assert_eq!(out, "<|im_start|>user\nHi<|im_end|>\n");
@@ -112,14 +131,19 @@ mod tests {
     fn raise_exception_message_reaches_the_error() {
         let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}ok";
         let t = ChatTemplate::new(src, None, None).unwrap();
-        let err = t.render(&[msg("assistant", "x")], true).unwrap_err().to_string();
+        let err = t
+            .render(&[msg("assistant", "x")], true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Conversation must start with user"), "{err}");
         assert_eq!(t.render(&[msg("user", "x")], true).unwrap(), "ok");
     }
 
     #[test]
     fn syntax_errors_are_reported_at_compile_time() {
-        let err = ChatTemplate::new("{% for m in messages %}", None, None).unwrap_err().to_string();
+        let err = ChatTemplate::new("{% for m in messages %}", None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not compile"), "{err}");
     }
 
@@ -127,7 +151,9 @@ mod tests {
     fn python_string_methods_and_tokens() {
         let src = "{{ bos_token }}{% for m in messages %}{% if m.content.startswith('  ') %}[{{ m.content.strip() }}]{% else %}{{ m['content'] | trim }}{% endif %}{{ eos_token }}{% endfor %}";
         let t = ChatTemplate::new(src, Some("<s>"), Some("</s>")).unwrap();
-        let out = t.render(&[msg("user", "  padded  "), msg("user", "plain ")], false).unwrap();
+        let out = t
+            .render(&[msg("user", "  padded  "), msg("user", "plain ")], false)
+            .unwrap();
         assert_eq!(out, "<s>[padded]</s>plain</s>");
     }
 
@@ -135,7 +161,11 @@ mod tests {
     fn blocks_are_trimmed_like_transformers() {
         let src = "{% for m in messages %}\n  {% if true %}\n{{ m.content }}\n  {% endif %}\n{% endfor %}\n";
         let t = ChatTemplate::new(src, None, None).unwrap();
-        assert_eq!(t.render(&[msg("user", "a"), msg("user", "b")], false).unwrap(), "a\nb\n");
+        assert_eq!(
+            t.render(&[msg("user", "a"), msg("user", "b")], false)
+                .unwrap(),
+            "a\nb\n"
+        );
     }
 
     #[test]

@@ -141,7 +141,10 @@ pub fn hf_name(gguf: &str) -> String {
     };
     let Some(rest) = fixed.strip_prefix("blk.") else { return fixed.to_string() };
     let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
-    let (base, suffix) = tail.rsplit_once('.').unwrap_or((tail, "weight"));
+    let (base, suffix) = match tail.split_once('.') {
+        Some((b, s)) => (b, Some(s)),
+        None => (tail, None),
+    };
     let hf = match base {
         "attn_norm" => "input_layernorm",
         "ffn_norm" => "post_attention_layernorm",
@@ -155,7 +158,10 @@ pub fn hf_name(gguf: &str) -> String {
         "ffn_up" => "mlp.up_proj",
         other => other,
     };
-    format!("model.layers.{layer}.{hf}.{suffix}")
+    match suffix {
+        Some(s) => format!("model.layers.{layer}.{hf}.{s}"),
+        None => format!("model.layers.{layer}.{hf}"),
+    }
 }
 
 fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {

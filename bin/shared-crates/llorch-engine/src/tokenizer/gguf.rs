@@ -65,7 +65,9 @@ fn get_str<'a>(content: &'a Content, key: &str) -> Option<&'a str> {
 }
 
 fn get_strings<'a>(content: &'a Content, key: &str) -> Result<Option<Vec<&'a str>>> {
-    let Some(v) = get(content, key) else { return Ok(None) };
+    let Some(v) = get(content, key) else {
+        return Ok(None);
+    };
     let arr = v.to_vec().map_err(|e| anyhow!("GGUF {key}: {e}"))?;
     let strings = arr
         .iter()
@@ -80,20 +82,28 @@ fn get_strings<'a>(content: &'a Content, key: &str) -> Result<Option<Vec<&'a str
 
 /// Build the tokenizer that `tokenizer.ggml.model` names.
 pub(super) fn from_gguf(content: &Content) -> Result<Tokenizer> {
-    let model = get_str(content, "tokenizer.ggml.model")
-        .ok_or_else(|| anyhow!("GGUF has no tokenizer.ggml.model: not a model file with a tokenizer"))?;
+    let model = get_str(content, "tokenizer.ggml.model").ok_or_else(|| {
+        anyhow!("GGUF has no tokenizer.ggml.model: not a model file with a tokenizer")
+    })?;
     let tokens = get_strings(content, "tokenizer.ggml.tokens")?
         .ok_or_else(|| anyhow!("GGUF has no tokenizer.ggml.tokens"))?;
     let n = tokens.len();
     let types: Vec<i64> = match get(content, "tokenizer.ggml.token_type") {
         Some(v) => {
-            let arr = v.to_vec().map_err(|e| anyhow!("GGUF tokenizer.ggml.token_type: {e}"))?;
-            arr.iter().map(|v| as_int(v).unwrap_or(TYPE_NORMAL)).collect()
+            let arr = v
+                .to_vec()
+                .map_err(|e| anyhow!("GGUF tokenizer.ggml.token_type: {e}"))?;
+            arr.iter()
+                .map(|v| as_int(v).unwrap_or(TYPE_NORMAL))
+                .collect()
         }
         None => vec![TYPE_NORMAL; n],
     };
     if types.len() != n {
-        bail!("GGUF tokenizer.ggml.token_type has {} entries for {n} tokens", types.len());
+        bail!(
+            "GGUF tokenizer.ggml.token_type has {} entries for {n} tokens",
+            types.len()
+        );
     }
     let flags: Vec<u8> = types
         .iter()
@@ -170,23 +180,36 @@ pub(super) fn from_gguf(content: &Content) -> Result<Tokenizer> {
 /// The pre-tokenizer for a `tokenizer.ggml.pre` name.
 fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
     let split = |pattern: &str| -> Result<PreTokenizerWrapper> {
-        let split = Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| anyhow!("pre-tokenizer regex: {e}"))?;
-        Ok(Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
+        let split = Split::new(
+            SplitPattern::Regex(pattern.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| anyhow!("pre-tokenizer regex: {e}"))?;
+        Ok(Sequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, true, false).into(),
+        ])
+        .into())
     };
     Ok(match pre {
         "smollm" | "starcoder" | "refact" | "codeshell" | "command-r" | "exaone" | "minerva-7b" => {
-            Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into()
+            Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])
+            .into()
         }
-        "llama3" | "llama-bpe" | "llama-v3" | "dbrx" | "smaug-bpe" | "falcon3" | "pixtral" => {
-            split(LLAMA3_PATTERN)?
-        }
-        "qwen2" | "deepseek-r1-qwen" | "qwen35" => split(QWEN2_PATTERN)?,
+        "llama3" | "llama-bpe" | "dbrx" | "smaug-bpe" => split(LLAMA3_PATTERN)?,
+        "qwen2" | "deepseek-r1-qwen" => split(QWEN2_PATTERN)?,
         "gpt2" | "gpt-2" | "default" | "" | "olmo" | "mpt" | "stablelm2" | "jais" => {
             ByteLevel::new(false, true, true).into()
         }
         other => {
-            tracing::warn!(pre = other, "unknown tokenizer.ggml.pre; using GPT-2 byte-level splitting");
+            tracing::warn!(
+                pre = other,
+                "unknown tokenizer.ggml.pre; using GPT-2 byte-level splitting"
+            );
             ByteLevel::new(false, true, true).into()
         }
     })
@@ -219,10 +242,13 @@ fn build_bpe(content: &Content, tokens: &[&str], flags: &[u8]) -> Result<Encoder
         }
     }
     if dropped > 0 {
-        tracing::warn!(dropped, "GGUF merges skipped: malformed or naming tokens outside the vocabulary");
+        tracing::warn!(
+            dropped,
+            "GGUF merges skipped: malformed or naming tokens outside the vocabulary"
+        );
     }
     let pre = get_str(content, "tokenizer.ggml.pre").unwrap_or("default");
-    let ignore_merges = matches!(pre, "llama3" | "llama-bpe" | "llama-v3");
+    let ignore_merges = matches!(pre, "llama3" | "llama-bpe");
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .ignore_merges(ignore_merges)
@@ -236,8 +262,14 @@ fn build_bpe(content: &Content, tokens: &[&str], flags: &[u8]) -> Result<Encoder
         .zip(flags)
         .filter(|(t, f)| **f & FLAG_LITERAL != 0 && !t.is_empty())
         .partition(|(_, f)| **f & FLAG_SPECIAL != 0);
-    let special: Vec<AddedToken> = special.into_iter().map(|(t, _)| AddedToken::from(*t, true)).collect();
-    let user: Vec<AddedToken> = user.into_iter().map(|(t, _)| AddedToken::from(*t, false)).collect();
+    let special: Vec<AddedToken> = special
+        .into_iter()
+        .map(|(t, _)| AddedToken::from(*t, true))
+        .collect();
+    let user: Vec<AddedToken> = user
+        .into_iter()
+        .map(|(t, _)| AddedToken::from(*t, false))
+        .collect();
     hf.add_special_tokens(&special);
     hf.add_tokens(&user);
     Ok(Encoder::Hf(Box::new(hf)))
@@ -248,13 +280,18 @@ fn build_spm(content: &Content, tokens: &[&str], flags: &[u8]) -> Result<Encoder
     let n = tokens.len();
     let scores: Vec<f32> = match get(content, "tokenizer.ggml.scores") {
         Some(v) => {
-            let arr = v.to_vec().map_err(|e| anyhow!("GGUF tokenizer.ggml.scores: {e}"))?;
+            let arr = v
+                .to_vec()
+                .map_err(|e| anyhow!("GGUF tokenizer.ggml.scores: {e}"))?;
             arr.iter().map(|v| v.to_f32().unwrap_or(0.0)).collect()
         }
         None => bail!("GGUF llama tokenizer has no tokenizer.ggml.scores"),
     };
     if scores.len() != n {
-        bail!("GGUF tokenizer.ggml.scores has {} entries for {n} tokens", scores.len());
+        bail!(
+            "GGUF tokenizer.ggml.scores has {} entries for {n} tokens",
+            scores.len()
+        );
     }
     let literal: Vec<(String, u32)> = tokens
         .iter()
@@ -263,8 +300,13 @@ fn build_spm(content: &Content, tokens: &[&str], flags: &[u8]) -> Result<Encoder
         .filter(|(_, (_, f))| **f & FLAG_LITERAL != 0)
         .map(|(id, (t, _))| ((*t).to_owned(), id as u32))
         .collect();
-    let owned: Vec<String> = tokens.iter().map(|t| (*t).to_owned()).collect();
     let unk = get_id(content, "tokenizer.ggml.unknown_token_id", n);
     let add_space_prefix = get_bool(content, "tokenizer.ggml.add_space_prefix").unwrap_or(true);
-    Ok(Encoder::Spm(SpmModel::new(&owned, scores, literal, unk, add_space_prefix)))
+    Ok(Encoder::Spm(Box::new(SpmModel::new(
+        tokens,
+        scores,
+        literal,
+        unk,
+        add_space_prefix,
+    ))))
 }

@@ -14,7 +14,8 @@ fn read_json(path: &Path) -> Result<Value> {
     if !path.is_file() {
         return Ok(Value::Null);
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
@@ -30,7 +31,11 @@ fn token_text(v: &Value) -> Option<&str> {
 /// Ids given as one integer or a list of integers.
 fn ids(v: &Value) -> Vec<u32> {
     match v {
-        Value::Number(n) => n.as_u64().and_then(|x| u32::try_from(x).ok()).into_iter().collect(),
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .into_iter()
+            .collect(),
         Value::Array(a) => a.iter().flat_map(ids).collect(),
         _ => Vec::new(),
     }
@@ -64,10 +69,15 @@ fn mentions_byte_level<T: serde::Serialize>(component: Option<&T>) -> bool {
 pub(super) fn from_dir(dir: &Path) -> Result<Tokenizer> {
     let path = dir.join("tokenizer.json");
     if !path.is_file() {
-        bail!("{}: no tokenizer.json (a model directory needs a Hugging Face tokenizer.json)", path.display());
+        bail!(
+            "{}: no tokenizer.json (a model directory needs a Hugging Face tokenizer.json)",
+            path.display()
+        );
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let hf = tokenizers::Tokenizer::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let hf =
+        tokenizers::Tokenizer::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let tok_cfg = read_json(&dir.join("tokenizer_config.json"))?;
     let model_cfg = read_json(&dir.join("config.json"))?;
     let gen_cfg = read_json(&dir.join("generation_config.json"))?;
@@ -85,7 +95,8 @@ pub(super) fn from_dir(dir: &Path) -> Result<Tokenizer> {
             *f = FLAG_LITERAL | if added.special { FLAG_SPECIAL } else { 0 };
         }
     }
-    let byte_level = mentions_byte_level(hf.get_decoder()) || mentions_byte_level(hf.get_pre_tokenizer());
+    let byte_level =
+        mentions_byte_level(hf.get_decoder()) || mentions_byte_level(hf.get_pre_tokenizer());
     let byte_decoder = ByteDecoder::new();
     let mut pieces = StrTable::with_capacity(n);
     let mut bytes = ByteTable::with_capacity(n, n * 6);
@@ -119,12 +130,18 @@ pub(super) fn from_dir(dir: &Path) -> Result<Tokenizer> {
         None => post_processor_adds(&hf, bos)?,
     };
     let mut extra = Vec::new();
-    for v in [model_cfg.get("eos_token_id"), gen_cfg.get("eos_token_id")].into_iter().flatten() {
+    for v in [model_cfg.get("eos_token_id"), gen_cfg.get("eos_token_id")]
+        .into_iter()
+        .flatten()
+    {
         extra.extend(ids(v));
     }
     let jinja = dir.join("chat_template.jinja");
     let chat_template = if jinja.is_file() {
-        Some(std::fs::read_to_string(&jinja).with_context(|| format!("reading {}", jinja.display()))?)
+        Some(
+            std::fs::read_to_string(&jinja)
+                .with_context(|| format!("reading {}", jinja.display()))?,
+        )
     } else {
         config_template(&tok_cfg)
     };
@@ -148,7 +165,11 @@ pub(super) fn from_dir(dir: &Path) -> Result<Tokenizer> {
 /// Whether the tokenizer's own post-processor puts BOS first.
 fn post_processor_adds(hf: &tokenizers::Tokenizer, bos: Option<u32>) -> Result<bool> {
     let Some(bos) = bos else { return Ok(false) };
-    let with = hf.encode("a", true).map_err(|e| anyhow!("probing the post-processor: {e}"))?;
-    let without = hf.encode("a", false).map_err(|e| anyhow!("probing the post-processor: {e}"))?;
+    let with = hf
+        .encode("a", true)
+        .map_err(|e| anyhow!("probing the post-processor: {e}"))?;
+    let without = hf
+        .encode("a", false)
+        .map_err(|e| anyhow!("probing the post-processor: {e}"))?;
     Ok(with.get_ids().first() == Some(&bos) && without.get_ids().first() != Some(&bos))
 }

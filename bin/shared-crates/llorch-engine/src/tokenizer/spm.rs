@@ -122,7 +122,9 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Max-heap order: higher score first, then the leftmost pair.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -130,7 +132,7 @@ impl SpmModel {
     /// `pieces[i]` and `scores[i]` describe token `i`; `literal` lists the tokens matched
     /// literally in input text before the merge step.
     pub(crate) fn new(
-        pieces: &[String],
+        pieces: &[&str],
         scores: Vec<f32>,
         literal: Vec<(String, u32)>,
         unk: Option<u32>,
@@ -138,15 +140,22 @@ impl SpmModel {
     ) -> Self {
         let mut vocab = HashMap::with_capacity(pieces.len());
         let mut byte_ids = [None; 256];
-        for (id, piece) in pieces.iter().enumerate() {
-            vocab.entry(piece.clone()).or_insert(id as u32);
+        for (id, &piece) in pieces.iter().enumerate() {
+            vocab.entry(piece.to_owned()).or_insert(id as u32);
             if let Some(b) = spm_byte_piece(piece) {
                 byte_ids[b as usize].get_or_insert(id as u32);
             }
         }
         let mut scores = scores;
         scores.resize(pieces.len(), 0.0);
-        SpmModel { vocab, scores, byte_ids, unk, add_space_prefix, specials: SpecialMatcher::new(literal) }
+        SpmModel {
+            vocab,
+            scores,
+            byte_ids,
+            unk,
+            add_space_prefix,
+            specials: SpecialMatcher::new(literal),
+        }
     }
 
     /// Id of the piece with exactly this text.
@@ -179,12 +188,26 @@ impl SpmModel {
         }
     }
 
-    fn try_push(&self, text: &str, syms: &[Symbol], left: Option<usize>, right: Option<usize>, heap: &mut BinaryHeap<Bigram>) {
-        let (Some(left), Some(right)) = (left, right) else { return };
+    fn try_push(
+        &self,
+        text: &str,
+        syms: &[Symbol],
+        left: Option<usize>,
+        right: Option<usize>,
+        heap: &mut BinaryHeap<Bigram>,
+    ) {
+        let (Some(left), Some(right)) = (left, right) else {
+            return;
+        };
         let (l, r) = (syms[left], syms[right]);
         let piece = &text[l.start..r.start + r.len];
         if let Some(&id) = self.vocab.get(piece) {
-            heap.push(Bigram { score: self.scores[id as usize], left, right, len: piece.len() });
+            heap.push(Bigram {
+                score: self.scores[id as usize],
+                left,
+                right,
+                len: piece.len(),
+            });
         }
     }
 
@@ -249,7 +272,10 @@ mod tests {
 
     /// A tiny hand-made vocabulary: control tokens, `▁`-pieces with scores and bytes.
     fn tiny(add_space_prefix: bool) -> SpmModel {
-        let mut pieces: Vec<String> = ["<unk>", "<s>", "</s>", "<ctl>"].iter().map(|s| s.to_string()).collect();
+        let mut pieces: Vec<String> = ["<unk>", "<s>", "</s>", "<ctl>"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let mut scores = vec![0.0; 4];
         for b in 0..=255u8 {
             pieces.push(format!("<0x{b:02X}>"));
@@ -280,6 +306,7 @@ mod tests {
             scores.push(s);
         }
         let literal = vec![("<ctl>".to_string(), 3)];
+        let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
         SpmModel::new(&pieces, scores, literal, Some(0), add_space_prefix)
     }
 
@@ -293,8 +320,8 @@ mod tests {
     #[test]
     fn merges_follow_scores_not_position() {
         let m = tiny(true);
-        // "▁hello": ll (-3) beats lo (-2.5)? no: lo has the higher score, so "lo" forms first and
-        // "hell" can no longer form: ▁ h e l lo → he (-4) → ▁ he l lo.
+        // "▁hello": lo (-2.5) outscores ll (-3) and forms first, so "hell" never can:
+        // ▁ h e l lo → ▁ he l lo.
         assert_eq!(pieces_of(&m, "hello"), ["\u{2581}", "he", "l", "lo"]);
         // "▁hell": ll first, then he, then hell, then ▁hell.
         assert_eq!(pieces_of(&m, "hell"), ["\u{2581}hell"]);
@@ -306,7 +333,10 @@ mod tests {
     #[test]
     fn space_prefix_only_at_start_and_after_special() {
         let m = tiny(true);
-        assert_eq!(pieces_of(&m, "hell<ctl>hell"), ["\u{2581}hell", "<ctl>", "\u{2581}hell"]);
+        assert_eq!(
+            pieces_of(&m, "hell<ctl>hell"),
+            ["\u{2581}hell", "<ctl>", "\u{2581}hell"]
+        );
         let m = tiny(false);
         assert_eq!(pieces_of(&m, "hell<ctl>hell"), ["hell", "<ctl>", "hell"]);
         assert_eq!(pieces_of(&m, " hell"), ["\u{2581}hell"]);
@@ -330,10 +360,19 @@ mod tests {
 
     #[test]
     fn matcher_prefers_longest_and_leftmost() {
-        let m = SpecialMatcher::new(vec![("<a>".into(), 1), ("<a><b>".into(), 2), ("b>".into(), 3)]);
+        let m = SpecialMatcher::new(vec![
+            ("<a>".into(), 1),
+            ("<a><b>".into(), 2),
+            ("b>".into(), 3),
+        ]);
         assert_eq!(
             m.split("x<a><b>y<a>"),
-            [Fragment::Text("x"), Fragment::Token(2), Fragment::Text("y"), Fragment::Token(1)]
+            [
+                Fragment::Text("x"),
+                Fragment::Token(2),
+                Fragment::Text("y"),
+                Fragment::Token(1)
+            ]
         );
         assert_eq!(m.split(""), []);
         assert_eq!(m.split("é<a>"), [Fragment::Text("é"), Fragment::Token(1)]);

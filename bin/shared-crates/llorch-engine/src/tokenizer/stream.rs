@@ -16,7 +16,11 @@ pub struct StreamDecoder<'a> {
 impl<'a> StreamDecoder<'a> {
     /// A decoder with nothing pending.
     pub fn new(tok: &'a Tokenizer, skip_special: bool) -> Self {
-        StreamDecoder { tok, skip_special, pending: Vec::with_capacity(8) }
+        StreamDecoder {
+            tok,
+            skip_special,
+            pending: Vec::with_capacity(8),
+        }
     }
 
     /// Add one token; returns the text completed by it (possibly empty).
@@ -36,7 +40,10 @@ impl<'a> StreamDecoder<'a> {
                 }
                 Err(e) => {
                     let valid = consumed + e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[consumed..valid]).expect("validated prefix"));
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[consumed..valid])
+                            .expect("validated prefix"),
+                    );
                     match e.error_len() {
                         // Definitely invalid: the same U+FFFD that a whole-text lossy decode gives.
                         Some(bad) => {

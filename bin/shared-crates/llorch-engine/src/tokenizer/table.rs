@@ -10,7 +10,10 @@ pub(crate) struct ByteTable {
 
 impl ByteTable {
     pub(crate) fn with_capacity(n: usize, bytes: usize) -> Self {
-        ByteTable { data: Vec::with_capacity(bytes), ends: Vec::with_capacity(n) }
+        ByteTable {
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(n),
+        }
     }
 
     pub(crate) fn push(&mut self, bytes: &[u8]) {
@@ -20,7 +23,11 @@ impl ByteTable {
 
     pub(crate) fn get(&self, id: usize) -> Option<&[u8]> {
         let end = *self.ends.get(id)? as usize;
-        let start = if id == 0 { 0 } else { self.ends[id - 1] as usize };
+        let start = if id == 0 {
+            0
+        } else {
+            self.ends[id - 1] as usize
+        };
         Some(&self.data[start..end])
     }
 }
@@ -58,7 +65,11 @@ impl StrTable {
             return None;
         }
         let end = self.ends[id] as usize;
-        let start = if id == 0 { 0 } else { self.ends[id - 1] as usize };
+        let start = if id == 0 {
+            0
+        } else {
+            self.ends[id - 1] as usize
+        };
         Some(&self.data[start..end])
     }
 }
@@ -128,7 +139,7 @@ pub(crate) fn spm_decode_into(piece: &str, out: &mut Vec<u8>) {
     }
     let mut rest = piece;
     while let Some(pos) = rest.find('\u{2581}') {
-        out.extend_from_slice(rest[..pos].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..pos]);
         out.push(b' ');
         rest = &rest[pos + '\u{2581}'.len_utf8()..];
     }

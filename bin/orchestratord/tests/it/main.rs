@@ -1,0 +1,9 @@
+//! Integration tests of orchestratord with real processes: the orchestratord binary, real
+//! `llorch-candled` workers with SmolLM2 (skipped locally until built; required under CI), and
+//! the `fault-worker` binary for failure injection.
+
+mod api;
+mod common;
+mod faults;
+mod real;
+mod state;
