@@ -38,7 +38,9 @@ pub enum Command {
     /// Run llorch-pool on a host (models, workers, backends, status) or manage its checkout
     ///
     /// Everything after `llorch pool` is forwarded to llorch-pool verbatim, except `--host H`,
-    /// which may appear anywhere before a `--`.
+    /// which may appear anywhere before the first `--`. That `--` is dropped and what follows
+    /// goes to llorch-pool untouched (`... --host mac -- --host 0.0.0.0` gives `worker spawn`
+    /// its bind address). llorch's own options go before the pool action.
     ///
     /// Host: --host, else $LLORCH_REMOTE_HOST, else the config's default_host, else this
     /// machine (`--host local` forces this machine). A host is a profile name from
@@ -55,6 +57,10 @@ pub enum Command {
     #[command(subcommand)]
     Hosts(HostsCommand),
     /// Stream a completion from a worker (POST /execute)
+    ///
+    /// Tokens go to stdout as they arrive; a summary (tokens, TTFT, tok/s) goes to stderr.
+    /// An `error` event or a rejected job exits 1. Ctrl-C cancels the job on the worker
+    /// (POST /cancel) and exits 130.
     Infer(InferArgs),
 }
 
@@ -196,9 +202,7 @@ pub struct HostAddArgs {
     pub default: bool,
 }
 
-/// `llorch infer`: one job on one worker, tokens to stdout, summary to stderr.
-///
-/// Ctrl-C cancels the job on the worker (POST /cancel) and exits 130.
+/// `llorch infer`: one job on one worker.
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("input").required(true).args(["prompt", "messages"]))]
 pub struct InferArgs {

@@ -50,6 +50,9 @@ pub enum CliError {
         retriable: bool,
         tokens_out: u32,
     },
+    /// A local resource (runtime, helper program) failed.
+    #[error("{0}")]
+    Local(String),
     /// One or more hosts failed `hosts check`; the report was already printed.
     #[error("{0}")]
     CheckFailed(String),
@@ -63,6 +66,16 @@ impl CliError {
             CliError::Usage(_) => EXIT_USAGE,
             _ => 1,
         }
+    }
+}
+
+/// A child's exit status as our exit code (128 + signal when it was killed).
+pub fn exit_code_of(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c.clamp(0, 255) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        (None, None) => 1,
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::error::{CliError, EXIT_INTERRUPTED};
+use crate::error::{exit_code_of, CliError, EXIT_INTERRUPTED};
 use crate::host::Remote;
 
 /// ssh's exit status for its own failures.
@@ -99,12 +99,9 @@ pub fn run_streaming(remote: &Remote, remote_cmd: &str) -> Result<u8, CliError> 
         source,
     })?;
     let held = forwarder.join().unwrap_or_default();
-    let code = match status.code() {
-        Some(c) => c,
-        None => {
-            flush_lines(&held);
-            return Ok(EXIT_INTERRUPTED);
-        }
+    let Some(code) = status.code() else {
+        flush_lines(&held);
+        return Ok(exit_code_of(status));
     };
     if code == SSH_FAILED && !held.is_empty() {
         return Err(CliError::Ssh {

@@ -85,8 +85,8 @@ fn run_script(
             let status = cmd
                 .args(&extra)
                 .status()
-                .map_err(|e| CliError::Usage(format!("cannot run sh: {e}")))?;
-            Ok(super::pool::exit_code_of(status))
+                .map_err(|e| CliError::Local(format!("cannot run sh: {e}")))?;
+            Ok(crate::error::exit_code_of(status))
         }
         Place::Remote(remote) => {
             let repo = remote_repo(&remote)?;

@@ -76,7 +76,7 @@ pub fn run(a: InferArgs) -> CliResult {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Usage(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| CliError::Local(format!("cannot start the async runtime: {e}")))?;
     rt.block_on(stream_job(&a.worker, req, a.json))
 }
 

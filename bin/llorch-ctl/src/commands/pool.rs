@@ -5,7 +5,7 @@ use std::process::Command;
 
 use super::Context;
 use crate::cli::{PoolArgs, PoolCommand};
-use crate::error::{CliError, CliResult};
+use crate::error::{exit_code_of, CliError, CliResult};
 use crate::host::{self, Place};
 use crate::ssh;
 
@@ -61,14 +61,4 @@ fn run_local(argv: &[String], ctx: &Context) -> CliResult {
             source,
         })?;
     Ok(exit_code_of(status))
-}
-
-/// A child's exit status as our exit code (128 + signal when it was killed).
-pub fn exit_code_of(status: std::process::ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => c.clamp(0, 255) as u8,
-        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-        (None, None) => 1,
-    }
 }

@@ -26,15 +26,27 @@ fn run_ok(cmd: &mut Command, what: &str) {
     );
 }
 
-/// Make sure `sshd` exists: install it through `scripts/ci-sshd.sh install` when missing.
-/// `None` (after skip-or-fail) when it is still missing.
+fn openssh_present() -> bool {
+    let runs = |prog: &str, arg: &str| {
+        Command::new(prog)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    Path::new(SSHD).is_file() && runs("ssh", "-V") && runs("ssh-keygen", "-?")
+}
+
+/// Make sure sshd, ssh and ssh-keygen exist: run `scripts/ci-sshd.sh install` when one is
+/// missing. `None` (after skip-or-fail) when they are still missing.
 pub fn ensure_sshd(test: &str) -> Option<()> {
-    if Path::new(SSHD).is_file() {
+    if openssh_present() {
         return Some(());
     }
     let script = repo_root().join("scripts/ci-sshd.sh");
     let out = Command::new("bash").arg(&script).arg("install").output();
-    if Path::new(SSHD).is_file() {
+    if openssh_present() {
         return Some(());
     }
     let why = match out {
@@ -43,7 +55,7 @@ pub fn ensure_sshd(test: &str) -> Option<()> {
     };
     skip_or_fail(
         test,
-        &format!("{SSHD} missing and `scripts/ci-sshd.sh install` failed: {why}"),
+        &format!("OpenSSH ({SSHD}, ssh, ssh-keygen) missing and `scripts/ci-sshd.sh install` failed: {why}"),
     )
 }
 

@@ -1,0 +1,190 @@
+//! llorch-bench: engine and worker benchmarks on a real model, release builds.
+//!
+//! Prints prompt-processing (ppN) and generation (tgN) tokens/s, min and median over rounds,
+//! and — with `--worker` — cold start (exec → ready), peak RSS, TTFT and cancel latency of a
+//! real `llorch-candled` process. Compare with llama.cpp's `llama-bench -t 2` on the same model.
+//!
+//! usage: llorch-bench --model PATH [--threads 2] [--rounds 5] [--pp 128] [--tg 128]
+//!        [--keep-weight-types] [--worker]
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Parser;
+use llorch_engine::generate::prefill;
+use llorch_engine::model::{Logits, Requant};
+use llorch_engine::sampler::argmax;
+use llorch_engine::{load, LoadOptions};
+
+#[derive(Parser)]
+#[command(about = "Benchmark the engine (pp/tg tok/s) and the worker process (cold start, RSS, TTFT, cancel).")]
+struct Args {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    #[arg(long, default_value_t = 128)]
+    pp: usize,
+    #[arg(long, default_value_t = 128)]
+    tg: usize,
+    /// Run weights as stored (no Q8_0 conversion on CPU).
+    #[arg(long)]
+    keep_weight_types: bool,
+    /// Also benchmark a real worker process (needs llorch-candled next to this binary).
+    #[arg(long)]
+    worker: bool,
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[0], v[v.len() / 2])
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    let opts = LoadOptions {
+        requant: if args.keep_weight_types { Requant::Off } else { Requant::Auto },
+        ..Default::default()
+    };
+    let lm = load(&args.model, &opts)?;
+    println!(
+        "model {} ({} → {}), {} threads, load {:.0} ms",
+        lm.info.name, lm.info.quantization, lm.info.runtime_quantization, args.threads, lm.info.load_time_ms
+    );
+    let never = AtomicBool::new(false);
+    let prompt: Vec<u32> = (0..args.pp as u32).map(|i| 100 + (i * 37) % 40000).collect();
+    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        let mut cache = lm.model.new_cache(args.pp + args.tg + 1)?;
+        let t = Instant::now();
+        let (logits, _) = prefill(&lm, &prompt, &mut cache, None, &never)?.expect("not cancelled");
+        pp.push(args.pp as f64 / t.elapsed().as_secs_f64());
+        let mut id = argmax(&logits);
+        let mut cache = lm.model.new_cache(args.tg + 1)?;
+        let t = Instant::now();
+        for _ in 0..args.tg {
+            let l = lm.model.forward(&[id], &mut cache, Logits::Last)?.squeeze(0)?.to_vec1::<f32>()?;
+            id = argmax(&l);
+        }
+        tg.push(args.tg as f64 / t.elapsed().as_secs_f64());
+    }
+    // min is the slowest round: report the median and the best
+    let (pp_min, pp_med) = stats(pp.clone());
+    let (tg_min, tg_med) = stats(tg.clone());
+    let pp_max = pp.iter().cloned().fold(0.0, f64::max);
+    let tg_max = tg.iter().cloned().fold(0.0, f64::max);
+    println!("pp{:<4} tok/s: min {pp_min:7.1}  median {pp_med:7.1}  max {pp_max:7.1}", args.pp);
+    println!("tg{:<4} tok/s: min {tg_min:7.1}  median {tg_med:7.1}  max {tg_max:7.1}", args.tg);
+    println!(
+        "vs llama.cpp baseline (Q4_1, 2 threads, median pp128 197 / tg128 104): pp {:.2}x  tg {:.2}x",
+        pp_med / 197.0,
+        tg_med / 104.0
+    );
+    if args.worker {
+        worker_bench::run(&args.model, args.threads)?;
+    }
+    Ok(())
+}
+
+mod worker_bench {
+    //! Cold start, RSS, TTFT and cancel latency of a real worker process.
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{bail, Context, Result};
+
+    fn get(addr: &str, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect(addr).ok()?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        let mut b = String::new();
+        s.read_to_string(&mut b).ok()?;
+        b.starts_with("HTTP/1.1 200").then_some(b)
+    }
+
+    fn post(addr: &str, path: &str, body: &str) -> Result<TcpStream> {
+        let mut s = TcpStream::connect(addr)?;
+        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+        Ok(s)
+    }
+
+    fn peak_rss_mib(pid: u32) -> f64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    }
+
+    pub fn run(model: &Path, threads: usize) -> Result<()> {
+        let bin = std::env::current_exe()?.with_file_name("llorch-candled");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = format!("127.0.0.1:{port}");
+        let t0 = Instant::now();
+        let mut child = Command::new(&bin)
+            .arg("--model")
+            .arg(model)
+            .args(["--port", &port.to_string(), "--threads", &threads.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        while get(&addr, "/health").is_none() {
+            if t0.elapsed() > Duration::from_secs(60) {
+                bail!("worker not ready");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let cold = t0.elapsed();
+        let mut ttfts = Vec::new();
+        let mut cancels = Vec::new();
+        for round in 0..5 {
+            let body = format!(r#"{{"job_id":"bench-{round}","prompt":"Write a long story about a lighthouse keeper.","max_tokens":500,"temperature":0}}"#);
+            let s = post(&addr, "/execute", &body)?;
+            let t = Instant::now();
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            let mut tokens = 0;
+            let mut cancel_at = None;
+            loop {
+                line.clear();
+                if r.read_line(&mut line)? == 0 {
+                    break;
+                }
+                if line.starts_with("event: token") {
+                    tokens += 1;
+                    if tokens == 1 {
+                        ttfts.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    if tokens == 20 {
+                        let _ = post(&addr, "/cancel", &format!(r#"{{"job_id":"bench-{round}"}}"#))?;
+                        cancel_at = Some(Instant::now());
+                    }
+                }
+                if line.starts_with("event: end") {
+                    if let Some(c) = cancel_at {
+                        cancels.push(c.elapsed().as_secs_f64() * 1e3);
+                    }
+                    break;
+                }
+            }
+        }
+        let rss = peak_rss_mib(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        let (t_min, t_med) = super::stats(ttfts);
+        let (c_min, c_med) = super::stats(cancels);
+        println!("worker cold start (exec → /health 200): {:.0} ms", cold.as_secs_f64() * 1e3);
+        println!("worker peak RSS after 5 jobs: {rss:.0} MiB");
+        println!("TTFT (short chat prompt): min {t_min:.1} ms, median {t_med:.1} ms");
+        println!("cancel latency (POST /cancel → end event): min {c_min:.1} ms, median {c_med:.1} ms");
+        Ok(())
+    }
+}
