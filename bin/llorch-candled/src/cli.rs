@@ -22,6 +22,27 @@ impl Backend {
     }
 }
 
+/// How weights are run on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WeightMode {
+    Auto,
+    #[value(name = "q8_0")]
+    Q8_0,
+    Stored,
+}
+
+impl WeightMode {
+    /// The engine's policy.
+    pub fn requant(self) -> llorch_engine::model::Requant {
+        use llorch_engine::model::Requant;
+        match self {
+            WeightMode::Auto => Requant::Auto,
+            WeightMode::Q8_0 => Requant::Q8_0,
+            WeightMode::Stored => Requant::Off,
+        }
+    }
+}
+
 /// llama-orch worker: loads ONE model (GGUF file or safetensors directory) and streams tokens
 /// over HTTP/SSE (`POST /execute`). The model is loaded before the port is bound, so a worker
 /// that answers `GET /health` is ready.
@@ -64,9 +85,11 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     pub max_queue: u32,
 
-    /// Keep weights in their stored type instead of converting Q4_1/Q5_x/F16 to Q8_0 on CPU.
-    #[arg(long)]
-    pub keep_weight_types: bool,
+    /// CPU weight handling: `auto` runs Q4_1 on the engine's own AVX2 kernel and converts
+    /// Q5_0/Q5_1/F16 to Q8_0; `q8_0` converts Q4_1 too (faster on some CPUs, less exact);
+    /// `stored` runs every weight as stored with candle's kernels.
+    #[arg(long, value_enum, default_value_t = WeightMode::Auto)]
+    pub weights: WeightMode,
 
     /// Register with this orchestratord once ready, heartbeat, and deregister on shutdown.
     #[arg(long, env = "LLORCH_ORCHESTRATOR_URL")]

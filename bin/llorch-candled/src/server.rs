@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::Stream;
-use llorch_engine::model::Requant;
 use llorch_engine::{Engine, LoadOptions, SubmitError};
 use llorch_metrics::Registry;
 use llorch_wire::{
@@ -72,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let opts = LoadOptions {
         device: dev,
-        requant: if args.keep_weight_types { Requant::Off } else { Requant::Auto },
+        requant: args.weights.requant(),
         max_context: args.ctx_size,
     };
     let lm = llorch_engine::load(&args.model, &opts)?;

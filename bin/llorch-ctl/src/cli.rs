@@ -39,8 +39,8 @@ pub enum Command {
     ///
     /// Everything after `llorch pool` is forwarded to llorch-pool verbatim, except `--host H`,
     /// which may appear anywhere before the first `--`. That `--` is dropped and what follows
-    /// goes to llorch-pool untouched (`... --host mac -- --host 0.0.0.0` gives `worker spawn`
-    /// its bind address). llorch's own options go before the pool action.
+    /// goes to llorch-pool untouched. `worker spawn`'s bind address is `--bind ADDR`.
+    /// llorch's own options go before the pool action.
     ///
     /// Host: --host, else $LLORCH_REMOTE_HOST, else the config's default_host, else this
     /// machine (`--host local` forces this machine). A host is a profile name from

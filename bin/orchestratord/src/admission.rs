@@ -22,10 +22,18 @@ const TOKENIZE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Parse the body into a [`TaskRequest`], rejecting unknown keys and invalid values.
 pub fn parse(body: &[u8]) -> Result<TaskRequest, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(vec![FieldError::new("body", "json", format!("body is not valid JSON: {e}"))])
+        ApiError::invalid(vec![FieldError::new(
+            "body",
+            "json",
+            format!("body is not valid JSON: {e}"),
+        )])
     })?;
     let Some(obj) = value.as_object() else {
-        return Err(ApiError::invalid(vec![FieldError::new("body", "object", "body must be a JSON object")]));
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "body",
+            "object",
+            "body must be a JSON object",
+        )]));
     };
     let unknown: Vec<FieldError> = obj
         .keys()
@@ -35,8 +43,13 @@ pub fn parse(body: &[u8]) -> Result<TaskRequest, ApiError> {
     if !unknown.is_empty() {
         return Err(ApiError::invalid(unknown));
     }
-    let req: TaskRequest = serde_json::from_value(value)
-        .map_err(|e| ApiError::invalid(vec![FieldError::new("body", "type", format!("invalid field value: {e}"))]))?;
+    let req: TaskRequest = serde_json::from_value(value).map_err(|e| {
+        ApiError::invalid(vec![FieldError::new(
+            "body",
+            "type",
+            format!("invalid field value: {e}"),
+        )])
+    })?;
     req.validate().map_err(ApiError::invalid)?;
     Ok(req)
 }
@@ -50,7 +63,10 @@ fn prompt_tokens_upper_bound(req: &TaskRequest) -> usize {
         return p.len() + 2;
     }
     let msgs = req.messages.as_deref().unwrap_or_default();
-    msgs.iter().map(|m| m.role.len() + m.content.len() + TOKENS_PER_MESSAGE).sum::<usize>() + TEMPLATE_TOKENS
+    msgs.iter()
+        .map(|m| m.role.len() + m.content.len() + TOKENS_PER_MESSAGE)
+        .sum::<usize>()
+        + TEMPLATE_TOKENS
 }
 
 fn too_long(model: &str, prompt: usize, max_new: u32, ctx: u32) -> ApiError {
@@ -65,7 +81,12 @@ fn too_long(model: &str, prompt: usize, max_new: u32, ctx: u32) -> ApiError {
 
 /// Reject prompts that cannot fit the model's context. Cheap bound first; a worker's
 /// `/tokenize` only for prompts near the limit. If no worker can tokenize, the worker decides.
-async fn check_context(orch: &Orchestrator, req: &TaskRequest, ctx: u32, urls: Vec<String>) -> Result<(), ApiError> {
+async fn check_context(
+    orch: &Orchestrator,
+    req: &TaskRequest,
+    ctx: u32,
+    urls: Vec<String>,
+) -> Result<(), ApiError> {
     let max_new = req.max_tokens.unwrap_or(1);
     if max_new >= ctx {
         return Err(too_long(&req.model, 1, max_new, ctx));
@@ -96,7 +117,11 @@ async fn check_context(orch: &Orchestrator, req: &TaskRequest, ctx: u32, urls: V
 }
 
 /// Admit a task: validate, enqueue, announce `queued`. Counts the outcome in the metrics.
-pub async fn submit(orch: &Arc<Orchestrator>, body: &[u8], correlation_id: &str) -> Result<TaskAccepted, ApiError> {
+pub async fn submit(
+    orch: &Arc<Orchestrator>,
+    body: &[u8],
+    correlation_id: &str,
+) -> Result<TaskAccepted, ApiError> {
     let t0 = Instant::now();
     let result = admit(orch, body, correlation_id).await;
     let m = &orch.metrics;
@@ -104,16 +129,30 @@ pub async fn submit(orch: &Arc<Orchestrator>, body: &[u8], correlation_id: &str)
         Ok(_) => m.inc("orchd_tasks_enqueued_total", &[("outcome", "accepted")]),
         Err(e) => {
             m.inc("orchd_tasks_enqueued_total", &[("outcome", "rejected")]);
-            m.inc("orchd_tasks_rejected_total", &[("reason", e.code().as_str())]);
+            m.inc(
+                "orchd_tasks_rejected_total",
+                &[("reason", e.code().as_str())],
+            );
         }
     }
-    m.observe("orchd_admission_latency_ms", &[], t0.elapsed().as_secs_f64() * 1000.0);
+    m.observe(
+        "orchd_admission_latency_ms",
+        &[],
+        t0.elapsed().as_secs_f64() * 1000.0,
+    );
     result
 }
 
-async fn admit(orch: &Arc<Orchestrator>, body: &[u8], correlation_id: &str) -> Result<TaskAccepted, ApiError> {
+async fn admit(
+    orch: &Arc<Orchestrator>,
+    body: &[u8],
+    correlation_id: &str,
+) -> Result<TaskAccepted, ApiError> {
     if orch.is_shutting_down() {
-        return Err(ApiError::new(ErrorCode::ShuttingDown, "orchestratord is shutting down"));
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "orchestratord is shutting down",
+        ));
     }
     let created = Instant::now();
     let req = parse(body)?;
@@ -123,19 +162,37 @@ async fn admit(orch: &Arc<Orchestrator>, body: &[u8], correlation_id: &str) -> R
         if !reg.knows_model(&req.model) {
             let mut names: Vec<String> = reg.models().into_iter().map(|m| m.model).collect();
             names.dedup();
-            let available = if names.is_empty() { "none (no worker registered)".into() } else { names.join(", ") };
+            let available = if names.is_empty() {
+                "none (no worker registered)".into()
+            } else {
+                names.join(", ")
+            };
             return Err(ApiError::new(
                 ErrorCode::ModelNotFound,
-                format!("model {:?} is not served here; available models: {available}", req.model),
+                format!(
+                    "model {:?} is not served here; available models: {available}",
+                    req.model
+                ),
             ));
         }
-        (reg.context_length(&req.model).unwrap_or(u32::MAX), reg.ready_urls(&req.model))
+        (
+            reg.context_length(&req.model).unwrap_or(u32::MAX),
+            reg.ready_urls(&req.model),
+        )
     };
     check_context(orch, &req, ctx, urls).await?;
 
     let client_id = req.task_id.is_some();
-    let id = req.task_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let task = Arc::new(Task::new(id.clone(), req, correlation_id.to_string(), created));
+    let id = req
+        .task_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let task = Arc::new(Task::new(
+        id.clone(),
+        req,
+        correlation_id.to_string(),
+        created,
+    ));
     if !orch.insert_task(task.clone(), client_id) {
         return Err(ApiError::invalid(vec![FieldError::new(
             "task_id",
@@ -187,7 +244,11 @@ async fn admit(orch: &Arc<Orchestrator>, body: &[u8], correlation_id: &str) -> R
         Admit::Accepted { position } => position,
     };
     task.set_position(position);
-    task.push(&TaskEvent::Queued { task_id: id.clone(), queue_position: position, predicted_start_ms: predicted });
+    task.push(&TaskEvent::Queued {
+        task_id: id.clone(),
+        queue_position: position,
+        predicted_start_ms: predicted,
+    });
     orch.persist(&task);
     if let Some(deadline) = task.deadline {
         spawn_deadline(Arc::downgrade(orch), Arc::downgrade(&task), deadline);
@@ -223,7 +284,13 @@ mod tests {
         let e = parse(br#"{"model":"m","prompt":"x","temprature":1}"#).unwrap_err();
         assert_eq!(e.envelope.error.fields[0].field, "temprature");
         let e = parse(br#"{"model":"m","prompt":"x","temperature":9,"top_p":0}"#).unwrap_err();
-        let fields: Vec<_> = e.envelope.error.fields.iter().map(|f| f.field.as_str()).collect();
+        let fields: Vec<_> = e
+            .envelope
+            .error
+            .fields
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
         assert_eq!(fields, ["temperature", "top_p"]);
         assert_eq!(e.status, 400);
         assert!(parse(b"[1]").is_err());
@@ -232,9 +299,15 @@ mod tests {
 
     #[test]
     fn token_upper_bounds() {
-        let req = TaskRequest { prompt: Some("abcd".into()), ..Default::default() };
+        let req = TaskRequest {
+            prompt: Some("abcd".into()),
+            ..Default::default()
+        };
         assert_eq!(prompt_tokens_upper_bound(&req), 6);
-        let req = TaskRequest { prompt_ids: Some(vec![1, 2, 3]), ..Default::default() };
+        let req = TaskRequest {
+            prompt_ids: Some(vec![1, 2, 3]),
+            ..Default::default()
+        };
         assert_eq!(prompt_tokens_upper_bound(&req), 3);
     }
 }

@@ -50,7 +50,11 @@ impl Placement {
 
 /// Command-line flags; each also reads an environment variable.
 #[derive(Debug, Default, Parser)]
-#[command(name = "orchestratord", version, about = "llama-orch orchestrator daemon")]
+#[command(
+    name = "orchestratord",
+    version,
+    about = "llama-orch orchestrator daemon"
+)]
 pub struct Args {
     /// TOML config file.
     #[arg(long, env = "LLORCH_ORCH_CONFIG")]
@@ -160,9 +164,15 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
     #[error(
@@ -198,17 +208,26 @@ impl Default for Config {
 
 /// `$XDG_STATE_HOME/llorch/orchestratord.sqlite` (or under `~/.local/state`).
 fn default_db_path() -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local").join("state")
-    });
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".local")
+                .join("state")
+        });
     base.join("llorch").join("orchestratord.sqlite")
 }
 
 /// Read and parse a TOML config file.
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(e) })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
 }
 
 impl Config {
@@ -225,34 +244,73 @@ impl Config {
     pub fn merge(args: Args, file: FileConfig) -> Result<Config, ConfigError> {
         let d = Config::default();
         let tokens = match args.api_token {
-            Some(t) => t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            Some(t) => t
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             None => file.api_tokens.unwrap_or_default(),
         };
         let workers = match args.workers {
-            Some(urls) => urls.into_iter().filter(|u| !u.trim().is_empty()).map(|url| StaticWorker { url }).collect(),
+            Some(urls) => urls
+                .into_iter()
+                .filter(|u| !u.trim().is_empty())
+                .map(|url| StaticWorker { url })
+                .collect(),
             None => file.workers.unwrap_or_default(),
         };
-        let interval = args.heartbeat_interval_ms.or(file.heartbeat_interval_ms).unwrap_or(d.heartbeat_interval_ms);
+        let interval = args
+            .heartbeat_interval_ms
+            .or(file.heartbeat_interval_ms)
+            .unwrap_or(d.heartbeat_interval_ms);
         let cfg = Config {
             bind: args.bind.or(file.bind).unwrap_or(d.bind),
             db: args.db.or(file.db).unwrap_or(d.db),
             api_tokens: tokens,
-            queue_capacity: args.queue_capacity.or(file.queue_capacity).unwrap_or(d.queue_capacity),
-            queue_policy: args.queue_policy.or(file.queue_policy).unwrap_or(d.queue_policy),
+            queue_capacity: args
+                .queue_capacity
+                .or(file.queue_capacity)
+                .unwrap_or(d.queue_capacity),
+            queue_policy: args
+                .queue_policy
+                .or(file.queue_policy)
+                .unwrap_or(d.queue_policy),
             placement: args.placement.or(file.placement).unwrap_or(d.placement),
             batch_starvation_bound: args
                 .batch_starvation_bound
                 .or(file.batch_starvation_bound)
                 .unwrap_or(d.batch_starvation_bound),
-            max_attempts: args.max_attempts.or(file.max_attempts).unwrap_or(d.max_attempts),
-            retry_backoff_ms: args.retry_backoff_ms.or(file.retry_backoff_ms).unwrap_or(d.retry_backoff_ms),
+            max_attempts: args
+                .max_attempts
+                .or(file.max_attempts)
+                .unwrap_or(d.max_attempts),
+            retry_backoff_ms: args
+                .retry_backoff_ms
+                .or(file.retry_backoff_ms)
+                .unwrap_or(d.retry_backoff_ms),
             heartbeat_interval_ms: interval,
-            heartbeat_timeout_ms: args.heartbeat_timeout_ms.or(file.heartbeat_timeout_ms).unwrap_or(interval * 3),
-            disconnect_grace_ms: args.disconnect_grace_ms.or(file.disconnect_grace_ms).unwrap_or(d.disconnect_grace_ms),
-            max_queue_wait_ms: args.max_queue_wait_ms.or(file.max_queue_wait_ms).unwrap_or(d.max_queue_wait_ms),
-            stall_timeout_ms: args.stall_timeout_ms.or(file.stall_timeout_ms).unwrap_or(d.stall_timeout_ms),
-            finished_tasks_in_memory: file.finished_tasks_in_memory.unwrap_or(d.finished_tasks_in_memory),
-            history_retention_days: file.history_retention_days.unwrap_or(d.history_retention_days),
+            heartbeat_timeout_ms: args
+                .heartbeat_timeout_ms
+                .or(file.heartbeat_timeout_ms)
+                .unwrap_or(interval * 3),
+            disconnect_grace_ms: args
+                .disconnect_grace_ms
+                .or(file.disconnect_grace_ms)
+                .unwrap_or(d.disconnect_grace_ms),
+            max_queue_wait_ms: args
+                .max_queue_wait_ms
+                .or(file.max_queue_wait_ms)
+                .unwrap_or(d.max_queue_wait_ms),
+            stall_timeout_ms: args
+                .stall_timeout_ms
+                .or(file.stall_timeout_ms)
+                .unwrap_or(d.stall_timeout_ms),
+            finished_tasks_in_memory: file
+                .finished_tasks_in_memory
+                .unwrap_or(d.finished_tasks_in_memory),
+            history_retention_days: file
+                .history_retention_days
+                .unwrap_or(d.history_retention_days),
             workers,
         };
         cfg.validate()?;
@@ -282,7 +340,10 @@ impl Config {
         }
         for w in &self.workers {
             if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                return Err(ConfigError::Invalid(format!("worker url {:?} must start with http:// or https://", w.url)));
+                return Err(ConfigError::Invalid(format!(
+                    "worker url {:?} must start with http:// or https://",
+                    w.url
+                )));
             }
         }
         if !self.bind.ip().is_loopback() && self.api_tokens.is_empty() {
@@ -298,20 +359,33 @@ mod tests {
 
     #[test]
     fn flags_beat_file_beat_defaults() {
-        let file: FileConfig =
-            toml::from_str("queue_capacity = 7\nplacement = \"round-robin\"\n[[workers]]\nurl = \"http://a:1\"\n").unwrap();
-        let args = Args { queue_capacity: Some(9), ..Default::default() };
+        let file: FileConfig = toml::from_str(
+            "queue_capacity = 7\nplacement = \"round-robin\"\n[[workers]]\nurl = \"http://a:1\"\n",
+        )
+        .unwrap();
+        let args = Args {
+            queue_capacity: Some(9),
+            ..Default::default()
+        };
         let cfg = Config::merge(args, file).unwrap();
         assert_eq!(cfg.queue_capacity, 9);
         assert_eq!(cfg.placement, Placement::RoundRobin);
         assert_eq!(cfg.queue_policy, QueuePolicy::Reject);
-        assert_eq!(cfg.workers, vec![StaticWorker { url: "http://a:1".into() }]);
+        assert_eq!(
+            cfg.workers,
+            vec![StaticWorker {
+                url: "http://a:1".into()
+            }]
+        );
         assert_eq!(cfg.heartbeat_timeout_ms, 15000);
     }
 
     #[test]
     fn public_bind_needs_a_token() {
-        let args = Args { bind: Some("0.0.0.0:8080".parse().unwrap()), ..Default::default() };
+        let args = Args {
+            bind: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Default::default()
+        };
         let err = Config::merge(args, FileConfig::default()).unwrap_err();
         assert!(err.to_string().contains("LLORCH_API_TOKEN"), "{err}");
         let args = Args {
@@ -325,7 +399,10 @@ mod tests {
     #[test]
     fn unknown_file_keys_and_bad_ranges_are_rejected() {
         assert!(toml::from_str::<FileConfig>("queue_capacty = 3").is_err());
-        let args = Args { queue_capacity: Some(0), ..Default::default() };
+        let args = Args {
+            queue_capacity: Some(0),
+            ..Default::default()
+        };
         assert!(Config::merge(args, FileConfig::default()).is_err());
     }
 }

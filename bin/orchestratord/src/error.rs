@@ -17,13 +17,22 @@ pub struct ApiError {
 impl ApiError {
     /// An error with the code's own status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self { status, envelope: ErrorEnvelope::new(code, message), headers: Vec::new() }
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self {
+            status,
+            envelope: ErrorEnvelope::new(code, message),
+            headers: Vec::new(),
+        }
     }
 
     /// 400 `INVALID_REQUEST` listing every bad field.
     pub fn invalid(fields: Vec<FieldError>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, envelope: ErrorEnvelope::invalid(fields), headers: Vec::new() }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            envelope: ErrorEnvelope::invalid(fields),
+            headers: Vec::new(),
+        }
     }
 
     /// 404 `NOT_FOUND` for a task or worker id.
@@ -36,8 +45,14 @@ impl ApiError {
         let mut e = Self::new(ErrorCode::QueueFull, message);
         e.envelope.error.retry_after_ms = Some(backoff_ms);
         let secs = backoff_ms.div_ceil(1000).max(1);
-        e.headers.push((HeaderName::from_static("retry-after"), HeaderValue::from(secs)));
-        e.headers.push((HeaderName::from_static("x-backoff-ms"), HeaderValue::from(backoff_ms)));
+        e.headers.push((
+            HeaderName::from_static("retry-after"),
+            HeaderValue::from(secs),
+        ));
+        e.headers.push((
+            HeaderName::from_static("x-backoff-ms"),
+            HeaderValue::from(backoff_ms),
+        ));
         e
     }
 

@@ -38,9 +38,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (store, failed) = Store::open(&cfg.db)?;
     if failed > 0 {
-        tracing::warn!(tasks = failed, "tasks left unfinished by the previous run were marked failed");
+        tracing::warn!(
+            tasks = failed,
+            "tasks left unfinished by the previous run were marked failed"
+        );
     }
-    let listener = tokio::net::TcpListener::bind(cfg.bind).await.with_context(|| format!("cannot bind {}", cfg.bind))?;
+    let listener = tokio::net::TcpListener::bind(cfg.bind)
+        .await
+        .with_context(|| format!("cannot bind {}", cfg.bind))?;
     let addr = listener.local_addr()?;
     let orch = Orchestrator::new(cfg, store);
     let restored = workers::restore(&orch);
@@ -58,7 +63,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let graceful = async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful).into_future();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(graceful)
+        .into_future();
     let mut deadline_rx = stop_rx;
     let deadline = async move {
         let _ = deadline_rx.wait_for(|stop| *stop).await;
@@ -77,7 +84,8 @@ async fn shutdown_signal(orch: Arc<Orchestrator>, stop: tokio::sync::watch::Send
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

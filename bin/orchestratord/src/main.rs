@@ -7,7 +7,8 @@ use orchestratord::config::{Args, Config};
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "orchestratord=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "orchestratord=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

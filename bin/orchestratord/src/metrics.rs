@@ -19,30 +19,121 @@ pub struct Family {
     pub buckets: &'static [f64],
 }
 
-const MS_BUCKETS: &[f64] =
-    &[1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0];
-const ITL_BUCKETS: &[f64] = &[1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0, 5000.0];
-const FAST_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 50.0];
+const MS_BUCKETS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0,
+];
+const ITL_BUCKETS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0, 5000.0,
+];
+const FAST_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 50.0,
+];
 
 /// Every family this process exports.
 pub const FAMILIES: &[Family] = &[
-    Family { name: "orchd_queue_depth", kind: Kind::Gauge, help: "Tasks waiting, per priority class.", buckets: &[] },
-    Family { name: "orchd_tasks_enqueued_total", kind: Kind::Counter, help: "Task submissions by outcome (accepted|rejected).", buckets: &[] },
-    Family { name: "orchd_tasks_rejected_total", kind: Kind::Counter, help: "Rejected submissions by reason (error code).", buckets: &[] },
-    Family { name: "orchd_tasks_evicted_total", kind: Kind::Counter, help: "Batch tasks evicted by the drop-lru policy.", buckets: &[] },
-    Family { name: "orchd_tasks_dispatched_total", kind: Kind::Counter, help: "Dispatch attempts by worker and outcome (success|failure).", buckets: &[] },
-    Family { name: "orchd_tasks_retried_total", kind: Kind::Counter, help: "Attempts retried on another worker before the first token, by reason.", buckets: &[] },
-    Family { name: "orchd_tasks_finished_total", kind: Kind::Counter, help: "Finished tasks by model and outcome (completed|cancelled|error code).", buckets: &[] },
-    Family { name: "orchd_tasks_running", kind: Kind::Gauge, help: "Tasks running on workers.", buckets: &[] },
-    Family { name: "orchd_workers", kind: Kind::Gauge, help: "Known workers by status (ready|unhealthy).", buckets: &[] },
-    Family { name: "orchd_worker_connections_active", kind: Kind::Gauge, help: "Open /execute streams per worker.", buckets: &[] },
-    Family { name: "orchd_tokens_out_total", kind: Kind::Counter, help: "Tokens relayed to clients, per model.", buckets: &[] },
-    Family { name: "orchd_admission_latency_ms", kind: Kind::Histogram, help: "Time to decide a submission (parse, validate, enqueue).", buckets: FAST_BUCKETS },
-    Family { name: "orchd_scheduling_latency_ms", kind: Kind::Histogram, help: "Time to pick a task and a worker, per algorithm.", buckets: FAST_BUCKETS },
-    Family { name: "orchd_queue_time_ms", kind: Kind::Histogram, help: "Submission to worker accepted, per model.", buckets: MS_BUCKETS },
-    Family { name: "orchd_ttft_ms", kind: Kind::Histogram, help: "Submission to first token relayed, per model.", buckets: MS_BUCKETS },
-    Family { name: "orchd_inter_token_ms", kind: Kind::Histogram, help: "Gap between relayed tokens, per model.", buckets: ITL_BUCKETS },
-    Family { name: "orchd_e2e_ms", kind: Kind::Histogram, help: "Submission to terminal event, per model.", buckets: MS_BUCKETS },
+    Family {
+        name: "orchd_queue_depth",
+        kind: Kind::Gauge,
+        help: "Tasks waiting, per priority class.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tasks_enqueued_total",
+        kind: Kind::Counter,
+        help: "Task submissions by outcome (accepted|rejected).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tasks_rejected_total",
+        kind: Kind::Counter,
+        help: "Rejected submissions by reason (error code).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tasks_evicted_total",
+        kind: Kind::Counter,
+        help: "Batch tasks evicted by the drop-lru policy.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tasks_dispatched_total",
+        kind: Kind::Counter,
+        help: "Dispatch attempts by worker and outcome (success|failure).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tasks_retried_total",
+        kind: Kind::Counter,
+        help: "Attempts retried on another worker before the first token, by reason.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tasks_finished_total",
+        kind: Kind::Counter,
+        help: "Finished tasks by model and outcome (completed|cancelled|error code).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tasks_running",
+        kind: Kind::Gauge,
+        help: "Tasks running on workers.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_workers",
+        kind: Kind::Gauge,
+        help: "Known workers by status (ready|unhealthy).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_worker_connections_active",
+        kind: Kind::Gauge,
+        help: "Open /execute streams per worker.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tokens_out_total",
+        kind: Kind::Counter,
+        help: "Tokens relayed to clients, per model.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_admission_latency_ms",
+        kind: Kind::Histogram,
+        help: "Time to decide a submission (parse, validate, enqueue).",
+        buckets: FAST_BUCKETS,
+    },
+    Family {
+        name: "orchd_scheduling_latency_ms",
+        kind: Kind::Histogram,
+        help: "Time to pick a task and a worker, per algorithm.",
+        buckets: FAST_BUCKETS,
+    },
+    Family {
+        name: "orchd_queue_time_ms",
+        kind: Kind::Histogram,
+        help: "Submission to worker accepted, per model.",
+        buckets: MS_BUCKETS,
+    },
+    Family {
+        name: "orchd_ttft_ms",
+        kind: Kind::Histogram,
+        help: "Submission to first token relayed, per model.",
+        buckets: MS_BUCKETS,
+    },
+    Family {
+        name: "orchd_inter_token_ms",
+        kind: Kind::Histogram,
+        help: "Gap between relayed tokens, per model.",
+        buckets: ITL_BUCKETS,
+    },
+    Family {
+        name: "orchd_e2e_ms",
+        kind: Kind::Histogram,
+        help: "Submission to terminal event, per model.",
+        buckets: MS_BUCKETS,
+    },
 ];
 
 /// The process's metrics: the shared `llorch-metrics` registry with every family declared and
@@ -112,11 +203,26 @@ mod tests {
         m.observe("orchd_ttft_ms", &[("model", "m")], 3.0);
         m.observe("orchd_ttft_ms", &[("model", "m")], 700.0);
         let text = m.render();
-        assert!(text.contains("orchd_tasks_enqueued_total{component=\"orchestratord\",outcome=\"accepted\"} 2\n"), "{text}");
-        assert!(text.contains("orchd_ttft_ms_bucket{component=\"orchestratord\",model=\"m\",le=\"5\"} 1\n"), "{text}");
-        assert!(text.contains("orchd_ttft_ms_bucket{component=\"orchestratord\",model=\"m\",le=\"1000\"} 2\n"));
+        assert!(
+            text.contains(
+                "orchd_tasks_enqueued_total{component=\"orchestratord\",outcome=\"accepted\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "orchd_ttft_ms_bucket{component=\"orchestratord\",model=\"m\",le=\"5\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "orchd_ttft_ms_bucket{component=\"orchestratord\",model=\"m\",le=\"1000\"} 2\n"
+        ));
         assert!(text.contains("orchd_ttft_ms_count{component=\"orchestratord\",model=\"m\"} 2\n"));
         assert!(text.contains("# TYPE orchd_e2e_ms histogram"));
-        assert_eq!(m.value("orchd_tasks_enqueued_total", &[("outcome", "accepted")]), 2.0);
+        assert_eq!(
+            m.value("orchd_tasks_enqueued_total", &[("outcome", "accepted")]),
+            2.0
+        );
     }
 }

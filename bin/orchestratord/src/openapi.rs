@@ -95,8 +95,10 @@ fn schemas() -> Value {
     let error_code = json!({ "type": "string", "enum": ["INVALID_REQUEST", "CONTEXT_LENGTH_EXCEEDED", "WORKER_BUSY",
         "QUEUE_FULL", "NOT_FOUND", "MODEL_NOT_FOUND", "UNAUTHORIZED", "MODEL_LOAD_FAILED", "INFERENCE_FAILED",
         "WORKER_LOST", "DEADLINE_EXCEEDED", "EVICTED", "CANCELLED", "SHUTTING_DOWN", "INTERNAL"] });
-    let stop_reason = json!({ "type": "string", "enum": ["eos", "stop_sequence", "max_tokens", "cancelled"] });
-    let priority = json!({ "type": "string", "enum": ["interactive", "batch"], "default": "interactive" });
+    let stop_reason =
+        json!({ "type": "string", "enum": ["eos", "stop_sequence", "max_tokens", "cancelled"] });
+    let priority =
+        json!({ "type": "string", "enum": ["interactive", "batch"], "default": "interactive" });
     let event = |ty: &str, required: &[&str], props: Value| {
         let mut p = props;
         p["type"] = json!({ "const": ty });
@@ -213,7 +215,10 @@ mod tests {
         let text = doc.to_string();
         let schemas = doc["components"]["schemas"].as_object().unwrap();
         for part in text.split("#/components/schemas/").skip(1) {
-            let name: String = part.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
             assert!(schemas.contains_key(&name), "dangling $ref {name}");
         }
         assert_eq!(doc["info"]["version"], API_VERSION);

@@ -130,7 +130,12 @@ impl TaskQueue {
 
     /// Every queued task with its position, in dispatch order.
     pub fn positions(&self) -> Vec<(String, u32)> {
-        self.interactive.iter().chain(self.batch.iter()).enumerate().map(|(i, e)| (e.task_id.clone(), i as u32)).collect()
+        self.interactive
+            .iter()
+            .chain(self.batch.iter())
+            .enumerate()
+            .map(|(i, e)| (e.task_id.clone(), i as u32))
+            .collect()
     }
 
     /// Take the first task that `place` can put on a worker: interactive first, unless
@@ -215,7 +220,10 @@ impl DrainRate {
         if self.stamps.len() < 2 {
             return None;
         }
-        let span = now.duration_since(*self.stamps.front()?).as_secs_f64().max(1e-3);
+        let span = now
+            .duration_since(*self.stamps.front()?)
+            .as_secs_f64()
+            .max(1e-3);
         Some(self.stamps.len() as f64 / span)
     }
 
@@ -239,7 +247,13 @@ mod tests {
     use super::*;
 
     fn e(id: &str, p: Priority) -> Entry {
-        Entry { task_id: id.into(), model: "m".into(), priority: p, enqueued: Instant::now(), avoid: vec![] }
+        Entry {
+            task_id: id.into(),
+            model: "m".into(),
+            priority: p,
+            enqueued: Instant::now(),
+            avoid: vec![],
+        }
     }
 
     fn take_all(q: &mut TaskQueue) -> Vec<String> {
@@ -261,24 +275,49 @@ mod tests {
     #[test]
     fn reject_and_drop_lru() {
         let mut q = TaskQueue::new(2, QueuePolicy::Reject, 4);
-        assert_eq!(q.push(e("a", Priority::Batch)), Admit::Accepted { position: 0 });
-        assert_eq!(q.push(e("b", Priority::Batch)), Admit::Accepted { position: 1 });
+        assert_eq!(
+            q.push(e("a", Priority::Batch)),
+            Admit::Accepted { position: 0 }
+        );
+        assert_eq!(
+            q.push(e("b", Priority::Batch)),
+            Admit::Accepted { position: 1 }
+        );
         assert_eq!(q.push(e("c", Priority::Batch)), Admit::Full);
-        assert_eq!(q.push(e("x", Priority::Interactive)), Admit::Accepted { position: 0 });
+        assert_eq!(
+            q.push(e("x", Priority::Interactive)),
+            Admit::Accepted { position: 0 }
+        );
 
         let mut q = TaskQueue::new(1, QueuePolicy::DropLru, 4);
         q.push(e("i", Priority::Interactive));
         q.push(e("a", Priority::Batch));
-        assert_eq!(q.push(e("b", Priority::Batch)), Admit::Evicted { position: 1, evicted: "a".into() });
-        assert_eq!(q.push(e("j", Priority::Interactive)), Admit::Full, "interactive tasks are never evicted");
+        assert_eq!(
+            q.push(e("b", Priority::Batch)),
+            Admit::Evicted {
+                position: 1,
+                evicted: "a".into()
+            }
+        );
+        assert_eq!(
+            q.push(e("j", Priority::Interactive)),
+            Admit::Full,
+            "interactive tasks are never evicted"
+        );
     }
 
     #[test]
     fn unplaceable_models_do_not_block_others() {
         let mut q = TaskQueue::new(10, QueuePolicy::Reject, 4);
-        q.push(Entry { model: "big".into(), ..e("a", Priority::Interactive) });
+        q.push(Entry {
+            model: "big".into(),
+            ..e("a", Priority::Interactive)
+        });
         q.push(e("b", Priority::Interactive));
-        q.push(Entry { model: "big".into(), ..e("c", Priority::Interactive) });
+        q.push(Entry {
+            model: "big".into(),
+            ..e("c", Priority::Interactive)
+        });
         let mut asked = Vec::new();
         let got = q.select(|en| {
             asked.push(en.task_id.clone());

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use llorch_wire::tasks::{ModelCapability, WorkerInfo, WorkerRegistration, WorkerSource, WorkerStatus};
+use llorch_wire::tasks::{
+    ModelCapability, WorkerInfo, WorkerRegistration, WorkerSource, WorkerStatus,
+};
 
 use crate::config::Placement;
 
@@ -60,13 +62,30 @@ pub struct Registry {
 impl Registry {
     /// An empty registry.
     pub fn new(placement: Placement) -> Self {
-        Self { workers: BTreeMap::new(), placement, rr_last: None }
+        Self {
+            workers: BTreeMap::new(),
+            placement,
+            rr_last: None,
+        }
     }
 
     /// Add or replace a worker (its busy count survives a re-registration).
-    pub fn upsert(&mut self, reg: WorkerRegistration, source: WorkerSource, status: WorkerStatus, seen_ms: u64) {
+    pub fn upsert(
+        &mut self,
+        reg: WorkerRegistration,
+        source: WorkerSource,
+        status: WorkerStatus,
+        seen_ms: u64,
+    ) {
         let busy = self.workers.get(&reg.worker_id).map_or(0, |w| w.busy);
-        let entry = WorkerEntry { reg, source, status, busy, last_seen: Instant::now(), last_seen_ms: seen_ms };
+        let entry = WorkerEntry {
+            reg,
+            source,
+            status,
+            busy,
+            last_seen: Instant::now(),
+            last_seen_ms: seen_ms,
+        };
         self.workers.insert(entry.reg.worker_id.clone(), entry);
     }
 
@@ -131,7 +150,11 @@ impl Registry {
 
     /// Smallest context window among the workers serving `model`.
     pub fn context_length(&self, model: &str) -> Option<u32> {
-        self.workers.values().filter(|w| w.serves(model)).map(|w| w.reg.context_length).min()
+        self.workers
+            .values()
+            .filter(|w| w.serves(model))
+            .map(|w| w.reg.context_length)
+            .min()
     }
 
     /// Ready workers serving `model`, in id order (for tokenization at admission).
@@ -147,13 +170,15 @@ impl Registry {
     pub fn models(&self) -> Vec<ModelCapability> {
         let mut by_model: BTreeMap<String, ModelCapability> = BTreeMap::new();
         for w in self.workers.values() {
-            let m = by_model.entry(w.reg.model.clone()).or_insert_with(|| ModelCapability {
-                model: w.reg.model.clone(),
-                aliases: Vec::new(),
-                context_length: w.reg.context_length,
-                workers_ready: 0,
-                slots_total: 0,
-            });
+            let m = by_model
+                .entry(w.reg.model.clone())
+                .or_insert_with(|| ModelCapability {
+                    model: w.reg.model.clone(),
+                    aliases: Vec::new(),
+                    context_length: w.reg.context_length,
+                    workers_ready: 0,
+                    slots_total: 0,
+                });
             for a in &w.reg.aliases {
                 if !m.aliases.contains(a) {
                     m.aliases.push(a.clone());
@@ -175,21 +200,33 @@ impl Registry {
 
     /// Whether some ready worker serving `model` has a free slot now.
     pub fn can_place(&self, model: &str) -> bool {
-        self.workers.values().any(|w| w.has_free_slot() && w.serves(model))
+        self.workers
+            .values()
+            .any(|w| w.has_free_slot() && w.serves(model))
     }
 
     /// Choose a ready worker with a free slot serving `model`, preferring ones not in `avoid`.
     /// Does not take the slot; call [`Registry::acquire`].
     pub fn pick(&mut self, model: &str, avoid: &[String]) -> Option<String> {
-        let free: Vec<&WorkerEntry> = self.workers.values().filter(|w| w.has_free_slot() && w.serves(model)).collect();
-        let fresh: Vec<&WorkerEntry> = free.iter().copied().filter(|w| !avoid.contains(&w.reg.worker_id)).collect();
+        let free: Vec<&WorkerEntry> = self
+            .workers
+            .values()
+            .filter(|w| w.has_free_slot() && w.serves(model))
+            .collect();
+        let fresh: Vec<&WorkerEntry> = free
+            .iter()
+            .copied()
+            .filter(|w| !avoid.contains(&w.reg.worker_id))
+            .collect();
         let candidates = if fresh.is_empty() { free } else { fresh };
         let chosen = match self.placement {
             // Compare busy/slots as fractions without floats: a.busy * b.slots vs b.busy * a.slots.
             Placement::LeastLoaded => candidates.into_iter().min_by(|a, b| {
                 let la = a.busy as u64 * b.reg.slots_total as u64;
                 let lb = b.busy as u64 * a.reg.slots_total as u64;
-                la.cmp(&lb).then(a.busy.cmp(&b.busy)).then(a.reg.worker_id.cmp(&b.reg.worker_id))
+                la.cmp(&lb)
+                    .then(a.busy.cmp(&b.busy))
+                    .then(a.reg.worker_id.cmp(&b.reg.worker_id))
             }),
             Placement::RoundRobin => {
                 let after = self.rr_last.as_deref();
@@ -223,7 +260,11 @@ impl Registry {
 
     /// (ready, total) worker counts.
     pub fn counts(&self) -> (u32, u32) {
-        let ready = self.workers.values().filter(|w| w.status == WorkerStatus::Ready).count();
+        let ready = self
+            .workers
+            .values()
+            .filter(|w| w.status == WorkerStatus::Ready)
+            .count();
         (ready as u32, self.workers.len() as u32)
     }
 }
@@ -247,7 +288,12 @@ mod tests {
     fn registry(p: Placement) -> Registry {
         let mut r = Registry::new(p);
         for (id, slots) in [("w2", 2), ("w1", 2), ("w3", 1)] {
-            r.upsert(reg(id, "m", slots), WorkerSource::Registered, WorkerStatus::Ready, 0);
+            r.upsert(
+                reg(id, "m", slots),
+                WorkerSource::Registered,
+                WorkerStatus::Ready,
+                0,
+            );
         }
         r
     }
@@ -294,7 +340,12 @@ mod tests {
     #[test]
     fn heartbeat_expiry_only_for_registered_workers() {
         let mut r = registry(Placement::LeastLoaded);
-        r.upsert(reg("s1", "m", 1), WorkerSource::Static, WorkerStatus::Ready, 0);
+        r.upsert(
+            reg("s1", "m", 1),
+            WorkerSource::Static,
+            WorkerStatus::Ready,
+            0,
+        );
         let later = Instant::now() + Duration::from_secs(60);
         let mut gone = r.expire(later, Duration::from_secs(15));
         gone.sort();

@@ -27,7 +27,11 @@ enum Outcome {
     /// The task has its terminal event (from the worker, or from a cancel/deadline).
     Done,
     /// Failed before the first token; may run again elsewhere.
-    Retry { code: ErrorCode, message: String, worker_suspect: bool },
+    Retry {
+        code: ErrorCode,
+        message: String,
+        worker_suspect: bool,
+    },
 }
 
 /// Metrics frames go out at most this often.
@@ -45,24 +49,40 @@ pub async fn run(orch: Arc<Orchestrator>, task: Arc<Task>, target: Target, dispa
         None => Outcome::Done,
     };
     orch.release_slot(&target.worker_id);
-    let Outcome::Retry { code, message, worker_suspect } = outcome else { return };
+    let Outcome::Retry {
+        code,
+        message,
+        worker_suspect,
+    } = outcome
+    else {
+        return;
+    };
     let wid = target.worker_id.as_str();
-    orch.metrics.inc("orchd_tasks_dispatched_total", &[("worker_id", wid), ("outcome", "failure")]);
-    orch.metrics.inc("orchd_tasks_retried_total", &[("reason", code.as_str())]);
+    orch.metrics.inc(
+        "orchd_tasks_dispatched_total",
+        &[("worker_id", wid), ("outcome", "failure")],
+    );
+    orch.metrics
+        .inc("orchd_tasks_retried_total", &[("reason", code.as_str())]);
     if worker_suspect {
         orch.mark_unhealthy(wid, &message);
     }
     let attempts = task.attempts();
     tracing::warn!(task_id = %task.id, worker_id = wid, attempts, %code, %message, "attempt failed before the first token");
     if attempts >= orch.cfg.max_attempts {
-        let msg = format!("no worker completed the task after {attempts} attempts; last error: {message}");
+        let msg = format!(
+            "no worker completed the task after {attempts} attempts; last error: {message}"
+        );
         orch.finish(&task, error_event(&task, code, msg, 0));
         return;
     }
     if !task.retry_later(wid) {
         return;
     }
-    let backoff = orch.cfg.retry_backoff_ms.saturating_mul(1 << (attempts - 1).min(10));
+    let backoff = orch
+        .cfg
+        .retry_backoff_ms
+        .saturating_mul(1 << (attempts - 1).min(10));
     tokio::time::sleep(Duration::from_millis(backoff)).await;
     orch.requeue(&task);
 }
@@ -75,7 +95,11 @@ fn cancel_on_worker(client: &WorkerClient, job_id: &str) {
 }
 
 fn retry(code: ErrorCode, message: String, worker_suspect: bool) -> Outcome {
-    Outcome::Retry { code, message, worker_suspect }
+    Outcome::Retry {
+        code,
+        message,
+        worker_suspect,
+    }
 }
 
 /// Classify a failed `/execute` call.
@@ -83,7 +107,9 @@ fn connect_failure(orch: &Orchestrator, task: &Arc<Task>, err: ClientError) -> O
     match err {
         ClientError::Unreachable { .. } => retry(ErrorCode::WorkerLost, err.to_string(), true),
         ClientError::Protocol(m) => retry(ErrorCode::Internal, m, true),
-        ClientError::Api { status, envelope, .. } => {
+        ClientError::Api {
+            status, envelope, ..
+        } => {
             let e = envelope.error;
             if status == 503 || e.retriable {
                 retry(e.code, e.message, false)
@@ -123,15 +149,30 @@ async fn relay(
         r = connect => r,
     };
     let mut stream = match stream {
-        Err(_) => return retry(ErrorCode::WorkerLost, format!("no answer within {stall:?}"), true),
+        Err(_) => {
+            return retry(
+                ErrorCode::WorkerLost,
+                format!("no answer within {stall:?}"),
+                true,
+            )
+        }
         Ok(Err(e)) => return connect_failure(orch, task, e),
         Ok(Ok(s)) => Box::pin(s),
     };
     let wid = target.worker_id.as_str();
-    orch.metrics.inc("orchd_tasks_dispatched_total", &[("worker_id", wid), ("outcome", "success")]);
+    orch.metrics.inc(
+        "orchd_tasks_dispatched_total",
+        &[("worker_id", wid), ("outcome", "success")],
+    );
     let queue_time_ms = dispatched.duration_since(task.created).as_secs_f64() * 1000.0;
     let now = Instant::now();
-    let mut p = Progress { sent: 0, first_token_at: None, last_token_at: now, last_metrics_at: now, started: None };
+    let mut p = Progress {
+        sent: 0,
+        first_token_at: None,
+        last_token_at: now,
+        last_metrics_at: now,
+        started: None,
+    };
     loop {
         let next = tokio::select! {
             biased;
@@ -142,15 +183,39 @@ async fn relay(
             Ok(Some(Ok(ev))) => ev,
             Err(_) => {
                 cancel_on_worker(&client, &job_id);
-                return lost(orch, task, wid, p.sent, format!("worker {wid} sent nothing for {stall:?}"));
+                return lost(
+                    orch,
+                    task,
+                    wid,
+                    p.sent,
+                    format!("worker {wid} sent nothing for {stall:?}"),
+                );
             }
-            Ok(Some(Err(e))) => return lost(orch, task, wid, p.sent, format!("worker {wid} stream broke: {e}")),
-            Ok(None) => return lost(orch, task, wid, p.sent, format!("worker {wid} closed the stream")),
+            Ok(Some(Err(e))) => {
+                return lost(
+                    orch,
+                    task,
+                    wid,
+                    p.sent,
+                    format!("worker {wid} stream broke: {e}"),
+                )
+            }
+            Ok(None) => {
+                return lost(
+                    orch,
+                    task,
+                    wid,
+                    p.sent,
+                    format!("worker {wid} closed the stream"),
+                )
+            }
         };
         match ev {
-            WorkerEvent::Started { seed, tokens_in, .. } => p.started = Some((seed, tokens_in)),
+            WorkerEvent::Started {
+                seed, tokens_in, ..
+            } => p.started = Some((seed, tokens_in)),
             WorkerEvent::Token { i, id, t, logprob } => {
-                announce_start(orch, task, wid, attempt, queue_time_ms, &mut p);
+                on_token(orch, task, wid, attempt, queue_time_ms, &mut p);
                 if !task.push(&TaskEvent::Token { i, id, t, logprob }) {
                     cancel_on_worker(&client, &job_id);
                     return Outcome::Done;
@@ -171,7 +236,7 @@ async fn relay(
             } => {
                 if p.sent == 0 {
                     p.started.get_or_insert((seed, tokens_in));
-                    announce_start(orch, task, wid, attempt, queue_time_ms, &mut p);
+                    on_token(orch, task, wid, attempt, queue_time_ms, &mut p);
                 }
                 let ev = TaskEvent::End {
                     task_id: task.id.clone(),
@@ -183,7 +248,10 @@ async fn relay(
                     seed: Some(seed),
                     attempts: attempt,
                     queue_time_ms,
-                    ttft_ms: p.first_token_at.filter(|_| p.sent > 0).map(|t| t.duration_since(task.created).as_secs_f64() * 1000.0),
+                    ttft_ms: p
+                        .first_token_at
+                        .filter(|_| p.sent > 0)
+                        .map(|t| t.duration_since(task.created).as_secs_f64() * 1000.0),
                     e2e_ms: ms_since(task.created),
                     prefill_time_ms: Some(prefill_time_ms),
                     decode_time_ms: Some(decode_time_ms),
@@ -192,7 +260,12 @@ async fn relay(
                 orch.finish(task, ev);
                 return Outcome::Done;
             }
-            WorkerEvent::Error { code, message, retriable, .. } => {
+            WorkerEvent::Error {
+                code,
+                message,
+                retriable,
+                ..
+            } => {
                 if p.sent == 0 && retriable && code != ErrorCode::Cancelled {
                     return retry(code, message, false);
                 }
@@ -214,12 +287,24 @@ fn lost(orch: &Orchestrator, task: &Arc<Task>, wid: &str, sent: u32, message: St
     Outcome::Done
 }
 
-/// Send `started` once, just before the first token (so retries stay invisible).
-fn announce_start(orch: &Orchestrator, task: &Task, wid: &str, attempt: u32, queue_time_ms: f64, p: &mut Progress) {
+/// Token timing; the first token (or a token-less end) also sends `started`, so a failed
+/// attempt before it stays invisible.
+fn on_token(
+    orch: &Orchestrator,
+    task: &Task,
+    wid: &str,
+    attempt: u32,
+    queue_time_ms: f64,
+    p: &mut Progress,
+) {
     let now = Instant::now();
     let model = task.request.model.as_str();
     if p.first_token_at.is_some() {
-        orch.metrics.observe("orchd_inter_token_ms", &[("model", model)], (now - p.last_token_at).as_secs_f64() * 1000.0);
+        orch.metrics.observe(
+            "orchd_inter_token_ms",
+            &[("model", model)],
+            (now - p.last_token_at).as_secs_f64() * 1000.0,
+        );
         p.last_token_at = now;
         return;
     }
@@ -229,8 +314,10 @@ fn announce_start(orch: &Orchestrator, task: &Task, wid: &str, attempt: u32, que
     let ttft_ms = now.duration_since(task.created).as_secs_f64() * 1000.0;
     let (seed, tokens_in) = p.started.unwrap_or_default();
     task.set_started(tokens_in, queue_time_ms, ttft_ms);
-    orch.metrics.observe("orchd_queue_time_ms", &[("model", model)], queue_time_ms);
-    orch.metrics.observe("orchd_ttft_ms", &[("model", model)], ttft_ms);
+    orch.metrics
+        .observe("orchd_queue_time_ms", &[("model", model)], queue_time_ms);
+    orch.metrics
+        .observe("orchd_ttft_ms", &[("model", model)], ttft_ms);
     task.push(&TaskEvent::Started {
         task_id: task.id.clone(),
         worker_id: wid.to_string(),
@@ -243,17 +330,26 @@ fn announce_start(orch: &Orchestrator, task: &Task, wid: &str, attempt: u32, que
 }
 
 fn maybe_metrics(orch: &Orchestrator, task: &Task, p: &mut Progress) {
-    orch.metrics.inc("orchd_tokens_out_total", &[("model", task.request.model.as_str())]);
+    orch.metrics.inc(
+        "orchd_tokens_out_total",
+        &[("model", task.request.model.as_str())],
+    );
     let now = Instant::now();
     if now.duration_since(p.last_metrics_at) < METRICS_EVERY {
         return;
     }
     p.last_metrics_at = now;
-    let elapsed = p.first_token_at.map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+    let elapsed = p
+        .first_token_at
+        .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
     task.push(&TaskEvent::Metrics {
         task_id: task.id.clone(),
         tokens_out: p.sent,
         elapsed_ms: elapsed * 1000.0,
-        tokens_per_sec: if elapsed > 0.0 { p.sent as f64 / elapsed } else { 0.0 },
+        tokens_per_sec: if elapsed > 0.0 {
+            p.sent as f64 / elapsed
+        } else {
+            0.0
+        },
     });
 }

@@ -1,6 +1,6 @@
-//! The scheduler loop (woken by `Notify`: pick task + worker atomically, spawn its relay,
-//! announce new queue positions) and the maintenance loop (heartbeat expiry, queue-wait
-//! limit, static worker probes, history pruning).
+//! The scheduler loop (woken by `Notify`: pick task + worker atomically, spawn its relay) and
+//! the maintenance loop (queue position announcements, heartbeat expiry, queue-wait limit,
+//! static worker probes, history pruning).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,8 @@ pub async fn run(orch: Arc<Orchestrator>) {
     }
 }
 
-/// Place every task that can be placed now, then announce the new queue positions.
+/// Place every task that can be placed now. New queue positions are announced by the
+/// maintenance loop, at most once per tick (O(queue) work, so never per dispatch).
 pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
     let algorithm = orch.cfg.placement.as_str();
     let mut moved = false;
@@ -46,13 +47,21 @@ pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
                 core.registry.acquire(&worker_id);
                 core.running += 1;
                 core.drain.record(Instant::now());
-                let url = core.registry.get(&worker_id).map(|w| w.reg.url.clone()).unwrap_or_default();
+                let url = core
+                    .registry
+                    .get(&worker_id)
+                    .map(|w| w.reg.url.clone())
+                    .unwrap_or_default();
                 (entry, Target { worker_id, url })
             })
         };
         let Some((entry, target)) = picked else { break };
         moved = true;
-        orch.metrics.observe("orchd_scheduling_latency_ms", &[("algorithm", algorithm)], t0.elapsed().as_secs_f64() * 1000.0);
+        orch.metrics.observe(
+            "orchd_scheduling_latency_ms",
+            &[("algorithm", algorithm)],
+            t0.elapsed().as_secs_f64() * 1000.0,
+        );
         match orch.task(&entry.task_id) {
             Some(task) => {
                 tracing::debug!(task_id = %task.id, worker_id = %target.worker_id, "dispatch");
@@ -61,9 +70,8 @@ pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
             None => orch.release_slot(&target.worker_id),
         }
     }
-    let dirty = std::mem::take(&mut orch.core().positions_dirty);
-    if moved || dirty {
-        announce_positions(orch);
+    if moved {
+        orch.core().positions_dirty = true;
     }
 }
 
@@ -73,13 +81,20 @@ fn announce_positions(orch: &Orchestrator) {
         let core = orch.core();
         let now = Instant::now();
         let positions = core.queue.positions();
-        let etas: Vec<u64> = positions.iter().map(|(_, p)| core.drain.eta_ms(now, p + 1)).collect();
+        let etas: Vec<u64> = positions
+            .iter()
+            .map(|(_, p)| core.drain.eta_ms(now, p + 1))
+            .collect();
         (positions, etas)
     };
     for ((id, position), eta) in positions.into_iter().zip(etas) {
         if let Some(task) = orch.task(&id) {
             if task.set_position(position) {
-                task.push(&TaskEvent::Queued { task_id: id, queue_position: position, predicted_start_ms: eta });
+                task.push(&TaskEvent::Queued {
+                    task_id: id,
+                    queue_position: position,
+                    predicted_start_ms: eta,
+                });
             }
         }
     }
@@ -101,7 +116,10 @@ pub async fn maintenance(orch: Arc<Orchestrator>) {
             let mut core = orch.core();
             let hb = Duration::from_millis(orch.cfg.heartbeat_timeout_ms);
             let wait = Duration::from_millis(orch.cfg.max_queue_wait_ms);
-            (core.registry.expire(now, hb), core.queue.take_expired(now, wait))
+            (
+                core.registry.expire(now, hb),
+                core.queue.take_expired(now, wait),
+            )
         };
         for id in expired_workers {
             tracing::warn!(worker_id = %id, "worker missed its heartbeats; no new tasks go to it");
@@ -111,6 +129,9 @@ pub async fn maintenance(orch: Arc<Orchestrator>) {
                 orch.end_task(&task, EndCause::QueueWait);
             }
         }
+        if std::mem::take(&mut orch.core().positions_dirty) {
+            announce_positions(&orch);
+        }
         if now.duration_since(last_probe) >= probe_every {
             last_probe = now;
             tokio::spawn(workers::probe_static(orch.clone()));
@@ -118,7 +139,8 @@ pub async fn maintenance(orch: Arc<Orchestrator>) {
         if now.duration_since(last_prune) >= PRUNE_EVERY {
             last_prune = now;
             let keep_ms = orch.cfg.history_retention_days as u64 * 86_400_000;
-            orch.store.prune(crate::task::unix_ms().saturating_sub(keep_ms));
+            orch.store
+                .prune(crate::task::unix_ms().saturating_sub(keep_ms));
         }
     }
 }

@@ -74,7 +74,11 @@ impl Orchestrator {
     /// State over an opened store.
     pub fn new(cfg: Config, store: Store) -> Arc<Self> {
         let core = Core {
-            queue: TaskQueue::new(cfg.queue_capacity, cfg.queue_policy, cfg.batch_starvation_bound),
+            queue: TaskQueue::new(
+                cfg.queue_capacity,
+                cfg.queue_policy,
+                cfg.batch_starvation_bound,
+            ),
             registry: Registry::new(cfg.placement),
             drain: DrainRate::default(),
             running: 0,
@@ -117,7 +121,9 @@ impl Orchestrator {
     /// `check_history`: client-chosen ids).
     pub fn insert_task(&self, task: Arc<Task>, check_history: bool) -> bool {
         let mut t = self.table();
-        if t.live.contains_key(&task.id) || (check_history && matches!(self.store.task(&task.id), Ok(Some(_)))) {
+        if t.live.contains_key(&task.id)
+            || (check_history && matches!(self.store.task(&task.id), Ok(Some(_))))
+        {
             return false;
         }
         t.live.insert(task.id.clone(), task);
@@ -131,7 +137,12 @@ impl Orchestrator {
 
     /// Every live, unfinished task.
     pub fn unfinished(&self) -> Vec<Arc<Task>> {
-        self.table().live.values().filter(|t| !t.is_terminal()).cloned().collect()
+        self.table()
+            .live
+            .values()
+            .filter(|t| !t.is_terminal())
+            .cloned()
+            .collect()
     }
 
     /// Whether shutdown began.
@@ -141,9 +152,18 @@ impl Orchestrator {
 
     /// Write the task's status (and terminal event) to the history.
     pub fn persist(&self, task: &Task) {
-        let position = if task.state() == TaskState::Queued { self.core().queue.position(&task.id) } else { None };
-        let terminal = task.terminal_event().map(|(id, ev)| (id as u64, ev.json.to_string()));
-        self.store.put_task(TaskRow { status: task.status(position), terminal });
+        let position = if task.state() == TaskState::Queued {
+            self.core().queue.position(&task.id)
+        } else {
+            None
+        };
+        let terminal = task
+            .terminal_event()
+            .map(|(id, ev)| (id as u64, ev.json.to_string()));
+        self.store.put_task(TaskRow {
+            status: task.status(position),
+            terminal,
+        });
     }
 
     /// Append `ev` as the task's terminal event, with metrics and persistence. False when the
@@ -154,13 +174,20 @@ impl Orchestrator {
         }
         let model = task.request.model.as_str();
         let outcome = match &ev {
-            TaskEvent::End { stop_reason: StopReason::Cancelled, .. } => "cancelled".to_string(),
+            TaskEvent::End {
+                stop_reason: StopReason::Cancelled,
+                ..
+            } => "cancelled".to_string(),
             TaskEvent::End { .. } => "completed".to_string(),
             TaskEvent::Error { code, .. } => code.as_str().to_string(),
             _ => "other".to_string(),
         };
-        self.metrics.inc("orchd_tasks_finished_total", &[("model", model), ("outcome", &outcome)]);
-        self.metrics.observe("orchd_e2e_ms", &[("model", model)], ms_since(task.created));
+        self.metrics.inc(
+            "orchd_tasks_finished_total",
+            &[("model", model), ("outcome", &outcome)],
+        );
+        self.metrics
+            .observe("orchd_e2e_ms", &[("model", model)], ms_since(task.created));
         tracing::info!(task_id = %task.id, correlation_id = %task.correlation_id, %outcome,
             tokens_out = task.tokens_out(), e2e_ms = ms_since(task.created) as u64, "task finished");
         self.persist(task);
@@ -201,7 +228,10 @@ impl Orchestrator {
                     worker_id: st.worker_id.clone(),
                     seed: None,
                     attempts: st.attempts,
-                    queue_time_ms: st.timings.queue_time_ms.unwrap_or_else(|| ms_since(task.created)),
+                    queue_time_ms: st
+                        .timings
+                        .queue_time_ms
+                        .unwrap_or_else(|| ms_since(task.created)),
                     ttft_ms: st.timings.ttft_ms,
                     e2e_ms: ms_since(task.created),
                     prefill_time_ms: None,
@@ -216,7 +246,10 @@ impl Orchestrator {
             }
             EndCause::Deadline => (
                 ErrorCode::DeadlineExceeded,
-                format!("deadline of {} ms passed", task.request.deadline_ms.unwrap_or_default()),
+                format!(
+                    "deadline of {} ms passed",
+                    task.request.deadline_ms.unwrap_or_default()
+                ),
             ),
             EndCause::QueueWait => (
                 ErrorCode::DeadlineExceeded,
@@ -225,10 +258,14 @@ impl Orchestrator {
                     self.cfg.max_queue_wait_ms, task.request.model
                 ),
             ),
-            EndCause::Evicted => {
-                (ErrorCode::Evicted, "evicted from the full batch queue by a newer task (policy drop-lru)".to_string())
-            }
-            EndCause::Shutdown => (ErrorCode::ShuttingDown, "orchestratord is shutting down; submit again".to_string()),
+            EndCause::Evicted => (
+                ErrorCode::Evicted,
+                "evicted from the full batch queue by a newer task (policy drop-lru)".to_string(),
+            ),
+            EndCause::Shutdown => (
+                ErrorCode::ShuttingDown,
+                "orchestratord is shutting down; submit again".to_string(),
+            ),
         };
         self.finish(task, error_event(task, code, message, st.usage.tokens_out))
     }

@@ -12,8 +12,7 @@ use llorch_wire::ErrorCode;
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE workers (
+const MIGRATIONS: &[&str] = &["CREATE TABLE workers (
         worker_id TEXT PRIMARY KEY,
         registration TEXT NOT NULL,
         source TEXT NOT NULL,
@@ -31,8 +30,7 @@ const MIGRATIONS: &[&str] = &[
         terminal_event TEXT
     );
     CREATE INDEX tasks_state ON tasks(state);
-    CREATE INDEX tasks_finished ON tasks(finished_at_ms);",
-];
+    CREATE INDEX tasks_finished ON tasks(finished_at_ms);"];
 
 /// A task row: its status, and its terminal event with the SSE id once it ended.
 #[derive(Debug, Clone)]
@@ -62,9 +60,15 @@ enum Op {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state database {path}: {source}")]
-    Sqlite { path: String, source: rusqlite::Error },
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("cannot create directory for state database {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Handle to the database.
@@ -102,14 +106,20 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 /// Mark tasks a previous process left queued or running as failed, with a terminal event.
 fn fail_unfinished(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<usize> {
     let rows: Vec<(String, String)> = {
-        let mut st = conn.prepare("SELECT task_id, status FROM tasks WHERE state IN ('queued', 'running')")?;
+        let mut st =
+            conn.prepare("SELECT task_id, status FROM tasks WHERE state IN ('queued', 'running')")?;
         let it = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         it.collect::<rusqlite::Result<_>>()?
     };
     let tx = conn.transaction()?;
     for (id, status_json) in &rows {
-        let Ok(mut status) = serde_json::from_str::<TaskStatus>(status_json) else { continue };
-        let message = format!("orchestratord stopped while the task was {}; submit it again", status.state.as_str());
+        let Ok(mut status) = serde_json::from_str::<TaskStatus>(status_json) else {
+            continue;
+        };
+        let message = format!(
+            "orchestratord stopped while the task was {}; submit it again",
+            status.state.as_str()
+        );
         let ev = TaskEvent::Error {
             task_id: id.clone(),
             code: ErrorCode::ShuttingDown,
@@ -121,7 +131,10 @@ fn fail_unfinished(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<usize
         status.state = TaskState::Failed;
         status.queue_position = None;
         status.finished_at_ms = Some(now_ms);
-        status.error = Some(llorch_wire::tasks::TaskError { code: ErrorCode::ShuttingDown, message });
+        status.error = Some(llorch_wire::tasks::TaskError {
+            code: ErrorCode::ShuttingDown,
+            message,
+        });
         // The old event count is unknown; a high id keeps Last-Event-ID resumes from skipping it.
         let ev_id = 1_000_000_000u64;
         tx.execute(
@@ -152,7 +165,10 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
             conn.execute("DELETE FROM workers WHERE worker_id = ?1", params![id])?;
         }
         Op::TouchWorker(id, ms) => {
-            conn.execute("UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1", params![id, *ms as i64])?;
+            conn.execute(
+                "UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1",
+                params![id, *ms as i64],
+            )?;
         }
         Op::PutTask(row) => {
             let s = &row.status;
@@ -214,9 +230,15 @@ impl Store {
     pub fn open(path: &Path) -> Result<(Store, usize), StoreError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: shown.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: shown.clone(),
+                source,
+            })?;
         }
-        let sq = |source| StoreError::Sqlite { path: shown.clone(), source };
+        let sq = |source| StoreError::Sqlite {
+            path: shown.clone(),
+            source,
+        };
         let mut conn = open_conn(path).map_err(sq)?;
         migrate(&mut conn).map_err(sq)?;
         let failed = fail_unfinished(&mut conn, crate::task::unix_ms()).map_err(sq)?;
@@ -226,7 +248,11 @@ impl Store {
             .name("orchd-store".into())
             .spawn(move || writer_loop(conn, rx))
             .expect("spawn store writer");
-        let store = Store { tx: Mutex::new(Some(tx)), read: Mutex::new(read), writer: Mutex::new(Some(writer)) };
+        let store = Store {
+            tx: Mutex::new(Some(tx)),
+            read: Mutex::new(read),
+            writer: Mutex::new(Some(writer)),
+        };
         Ok((store, failed))
     }
 
@@ -280,13 +306,26 @@ impl Store {
     /// Every persisted worker.
     pub fn workers(&self) -> rusqlite::Result<Vec<WorkerRow>> {
         let conn = self.read.lock().unwrap_or_else(|p| p.into_inner());
-        let mut st = conn.prepare("SELECT registration, source, last_seen_ms FROM workers ORDER BY worker_id")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+        let mut st = conn
+            .prepare("SELECT registration, source, last_seen_ms FROM workers ORDER BY worker_id")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (reg, source, seen) = row?;
-            if let (Ok(reg), Ok(source)) = (serde_json::from_str(&reg), serde_json::from_str(&source)) {
-                out.push(WorkerRow { reg, source, last_seen_ms: seen as u64 });
+            if let (Ok(reg), Ok(source)) =
+                (serde_json::from_str(&reg), serde_json::from_str(&source))
+            {
+                out.push(WorkerRow {
+                    reg,
+                    source,
+                    last_seen_ms: seen as u64,
+                });
             }
         }
         Ok(out)
@@ -299,12 +338,21 @@ impl Store {
             .query_row(
                 "SELECT status, terminal_event_id, terminal_event FROM tasks WHERE task_id = ?1",
                 params![id],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<String>>(2)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                },
             )
             .optional()?;
         Ok(row.and_then(|(status, ev_id, ev)| {
             let status = serde_json::from_str(&status).ok()?;
-            Some(TaskRow { status, terminal: ev_id.zip(ev).map(|(i, e)| (i as u64, e)) })
+            Some(TaskRow {
+                status,
+                terminal: ev_id.zip(ev).map(|(i, e)| (i as u64, e)),
+            })
         }))
     }
 }
@@ -327,7 +375,10 @@ mod tests {
             created_at_ms: 1,
             finished_at_ms: None,
             timings: TaskTimings::default(),
-            usage: TaskUsage { tokens_in: 3, tokens_out: 2 },
+            usage: TaskUsage {
+                tokens_in: 3,
+                tokens_out: 2,
+            },
             stop_reason: None,
             error: None,
         }
@@ -348,11 +399,21 @@ mod tests {
             slots_total: 1,
             context_length: 8,
         };
-        store.put_worker(WorkerRow { reg, source: WorkerSource::Registered, last_seen_ms: 5 });
-        store.put_task(TaskRow { status: status("running", TaskState::Running), terminal: None });
+        store.put_worker(WorkerRow {
+            reg,
+            source: WorkerSource::Registered,
+            last_seen_ms: 5,
+        });
+        store.put_task(TaskRow {
+            status: status("running", TaskState::Running),
+            terminal: None,
+        });
         let mut done = status("done", TaskState::Completed);
         done.finished_at_ms = Some(10);
-        store.put_task(TaskRow { status: done, terminal: Some((7, "{\"type\":\"end\"}".into())) });
+        store.put_task(TaskRow {
+            status: done,
+            terminal: Some((7, "{\"type\":\"end\"}".into())),
+        });
         store.close();
 
         let (store, failed) = Store::open(&path).unwrap();

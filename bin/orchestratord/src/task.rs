@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use llorch_wire::tasks::{TaskError, TaskEvent, TaskRequest, TaskState, TaskStatus, TaskTimings, TaskUsage};
+use llorch_wire::tasks::{
+    TaskError, TaskEvent, TaskRequest, TaskState, TaskStatus, TaskTimings, TaskUsage,
+};
 use llorch_wire::StopReason;
 use tokio::sync::{oneshot, watch};
 
@@ -19,7 +21,10 @@ impl StoredEvent {
     /// Serialize an event.
     pub fn new(ev: &TaskEvent) -> Self {
         let json = serde_json::to_string(ev).expect("task events serialize");
-        Self { kind: ev.kind(), json: json.into() }
+        Self {
+            kind: ev.kind(),
+            json: json.into(),
+        }
     }
 }
 
@@ -60,7 +65,10 @@ pub struct Task {
 
 /// Unix time in ms.
 pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Milliseconds since `t`, as f64.
@@ -71,7 +79,9 @@ pub fn ms_since(t: Instant) -> f64 {
 impl Task {
     /// A new queued task.
     pub fn new(id: String, request: TaskRequest, correlation_id: String, created: Instant) -> Self {
-        let deadline = request.deadline_ms.map(|ms| created + std::time::Duration::from_millis(ms));
+        let deadline = request
+            .deadline_ms
+            .map(|ms| created + std::time::Duration::from_millis(ms));
         Self {
             id,
             request,
@@ -132,12 +142,25 @@ impl Task {
         g.timings.e2e_ms = Some(ms_since(self.created));
         match ev {
             TaskEvent::End {
-                stop_reason, tokens_in, tokens_out, prefill_time_ms, decode_time_ms, queue_time_ms, ttft_ms, ..
+                stop_reason,
+                tokens_in,
+                tokens_out,
+                prefill_time_ms,
+                decode_time_ms,
+                queue_time_ms,
+                ttft_ms,
+                ..
             } => {
-                g.state =
-                    if *stop_reason == StopReason::Cancelled { TaskState::Cancelled } else { TaskState::Completed };
+                g.state = if *stop_reason == StopReason::Cancelled {
+                    TaskState::Cancelled
+                } else {
+                    TaskState::Completed
+                };
                 g.stop_reason = Some(*stop_reason);
-                g.usage = TaskUsage { tokens_in: *tokens_in, tokens_out: *tokens_out };
+                g.usage = TaskUsage {
+                    tokens_in: *tokens_in,
+                    tokens_out: *tokens_out,
+                };
                 g.timings.prefill_time_ms = *prefill_time_ms;
                 g.timings.decode_time_ms = *decode_time_ms;
                 if g.worker_id.is_some() {
@@ -147,7 +170,10 @@ impl Task {
             }
             TaskEvent::Error { code, message, .. } => {
                 g.state = TaskState::Failed;
-                g.error = Some(TaskError { code: *code, message: message.clone() });
+                g.error = Some(TaskError {
+                    code: *code,
+                    message: message.clone(),
+                });
             }
             _ => panic!("finish() takes a terminal event, got {}", ev.kind()),
         }
@@ -291,7 +317,11 @@ impl Task {
             priority: self.request.priority,
             session_id: self.request.session_id.clone(),
             state: g.state,
-            queue_position: if g.state == TaskState::Queued { queue_position } else { None },
+            queue_position: if g.state == TaskState::Queued {
+                queue_position
+            } else {
+                None
+            },
             worker_id: g.worker_id.clone(),
             attempts: g.attempts,
             created_at_ms: self.created_at_ms,
@@ -310,7 +340,15 @@ mod tests {
     use llorch_wire::ErrorCode;
 
     fn task() -> Task {
-        Task::new("t1".into(), TaskRequest { model: "m".into(), ..Default::default() }, "c".into(), Instant::now())
+        Task::new(
+            "t1".into(),
+            TaskRequest {
+                model: "m".into(),
+                ..Default::default()
+            },
+            "c".into(),
+            Instant::now(),
+        )
     }
 
     fn err(code: ErrorCode) -> TaskEvent {
@@ -328,14 +366,30 @@ mod tests {
     fn exactly_one_terminal_event_and_nothing_after_it() {
         let t = task();
         let (_, mut abort) = t.begin_attempt("w1").unwrap();
-        assert!(t.push(&TaskEvent::Token { i: 0, id: 1, t: "a".into(), logprob: None }));
+        assert!(t.push(&TaskEvent::Token {
+            i: 0,
+            id: 1,
+            t: "a".into(),
+            logprob: None
+        }));
         assert!(t.finish(&err(ErrorCode::DeadlineExceeded)));
-        assert!(abort.try_recv().is_ok(), "the running attempt is told to stop");
+        assert!(
+            abort.try_recv().is_ok(),
+            "the running attempt is told to stop"
+        );
         assert!(!t.finish(&err(ErrorCode::Cancelled)));
-        assert!(!t.push(&TaskEvent::Token { i: 1, id: 2, t: "b".into(), logprob: None }));
+        assert!(!t.push(&TaskEvent::Token {
+            i: 1,
+            id: 2,
+            t: "b".into(),
+            logprob: None
+        }));
         let (evs, terminal) = t.events_from(0);
         assert!(terminal);
-        assert_eq!(evs.iter().map(|e| e.kind).collect::<Vec<_>>(), ["token", "error"]);
+        assert_eq!(
+            evs.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            ["token", "error"]
+        );
         let st = t.status(None);
         assert_eq!(st.state, TaskState::Failed);
         assert_eq!(st.usage.tokens_out, 1);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use llorch_client::WorkerClient;
 use llorch_wire::tasks::{
-    is_valid_id, WorkerHeartbeatAck, WorkerRegistered, WorkerRegistration, WorkerSource, WorkerStatus,
+    is_valid_id, WorkerHeartbeatAck, WorkerRegistered, WorkerRegistration, WorkerSource,
+    WorkerStatus,
 };
 use llorch_wire::{ErrorCode, FieldError};
 
@@ -23,19 +24,41 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 fn validate(reg: &WorkerRegistration) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     if !is_valid_id(&reg.worker_id) {
-        errors.push(FieldError::new("worker_id", "pattern([A-Za-z0-9._:-]{1,128})", "worker_id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"));
+        errors.push(FieldError::new(
+            "worker_id",
+            "pattern([A-Za-z0-9._:-]{1,128})",
+            "worker_id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+        ));
     }
     if !(reg.url.starts_with("http://") || reg.url.starts_with("https://")) {
-        errors.push(FieldError::new("url", "url", "url must start with http:// or https://").with_value(&reg.url));
+        errors.push(
+            FieldError::new("url", "url", "url must start with http:// or https://")
+                .with_value(&reg.url),
+        );
     }
     if reg.model.is_empty() {
-        errors.push(FieldError::new("model", "required", "model must not be empty"));
+        errors.push(FieldError::new(
+            "model",
+            "required",
+            "model must not be empty",
+        ));
     }
     if !(1..=MAX_SLOTS).contains(&reg.slots_total) {
-        errors.push(FieldError::new("slots_total", format!("range(1..={MAX_SLOTS})"), format!("slots_total must be between 1 and {MAX_SLOTS}")).with_value(reg.slots_total));
+        errors.push(
+            FieldError::new(
+                "slots_total",
+                format!("range(1..={MAX_SLOTS})"),
+                format!("slots_total must be between 1 and {MAX_SLOTS}"),
+            )
+            .with_value(reg.slots_total),
+        );
     }
     if reg.context_length == 0 {
-        errors.push(FieldError::new("context_length", "range(1..)", "context_length must be positive"));
+        errors.push(FieldError::new(
+            "context_length",
+            "range(1..)",
+            "context_length must be positive",
+        ));
     }
     if errors.is_empty() {
         Ok(())
@@ -45,14 +68,23 @@ fn validate(reg: &WorkerRegistration) -> Result<(), ApiError> {
 }
 
 /// `POST /v2/workers/register`.
-pub fn register(orch: &Orchestrator, mut reg: WorkerRegistration) -> Result<WorkerRegistered, ApiError> {
+pub fn register(
+    orch: &Orchestrator,
+    mut reg: WorkerRegistration,
+) -> Result<WorkerRegistered, ApiError> {
     validate(&reg)?;
     reg.url = reg.url.trim_end_matches('/').to_string();
     let now = unix_ms();
     tracing::info!(worker_id = %reg.worker_id, url = %reg.url, model = %reg.model, slots = reg.slots_total, "worker registered");
-    orch.store.put_worker(WorkerRow { reg: reg.clone(), source: WorkerSource::Registered, last_seen_ms: now });
+    orch.store.put_worker(WorkerRow {
+        reg: reg.clone(),
+        source: WorkerSource::Registered,
+        last_seen_ms: now,
+    });
     let worker_id = reg.worker_id.clone();
-    orch.core().registry.upsert(reg, WorkerSource::Registered, WorkerStatus::Ready, now);
+    orch.core()
+        .registry
+        .upsert(reg, WorkerSource::Registered, WorkerStatus::Ready, now);
     orch.wake.notify_one();
     Ok(WorkerRegistered {
         worker_id,
@@ -66,18 +98,27 @@ pub fn heartbeat(orch: &Orchestrator, id: &str) -> Result<WorkerHeartbeatAck, Ap
     let now = unix_ms();
     let (known, was_ready) = {
         let mut core = orch.core();
-        let was_ready = core.registry.get(id).map(|w| w.status == WorkerStatus::Ready);
+        let was_ready = core
+            .registry
+            .get(id)
+            .map(|w| w.status == WorkerStatus::Ready);
         (core.registry.touch(id, now), was_ready.unwrap_or(false))
     };
     if !known {
-        return Err(ApiError::new(ErrorCode::NotFound, format!("worker {id:?} is not registered; register again")));
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("worker {id:?} is not registered; register again"),
+        ));
     }
     orch.store.touch_worker(id, now);
     if !was_ready {
         tracing::info!(worker_id = %id, "worker is back");
         orch.wake.notify_one();
     }
-    Ok(WorkerHeartbeatAck { worker_id: id.to_string(), heartbeat_interval_ms: orch.cfg.heartbeat_interval_ms })
+    Ok(WorkerHeartbeatAck {
+        worker_id: id.to_string(),
+        heartbeat_interval_ms: orch.cfg.heartbeat_interval_ms,
+    })
 }
 
 /// `DELETE /v2/workers/{id}`. Tasks running there finish or fail on their own.
@@ -103,7 +144,12 @@ pub fn restore(orch: &Arc<Orchestrator>) -> usize {
     let n = rows.len();
     for row in rows {
         let (id, url) = (row.reg.worker_id.clone(), row.reg.url.clone());
-        orch.core().registry.upsert(row.reg, row.source, WorkerStatus::Unhealthy, row.last_seen_ms);
+        orch.core().registry.upsert(
+            row.reg,
+            row.source,
+            WorkerStatus::Unhealthy,
+            row.last_seen_ms,
+        );
         let orch = orch.clone();
         tokio::spawn(async move {
             let client = WorkerClient::with_client(&url, orch.http.clone());
@@ -137,16 +183,32 @@ pub async fn probe_static(orch: Arc<Orchestrator>) {
                 };
                 let now = unix_ms();
                 let mut core = orch.core();
-                let was_ready = core.registry.get(&h.worker_id).map(|w| w.status == WorkerStatus::Ready);
-                let changed = core.registry.get(&h.worker_id).map(|w| w.reg != reg).unwrap_or(true);
+                let was_ready = core
+                    .registry
+                    .get(&h.worker_id)
+                    .map(|w| w.status == WorkerStatus::Ready);
+                let changed = core
+                    .registry
+                    .get(&h.worker_id)
+                    .map(|w| w.reg != reg)
+                    .unwrap_or(true);
                 if changed {
-                    core.registry.upsert(reg.clone(), WorkerSource::Static, WorkerStatus::Ready, now);
+                    core.registry.upsert(
+                        reg.clone(),
+                        WorkerSource::Static,
+                        WorkerStatus::Ready,
+                        now,
+                    );
                 } else {
                     core.registry.touch(&h.worker_id, now);
                 }
                 drop(core);
                 if changed {
-                    orch.store.put_worker(WorkerRow { reg, source: WorkerSource::Static, last_seen_ms: now });
+                    orch.store.put_worker(WorkerRow {
+                        reg,
+                        source: WorkerSource::Static,
+                        last_seen_ms: now,
+                    });
                 }
                 if was_ready != Some(true) {
                     tracing::info!(worker_id = %h.worker_id, %url, "static worker ready");

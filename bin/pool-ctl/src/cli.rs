@@ -207,9 +207,10 @@ pub struct SpawnArgs {
     /// Port to listen on (default: the first free port from 8001).
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
-    /// Address to bind (use 0.0.0.0 to serve other machines).
-    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
-    pub host: String,
+    /// Address the worker binds (use 0.0.0.0 to serve other machines). Named `--bind` so it
+    /// never clashes with `llorch pool ... --host H`, which picks the machine.
+    #[arg(long = "bind", default_value = "127.0.0.1", value_name = "ADDR")]
+    pub bind: String,
     /// Compute threads of the worker.
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,

@@ -4,10 +4,10 @@ use serde::Serialize;
 
 /// Print `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("output serialises")
-    );
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).expect("output serialises");
+    // A closed pipe (`llorch-pool ... --json | head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 /// Print rows as a left-aligned table with a header line.

@@ -65,7 +65,7 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
     let (records, _) = ctx.workers.list();
     let port = match a.port {
         Some(p) => p,
-        None => pick_port(&a.host, &records)?,
+        None => pick_port(&a.bind, &records)?,
     };
     let id =
         a.id.clone()
@@ -91,7 +91,7 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         "--worker-id",
         &id,
         "--host",
-        &a.host,
+        &a.bind,
         "--backend",
         backend,
     ]);
@@ -121,9 +121,9 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         model_path: local.path.clone(),
         backend: backend.into(),
         gpu: a.gpu,
-        host: a.host.clone(),
+        host: a.bind.clone(),
         port,
-        url: public_url(&a.host, port),
+        url: public_url(&a.bind, port),
         pid,
         pid_start: procs::start_time(pid),
         started_at: llorch_catalog::unix_now(),
@@ -140,7 +140,7 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         timeout.as_secs(),
         a.model
     ));
-    if let Err(reason) = wait_ready(&mut child, &id, &probe_addr(&a.host, port), timeout) {
+    if let Err(reason) = wait_ready(&mut child, &id, &probe_addr(&a.bind, port), timeout) {
         let _ = ctx.workers.remove(&id);
         return Err(PoolError::WorkerFailed {
             id,

@@ -5,7 +5,7 @@
 //! real `llorch-candled` process. Compare with llama.cpp's `llama-bench -t 2` on the same model.
 //!
 //! usage: llorch-bench --model PATH [--threads 2] [--rounds 5] [--pp 128] [--tg 128]
-//!        [--keep-weight-types] [--worker]
+//!        [--weights auto|q8_0|stored] [--worker]
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -31,9 +31,9 @@ struct Args {
     pp: usize,
     #[arg(long, default_value_t = 128)]
     tg: usize,
-    /// Run weights as stored (no Q8_0 conversion on CPU).
-    #[arg(long)]
-    keep_weight_types: bool,
+    /// CPU weight handling: auto | q8_0 | stored (as the worker's --weights).
+    #[arg(long, default_value = "auto")]
+    weights: String,
     /// Also benchmark a real worker process (needs llorch-candled next to this binary).
     #[arg(long)]
     worker: bool,
@@ -48,7 +48,11 @@ fn main() -> Result<()> {
     let args = Args::parse();
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     let opts = LoadOptions {
-        requant: if args.keep_weight_types { Requant::Off } else { Requant::Auto },
+        requant: match args.weights.as_str() {
+            "q8_0" => Requant::Q8_0,
+            "stored" => Requant::Off,
+            _ => Requant::Auto,
+        },
         ..Default::default()
     };
     let lm = load(&args.model, &opts)?;

@@ -14,7 +14,9 @@ use axum::{Json, Router};
 use clap::{Parser, ValueEnum};
 use futures::stream::{self, StreamExt};
 use llorch_wire::tasks::{heartbeat_path, worker_path, WorkerRegistration, REGISTER_PATH};
-use llorch_wire::{ErrorCode, ErrorEnvelope, ExecuteRequest, StopReason, WorkerEvent, WorkerHealth, WorkerState};
+use llorch_wire::{
+    ErrorCode, ErrorEnvelope, ExecuteRequest, StopReason, WorkerEvent, WorkerHealth, WorkerState,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -31,7 +33,10 @@ enum Mode {
 }
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "fault-worker", about = "A worker that fails on purpose (tests only)")]
+#[command(
+    name = "fault-worker",
+    about = "A worker that fails on purpose (tests only)"
+)]
 struct Args {
     #[arg(long, value_enum)]
     mode: Mode,
@@ -82,7 +87,9 @@ fn health(a: &Args) -> WorkerHealth {
 }
 
 fn sse_event(ev: &WorkerEvent) -> Result<Event, Infallible> {
-    Ok(Event::default().event(ev.kind()).data(serde_json::to_string(ev).expect("serializable")))
+    Ok(Event::default()
+        .event(ev.kind())
+        .data(serde_json::to_string(ev).expect("serializable")))
 }
 
 async fn execute(State(a): State<Arc<Args>>, Json(req): Json<ExecuteRequest>) -> Response {
@@ -92,7 +99,12 @@ async fn execute(State(a): State<Arc<Args>>, Json(req): Json<ExecuteRequest>) ->
         Mode::DieBeforeFirstToken => std::process::exit(3),
         Mode::Busy => {
             let env = ErrorEnvelope::new(ErrorCode::WorkerBusy, "fault-worker is always busy");
-            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], Json(env)).into_response();
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "1")],
+                Json(env),
+            )
+                .into_response();
         }
         Mode::DieMidStream | Mode::Stall => a.tokens,
         Mode::Slow => req.max_tokens_or_default(),
@@ -109,7 +121,12 @@ async fn execute(State(a): State<Arc<Args>>, Json(req): Json<ExecuteRequest>) ->
     let mode = a.mode;
     let tokens = stream::iter(0..n).then(move |i| async move {
         tokio::time::sleep(delay).await;
-        sse_event(&WorkerEvent::Token { i, id: i, t: format!("tok{i} "), logprob: None })
+        sse_event(&WorkerEvent::Token {
+            i,
+            id: i,
+            t: format!("tok{i} "),
+            logprob: None,
+        })
     });
     let tail = stream::once(async move {
         match mode {
@@ -133,7 +150,12 @@ async fn execute(State(a): State<Arc<Args>>, Json(req): Json<ExecuteRequest>) ->
             }),
         }
     });
-    Sse::new(stream::once(async move { sse_event(&started) }).chain(tokens).chain(tail)).into_response()
+    Sse::new(
+        stream::once(async move { sse_event(&started) })
+            .chain(tokens)
+            .chain(tail),
+    )
+    .into_response()
 }
 
 /// Register, then heartbeat until the process ends (re-registering after a 404).
@@ -151,9 +173,18 @@ async fn register_loop(a: Arc<Args>, base: String) {
     let mut registered = false;
     loop {
         if !registered {
-            registered = http.post(format!("{base}{REGISTER_PATH}")).json(&reg).send().await.is_ok_and(|r| r.status().is_success());
+            registered = http
+                .post(format!("{base}{REGISTER_PATH}"))
+                .json(&reg)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
         } else {
-            let r = http.post(format!("{base}{}", heartbeat_path(&a.worker_id))).json(&serde_json::json!({})).send().await;
+            let r = http
+                .post(format!("{base}{}", heartbeat_path(&a.worker_id)))
+                .json(&serde_json::json!({}))
+                .send()
+                .await;
             registered = !r.is_ok_and(|r| r.status() == 404);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -167,15 +198,30 @@ async fn main() {
     let app = Router::new()
         .route("/health", get(move || async move { Json(h) }))
         .route("/execute", post(execute))
-        .route("/cancel", post(|| async { Json(serde_json::json!({"status": "cancelling"})) }))
+        .route(
+            "/cancel",
+            post(|| async { Json(serde_json::json!({"status": "cancelling"})) }),
+        )
         .with_state(args.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await.expect("bind");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .expect("bind");
     if let Some(base) = args.orchestrator_url.clone() {
-        tokio::spawn(register_loop(args.clone(), base.trim_end_matches('/').to_string()));
+        tokio::spawn(register_loop(
+            args.clone(),
+            base.trim_end_matches('/').to_string(),
+        ));
         let (a, b) = (args.clone(), base.clone());
         tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
-            let _ = reqwest::Client::new().delete(format!("{}{}", b.trim_end_matches('/'), worker_path(&a.worker_id))).send().await;
+            let _ = reqwest::Client::new()
+                .delete(format!(
+                    "{}{}",
+                    b.trim_end_matches('/'),
+                    worker_path(&a.worker_id)
+                ))
+                .send()
+                .await;
             std::process::exit(0);
         });
     }

@@ -36,7 +36,9 @@ struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let Some(generation) = self.task.unsubscribe() else { return };
+        let Some(generation) = self.task.unsubscribe() else {
+            return;
+        };
         let grace = Duration::from_millis(self.orch.cfg.disconnect_grace_ms);
         let (orch, task) = (self.orch.clone(), self.task.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -60,7 +62,10 @@ struct Cursor {
 }
 
 fn sse_event(e: &StoredEvent, id: usize, first: bool) -> Event {
-    let ev = Event::default().event(e.kind).id(id.to_string()).data(&*e.json);
+    let ev = Event::default()
+        .event(e.kind)
+        .id(id.to_string())
+        .data(&*e.json);
     if first {
         ev.retry(RETRY)
     } else {
@@ -68,10 +73,20 @@ fn sse_event(e: &StoredEvent, id: usize, first: bool) -> Event {
     }
 }
 
-fn live(orch: Arc<Orchestrator>, task: Arc<Task>, from: usize) -> impl Stream<Item = Result<Event, Infallible>> {
+fn live(
+    orch: Arc<Orchestrator>,
+    task: Arc<Task>,
+    from: usize,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     task.subscribe();
     let len = task.watch_len();
-    let cursor = Cursor { sub: Subscription { orch, task }, next: from, len, first: true, done: false };
+    let cursor = Cursor {
+        sub: Subscription { orch, task },
+        next: from,
+        len,
+        first: true,
+        done: false,
+    };
     stream::unfold(cursor, |mut c| async move {
         loop {
             if c.done {
@@ -82,8 +97,11 @@ fn live(orch: Arc<Orchestrator>, task: Arc<Task>, from: usize) -> impl Stream<It
                 let start = c.next;
                 c.next += evs.len();
                 let first = std::mem::replace(&mut c.first, false);
-                let out: Vec<Result<Event, Infallible>> =
-                    evs.iter().enumerate().map(|(k, e)| Ok(sse_event(e, start + k + 1, first && k == 0))).collect();
+                let out: Vec<Result<Event, Infallible>> = evs
+                    .iter()
+                    .enumerate()
+                    .map(|(k, e)| Ok(sse_event(e, start + k + 1, first && k == 0)))
+                    .collect();
                 c.done = terminal;
                 return Some((stream::iter(out), c));
             }
@@ -97,7 +115,8 @@ fn live(orch: Arc<Orchestrator>, task: Arc<Task>, from: usize) -> impl Stream<It
 
 fn sse<S: Stream<Item = Result<Event, Infallible>> + Send + 'static>(s: S) -> Response {
     let mut resp = Sse::new(s).keep_alive(KeepAlive::default()).into_response();
-    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
 }
 
@@ -118,12 +137,26 @@ pub async fn stream(
         return Ok(sse(live(orch, task, last)));
     }
     // Gone from memory: only the terminal event remains, in the history.
-    let row = orch.store.task(&id).ok().flatten().ok_or_else(|| ApiError::not_found("task", &id))?;
+    let row = orch
+        .store
+        .task(&id)
+        .ok()
+        .flatten()
+        .ok_or_else(|| ApiError::not_found("task", &id))?;
     let replay: Vec<Result<Event, Infallible>> = match row.terminal {
         Some((ev_id, json)) if ev_id as usize > last => {
-            let ty = serde_json::from_str::<serde_json::Value>(&json).ok().and_then(|v| v.get("type").cloned());
-            let kind = if ty.as_ref().and_then(|t| t.as_str()) == Some("end") { "end" } else { "error" };
-            let e = StoredEvent { kind, json: json.into() };
+            let ty = serde_json::from_str::<serde_json::Value>(&json)
+                .ok()
+                .and_then(|v| v.get("type").cloned());
+            let kind = if ty.as_ref().and_then(|t| t.as_str()) == Some("end") {
+                "end"
+            } else {
+                "error"
+            };
+            let e = StoredEvent {
+                kind,
+                json: json.into(),
+            };
             vec![Ok(sse_event(&e, ev_id as usize, true))]
         }
         _ => Vec::new(),

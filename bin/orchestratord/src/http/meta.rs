@@ -34,9 +34,17 @@ pub async fn ready(State(orch): State<Arc<Orchestrator>>) -> Response {
     let mut body = health_body(&orch);
     let ok = body.workers_ready > 0 && !orch.is_shutting_down();
     if !ok {
-        body.status = if orch.is_shutting_down() { "shutting_down".into() } else { "no_ready_worker".into() };
+        body.status = if orch.is_shutting_down() {
+            "shutting_down".into()
+        } else {
+            "no_ready_worker".into()
+        };
     }
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -46,17 +54,33 @@ pub async fn metrics(State(orch): State<Arc<Orchestrator>>) -> Response {
     {
         let core = orch.core();
         for p in [Priority::Interactive, Priority::Batch] {
-            m.set("orchd_queue_depth", &[("priority", p.as_str())], core.queue.depth(p) as f64);
+            m.set(
+                "orchd_queue_depth",
+                &[("priority", p.as_str())],
+                core.queue.depth(p) as f64,
+            );
         }
         m.set("orchd_tasks_running", &[], core.running as f64);
         let (ready, total) = core.registry.counts();
         m.set("orchd_workers", &[("status", "ready")], ready as f64);
-        m.set("orchd_workers", &[("status", "unhealthy")], (total - ready) as f64);
+        m.set(
+            "orchd_workers",
+            &[("status", "unhealthy")],
+            (total - ready) as f64,
+        );
         for w in core.registry.iter() {
-            m.set("orchd_worker_connections_active", &[("worker_id", &w.reg.worker_id)], w.busy as f64);
+            m.set(
+                "orchd_worker_connections_active",
+                &[("worker_id", &w.reg.worker_id)],
+                w.busy as f64,
+            );
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        m.render(),
+    )
+        .into_response()
 }
 
 /// What this orchestrator serves and how it admits.

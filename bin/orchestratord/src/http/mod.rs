@@ -43,7 +43,10 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
         .route("/v2/workers", get(workers::list))
         .route("/v2/workers/register", post(workers::register))
         .route("/v2/workers/{id}/heartbeat", post(workers::heartbeat))
-        .route("/v2/workers/{id}", axum::routing::delete(workers::deregister).get(workers::show))
+        .route(
+            "/v2/workers/{id}",
+            axum::routing::delete(workers::deregister).get(workers::show),
+        )
         .route("/v2/meta/capabilities", get(meta::capabilities))
         .route("/v2/openapi.json", get(meta::openapi))
         .route("/health", get(meta::health))
@@ -57,7 +60,8 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
 
 fn usable_correlation_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_string())
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| s.to_string())
 }
 
 /// Accept or generate `X-Correlation-Id`, expose it to handlers, echo it on every response.
@@ -74,7 +78,8 @@ async fn correlation(mut req: Request, next: Next) -> Response {
     tracing::debug!(correlation_id = %id, %method, %path, status = resp.status().as_u16(),
         ms = start.elapsed().as_secs_f64() * 1000.0, "request");
     if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(HeaderName::from_static(CORRELATION_HEADER), v);
+        resp.headers_mut()
+            .insert(HeaderName::from_static(CORRELATION_HEADER), v);
     }
     resp
 }
@@ -82,7 +87,9 @@ async fn correlation(mut req: Request, next: Next) -> Response {
 /// Whether `presented` equals one of `tokens`, in time independent of where they differ.
 pub fn token_matches(presented: &str, tokens: &[String]) -> bool {
     let p = Sha256::digest(presented.as_bytes());
-    tokens.iter().fold(0u8, |ok, t| ok | Sha256::digest(t.as_bytes()).ct_eq(&p).unwrap_u8()) == 1
+    tokens.iter().fold(0u8, |ok, t| {
+        ok | Sha256::digest(t.as_bytes()).ct_eq(&p).unwrap_u8()
+    }) == 1
 }
 
 /// Bearer auth on every route except [`OPEN_PATHS`], when tokens are configured.
@@ -95,7 +102,10 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, req: Request, next: Next) -
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let message = match presented {
         Some(t) if token_matches(t, &orch.cfg.api_tokens) => return next.run(req).await,
@@ -103,18 +113,29 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, req: Request, next: Next) -
         None => "missing API token: send Authorization: Bearer <LLORCH_API_TOKEN>",
     };
     if is_submit {
-        orch.metrics.inc("orchd_tasks_enqueued_total", &[("outcome", "rejected")]);
-        orch.metrics.inc("orchd_tasks_rejected_total", &[("reason", ErrorCode::Unauthorized.as_str())]);
+        orch.metrics
+            .inc("orchd_tasks_enqueued_total", &[("outcome", "rejected")]);
+        orch.metrics.inc(
+            "orchd_tasks_rejected_total",
+            &[("reason", ErrorCode::Unauthorized.as_str())],
+        );
     }
     let mut resp = ApiError::new(ErrorCode::Unauthorized, message).into_response();
-    resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
     resp
 }
 
 /// Parse a JSON body into `T`, answering with the error envelope when it does not fit.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(vec![llorch_wire::FieldError::new("body", "json", format!("invalid JSON body: {e}"))])
+        ApiError::invalid(vec![llorch_wire::FieldError::new(
+            "body",
+            "json",
+            format!("invalid JSON body: {e}"),
+        )])
     })
 }
 

@@ -7,7 +7,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use llorch_wire::tasks::{WorkerHeartbeat, WorkerHeartbeatAck, WorkerInfo, WorkerList, WorkerRegistered};
+use llorch_wire::tasks::{
+    WorkerHeartbeat, WorkerHeartbeatAck, WorkerInfo, WorkerList, WorkerRegistered,
+};
 
 use super::parse_json;
 use crate::error::ApiError;
@@ -21,13 +23,20 @@ pub async fn list(State(orch): State<Arc<Orchestrator>>) -> Json<WorkerList> {
 }
 
 /// One worker.
-pub async fn show(State(orch): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Result<Json<WorkerInfo>, ApiError> {
+pub async fn show(
+    State(orch): State<Arc<Orchestrator>>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerInfo>, ApiError> {
     let info = orch.core().registry.get(&id).map(|w| w.info());
-    info.map(Json).ok_or_else(|| ApiError::not_found("worker", &id))
+    info.map(Json)
+        .ok_or_else(|| ApiError::not_found("worker", &id))
 }
 
 /// Register (or re-register) a worker.
-pub async fn register(State(orch): State<Arc<Orchestrator>>, body: Bytes) -> Result<Json<WorkerRegistered>, ApiError> {
+pub async fn register(
+    State(orch): State<Arc<Orchestrator>>,
+    body: Bytes,
+) -> Result<Json<WorkerRegistered>, ApiError> {
     let reg = parse_json(&body)?;
     workers::register(&orch, reg).map(Json)
 }
@@ -45,6 +54,9 @@ pub async fn heartbeat(
 }
 
 /// Forget a worker (it shuts down).
-pub async fn deregister(State(orch): State<Arc<Orchestrator>>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn deregister(
+    State(orch): State<Arc<Orchestrator>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     workers::deregister(&orch, &id).map(|()| StatusCode::NO_CONTENT)
 }

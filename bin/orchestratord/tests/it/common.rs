@@ -31,7 +31,12 @@ impl Orchd {
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Orchd {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("orchd.sqlite");
-        let mut o = Self::spawn(&db, args.iter().map(|s| s.to_string()).collect(), env_vec(env), free_port());
+        let mut o = Self::spawn(
+            &db,
+            args.iter().map(|s| s.to_string()).collect(),
+            env_vec(env),
+            free_port(),
+        );
         o._dir = Some(dir);
         o
     }
@@ -73,7 +78,11 @@ impl Orchd {
             if let Ok((200, _)) = http_get(&format!("127.0.0.1:{}", self.port), "/health") {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "orchestratord not up:\n{}", self.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "orchestratord not up:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -107,7 +116,9 @@ impl Drop for Orchd {
 }
 
 fn env_vec(env: &[(&str, &str)]) -> Vec<(String, String)> {
-    env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    env.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A `fault-worker` process; killed on drop.
@@ -121,15 +132,28 @@ impl FaultWorker {
     pub fn start(mode: &str, id: &str, extra: &[&str]) -> FaultWorker {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_fault-worker"))
-            .args(["--mode", mode, "--port", &port.to_string(), "--worker-id", id])
+            .args([
+                "--mode",
+                mode,
+                "--port",
+                &port.to_string(),
+                "--worker-id",
+                id,
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn fault-worker");
         let start = Instant::now();
-        while !matches!(http_get(&format!("127.0.0.1:{port}"), "/health"), Ok((200, _))) {
-            assert!(start.elapsed() < Duration::from_secs(10), "fault-worker not up");
+        while !matches!(
+            http_get(&format!("127.0.0.1:{port}"), "/health"),
+            Ok((200, _))
+        ) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "fault-worker not up"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         FaultWorker { child, port }
@@ -153,20 +177,33 @@ pub const FAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 
 /// An HTTP client with a sane timeout.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
 }
 
 /// Register a worker through the API.
 pub async fn register(o: &Orchd, id: &str, url: &str, model: &str, slots: u32, ctx: u32) {
     let body = json!({"worker_id": id, "url": url, "model": model, "backend": "cpu",
         "slots_total": slots, "context_length": ctx});
-    let r = client().post(o.url("/v2/workers/register")).json(&body).send().await.unwrap();
+    let r = client()
+        .post(o.url("/v2/workers/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
 /// POST /v2/tasks: (status, headers, JSON body).
 pub async fn submit(o: &Orchd, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    let r = client().post(o.url("/v2/tasks")).json(&body).send().await.unwrap();
+    let r = client()
+        .post(o.url("/v2/tasks"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let (status, headers) = (r.status().as_u16(), r.headers().clone());
     (status, headers, r.json().await.unwrap_or(Value::Null))
 }
@@ -204,14 +241,21 @@ impl EventStream {
     /// Open `GET /v2/tasks/{id}/events`, optionally resuming after `last`.
     pub async fn open(o: &Orchd, task_id: &str, last: Option<u64>) -> EventStream {
         // No total timeout: streams may run long; `next` bounds the wait per event instead.
-        let sse_client = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().unwrap();
+        let sse_client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
         let mut rb = sse_client.get(o.url(&format!("/v2/tasks/{task_id}/events")));
         if let Some(l) = last {
             rb = rb.header("Last-Event-ID", l.to_string());
         }
         let r = rb.send().await.unwrap();
         assert_eq!(r.status(), 200);
-        EventStream { body: r.bytes_stream().boxed(), parser: SseParser::new(), pending: Default::default() }
+        EventStream {
+            body: r.bytes_stream().boxed(),
+            parser: SseParser::new(),
+            pending: Default::default(),
+        }
     }
 
     /// Next event, or `None` when the stream ended.
@@ -220,11 +264,18 @@ impl EventStream {
             if let Some(ev) = self.pending.pop_front() {
                 return Some(ev);
             }
-            let chunk = tokio::time::timeout(Duration::from_secs(60), self.body.next()).await.expect("event within 60 s")?;
+            let chunk = tokio::time::timeout(Duration::from_secs(60), self.body.next())
+                .await
+                .expect("event within 60 s")?;
             let chunk = chunk.ok()?;
             for e in self.parser.push(&chunk) {
                 let data: Value = serde_json::from_str(&e.data).unwrap();
-                self.pending.push_back(Ev { id: e.id.and_then(|i| i.parse().ok()), kind: e.event, data, at: Instant::now() });
+                self.pending.push_back(Ev {
+                    id: e.id.and_then(|i| i.parse().ok()),
+                    kind: e.event,
+                    data,
+                    at: Instant::now(),
+                });
             }
         }
     }
@@ -246,17 +297,28 @@ pub async fn all_events(o: &Orchd, task_id: &str) -> Vec<Ev> {
 
 /// Assert exactly one terminal event, last; return it.
 pub fn single_terminal(evs: &[Ev]) -> &Ev {
-    let terminals: Vec<&Ev> = evs.iter().filter(|e| e.kind == "end" || e.kind == "error").collect();
+    let terminals: Vec<&Ev> = evs
+        .iter()
+        .filter(|e| e.kind == "end" || e.kind == "error")
+        .collect();
     assert_eq!(terminals.len(), 1, "exactly one terminal event: {evs:#?}");
     let last = evs.last().unwrap();
-    assert!(last.kind == "end" || last.kind == "error", "terminal event comes last");
+    assert!(
+        last.kind == "end" || last.kind == "error",
+        "terminal event comes last"
+    );
     last
 }
 
 /// Concatenated token texts and ids.
 pub fn tokens(evs: &[Ev]) -> (String, Vec<u64>) {
     let toks: Vec<&Ev> = evs.iter().filter(|e| e.kind == "token").collect();
-    (toks.iter().map(|e| e.data["t"].as_str().unwrap()).collect(), toks.iter().map(|e| e.data["id"].as_u64().unwrap()).collect())
+    (
+        toks.iter().map(|e| e.data["t"].as_str().unwrap()).collect(),
+        toks.iter()
+            .map(|e| e.data["id"].as_u64().unwrap())
+            .collect(),
+    )
 }
 
 /// Poll `GET /v2/tasks/{id}` until `pred` holds (10 s max).
@@ -267,7 +329,10 @@ pub async fn wait_task(o: &Orchd, id: &str, pred: impl Fn(&Value) -> bool) -> Va
         if pred(&v) {
             return v;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "task {id} never matched; last: {v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "task {id} never matched; last: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -25,7 +25,11 @@ async fn death_before_first_token_is_retried_on_another_worker() {
     assert_eq!(end.kind, "end", "{evs:#?}");
     assert_eq!(end.data["worker_id"], "b-slow");
     assert_eq!(end.data["attempts"], 2);
-    assert_eq!(evs.iter().filter(|e| e.kind == "started").count(), 1, "the failed attempt is invisible");
+    assert_eq!(
+        evs.iter().filter(|e| e.kind == "started").count(),
+        1,
+        "the failed attempt is invisible"
+    );
     assert_eq!(tokens(&evs).1, [0, 1, 2, 3]);
     let (_, workers) = get_json(&o.url("/v2/workers/a-dies")).await;
     assert_eq!(workers["status"], "unhealthy");
@@ -34,7 +38,11 @@ async fn death_before_first_token_is_retried_on_another_worker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn death_mid_stream_ends_with_worker_lost_within_a_second() {
     let o = Orchd::start(&[]);
-    let w = FaultWorker::start("die-mid-stream", "w1", &["--tokens", "3", "--token-delay-ms", "50"]);
+    let w = FaultWorker::start(
+        "die-mid-stream",
+        "w1",
+        &["--tokens", "3", "--token-delay-ms", "50"],
+    );
     register(&o, "w1", &w.url(), FAULT_MODEL, 1, 2048).await;
     let id = submit_ok(&o, body(100)).await;
     let evs = all_events(&o, &id).await;
@@ -58,7 +66,10 @@ async fn stalled_worker_is_lost_after_the_stall_timeout() {
     let id = submit_ok(&o, body(100)).await;
     let evs = all_events(&o, &id).await;
     let err = single_terminal(&evs);
-    assert_eq!((err.data["code"].as_str(), err.data["tokens_out"].as_u64()), (Some("WORKER_LOST"), Some(2)));
+    assert_eq!(
+        (err.data["code"].as_str(), err.data["tokens_out"].as_u64()),
+        (Some("WORKER_LOST"), Some(2))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,7 +81,10 @@ async fn busy_worker_exhausts_attempts_with_a_typed_error() {
     let evs = all_events(&o, &id).await;
     let err = single_terminal(&evs);
     assert_eq!(err.data["code"], "WORKER_BUSY", "{evs:#?}");
-    assert_eq!(wait_task(&o, &id, |v| v["state"] == "failed").await["attempts"], 2);
+    assert_eq!(
+        wait_task(&o, &id, |v| v["state"] == "failed").await["attempts"],
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -79,11 +93,22 @@ async fn deadlines_end_running_and_queued_tasks() {
     let w = FaultWorker::start("slow", "w1", &["--token-delay-ms", "20"]);
     register(&o, "w1", &w.url(), FAULT_MODEL, 1, 2048).await;
     let t0 = Instant::now();
-    let running = submit_ok(&o, json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 1000, "deadline_ms": 400})).await;
-    let queued = submit_ok(&o, json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 5, "deadline_ms": 200})).await;
+    let running = submit_ok(
+        &o,
+        json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 1000, "deadline_ms": 400}),
+    )
+    .await;
+    let queued = submit_ok(
+        &o,
+        json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 5, "deadline_ms": 200}),
+    )
+    .await;
     let q = all_events(&o, &queued).await;
     let qerr = single_terminal(&q);
-    assert_eq!((qerr.data["code"].as_str(), qerr.data["tokens_out"].as_u64()), (Some("DEADLINE_EXCEEDED"), Some(0)));
+    assert_eq!(
+        (qerr.data["code"].as_str(), qerr.data["tokens_out"].as_u64()),
+        (Some("DEADLINE_EXCEEDED"), Some(0))
+    );
     let r = all_events(&o, &running).await;
     let rerr = single_terminal(&r);
     assert_eq!(rerr.data["code"], "DEADLINE_EXCEEDED");
@@ -93,23 +118,38 @@ async fn deadlines_end_running_and_queued_tasks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn silent_worker_is_marked_unhealthy_and_gets_no_tasks() {
-    let o = Orchd::start(&["--heartbeat-interval-ms", "200", "--heartbeat-timeout-ms", "700"]);
+    let o = Orchd::start(&[
+        "--heartbeat-interval-ms",
+        "200",
+        "--heartbeat-timeout-ms",
+        "700",
+    ]);
     let mut w = FaultWorker::start("slow", "w1", &["--orchestrator-url", &o.base]);
     let start = Instant::now();
     while get_json(&o.url("/v2/workers/w1")).await.1["status"] != "ready" {
-        assert!(start.elapsed() < Duration::from_secs(5), "worker never registered");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "worker never registered"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     w.child.kill().unwrap();
     let _ = w.child.wait();
     let killed = Instant::now();
     while get_json(&o.url("/v2/workers/w1")).await.1["status"] != "unhealthy" {
-        assert!(killed.elapsed() < Duration::from_secs(3), "worker still ready after missing heartbeats");
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "worker still ready after missing heartbeats"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let id = submit_ok(&o, body(2)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let st = get_json(&o.url(&format!("/v2/tasks/{id}"))).await.1;
-    assert_eq!((st["state"].as_str(), st["attempts"].as_u64()), (Some("queued"), Some(0)), "{st}");
+    assert_eq!(
+        (st["state"].as_str(), st["attempts"].as_u64()),
+        (Some("queued"), Some(0)),
+        "{st}"
+    );
     assert_eq!(get_json(&o.url("/ready")).await.0, 503);
 }

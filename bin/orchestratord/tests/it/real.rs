@@ -16,16 +16,38 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PROMPT: &str = "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n";
 
-/// Start a real worker and register it with one slot; returns it and its model name.
-async fn real_worker(test: &str, o: &Orchd, id: &str, extra: &[&str]) -> Option<(WorkerProcess, String)> {
+/// Start a real worker that registers itself with `o` (`--orchestrator-url`) and heartbeats;
+/// wait until it is ready there. Returns it and the model id it registered.
+/// `--max-queue 0`: one job at a time, so every waiting task sits in the orchestrator's queue.
+async fn real_worker(test: &str, o: &Orchd, id: &str) -> Option<(WorkerProcess, String)> {
     let bin = require_bin(test, "llorch-candled")?;
     let model = require_smollm2(test)?;
-    let mut args = vec!["--worker-id", id];
-    args.extend_from_slice(extra);
-    let w = WorkerProcess::start(&bin, &model, &args);
-    let h = WorkerClient::new(&w.url()).health().await.unwrap();
-    register(o, id, &w.url(), &h.model, 1, h.context_length).await;
-    Some((w, h.model))
+    let w = WorkerProcess::start(
+        &bin,
+        &model,
+        &[
+            "--worker-id",
+            id,
+            "--orchestrator-url",
+            &o.base,
+            "--max-queue",
+            "0",
+        ],
+    );
+    let start = Instant::now();
+    loop {
+        let (_, info) = get_json(&o.url(&format!("/v2/workers/{id}"))).await;
+        if info["status"] == "ready" {
+            assert_eq!(info["slots_total"], 1, "{info}");
+            return Some((w, info["model"].as_str().unwrap().to_string()));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "worker {id} never registered:\n{}",
+            w.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn direct_greedy_ids(url: &str, max_tokens: u32) -> Vec<u64> {
@@ -37,7 +59,15 @@ async fn direct_greedy_ids(url: &str, max_tokens: u32) -> Vec<u64> {
     };
     let stream = WorkerClient::new(url).execute(&req).await.unwrap();
     let evs: Vec<WorkerEvent> = stream.map(|e| e.unwrap()).collect().await;
-    evs.iter().filter_map(|e| if let WorkerEvent::Token { id, .. } = e { Some(*id as u64) } else { None }).collect()
+    evs.iter()
+        .filter_map(|e| {
+            if let WorkerEvent::Token { id, .. } = e {
+                Some(*id as u64)
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn greedy(model: &str, n: u32) -> Value {
@@ -48,44 +78,79 @@ fn greedy(model: &str, n: u32) -> Value {
 async fn two_real_workers_relay_the_direct_greedy_tokens() {
     let _serial = SERIAL.lock().await;
     let o = Orchd::start(&[]);
-    let Some((w1, model)) = real_worker("two_real_workers", &o, "real-1", &[]).await else { return };
-    let Some((_w2, _)) = real_worker("two_real_workers", &o, "real-2", &[]).await else { return };
+    let Some((w1, model)) = real_worker("two_real_workers", &o, "real-1").await else {
+        return;
+    };
+    let Some((_w2, _)) = real_worker("two_real_workers", &o, "real-2").await else {
+        return;
+    };
     let direct = direct_greedy_ids(&w1.url(), 24).await;
     assert!(!direct.is_empty());
-    let ids = [submit_ok(&o, greedy(&model, 24)).await, submit_ok(&o, greedy(&model, 24)).await];
+    let ids = [
+        submit_ok(&o, greedy(&model, 24)).await,
+        submit_ok(&o, greedy(&model, 24)).await,
+    ];
     let mut workers = Vec::new();
     for id in &ids {
         let evs = all_events(&o, id).await;
         let end = single_terminal(&evs);
         assert_eq!(end.kind, "end", "{evs:#?}");
-        assert_eq!(tokens(&evs).1, direct, "same greedy tokens through orchestratord");
+        assert_eq!(
+            tokens(&evs).1,
+            direct,
+            "same greedy tokens through orchestratord"
+        );
         workers.push(end.data["worker_id"].as_str().unwrap().to_string());
         assert!(end.data["ttft_ms"].as_f64().unwrap() > 0.0);
     }
     workers.sort();
-    assert_eq!(workers, ["real-1", "real-2"], "both workers served (least-loaded)");
+    assert_eq!(
+        workers,
+        ["real-1", "real-2"],
+        "both workers served (least-loaded)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overload_gives_429_with_retry_after_and_every_task_ends_once() {
     let _serial = SERIAL.lock().await;
     let o = Orchd::start(&["--queue-capacity", "4"]);
-    let Some((_w, model)) = real_worker("overload", &o, "real-1", &[]).await else { return };
+    let Some((_w, model)) = real_worker("overload", &o, "real-1").await else {
+        return;
+    };
     let submits = (0..20).map(|_| {
         let body = json!({"model": model, "prompt": PROMPT, "max_tokens": 16, "temperature": 0});
         let url = o.url("/v2/tasks");
         tokio::spawn(async move {
             let r = client().post(url).json(&body).send().await.unwrap();
-            let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
-            (r.status().as_u16(), retry_after, r.json::<Value>().await.unwrap())
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (
+                r.status().as_u16(),
+                retry_after,
+                r.json::<Value>().await.unwrap(),
+            )
         })
     });
-    let results: Vec<_> = futures::future::join_all(submits).await.into_iter().map(|r| r.unwrap()).collect();
-    let accepted: Vec<String> =
-        results.iter().filter(|r| r.0 == 202).map(|r| r.2["task_id"].as_str().unwrap().to_string()).collect();
+    let results: Vec<_> = futures::future::join_all(submits)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let accepted: Vec<String> = results
+        .iter()
+        .filter(|r| r.0 == 202)
+        .map(|r| r.2["task_id"].as_str().unwrap().to_string())
+        .collect();
     let rejected: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
     assert_eq!(accepted.len() + rejected.len(), 20, "{results:?}");
-    assert!(accepted.len() <= 5 && !rejected.is_empty(), "capacity 4 + 1 running: {} accepted", accepted.len());
+    assert!(
+        accepted.len() <= 5 && !rejected.is_empty(),
+        "capacity 4 + 1 running: {} accepted",
+        accepted.len()
+    );
     for r in &rejected {
         assert!(r.1.as_deref().unwrap().parse::<u64>().unwrap() >= 1);
         assert_eq!(r.2["error"]["code"], "QUEUE_FULL");
@@ -98,7 +163,14 @@ async fn overload_gives_429_with_retry_after_and_every_task_ends_once() {
 }
 
 async fn worker_cancelled_count(url: &str) -> f64 {
-    let text = client().get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .filter(|l| l.starts_with("worker_requests_total") && l.contains("cancelled"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -108,7 +180,10 @@ async fn worker_cancelled_count(url: &str) -> f64 {
 async fn wait_cancelled_on_worker(url: &str, at_least: f64) {
     let start = Instant::now();
     while worker_cancelled_count(url).await < at_least {
-        assert!(start.elapsed() < Duration::from_secs(5), "worker never reported the job cancelled");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "worker never reported the job cancelled"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -117,7 +192,9 @@ async fn wait_cancelled_on_worker(url: &str, at_least: f64) {
 async fn cancel_and_disconnect_stop_the_job_on_the_real_worker() {
     let _serial = SERIAL.lock().await;
     let o = Orchd::start(&["--disconnect-grace-ms", "100"]);
-    let Some((w, model)) = real_worker("cancel_real", &o, "real-1", &[]).await else { return };
+    let Some((w, model)) = real_worker("cancel_real", &o, "real-1").await else {
+        return;
+    };
     let long = json!({"model": model, "prompt": PROMPT, "max_tokens": 2000, "temperature": 0.8, "seed": 1});
     let queued_body = long.clone();
 
@@ -125,9 +202,16 @@ async fn cancel_and_disconnect_stop_the_job_on_the_real_worker() {
     let mut s = EventStream::open(&o, &running, None).await;
     while s.next().await.unwrap().kind != "token" {}
     let queued = submit_ok(&o, queued_body).await;
-    assert_eq!(wait_task(&o, &queued, |v| v["state"] == "queued").await["state"], "queued");
+    assert_eq!(
+        wait_task(&o, &queued, |v| v["state"] == "queued").await["state"],
+        "queued"
+    );
     for id in [&queued, &running] {
-        let r = client().post(o.url(&format!("/v2/tasks/{id}/cancel"))).send().await.unwrap();
+        let r = client()
+            .post(o.url(&format!("/v2/tasks/{id}/cancel")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 204);
     }
     let evs = s.rest().await;
@@ -146,12 +230,24 @@ async fn cancel_and_disconnect_stop_the_job_on_the_real_worker() {
 async fn death_before_first_token_completes_on_the_real_worker() {
     let _serial = SERIAL.lock().await;
     let o = Orchd::start(&[]);
-    let dies = FaultWorker::start("die-before-first-token", "a-dies", &[]);
-    let Some((_w, model)) = real_worker("retry_real", &o, "b-real", &[]).await else { return };
-    register(&o, "a-dies", &dies.url(), &model, 1, 2048).await;
+    let Some((_w, model)) = real_worker("retry_real", &o, "b-real").await else {
+        return;
+    };
+    let _dies = FaultWorker::start(
+        "die-before-first-token",
+        "a-dies",
+        &["--orchestrator-url", &o.base, "--model", &model],
+    );
+    while get_json(&o.url("/v2/workers/a-dies")).await.1["status"] != "ready" {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let id = submit_ok(&o, greedy(&model, 8)).await;
     let evs = all_events(&o, &id).await;
     let end = single_terminal(&evs);
-    assert_eq!((end.kind.as_str(), end.data["worker_id"].as_str()), ("end", Some("b-real")), "{evs:#?}");
+    assert_eq!(
+        (end.kind.as_str(), end.data["worker_id"].as_str()),
+        ("end", Some("b-real")),
+        "{evs:#?}"
+    );
     assert_eq!(end.data["attempts"], 2);
 }

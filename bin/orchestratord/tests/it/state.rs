@@ -11,7 +11,11 @@ use crate::common::*;
 async fn wait_worker_ready(o: &Orchd, id: &str) {
     let start = Instant::now();
     while get_json(&o.url(&format!("/v2/workers/{id}"))).await.1["status"] != "ready" {
-        assert!(start.elapsed() < Duration::from_secs(5), "worker {id} not ready:\n{}", o.log_text());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "worker {id} not ready:\n{}",
+            o.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -19,12 +23,31 @@ async fn wait_worker_ready(o: &Orchd, id: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_restores_registry_and_history_and_fails_running_tasks() {
     let o = Orchd::start(&["--heartbeat-interval-ms", "200"]);
-    let _w = FaultWorker::start("slow", "w1", &["--orchestrator-url", &o.base, "--token-delay-ms", "20", "--context-length", "100000"]);
+    let _w = FaultWorker::start(
+        "slow",
+        "w1",
+        &[
+            "--orchestrator-url",
+            &o.base,
+            "--token-delay-ms",
+            "20",
+            "--context-length",
+            "100000",
+        ],
+    );
     wait_worker_ready(&o, "w1").await;
-    let done = submit_ok(&o, json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 3})).await;
+    let done = submit_ok(
+        &o,
+        json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 3}),
+    )
+    .await;
     let done_events = all_events(&o, &done).await;
     assert_eq!(single_terminal(&done_events).kind, "end");
-    let running = submit_ok(&o, json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 10000})).await;
+    let running = submit_ok(
+        &o,
+        json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 10000}),
+    )
+    .await;
     wait_task(&o, &running, |v| v["state"] == "running").await;
 
     let o = o.restart_hard();
@@ -32,18 +55,31 @@ async fn restart_restores_registry_and_history_and_fails_running_tasks() {
     assert_eq!((st, old["state"].as_str()), (200, Some("completed")));
     assert_eq!(old["usage"]["tokens_out"], 3);
     let (_, lost) = get_json(&o.url(&format!("/v2/tasks/{running}"))).await;
-    assert_eq!((lost["state"].as_str(), lost["error"]["code"].as_str()), (Some("failed"), Some("SHUTTING_DOWN")));
+    assert_eq!(
+        (lost["state"].as_str(), lost["error"]["code"].as_str()),
+        (Some("failed"), Some("SHUTTING_DOWN"))
+    );
     // Finished tasks replay their terminal event after the restart.
     let replay = all_events(&o, &done).await;
     assert_eq!(replay.len(), 1);
-    assert_eq!((replay[0].kind.as_str(), replay[0].id), ("end", done_events.last().unwrap().id));
+    assert_eq!(
+        (replay[0].kind.as_str(), replay[0].id),
+        ("end", done_events.last().unwrap().id)
+    );
     let replay = all_events(&o, &running).await;
-    assert_eq!((replay[0].kind.as_str(), replay[0].data["code"].as_str()), ("error", Some("SHUTTING_DOWN")));
+    assert_eq!(
+        (replay[0].kind.as_str(), replay[0].data["code"].as_str()),
+        ("error", Some("SHUTTING_DOWN"))
+    );
     // The registry came back and the worker serves again.
     let (_, workers) = get_json(&o.url("/v2/workers")).await;
     assert_eq!(workers["workers"][0]["worker_id"], "w1");
     wait_worker_ready(&o, "w1").await;
-    let again = submit_ok(&o, json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 2})).await;
+    let again = submit_ok(
+        &o,
+        json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 2}),
+    )
+    .await;
     assert_eq!(single_terminal(&all_events(&o, &again).await).kind, "end");
 }
 
@@ -55,9 +91,20 @@ async fn bearer_token_is_required_when_configured() {
     let c = client();
     let reg = json!({"worker_id": "w1", "url": w.url(), "model": FAULT_MODEL, "backend": "cpu",
         "slots_total": 1, "context_length": 2048});
-    let r = c.post(o.url("/v2/workers/register")).json(&reg).send().await.unwrap();
+    let r = c
+        .post(o.url("/v2/workers/register"))
+        .json(&reg)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.post(o.url("/v2/workers/register")).bearer_auth(token).json(&reg).send().await.unwrap();
+    let r = c
+        .post(o.url("/v2/workers/register"))
+        .bearer_auth(token)
+        .json(&reg)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     let task = json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 2});
@@ -66,12 +113,28 @@ async fn bearer_token_is_required_when_configured() {
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "UNAUTHORIZED");
-    let r = c.post(o.url("/v2/tasks")).bearer_auth("wrong-token").json(&task).send().await.unwrap();
+    let r = c
+        .post(o.url("/v2/tasks"))
+        .bearer_auth("wrong-token")
+        .json(&task)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.post(o.url("/v2/tasks")).bearer_auth(token).json(&task).send().await.unwrap();
+    let r = c
+        .post(o.url("/v2/tasks"))
+        .bearer_auth(token)
+        .json(&task)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(c.get(o.url("/metrics")).send().await.unwrap().status(), 401);
-    assert_eq!(c.get(o.url("/health")).send().await.unwrap().status(), 200, "probes stay open");
+    assert_eq!(
+        c.get(o.url("/health")).send().await.unwrap().status(),
+        200,
+        "probes stay open"
+    );
 }
 
 #[test]
@@ -85,15 +148,25 @@ fn public_bind_without_token_refuses_to_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("refusing to bind 0.0.0.0") && stderr.contains("LLORCH_API_TOKEN"), "{stderr}");
+    assert!(
+        stderr.contains("refusing to bind 0.0.0.0") && stderr.contains("LLORCH_API_TOKEN"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn flags_override_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("orchd.toml");
-    std::fs::write(&file, "queue_capacity = 7\nplacement = \"round-robin\"\nqueue_policy = \"drop-lru\"\n").unwrap();
-    let o = Orchd::start_env(&["--config", file.to_str().unwrap(), "--queue-capacity", "9"], &[("LLORCH_ORCH_QUEUE_POLICY", "reject")]);
+    std::fs::write(
+        &file,
+        "queue_capacity = 7\nplacement = \"round-robin\"\nqueue_policy = \"drop-lru\"\n",
+    )
+    .unwrap();
+    let o = Orchd::start_env(
+        &["--config", file.to_str().unwrap(), "--queue-capacity", "9"],
+        &[("LLORCH_ORCH_QUEUE_POLICY", "reject")],
+    );
     let (_, caps) = get_json(&o.url("/v2/meta/capabilities")).await;
     assert_eq!(caps["queue_capacity"], 9, "flag beats file");
     assert_eq!(caps["queue_policy"], "reject", "env beats file");

@@ -11,6 +11,14 @@ const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['
 message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ \
 '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// Gemma's turn format, for Gemma GGUF files without a template: `assistant` becomes `model`, a
+/// system message is prepended to the first user turn. BOS comes from the tokenizer (`add_bos`).
+const GEMMA: &str = "{% set ns = namespace(prefix='') %}{% for message in messages %}\
+{% if message['role'] == 'system' %}{% set ns.prefix = message['content'] | trim + '\\n\\n' %}{% else %}\
+{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n' + \
+ns.prefix + message['content'] | trim + '<end_of_turn>\\n' }}{% set ns.prefix = '' %}{% endif %}{% endfor %}\
+{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
+
 const NAME: &str = "chat_template";
 
 /// A compiled chat template. `Send + Sync`.
@@ -103,6 +111,11 @@ impl ChatTemplate {
     pub fn chatml() -> ChatTemplate {
         ChatTemplate::new(CHATML, None, None).expect("the built-in ChatML template compiles")
     }
+
+    /// Gemma's template (`<start_of_turn>user\ncontent<end_of_turn>\n`, replies as `model`).
+    pub fn gemma() -> ChatTemplate {
+        ChatTemplate::new(GEMMA, None, None).expect("the built-in Gemma template compiles")
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +138,23 @@ mod tests {
         assert_eq!(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
         let out = t.render(&[msg("user", "Hi")], false).unwrap();
         assert_eq!(out, "<|im_start|>user\nHi<|im_end|>\n");
+    }
+
+    #[test]
+    fn gemma_renders_turns_and_folds_the_system_prompt() {
+        let t = ChatTemplate::gemma();
+        let msgs = [
+            msg("system", "Be brief."),
+            msg("user", "Hi "),
+            msg("assistant", "Hello."),
+            msg("user", "Bye"),
+        ];
+        let out = t.render(&msgs, true).unwrap();
+        assert_eq!(
+            out,
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n\
+             <start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        );
     }
 
     #[test]

@@ -101,7 +101,7 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let cfg = ModelConfig::from_gguf(&content).with_context(|| format!("{}: unsupported model", path.display()))?;
     let tokenizer =
         Tokenizer::from_gguf(&content).with_context(|| format!("{}: cannot build tokenizer from GGUF metadata", path.display()))?;
-    let chat = chat_template(&tokenizer)?;
+    let chat = chat_template(&tokenizer, cfg.arch)?;
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
     let arch = cfg.arch.as_str();
@@ -124,9 +124,11 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     Ok(LoadedModel { model, tokenizer, chat, info })
 }
 
-fn chat_template(tok: &Tokenizer) -> Result<ChatTemplate> {
+/// The model's own template; without one, Gemma's turn format for Gemma 3, else ChatML.
+fn chat_template(tok: &Tokenizer, arch: crate::model::Architecture) -> Result<ChatTemplate> {
     match tok.chat_template() {
         Some(src) => ChatTemplate::new(src, tok.bos_token(), tok.eos_token()).context("invalid chat template in model"),
+        None if arch == crate::model::Architecture::Gemma3 => Ok(ChatTemplate::gemma()),
         None => Ok(ChatTemplate::chatml()),
     }
 }
@@ -171,7 +173,7 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", cfg_path.display()))?;
     let cfg = ModelConfig::from_hf_json(&json).with_context(|| format!("{}: unsupported model", cfg_path.display()))?;
     let tokenizer = Tokenizer::from_dir(dir)?;
-    let chat = chat_template(&tokenizer)?;
+    let chat = chat_template(&tokenizer, cfg.arch)?;
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
     let arch = cfg.arch.as_str();

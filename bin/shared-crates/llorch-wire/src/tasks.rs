@@ -29,7 +29,9 @@ pub const MAX_ID_LEN: usize = 128;
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'))
 }
 
 /// Scheduling class of a task. Interactive tasks go first; batch tasks are not starved.
@@ -139,7 +141,10 @@ impl TaskRequest {
             }
         }
         if self.deadline_ms == Some(0) {
-            errors.push(FieldError::new("deadline_ms", "range(1..)", "deadline_ms must be positive").with_value(0));
+            errors.push(
+                FieldError::new("deadline_ms", "range(1..)", "deadline_ms must be positive")
+                    .with_value(0),
+            );
         }
         if errors.is_empty() {
             Ok(())
@@ -188,14 +193,23 @@ impl TaskState {
 
     /// Parse the wire spelling.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Queued, Self::Running, Self::Completed, Self::Failed, Self::Cancelled]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Completed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 
     /// Completed, failed or cancelled.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskState::Completed | TaskState::Failed | TaskState::Cancelled)
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Cancelled
+        )
     }
 }
 
@@ -268,7 +282,11 @@ pub struct TaskStatus {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TaskEvent {
     /// Waiting for a worker; sent on admission and whenever the position changes.
-    Queued { task_id: String, queue_position: u32, predicted_start_ms: u64 },
+    Queued {
+        task_id: String,
+        queue_position: u32,
+        predicted_start_ms: u64,
+    },
     /// A worker runs the task (sent with the first token, so a retry stays invisible).
     Started {
         task_id: String,
@@ -288,7 +306,12 @@ pub enum TaskEvent {
         logprob: Option<TokenLogprob>,
     },
     /// Progress, about once a second while tokens flow.
-    Metrics { task_id: String, tokens_out: u32, elapsed_ms: f64, tokens_per_sec: f64 },
+    Metrics {
+        task_id: String,
+        tokens_out: u32,
+        elapsed_ms: f64,
+        tokens_per_sec: f64,
+    },
     /// Normal end (also for a cancelled task, with `stop_reason: cancelled`).
     End {
         task_id: String,
@@ -482,19 +505,34 @@ mod tests {
 
     #[test]
     fn task_request_defaults_and_validation() {
-        let req: TaskRequest =
-            serde_json::from_str(r#"{"model":"m","prompt":"hi","temperature":0,"priority":"batch"}"#).unwrap();
+        let req: TaskRequest = serde_json::from_str(
+            r#"{"model":"m","prompt":"hi","temperature":0,"priority":"batch"}"#,
+        )
+        .unwrap();
         assert_eq!(req.priority, Priority::Batch);
         assert_eq!(req.sampling.temperature, 0.0);
         assert!(req.validate().is_ok());
-        let bad = TaskRequest { task_id: Some("a b".into()), deadline_ms: Some(0), ..Default::default() };
-        let fields: Vec<_> = bad.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+        let bad = TaskRequest {
+            task_id: Some("a b".into()),
+            deadline_ms: Some(0),
+            ..Default::default()
+        };
+        let fields: Vec<_> = bad
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
         assert_eq!(fields, ["model", "prompt", "task_id", "deadline_ms"]);
     }
 
     #[test]
     fn events_are_type_tagged() {
-        let ev = TaskEvent::Queued { task_id: "t".into(), queue_position: 2, predicted_start_ms: 10 };
+        let ev = TaskEvent::Queued {
+            task_id: "t".into(),
+            queue_position: 2,
+            predicted_start_ms: 10,
+        };
         assert_eq!(
             serde_json::to_string(&ev).unwrap(),
             r#"{"type":"queued","task_id":"t","queue_position":2,"predicted_start_ms":10}"#
@@ -513,14 +551,20 @@ mod tests {
             messages: Some(vec![]),
             prompt_ids: Some(vec![1]),
             max_tokens: Some(1),
-            sampling: SamplingParams { seed: Some(1), ..Default::default() },
+            sampling: SamplingParams {
+                seed: Some(1),
+                ..Default::default()
+            },
             stop: vec!["x".into()],
             logprobs: Some(1),
             ..Default::default()
         };
         let v = serde_json::to_value(&full).unwrap();
         for key in v.as_object().unwrap().keys() {
-            assert!(TaskRequest::FIELDS.contains(&key.as_str()), "{key} missing from FIELDS");
+            assert!(
+                TaskRequest::FIELDS.contains(&key.as_str()),
+                "{key} missing from FIELDS"
+            );
         }
         assert_eq!(v.as_object().unwrap().len(), TaskRequest::FIELDS.len());
     }

@@ -2,10 +2,11 @@
 
 pub mod config;
 pub mod kv;
+pub mod q4_1;
 pub mod transformer;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};
 pub use kv::KvCache;
 pub use transformer::{Logits, Transformer};
-pub use weights::{Requant, Weights};
+pub use weights::{Matrix, Requant, Weights};

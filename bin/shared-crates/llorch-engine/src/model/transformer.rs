@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 use super::config::{Architecture, ModelConfig};
 use super::kv::KvCache;
-use super::weights::Weights;
+use super::weights::{Matrix, Weights};
 
 struct Linear {
-    w: QMatMul,
+    w: Matrix,
     b: Option<Tensor>,
 }
 
@@ -101,7 +101,7 @@ pub struct Transformer {
     embed_scale: Option<f64>,
     layers: Vec<Layer>,
     norm: Tensor,
-    output: QMatMul,
+    output: Matrix,
     rope_global: Rope,
     rope_local: Option<Rope>,
     /// Longest context this instance serves (rotary tables are sized to it).
@@ -155,7 +155,7 @@ impl Transformer {
         let output = if w.contains(&out_name) {
             w.matrix(&out_name)?
         } else {
-            QMatMul::from_arc(embed.clone())?
+            Matrix::Candle(QMatMul::from_arc(embed.clone())?)
         };
         let rope_global = Rope::new(&cfg, cfg.rope_theta, max_context, &device)?;
         let rope_local = if gemma { Some(Rope::new(&cfg, cfg.rope_local_theta, max_context, &device)?) } else { None };

@@ -10,14 +10,37 @@ use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
+use super::q4_1::{self, Q4_1Matrix};
+
 /// What to do with weight types that candle only has scalar CPU kernels for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requant {
-    /// On CPU, convert Q4_1/Q5_0/Q5_1 (scalar kernels) and F16/BF16/F32 matrices to Q8_0 (SIMD
-    /// kernels): 1.3-3× faster decode for a small memory cost. The default.
+    /// The default. On CPU: Q4_1 runs on this engine's own AVX2 kernel (bit-exact weights);
+    /// Q5_0/Q5_1 (scalar in candle) and F16/BF16/F32 matrices are converted to Q8_0.
     Auto,
-    /// Run weights as stored.
+    /// Like `Auto`, but Q4_1 is converted to Q8_0 too (candle's kernel; loses some precision on
+    /// blocks far from zero).
+    Q8_0,
+    /// Run weights as stored, with candle's kernels.
     Off,
+}
+
+/// A weight matrix used as `y = x · Wᵀ`.
+pub enum Matrix {
+    /// Candle's quantized or dense matmul.
+    Candle(QMatMul),
+    /// This engine's Q4_1 CPU kernel.
+    Q4_1(Q4_1Matrix),
+}
+
+impl Matrix {
+    /// `x` `(…, k)` → `(…, n)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Matrix::Candle(m) => Ok(candle_core::Module::forward(m, x)?),
+            Matrix::Q4_1(m) => m.forward(x),
+        }
+    }
 }
 
 /// Weight types this build can run; anything else fails at load with a clear error.
@@ -106,16 +129,19 @@ impl Weights {
             stored_type: format!("{stored:?}").to_uppercase(),
             runtime_type: String::new(),
         };
-        w.runtime_type = if device.is_cpu() && requant == Requant::Auto { "Q8_0".into() } else { w.stored_type.clone() };
+        w.runtime_type = if device.is_cpu() && requant != Requant::Off { "Q8_0".into() } else { w.stored_type.clone() };
         Ok(w)
     }
 
     fn runtime_dtype(&self, stored: GgmlDType) -> GgmlDType {
         use GgmlDType as G;
-        if self.device.is_cpu() && self.requant == Requant::Auto && matches!(stored, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) {
-            G::Q8_0
-        } else {
-            stored
+        if !self.device.is_cpu() {
+            return stored;
+        }
+        match (self.requant, stored) {
+            (Requant::Auto, G::Q4_1) if q4_1::available() => G::Q4_1,
+            (Requant::Auto | Requant::Q8_0, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) => G::Q8_0,
+            _ => stored,
         }
     }
 
@@ -141,18 +167,21 @@ impl Weights {
     }
 
     /// A weight matrix ready for `x @ Wᵀ`, converted per the requant policy.
-    pub fn matrix(&mut self, name: &str) -> Result<QMatMul> {
+    pub fn matrix(&mut self, name: &str) -> Result<Matrix> {
         if let WeightSource::Safetensors { tensors } = &self.source {
             let t = tensors.get(name).with_context(|| format!("missing tensor `{name}`"))?;
             let cols = t.dim(1)?;
-            if self.device.is_cpu() && self.requant == Requant::Auto && cols % 32 == 0 {
+            if self.device.is_cpu() && self.requant != Requant::Off && cols % 32 == 0 {
                 let q = QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::Q8_0)?;
-                return Ok(QMatMul::from_arc(Arc::new(q))?);
+                return Ok(Matrix::Candle(QMatMul::from_arc(Arc::new(q))?));
             }
-            return Ok(QMatMul::Tensor(t.to_dtype(DType::F32)?.to_device(&self.device)?));
+            return Ok(Matrix::Candle(QMatMul::Tensor(t.to_dtype(DType::F32)?.to_device(&self.device)?)));
         }
         let q = self.read_q(name)?;
         let target = self.runtime_dtype(q.dtype());
+        if self.device.is_cpu() && target == GgmlDType::Q4_1 && self.requant == Requant::Auto && q4_1::available() {
+            return Ok(Matrix::Q4_1(Q4_1Matrix::from_qtensor(&q)?));
+        }
         let q = if target != q.dtype() && q.shape().dims().last().is_some_and(|c| c % 32 == 0) {
             let f = q.dequantize(&Device::Cpu)?;
             QTensor::quantize(&f, target)?
@@ -160,7 +189,7 @@ impl Weights {
             q
         };
         let q = if self.device.is_cpu() { q } else { move_qtensor(q, &self.device)? };
-        Ok(QMatMul::from_arc(Arc::new(q))?)
+        Ok(Matrix::Candle(QMatMul::from_arc(Arc::new(q))?))
     }
 
     /// A small tensor (norm weights, biases) as F32 on the device.
@@ -177,7 +206,7 @@ impl Weights {
         let q = match &self.source {
             WeightSource::Safetensors { tensors } => {
                 let t = tensors.get(name).with_context(|| format!("missing tensor `{name}`"))?.to_dtype(DType::F32)?;
-                let dt = if self.device.is_cpu() && self.requant == Requant::Auto && t.dim(1)? % 32 == 0 {
+                let dt = if self.device.is_cpu() && self.requant != Requant::Off && t.dim(1)? % 32 == 0 {
                     GgmlDType::Q8_0
                 } else {
                     GgmlDType::F32
