@@ -7,6 +7,9 @@ use llorch_client::WorkerClient;
 use llorch_testkit::WorkerProcess;
 use llorch_wire::{ChatMessage, ErrorEnvelope, ExecuteRequest, SamplingParams, StopReason, WorkerEvent};
 
+/// A prompt SmolLM2 continues for hundreds of tokens without an end-of-sequence.
+const COUNTING: &str = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,";
+
 fn start(test: &str) -> Option<WorkerProcess> {
     let model = llorch_testkit::require_smollm2(test)?;
     Some(WorkerProcess::start(std::path::Path::new(env!("CARGO_BIN_EXE_llorch-candled")), &model, &[]))
@@ -87,7 +90,7 @@ fn cancel_and_disconnect_stop_a_long_generation() {
     let client = WorkerClient::new(&w.url());
     let rt = rt();
     // 1. POST /cancel
-    let mut req = greedy_req("Write a very long story about a dragon.", 500);
+    let mut req = greedy_req(COUNTING, 500);
     req.job_id = Some("long-1".into());
     let events = rt.block_on(async {
         let mut s = Box::pin(client.execute(&req).await.unwrap());
@@ -110,7 +113,7 @@ fn cancel_and_disconnect_stop_a_long_generation() {
     assert!(*tokens_out < 20, "cancel stopped after {tokens_out} tokens");
     // 2. disconnect: drop the stream after a few tokens
     rt.block_on(async {
-        let mut s = Box::pin(client.execute(&greedy_req("Tell me everything about the sea.", 500)).await.unwrap());
+        let mut s = Box::pin(client.execute(&greedy_req(COUNTING, 500)).await.unwrap());
         for _ in 0..4 {
             s.next().await;
         }
@@ -137,7 +140,7 @@ fn health_answers_during_generation() {
     let client = WorkerClient::new(&w.url());
     let rt = rt();
     rt.block_on(async {
-        let mut s = Box::pin(client.execute(&greedy_req("Count from one to a hundred:", 200)).await.unwrap());
+        let mut s = Box::pin(client.execute(&greedy_req(COUNTING, 200)).await.unwrap());
         s.next().await; // started
         s.next().await; // first token
         let t = Instant::now();

@@ -150,7 +150,7 @@ mod worker_bench {
         let mut ttfts = Vec::new();
         let mut cancels = Vec::new();
         for round in 0..5 {
-            let body = format!(r#"{{"job_id":"bench-{round}","prompt":"Write a long story about a lighthouse keeper.","max_tokens":500,"temperature":0}}"#);
+            let body = format!(r#"{{"job_id":"bench-{round}","prompt":"1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,","max_tokens":500,"temperature":0}}"#);
             let s = post(&addr, "/execute", &body)?;
             let t = Instant::now();
             let mut r = BufReader::new(s);
@@ -187,7 +187,7 @@ mod worker_bench {
         let (c_min, c_med) = super::stats(cancels);
         println!("worker cold start (exec → /health 200): {:.0} ms", cold.as_secs_f64() * 1e3);
         println!("worker peak RSS after 5 jobs: {rss:.0} MiB");
-        println!("TTFT (short chat prompt): min {t_min:.1} ms, median {t_med:.1} ms");
+        println!("TTFT (12-token prompt): min {t_min:.1} ms, median {t_med:.1} ms");
         println!("cancel latency (POST /cancel → end event): min {c_min:.1} ms, median {c_med:.1} ms");
         Ok(())
     }
