@@ -6,24 +6,56 @@ use llorch_wire::{StopReason, WorkerEvent};
 /// Build the registry with every worker metric declared.
 pub fn registry() -> Registry {
     let r = Registry::new();
-    r.counter("worker_requests_total", "Finished /execute jobs by outcome (success|error|cancelled|rejected).");
+    r.counter(
+        "worker_requests_total",
+        "Finished /execute jobs by outcome (success|error|cancelled|rejected).",
+    );
     r.counter("worker_tokens_in_total", "Prompt tokens processed.");
     r.counter("worker_tokens_generated_total", "Tokens generated.");
-    r.histogram("worker_inference_duration_ms", "Job duration from admission to terminal event.", MS_BUCKETS);
-    r.histogram("worker_time_to_first_token_ms", "Admission to first generated token.", MS_BUCKETS);
-    r.histogram("worker_inter_token_ms", "Time between consecutive generated tokens.", MS_BUCKETS);
-    r.histogram("worker_queue_time_ms", "Time a job waited before it ran.", MS_BUCKETS);
+    r.histogram(
+        "worker_inference_duration_ms",
+        "Job duration from admission to terminal event.",
+        MS_BUCKETS,
+    );
+    r.histogram(
+        "worker_time_to_first_token_ms",
+        "Admission to first generated token.",
+        MS_BUCKETS,
+    );
+    r.histogram(
+        "worker_inter_token_ms",
+        "Time between consecutive generated tokens.",
+        MS_BUCKETS,
+    );
+    r.histogram(
+        "worker_queue_time_ms",
+        "Time a job waited before it ran.",
+        MS_BUCKETS,
+    );
     r.gauge("worker_jobs_active", "Jobs generating now.");
     r.gauge("worker_jobs_queued", "Jobs waiting.");
     r.gauge("worker_uptime_seconds", "Process uptime.");
-    r.gauge("worker_vram_bytes", "Device memory used by the model (0 on CPU).");
+    r.gauge(
+        "worker_vram_bytes",
+        "Device memory used by the model (0 on CPU).",
+    );
     r
 }
 
 /// Record one event of a job; `since_admit_ms` and `since_prev_ms` are measured by the caller.
-pub fn record(r: &Registry, ev: &WorkerEvent, since_admit_ms: f64, since_prev_token_ms: Option<f64>, first: bool) {
+pub fn record(
+    r: &Registry,
+    ev: &WorkerEvent,
+    since_admit_ms: f64,
+    since_prev_token_ms: Option<f64>,
+    first: bool,
+) {
     match ev {
-        WorkerEvent::Started { tokens_in, queue_time_ms, .. } => {
+        WorkerEvent::Started {
+            tokens_in,
+            queue_time_ms,
+            ..
+        } => {
             r.inc("worker_tokens_in_total", &[], *tokens_in as f64);
             r.observe("worker_queue_time_ms", &[], *queue_time_ms);
         }
@@ -36,7 +68,11 @@ pub fn record(r: &Registry, ev: &WorkerEvent, since_admit_ms: f64, since_prev_to
             }
         }
         WorkerEvent::End { stop_reason, .. } => {
-            let outcome = if *stop_reason == StopReason::Cancelled { "cancelled" } else { "success" };
+            let outcome = if *stop_reason == StopReason::Cancelled {
+                "cancelled"
+            } else {
+                "success"
+            };
             r.inc("worker_requests_total", &[("outcome", outcome)], 1.0);
             r.observe("worker_inference_duration_ms", &[], since_admit_ms);
         }

@@ -21,11 +21,17 @@ pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelo
             ids.len() + max_tokens as usize
         );
         let mut env = ErrorEnvelope::new(ErrorCode::ContextLengthExceeded, msg.clone());
-        env.error.fields.push(FieldError::new("max_tokens", format!("prompt_tokens + max_tokens <= {ctx}"), msg));
+        env.error.fields.push(FieldError::new(
+            "max_tokens",
+            format!("prompt_tokens + max_tokens <= {ctx}"),
+            msg,
+        ));
         return Err(env);
     }
     Ok(Job {
-        job_id: req.job_id.unwrap_or_else(|| format!("job-{}", uuid::Uuid::new_v4())),
+        job_id: req
+            .job_id
+            .unwrap_or_else(|| format!("job-{}", uuid::Uuid::new_v4())),
         prompt_ids: ids,
         max_tokens,
         sampling: req.sampling,
@@ -39,18 +45,28 @@ pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelo
 
 /// The prompt as token ids, from whichever of prompt / messages / prompt_ids was given.
 pub fn prompt_ids(lm: &LoadedModel, req: &ExecuteRequest) -> Result<Vec<u32>, ErrorEnvelope> {
-    let invalid = |field: &str, msg: String| ErrorEnvelope::invalid(vec![FieldError::new(field, "valid", msg)]);
+    let invalid = |field: &str, msg: String| {
+        ErrorEnvelope::invalid(vec![FieldError::new(field, "valid", msg)])
+    };
     if let Some(ids) = &req.prompt_ids {
         let vocab = lm.info.vocab_size as u32;
         if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
-            return Err(invalid("prompt_ids", format!("prompt_ids contains {bad}, outside the vocabulary (0..{vocab})")));
+            return Err(invalid(
+                "prompt_ids",
+                format!("prompt_ids contains {bad}, outside the vocabulary (0..{vocab})"),
+            ));
         }
         return Ok(ids.clone());
     }
     let text = match (&req.prompt, &req.messages) {
         (Some(p), _) => p.clone(),
-        (None, Some(m)) => lm.chat.render(m, true).map_err(|e| invalid("messages", format!("chat template failed: {e:#}")))?,
+        (None, Some(m)) => lm
+            .chat
+            .render(m, true)
+            .map_err(|e| invalid("messages", format!("chat template failed: {e:#}")))?,
         (None, None) => unreachable!("validated"),
     };
-    lm.tokenizer.encode(&text, true).map_err(|e| invalid("prompt", format!("cannot tokenize prompt: {e:#}")))
+    lm.tokenizer
+        .encode(&text, true)
+        .map_err(|e| invalid("prompt", format!("cannot tokenize prompt: {e:#}")))
 }

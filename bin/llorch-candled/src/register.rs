@@ -29,12 +29,19 @@ impl Registration {
         });
         let mut delay = Duration::from_millis(200);
         loop {
-            match http.post(format!("{}/v2/workers/register", self.base())).json(&body).send().await {
+            match http
+                .post(format!("{}/v2/workers/register", self.base()))
+                .json(&body)
+                .send()
+                .await
+            {
                 Ok(r) if r.status().is_success() => {
                     tracing::info!(orchestrator = %self.orchestrator_url, "registered with orchestrator");
                     break;
                 }
-                Ok(r) => tracing::warn!(status = %r.status(), "orchestrator refused registration; retrying"),
+                Ok(r) => {
+                    tracing::warn!(status = %r.status(), "orchestrator refused registration; retrying")
+                }
                 Err(e) => tracing::warn!(error = %e, "orchestrator unreachable; retrying"),
             }
             tokio::time::sleep(delay).await;
@@ -46,7 +53,11 @@ impl Registration {
             match http.post(url).json(&body).send().await {
                 Ok(r) if r.status().as_u16() == 404 => {
                     // the orchestrator forgot us (restart without state): register again
-                    let _ = http.post(format!("{}/v2/workers/register", self.base())).json(&body).send().await;
+                    let _ = http
+                        .post(format!("{}/v2/workers/register", self.base()))
+                        .json(&body)
+                        .send()
+                        .await;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "heartbeat failed"),

@@ -17,8 +17,8 @@ use futures::stream::Stream;
 use llorch_engine::{Engine, LoadOptions, SubmitError};
 use llorch_metrics::Registry;
 use llorch_wire::{
-    CancelRequest, CancelResponse, DetokenizeRequest, DetokenizeResponse, ErrorCode, ErrorEnvelope, ExecuteRequest,
-    TokenizeRequest, TokenizeResponse, WorkerEvent, WorkerHealth, WorkerState,
+    CancelRequest, CancelResponse, DetokenizeRequest, DetokenizeResponse, ErrorCode, ErrorEnvelope,
+    ExecuteRequest, TokenizeRequest, TokenizeResponse, WorkerEvent, WorkerHealth, WorkerState,
 };
 use tokio::sync::mpsc;
 
@@ -46,13 +46,15 @@ fn device(args: &Args) -> Result<candle_core::Device> {
             if !candle_core::utils::cuda_is_available() {
                 bail!("--backend cuda: this llorch-candled was built without the `cuda` feature (rebuild with `--features cuda`)");
             }
-            candle_core::Device::new_cuda(args.device).with_context(|| format!("cannot open CUDA device {}", args.device))
+            candle_core::Device::new_cuda(args.device)
+                .with_context(|| format!("cannot open CUDA device {}", args.device))
         }
         Backend::Metal => {
             if !candle_core::utils::metal_is_available() {
                 bail!("--backend metal: this llorch-candled was built without the `metal` feature (rebuild with `--features metal`)");
             }
-            candle_core::Device::new_metal(args.device).with_context(|| format!("cannot open Metal device {}", args.device))
+            candle_core::Device::new_metal(args.device)
+                .with_context(|| format!("cannot open Metal device {}", args.device))
         }
     }
 }
@@ -60,7 +62,14 @@ fn device(args: &Args) -> Result<candle_core::Device> {
 /// Load the model, bind, serve until SIGTERM/SIGINT.
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let threads = args
+        .threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
     // candle's CPU kernels use the global rayon pool; size it before anything touches it.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let _ = rayon_init(threads);
@@ -80,7 +89,10 @@ pub fn run(args: Args) -> Result<()> {
         runtime_quant = %lm.info.runtime_quantization, ctx = lm.info.context_length,
         load_ms = format!("{:.0}", lm.info.load_time_ms), "model loaded"
     );
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(serve(args, lm, threads, device_name, started))
 }
 
@@ -91,12 +103,23 @@ fn rayon_init(threads: usize) -> Result<()> {
     Ok(())
 }
 
-async fn serve(args: Args, lm: llorch_engine::LoadedModel, threads: usize, device_name: String, started: Instant) -> Result<()> {
+async fn serve(
+    args: Args,
+    lm: llorch_engine::LoadedModel,
+    threads: usize,
+    device_name: String,
+    started: Instant,
+) -> Result<()> {
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .with_context(|| format!("cannot listen on {addr} (port in use? pick another with --port)"))?;
-    let worker_id = args.worker_id.clone().unwrap_or_else(|| format!("worker-{}", args.port));
+        .with_context(|| {
+            format!("cannot listen on {addr} (port in use? pick another with --port)")
+        })?;
+    let worker_id = args
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| format!("worker-{}", args.port));
     let model_name = lm.info.name.clone();
     let ctx = lm.info.context_length as u32;
     let engine = Engine::start(Arc::new(lm), args.max_queue);
@@ -116,14 +139,21 @@ async fn serve(args: Args, lm: llorch_engine::LoadedModel, threads: usize, devic
     let registration = args.orchestrator_url.as_ref().map(|o| Registration {
         orchestrator_url: o.clone(),
         worker_id: worker_id.clone(),
-        url: args.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}")),
+        url: args
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
         model: args.model_id.clone().unwrap_or(model_name),
         backend: args.backend.as_str().to_string(),
         slots_total: state.engine.slots_total(),
         context_length: ctx,
     });
-    let reg_task = registration.clone().map(|r| tokio::spawn(r.run(http.clone())));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let reg_task = registration
+        .clone()
+        .map(|r| tokio::spawn(r.run(http.clone())));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     if let Some(t) = reg_task {
         t.abort();
     }
@@ -135,7 +165,8 @@ async fn serve(args: Args, lm: llorch_engine::LoadedModel, threads: usize, devic
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term.recv() => {},
@@ -174,18 +205,24 @@ async fn correlation_id(req: Request, next: Next) -> Response {
 
 /// An error envelope as an HTTP response with the code's status (and Retry-After when busy).
 fn error(env: ErrorEnvelope) -> Response {
-    let status = StatusCode::from_u16(env.error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(env.error.code.http_status())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, Json(&env)).into_response();
     if let Some(ms) = env.error.retry_after_ms {
         let secs = ms.div_ceil(1000).max(1);
-        resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
     }
     resp
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| {
-        error(ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new("body", "json", format!("invalid JSON body: {e}"))]))
+        error(ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new(
+            "body",
+            "json",
+            format!("invalid JSON body: {e}"),
+        )]))
     })
 }
 
@@ -198,10 +235,16 @@ async fn execute(State(st): State<Shared>, body: Bytes) -> Response {
     let job = match tokio::task::spawn_blocking(move || crate::prepare::prepare(&lm, req)).await {
         Ok(Ok(job)) => job,
         Ok(Err(env)) => {
-            st.metrics.inc("worker_requests_total", &[("outcome", "rejected")], 1.0);
+            st.metrics
+                .inc("worker_requests_total", &[("outcome", "rejected")], 1.0);
             return error(env);
         }
-        Err(e) => return error(ErrorEnvelope::new(ErrorCode::Internal, format!("tokenizer task failed: {e}"))),
+        Err(e) => {
+            return error(ErrorEnvelope::new(
+                ErrorCode::Internal,
+                format!("tokenizer task failed: {e}"),
+            ))
+        }
     };
     let job_id = job.job_id.clone();
     let (tx, rx) = mpsc::unbounded_channel::<WorkerEvent>();
@@ -215,28 +258,48 @@ async fn execute(State(st): State<Shared>, body: Bytes) -> Response {
         if matches!(ev, WorkerEvent::Token { .. }) {
             last_token = Some(now);
         }
-        crate::metrics::record(&metrics_state.metrics, &ev, (now - admitted).as_secs_f64() * 1e3, since_prev, first);
+        crate::metrics::record(
+            &metrics_state.metrics,
+            &ev,
+            (now - admitted).as_secs_f64() * 1e3,
+            since_prev,
+            first,
+        );
         tx.send(ev).is_ok()
     });
     if let Err(e) = st.engine.submit(job, sink) {
-        st.metrics.inc("worker_requests_total", &[("outcome", "rejected")], 1.0);
+        st.metrics
+            .inc("worker_requests_total", &[("outcome", "rejected")], 1.0);
         let env = match e {
             SubmitError::Busy(q) => {
-                let mut env = ErrorEnvelope::new(ErrorCode::WorkerBusy, format!("worker is busy: {q} jobs already waiting"));
+                let mut env = ErrorEnvelope::new(
+                    ErrorCode::WorkerBusy,
+                    format!("worker is busy: {q} jobs already waiting"),
+                );
                 env.error.retry_after_ms = Some(1000);
                 env
             }
-            SubmitError::DuplicateJobId(id) => ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new(
-                "job_id",
-                "unique",
-                format!("job_id `{id}` is already running or queued on this worker"),
-            )]),
-            SubmitError::Stopped => ErrorEnvelope::new(ErrorCode::ShuttingDown, "worker is shutting down"),
+            SubmitError::DuplicateJobId(id) => {
+                ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new(
+                    "job_id",
+                    "unique",
+                    format!("job_id `{id}` is already running or queued on this worker"),
+                )])
+            }
+            SubmitError::Stopped => {
+                ErrorEnvelope::new(ErrorCode::ShuttingDown, "worker is shutting down")
+            }
         };
         return error(env);
     }
-    let guard = CancelOnDrop { engine: st.engine.clone(), job_id, done: false };
-    Sse::new(event_stream(rx, guard)).keep_alive(KeepAlive::default()).into_response()
+    let guard = CancelOnDrop {
+        engine: st.engine.clone(),
+        job_id,
+        done: false,
+    };
+    Sse::new(event_stream(rx, guard))
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Cancels the job if the client goes away before the terminal event.
@@ -264,7 +327,10 @@ fn event_stream(
             guard.done = true;
         }
         let data = serde_json::to_string(&ev).unwrap_or_default();
-        Some((Ok(Event::default().event(ev.kind()).data(data)), (rx, guard)))
+        Some((
+            Ok(Event::default().event(ev.kind()).data(data)),
+            (rx, guard),
+        ))
     })
 }
 
@@ -274,9 +340,16 @@ async fn cancel(State(st): State<Shared>, body: Bytes) -> Response {
         Err(resp) => return resp,
     };
     if st.engine.cancel(&req.job_id) {
-        Json(CancelResponse { job_id: req.job_id, status: "cancelling".into() }).into_response()
+        Json(CancelResponse {
+            job_id: req.job_id,
+            status: "cancelling".into(),
+        })
+        .into_response()
     } else {
-        error(ErrorEnvelope::new(ErrorCode::NotFound, format!("no running or queued job `{}`", req.job_id)))
+        error(ErrorEnvelope::new(
+            ErrorCode::NotFound,
+            format!("no running or queued job `{}`", req.job_id),
+        ))
     }
 }
 
@@ -286,7 +359,11 @@ fn health_of(st: &AppState) -> WorkerHealth {
     let queued = st.engine.status().queued.load(Ordering::SeqCst);
     WorkerHealth {
         status: "ready".into(),
-        state: if active + queued > 0 { WorkerState::Busy } else { WorkerState::Idle },
+        state: if active + queued > 0 {
+            WorkerState::Busy
+        } else {
+            WorkerState::Idle
+        },
         worker_id: st.worker_id.clone(),
         model: info.name.clone(),
         model_path: info.path.display().to_string(),
@@ -315,12 +392,27 @@ async fn health(State(st): State<Shared>) -> Json<WorkerHealth> {
 
 async fn metrics(State(st): State<Shared>) -> Response {
     let s = st.engine.status();
-    st.metrics.set("worker_jobs_active", &[], s.active.load(Ordering::SeqCst) as f64);
-    st.metrics.set("worker_jobs_queued", &[], s.queued.load(Ordering::SeqCst) as f64);
-    st.metrics.set("worker_uptime_seconds", &[], st.started.elapsed().as_secs_f64());
+    st.metrics.set(
+        "worker_jobs_active",
+        &[],
+        s.active.load(Ordering::SeqCst) as f64,
+    );
+    st.metrics.set(
+        "worker_jobs_queued",
+        &[],
+        s.queued.load(Ordering::SeqCst) as f64,
+    );
+    st.metrics.set(
+        "worker_uptime_seconds",
+        &[],
+        st.started.elapsed().as_secs_f64(),
+    );
     st.metrics.set("worker_vram_bytes", &[], 0.0);
     let mut h = HeaderMap::new();
-    h.insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4"));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     (h, st.metrics.render()).into_response()
 }
 
@@ -331,20 +423,35 @@ async fn tokenize(State(st): State<Shared>, body: Bytes) -> Response {
     };
     let lm = st.engine.model().clone();
     let res = tokio::task::spawn_blocking(move || -> Result<TokenizeResponse, ErrorEnvelope> {
-        let invalid = |m: String| ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new("text", "valid", m)]);
+        let invalid = |m: String| {
+            ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new("text", "valid", m)])
+        };
         let (text, rendered) = match (req.text, req.messages) {
             (Some(t), None) => (t, None),
             (None, Some(m)) => {
-                let r = lm.chat.render(&m, true).map_err(|e| invalid(format!("chat template failed: {e:#}")))?;
+                let r = lm
+                    .chat
+                    .render(&m, true)
+                    .map_err(|e| invalid(format!("chat template failed: {e:#}")))?;
                 (r.clone(), Some(r))
             }
             _ => return Err(invalid("give exactly one of text or messages".into())),
         };
-        let ids = lm.tokenizer.encode(&text, req.add_special_tokens).map_err(|e| invalid(format!("{e:#}")))?;
-        let pieces = req
-            .with_pieces
-            .then(|| ids.iter().map(|&i| lm.tokenizer.piece(i).unwrap_or_default().to_string()).collect());
-        Ok(TokenizeResponse { count: ids.len(), ids, pieces, rendered })
+        let ids = lm
+            .tokenizer
+            .encode(&text, req.add_special_tokens)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let pieces = req.with_pieces.then(|| {
+            ids.iter()
+                .map(|&i| lm.tokenizer.piece(i).unwrap_or_default().to_string())
+                .collect()
+        });
+        Ok(TokenizeResponse {
+            count: ids.len(),
+            ids,
+            pieces,
+            rendered,
+        })
     })
     .await;
     match res {
@@ -367,6 +474,10 @@ async fn detokenize(State(st): State<Shared>, body: Bytes) -> Response {
             format!("ids contains {bad}, outside the vocabulary (0..{vocab})"),
         )]));
     }
-    let text = st.engine.model().tokenizer.decode(&req.ids, req.skip_special_tokens);
+    let text = st
+        .engine
+        .model()
+        .tokenizer
+        .decode(&req.ids, req.skip_special_tokens);
     Json(DetokenizeResponse { text }).into_response()
 }

@@ -5,18 +5,27 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use llorch_client::WorkerClient;
 use llorch_testkit::WorkerProcess;
-use llorch_wire::{ChatMessage, ErrorEnvelope, ExecuteRequest, SamplingParams, StopReason, WorkerEvent};
+use llorch_wire::{
+    ChatMessage, ErrorEnvelope, ExecuteRequest, SamplingParams, StopReason, WorkerEvent,
+};
 
 /// A prompt SmolLM2 continues for hundreds of tokens without an end-of-sequence.
 const COUNTING: &str = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,";
 
 fn start(test: &str) -> Option<WorkerProcess> {
     let model = llorch_testkit::require_smollm2(test)?;
-    Some(WorkerProcess::start(std::path::Path::new(env!("CARGO_BIN_EXE_llorch-candled")), &model, &[]))
+    Some(WorkerProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_llorch-candled")),
+        &model,
+        &[],
+    ))
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Collect a whole stream: (events, arrival time of each event).
@@ -40,26 +49,73 @@ fn greedy_req(prompt: &str, max_tokens: u32) -> ExecuteRequest {
 
 #[test]
 fn streams_tokens_as_they_are_generated_and_matches_fixture() {
-    let Some(w) = start("streams_tokens_as_they_are_generated_and_matches_fixture") else { return };
+    let Some(w) = start("streams_tokens_as_they_are_generated_and_matches_fixture") else {
+        return;
+    };
     let client = WorkerClient::new(&w.url());
     let fx = llorch_testkit::smollm2_fixture();
     let case = &fx["cases"][2]; // raw-fox
-    let events = rt().block_on(collect(&client, &greedy_req(case["text"].as_str().unwrap(), 32)));
+    let events = rt().block_on(collect(
+        &client,
+        &greedy_req(case["text"].as_str().unwrap(), 32),
+    ));
     let kinds: Vec<&str> = events.iter().map(|(e, _)| e.kind()).collect();
     assert_eq!(kinds.first(), Some(&"started"));
-    assert_eq!(kinds.iter().filter(|k| **k == "end" || **k == "error").count(), 1, "exactly one terminal event");
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "end" || **k == "error")
+            .count(),
+        1,
+        "exactly one terminal event"
+    );
     assert!(events.last().unwrap().0.is_terminal());
-    let ids: Vec<u32> = events.iter().filter_map(|(e, _)| if let WorkerEvent::Token { id, .. } = e { Some(*id) } else { None }).collect();
-    let reference: Vec<u32> = case["greedy_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let ids: Vec<u32> = events
+        .iter()
+        .filter_map(|(e, _)| {
+            if let WorkerEvent::Token { id, .. } = e {
+                Some(*id)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let reference: Vec<u32> = case["greedy_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     let must = case["must_match_prefix"].as_u64().unwrap() as usize;
-    assert_eq!(ids[..must.min(32)], reference[..must.min(32)], "greedy tokens over HTTP equal llama.cpp's");
+    assert_eq!(
+        ids[..must.min(32)],
+        reference[..must.min(32)],
+        "greedy tokens over HTTP equal llama.cpp's"
+    );
     // really streamed: the first token arrives well before the end event
-    let first_tok = events.iter().find(|(e, _)| matches!(e, WorkerEvent::Token { .. })).unwrap().1;
+    let first_tok = events
+        .iter()
+        .find(|(e, _)| matches!(e, WorkerEvent::Token { .. }))
+        .unwrap()
+        .1;
     let end = events.last().unwrap().1;
-    assert!(end - first_tok > Duration::from_millis(20), "first token {:?} before end", end - first_tok);
-    if let WorkerEvent::End { tokens_out, stop_reason, decode_tokens_per_sec, .. } = &events.last().unwrap().0 {
+    assert!(
+        end - first_tok > Duration::from_millis(20),
+        "first token {:?} before end",
+        end - first_tok
+    );
+    if let WorkerEvent::End {
+        tokens_out,
+        stop_reason,
+        decode_tokens_per_sec,
+        ..
+    } = &events.last().unwrap().0
+    {
         assert_eq!(*tokens_out as usize, ids.len());
-        assert!(matches!(stop_reason, StopReason::MaxTokens | StopReason::Eos));
+        assert!(matches!(
+            stop_reason,
+            StopReason::MaxTokens | StopReason::Eos
+        ));
         assert!(*decode_tokens_per_sec > 0.0);
     } else {
         panic!("no end event");
@@ -68,25 +124,45 @@ fn streams_tokens_as_they_are_generated_and_matches_fixture() {
 
 #[test]
 fn chat_messages_render_with_the_models_template() {
-    let Some(w) = start("chat_messages_render_with_the_models_template") else { return };
+    let Some(w) = start("chat_messages_render_with_the_models_template") else {
+        return;
+    };
     let client = WorkerClient::new(&w.url());
     let fx = llorch_testkit::smollm2_fixture();
     let case = &fx["cases"][0];
     let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
-    let req = llorch_wire::TokenizeRequest { messages: Some(messages.clone()), add_special_tokens: true, ..Default::default() };
+    let req = llorch_wire::TokenizeRequest {
+        messages: Some(messages.clone()),
+        add_special_tokens: true,
+        ..Default::default()
+    };
     let tok = rt().block_on(client.tokenize(&req)).unwrap();
     assert_eq!(tok.rendered.as_deref(), case["text"].as_str());
-    let want: Vec<u32> = case["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let want: Vec<u32> = case["prompt_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(tok.ids, want);
-    let req = ExecuteRequest { messages: Some(messages), max_tokens: Some(8), sampling: SamplingParams::greedy(), ..Default::default() };
+    let req = ExecuteRequest {
+        messages: Some(messages),
+        max_tokens: Some(8),
+        sampling: SamplingParams::greedy(),
+        ..Default::default()
+    };
     let events = rt().block_on(collect(&client, &req));
-    let WorkerEvent::Started { tokens_in, .. } = &events[0].0 else { panic!("started first") };
+    let WorkerEvent::Started { tokens_in, .. } = &events[0].0 else {
+        panic!("started first")
+    };
     assert_eq!(*tokens_in as usize, want.len());
 }
 
 #[test]
 fn cancel_and_disconnect_stop_a_long_generation() {
-    let Some(w) = start("cancel_and_disconnect_stop_a_long_generation") else { return };
+    let Some(w) = start("cancel_and_disconnect_stop_a_long_generation") else {
+        return;
+    };
     let client = WorkerClient::new(&w.url());
     let rt = rt();
     // 1. POST /cancel
@@ -108,7 +184,14 @@ fn cancel_and_disconnect_stop_a_long_generation() {
         }
         out
     });
-    let WorkerEvent::End { stop_reason, tokens_out, .. } = events.last().unwrap() else { panic!("end event") };
+    let WorkerEvent::End {
+        stop_reason,
+        tokens_out,
+        ..
+    } = events.last().unwrap()
+    else {
+        panic!("end event")
+    };
     assert_eq!(*stop_reason, StopReason::Cancelled);
     assert!(*tokens_out < 20, "cancel stopped after {tokens_out} tokens");
     // 2. disconnect: drop the stream after a few tokens
@@ -125,18 +208,26 @@ fn cancel_and_disconnect_stop_a_long_generation() {
         if h.active_jobs == 0 {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "job still running after disconnect");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "job still running after disconnect"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let (_, metrics) = llorch_testkit::http_get(&w.addr, "/metrics").unwrap();
-    assert!(metrics.contains("worker_requests_total{outcome=\"cancelled\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("worker_requests_total{outcome=\"cancelled\"} 2"),
+        "{metrics}"
+    );
     // 3. unknown job → 404
     assert!(!rt.block_on(client.cancel("no-such-job")).unwrap());
 }
 
 #[test]
 fn health_answers_during_generation() {
-    let Some(w) = start("health_answers_during_generation") else { return };
+    let Some(w) = start("health_answers_during_generation") else {
+        return;
+    };
     let client = WorkerClient::new(&w.url());
     let rt = rt();
     rt.block_on(async {
@@ -145,7 +236,11 @@ fn health_answers_during_generation() {
         s.next().await; // first token
         let t = Instant::now();
         let h = client.health().await.unwrap();
-        assert!(t.elapsed() < Duration::from_millis(500), "health took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "health took {:?}",
+            t.elapsed()
+        );
         assert_eq!(h.state, llorch_wire::WorkerState::Busy);
         assert_eq!(h.architecture, "llama");
         assert!(h.context_length >= 2048);
@@ -161,26 +256,64 @@ fn post_raw(addr: &str, path: &str, body: &str) -> (u16, String) {
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
     let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, buf.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
+    (
+        status,
+        buf.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    )
 }
 
 #[test]
 fn bad_requests_get_typed_errors_and_the_worker_keeps_serving() {
-    let Some(w) = start("bad_requests_get_typed_errors_and_the_worker_keeps_serving") else { return };
+    let Some(w) = start("bad_requests_get_typed_errors_and_the_worker_keeps_serving") else {
+        return;
+    };
     let cases: &[(&str, u16, &str, &[&str])] = &[
         ("{not json", 400, "INVALID_REQUEST", &["body"]),
         (r#"{"max_tokens":5}"#, 400, "INVALID_REQUEST", &["prompt"]),
-        (r#"{"prompt":"hi","temperature":-1}"#, 400, "INVALID_REQUEST", &["temperature"]),
-        (r#"{"prompt":"hi","top_p":2}"#, 400, "INVALID_REQUEST", &["top_p"]),
-        (r#"{"prompt":"hi","max_tokens":0}"#, 400, "INVALID_REQUEST", &["max_tokens"]),
-        (r#"{"prompt":"hi","max_tokens":0,"temperature":-1,"top_p":2}"#, 400, "INVALID_REQUEST", &["max_tokens", "temperature", "top_p"]),
-        (r#"{"prompt":"hi","max_tokens":9000}"#, 400, "CONTEXT_LENGTH_EXCEEDED", &["max_tokens"]),
-        (r#"{"prompt_ids":[1,999999]}"#, 400, "INVALID_REQUEST", &["prompt_ids"]),
+        (
+            r#"{"prompt":"hi","temperature":-1}"#,
+            400,
+            "INVALID_REQUEST",
+            &["temperature"],
+        ),
+        (
+            r#"{"prompt":"hi","top_p":2}"#,
+            400,
+            "INVALID_REQUEST",
+            &["top_p"],
+        ),
+        (
+            r#"{"prompt":"hi","max_tokens":0}"#,
+            400,
+            "INVALID_REQUEST",
+            &["max_tokens"],
+        ),
+        (
+            r#"{"prompt":"hi","max_tokens":0,"temperature":-1,"top_p":2}"#,
+            400,
+            "INVALID_REQUEST",
+            &["max_tokens", "temperature", "top_p"],
+        ),
+        (
+            r#"{"prompt":"hi","max_tokens":9000}"#,
+            400,
+            "CONTEXT_LENGTH_EXCEEDED",
+            &["max_tokens"],
+        ),
+        (
+            r#"{"prompt_ids":[1,999999]}"#,
+            400,
+            "INVALID_REQUEST",
+            &["prompt_ids"],
+        ),
     ];
     for (body, status, code, fields) in cases {
         let (s, resp) = post_raw(&w.addr, "/execute", body);
         assert_eq!(s, *status, "{body} -> {resp}");
-        let env: ErrorEnvelope = serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{body}: {e}: {resp}"));
+        let env: ErrorEnvelope =
+            serde_json::from_str(&resp).unwrap_or_else(|e| panic!("{body}: {e}: {resp}"));
         assert_eq!(env.error.code.as_str(), *code, "{body}");
         let got: Vec<&str> = env.error.fields.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(&got, fields, "{body}: {resp}");
@@ -188,7 +321,11 @@ fn bad_requests_get_typed_errors_and_the_worker_keeps_serving() {
     }
     // a prompt longer than the context
     let long = "word ".repeat(9000);
-    let (s, resp) = post_raw(&w.addr, "/execute", &serde_json::json!({"prompt": long, "max_tokens": 10}).to_string());
+    let (s, resp) = post_raw(
+        &w.addr,
+        "/execute",
+        &serde_json::json!({"prompt": long, "max_tokens": 10}).to_string(),
+    );
     assert_eq!(s, 400);
     assert!(resp.contains("CONTEXT_LENGTH_EXCEEDED"), "{resp}");
     // still serving
@@ -199,49 +336,98 @@ fn bad_requests_get_typed_errors_and_the_worker_keeps_serving() {
 
 #[test]
 fn stop_strings_are_never_streamed_and_seeds_reproduce() {
-    let Some(w) = start("stop_strings_are_never_streamed_and_seeds_reproduce") else { return };
+    let Some(w) = start("stop_strings_are_never_streamed_and_seeds_reproduce") else {
+        return;
+    };
     let client = WorkerClient::new(&w.url());
     let rt = rt();
     let text_of = |events: &[(WorkerEvent, Instant)]| -> String {
-        events.iter().filter_map(|(e, _)| if let WorkerEvent::Token { t, .. } = e { Some(t.as_str()) } else { None }).collect()
+        events
+            .iter()
+            .filter_map(|(e, _)| {
+                if let WorkerEvent::Token { t, .. } = e {
+                    Some(t.as_str())
+                } else {
+                    None
+                }
+            })
+            .collect()
     };
     // greedy output for the fox prompt starts with " jumps over the lazy dog"
     let full = text_of(&rt.block_on(collect(&client, &greedy_req("The quick brown fox", 12))));
-    let stop = full.trim_start().split_whitespace().nth(2).unwrap().to_string();
+    let stop = full
+        .trim_start()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
     let mut req = greedy_req("The quick brown fox", 12);
     req.stop = vec![stop.clone()];
     let events = rt.block_on(collect(&client, &req));
     let text = text_of(&events);
-    assert!(!text.contains(&stop), "stop text {stop:?} leaked into {text:?}");
+    assert!(
+        !text.contains(&stop),
+        "stop text {stop:?} leaked into {text:?}"
+    );
     assert!(full.starts_with(&text), "{text:?} is a prefix of {full:?}");
-    let WorkerEvent::End { stop_reason, stop_sequence_matched, .. } = &events.last().unwrap().0 else { panic!() };
+    let WorkerEvent::End {
+        stop_reason,
+        stop_sequence_matched,
+        ..
+    } = &events.last().unwrap().0
+    else {
+        panic!()
+    };
     assert_eq!(*stop_reason, StopReason::StopSequence);
     assert_eq!(stop_sequence_matched.as_deref(), Some(stop.as_str()));
     // sampling with a seed is reproducible and the seed is echoed
     let sampled = |seed| {
         let mut r = greedy_req("Once upon a time", 16);
-        r.sampling = SamplingParams { temperature: 0.9, top_p: 0.95, top_k: 40, min_p: 0.02, repetition_penalty: 1.1, seed: Some(seed) };
+        r.sampling = SamplingParams {
+            temperature: 0.9,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.02,
+            repetition_penalty: 1.1,
+            seed: Some(seed),
+        };
         rt.block_on(collect(&client, &r))
     };
     let (a, b) = (sampled(7), sampled(7));
     assert_eq!(text_of(&a), text_of(&b));
-    let WorkerEvent::End { seed, .. } = &a.last().unwrap().0 else { panic!() };
+    let WorkerEvent::End { seed, .. } = &a.last().unwrap().0 else {
+        panic!()
+    };
     assert_eq!(*seed, 7);
 }
 
 #[test]
 fn logprobs_and_prompt_logprobs_over_http() {
-    let Some(w) = start("logprobs_and_prompt_logprobs_over_http") else { return };
+    let Some(w) = start("logprobs_and_prompt_logprobs_over_http") else {
+        return;
+    };
     let client = WorkerClient::new(&w.url());
     let mut req = greedy_req("The quick brown fox", 3);
     req.logprobs = Some(3);
     req.prompt_logprobs = Some(2);
     let events = rt().block_on(collect(&client, &req));
-    let WorkerEvent::Started { prompt_logprobs: Some(plp), tokens_in, .. } = &events[0].0 else { panic!("started with prompt_logprobs") };
+    let WorkerEvent::Started {
+        prompt_logprobs: Some(plp),
+        tokens_in,
+        ..
+    } = &events[0].0
+    else {
+        panic!("started with prompt_logprobs")
+    };
     assert_eq!(plp.len(), *tokens_in as usize - 1);
     assert!(plp.iter().all(|p| p.logprob <= 0.0 && p.top.len() == 2));
     for (e, _) in &events {
-        if let WorkerEvent::Token { id, logprob: Some(lp), .. } = e {
+        if let WorkerEvent::Token {
+            id,
+            logprob: Some(lp),
+            ..
+        } = e
+        {
             assert_eq!(lp.id, *id);
             assert_eq!(lp.top.len(), 3);
             assert_eq!(lp.top[0].id, *id, "greedy token is the top-1");

@@ -11,7 +11,10 @@ fn run_worker(model: &std::path::Path, extra: &[&str]) -> (i32, String) {
         .args(extra)
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn assert_clean_failure(code: i32, stderr: &str, needles: &[&str]) {
@@ -37,7 +40,9 @@ fn missing_and_corrupt_models_fail_clearly() {
 
 #[test]
 fn truncated_gguf_fails_clearly() {
-    let Some(model) = llorch_testkit::require_smollm2("truncated_gguf_fails_clearly") else { return };
+    let Some(model) = llorch_testkit::require_smollm2("truncated_gguf_fails_clearly") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let cut = dir.path().join("cut.gguf");
     let bytes = std::fs::read(&model).unwrap();
@@ -84,12 +89,20 @@ fn unsupported_quantization_and_architecture_fail_clearly() {
     let arch = dir.path().join("mamba.gguf");
     std::fs::write(&arch, tiny_gguf("mamba", 0)).unwrap();
     let (code, err) = run_worker(&arch, &[]);
-    assert_clean_failure(code, &err, &["mamba.gguf", "unsupported architecture `mamba`"]);
+    assert_clean_failure(
+        code,
+        &err,
+        &["mamba.gguf", "unsupported architecture `mamba`"],
+    );
 }
 
 #[test]
 fn port_in_use_and_missing_backend_fail_clearly() {
-    let Some(model) = llorch_testkit::require_smollm2("port_in_use_and_missing_backend_fail_clearly") else { return };
+    let Some(model) =
+        llorch_testkit::require_smollm2("port_in_use_and_missing_backend_fail_clearly")
+    else {
+        return;
+    };
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_llorch-candled"))
@@ -99,7 +112,11 @@ fn port_in_use_and_missing_backend_fail_clearly() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_clean_failure(out.status.code().unwrap_or(-1), &err, &["cannot listen", &port]);
+    assert_clean_failure(
+        out.status.code().unwrap_or(-1),
+        &err,
+        &["cannot listen", &port],
+    );
     if !cfg!(feature = "cuda") {
         let (code, err) = run_worker(&model, &["--backend", "cuda"]);
         assert_clean_failure(code, &err, &["--features cuda"]);

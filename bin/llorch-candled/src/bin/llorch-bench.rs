@@ -19,7 +19,9 @@ use llorch_engine::sampler::argmax;
 use llorch_engine::{load, LoadOptions};
 
 #[derive(Parser)]
-#[command(about = "Benchmark the engine (pp/tg tok/s) and the worker process (cold start, RSS, TTFT, cancel).")]
+#[command(
+    about = "Benchmark the engine (pp/tg tok/s) and the worker process (cold start, RSS, TTFT, cancel)."
+)]
 struct Args {
     #[arg(long)]
     model: PathBuf,
@@ -58,10 +60,16 @@ fn main() -> Result<()> {
     let lm = load(&args.model, &opts)?;
     println!(
         "model {} ({} → {}), {} threads, load {:.0} ms",
-        lm.info.name, lm.info.quantization, lm.info.runtime_quantization, args.threads, lm.info.load_time_ms
+        lm.info.name,
+        lm.info.quantization,
+        lm.info.runtime_quantization,
+        args.threads,
+        lm.info.load_time_ms
     );
     let never = AtomicBool::new(false);
-    let prompt: Vec<u32> = (0..args.pp as u32).map(|i| 100 + (i * 37) % 40000).collect();
+    let prompt: Vec<u32> = (0..args.pp as u32)
+        .map(|i| 100 + (i * 37) % 40000)
+        .collect();
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         let mut cache = lm.model.new_cache(args.pp + args.tg + 1)?;
@@ -72,7 +80,11 @@ fn main() -> Result<()> {
         let mut cache = lm.model.new_cache(args.tg + 1)?;
         let t = Instant::now();
         for _ in 0..args.tg {
-            let l = lm.model.forward(&[id], &mut cache, Logits::Last)?.squeeze(0)?.to_vec1::<f32>()?;
+            let l = lm
+                .model
+                .forward(&[id], &mut cache, Logits::Last)?
+                .squeeze(0)?
+                .to_vec1::<f32>()?;
             id = argmax(&l);
         }
         tg.push(args.tg as f64 / t.elapsed().as_secs_f64());
@@ -82,8 +94,14 @@ fn main() -> Result<()> {
     let (tg_min, tg_med) = stats(tg.clone());
     let pp_max = pp.iter().cloned().fold(0.0, f64::max);
     let tg_max = tg.iter().cloned().fold(0.0, f64::max);
-    println!("pp{:<4} tok/s: min {pp_min:7.1}  median {pp_med:7.1}  max {pp_max:7.1}", args.pp);
-    println!("tg{:<4} tok/s: min {tg_min:7.1}  median {tg_med:7.1}  max {tg_max:7.1}", args.tg);
+    println!(
+        "pp{:<4} tok/s: min {pp_min:7.1}  median {pp_med:7.1}  max {pp_max:7.1}",
+        args.pp
+    );
+    println!(
+        "tg{:<4} tok/s: min {tg_min:7.1}  median {tg_med:7.1}  max {tg_max:7.1}",
+        args.tg
+    );
     println!(
         "vs llama.cpp baseline (Q4_1, 2 threads, median pp128 197 / tg128 104): pp {:.2}x  tg {:.2}x",
         pp_med / 197.0,
@@ -107,7 +125,11 @@ mod worker_bench {
 
     fn get(addr: &str, path: &str) -> Option<String> {
         let mut s = TcpStream::connect(addr).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut b = String::new();
         s.read_to_string(&mut b).ok()?;
         b.starts_with("HTTP/1.1 200").then_some(b)
@@ -130,13 +152,20 @@ mod worker_bench {
 
     pub fn run(model: &Path, threads: usize) -> Result<()> {
         let bin = std::env::current_exe()?.with_file_name("llorch-candled");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let t0 = Instant::now();
         let mut child = Command::new(&bin)
             .arg("--model")
             .arg(model)
-            .args(["--port", &port.to_string(), "--threads", &threads.to_string()])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;
@@ -150,7 +179,9 @@ mod worker_bench {
         let mut ttfts = Vec::new();
         let mut cancels = Vec::new();
         for round in 0..5 {
-            let body = format!(r#"{{"job_id":"bench-{round}","prompt":"1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,","max_tokens":500,"temperature":0}}"#);
+            let body = format!(
+                r#"{{"job_id":"bench-{round}","prompt":"1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,","max_tokens":500,"temperature":0}}"#
+            );
             let s = post(&addr, "/execute", &body)?;
             let t = Instant::now();
             let mut r = BufReader::new(s);
@@ -168,7 +199,11 @@ mod worker_bench {
                         ttfts.push(t.elapsed().as_secs_f64() * 1e3);
                     }
                     if tokens == 20 {
-                        let _ = post(&addr, "/cancel", &format!(r#"{{"job_id":"bench-{round}"}}"#))?;
+                        let _ = post(
+                            &addr,
+                            "/cancel",
+                            &format!(r#"{{"job_id":"bench-{round}"}}"#),
+                        )?;
                         cancel_at = Some(Instant::now());
                     }
                 }
@@ -185,10 +220,15 @@ mod worker_bench {
         let _ = child.wait();
         let (t_min, t_med) = super::stats(ttfts);
         let (c_min, c_med) = super::stats(cancels);
-        println!("worker cold start (exec → /health 200): {:.0} ms", cold.as_secs_f64() * 1e3);
+        println!(
+            "worker cold start (exec → /health 200): {:.0} ms",
+            cold.as_secs_f64() * 1e3
+        );
         println!("worker peak RSS after 5 jobs: {rss:.0} MiB");
         println!("TTFT (12-token prompt): min {t_min:.1} ms, median {t_med:.1} ms");
-        println!("cancel latency (POST /cancel → end event): min {c_min:.1} ms, median {c_med:.1} ms");
+        println!(
+            "cancel latency (POST /cancel → end event): min {c_min:.1} ms, median {c_med:.1} ms"
+        );
         Ok(())
     }
 }

@@ -20,7 +20,11 @@ pub enum ClientError {
     },
     /// The worker answered with an error envelope.
     #[error("worker answered {status}: {} ({})", .envelope.error.message, .envelope.error.code)]
-    Api { status: u16, envelope: ErrorEnvelope, retry_after_s: Option<u64> },
+    Api {
+        status: u16,
+        envelope: ErrorEnvelope,
+        retry_after_s: Option<u64>,
+    },
     /// The worker answered something that is not our protocol.
     #[error("unexpected answer from worker: {0}")]
     Protocol(String),
@@ -41,8 +45,15 @@ impl WorkerClient {
 
     /// Share a `reqwest::Client` (connection pool) across workers.
     pub fn with_client(base: &str, http: reqwest::Client) -> Self {
-        let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
-        Self { base: base.trim_end_matches('/').to_string(), http }
+        let base = if base.contains("://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
     }
 
     /// The base URL.
@@ -51,7 +62,10 @@ impl WorkerClient {
     }
 
     fn unreachable(&self, source: reqwest::Error) -> ClientError {
-        ClientError::Unreachable { url: self.base.clone(), source }
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        }
     }
 
     async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
@@ -66,16 +80,27 @@ impl WorkerClient {
             .and_then(|v| v.parse().ok());
         let body = resp.text().await.map_err(|e| self.unreachable(e))?;
         match serde_json::from_str::<ErrorEnvelope>(&body) {
-            Ok(envelope) => Err(ClientError::Api { status: status.as_u16(), envelope, retry_after_s }),
+            Ok(envelope) => Err(ClientError::Api {
+                status: status.as_u16(),
+                envelope,
+                retry_after_s,
+            }),
             Err(_) => Err(ClientError::Protocol(format!("HTTP {status}: {body}"))),
         }
     }
 
     /// `GET /health`.
     pub async fn health(&self) -> Result<WorkerHealth, ClientError> {
-        let resp = self.http.get(format!("{}/health", self.base)).send().await.map_err(|e| self.unreachable(e))?;
+        let resp = self
+            .http
+            .get(format!("{}/health", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let resp = self.check(resp).await?;
-        resp.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// `POST /tokenize`.
@@ -88,7 +113,9 @@ impl WorkerClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         let resp = self.check(resp).await?;
-        resp.json().await.map_err(|e| ClientError::Protocol(e.to_string()))
+        resp.json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
     /// `POST /cancel`; `Ok(false)` when the worker does not know the job (404).
@@ -96,7 +123,9 @@ impl WorkerClient {
         let resp = self
             .http
             .post(format!("{}/cancel", self.base))
-            .json(&CancelRequest { job_id: job_id.to_string() })
+            .json(&CancelRequest {
+                job_id: job_id.to_string(),
+            })
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
@@ -115,7 +144,8 @@ impl WorkerClient {
         &self,
         req: &ExecuteRequest,
         headers: &[(&str, &str)],
-    ) -> Result<impl Stream<Item = Result<WorkerEvent, ClientError>> + Send + 'static, ClientError> {
+    ) -> Result<impl Stream<Item = Result<WorkerEvent, ClientError>> + Send + 'static, ClientError>
+    {
         let mut rb = self.http.post(format!("{}/execute", self.base)).json(req);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
@@ -124,52 +154,69 @@ impl WorkerClient {
         let resp = self.check(resp).await?;
         let url = self.base.clone();
         let bytes = resp.bytes_stream();
-        let state = (bytes, SseParser::new(), std::collections::VecDeque::<WorkerEvent>::new(), false);
-        Ok(futures::stream::unfold(state, move |(mut bytes, mut parser, mut pending, done)| {
-            let url = url.clone();
-            async move {
-                loop {
-                    if let Some(ev) = pending.pop_front() {
-                        let terminal = ev.is_terminal();
-                        if terminal {
-                            pending.clear();
+        let state = (
+            bytes,
+            SseParser::new(),
+            std::collections::VecDeque::<WorkerEvent>::new(),
+            false,
+        );
+        Ok(futures::stream::unfold(
+            state,
+            move |(mut bytes, mut parser, mut pending, done)| {
+                let url = url.clone();
+                async move {
+                    loop {
+                        if let Some(ev) = pending.pop_front() {
+                            let terminal = ev.is_terminal();
+                            if terminal {
+                                pending.clear();
+                            }
+                            return Some((Ok(ev), (bytes, parser, pending, terminal)));
                         }
-                        return Some((Ok(ev), (bytes, parser, pending, terminal)));
-                    }
-                    if done {
-                        return None;
-                    }
-                    match bytes.next().await {
-                        Some(Ok(chunk)) => {
-                            for sse in parser.push(&chunk) {
-                                match serde_json::from_str::<WorkerEvent>(&sse.data) {
-                                    Ok(ev) => pending.push_back(ev),
-                                    Err(e) => {
-                                        let err = ClientError::Protocol(format!("bad event {:?}: {e}", sse.data));
-                                        return Some((Err(err), (bytes, parser, pending, true)));
+                        if done {
+                            return None;
+                        }
+                        match bytes.next().await {
+                            Some(Ok(chunk)) => {
+                                for sse in parser.push(&chunk) {
+                                    match serde_json::from_str::<WorkerEvent>(&sse.data) {
+                                        Ok(ev) => pending.push_back(ev),
+                                        Err(e) => {
+                                            let err = ClientError::Protocol(format!(
+                                                "bad event {:?}: {e}",
+                                                sse.data
+                                            ));
+                                            return Some((
+                                                Err(err),
+                                                (bytes, parser, pending, true),
+                                            ));
+                                        }
                                     }
                                 }
                             }
-                        }
-                        Some(Err(e)) => {
-                            let err = ClientError::Unreachable { url, source: e };
-                            return Some((Err(err), (bytes, parser, pending, true)));
-                        }
-                        None => {
-                            let err = ClientError::Protocol("stream ended without a terminal event".into());
-                            return Some((Err(err), (bytes, parser, pending, true)));
+                            Some(Err(e)) => {
+                                let err = ClientError::Unreachable { url, source: e };
+                                return Some((Err(err), (bytes, parser, pending, true)));
+                            }
+                            None => {
+                                let err = ClientError::Protocol(
+                                    "stream ended without a terminal event".into(),
+                                );
+                                return Some((Err(err), (bytes, parser, pending, true)));
+                            }
                         }
                     }
                 }
-            }
-        }))
+            },
+        ))
     }
 
     /// `POST /execute`; see [`WorkerClient::execute_with_headers`].
     pub async fn execute(
         &self,
         req: &ExecuteRequest,
-    ) -> Result<impl Stream<Item = Result<WorkerEvent, ClientError>> + Send + 'static, ClientError> {
+    ) -> Result<impl Stream<Item = Result<WorkerEvent, ClientError>> + Send + 'static, ClientError>
+    {
         self.execute_with_headers(req, &[]).await
     }
 }

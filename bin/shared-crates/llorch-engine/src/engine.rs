@@ -63,7 +63,12 @@ impl Engine {
                 }
             })
             .expect("spawn engine thread");
-        Engine { tx, status, model, queue_capacity }
+        Engine {
+            tx,
+            status,
+            model,
+            queue_capacity,
+        }
     }
 
     /// The loaded model (tokenizer, chat template, info) for use outside the engine thread.
@@ -98,7 +103,9 @@ impl Engine {
                 self.status.queued.fetch_sub(1, Ordering::SeqCst);
                 self.status.jobs.lock().unwrap().remove(&id);
                 match e {
-                    TrySendError::Full(_) => Err(SubmitError::Busy(self.status.queued.load(Ordering::SeqCst))),
+                    TrySendError::Full(_) => {
+                        Err(SubmitError::Busy(self.status.queued.load(Ordering::SeqCst)))
+                    }
                     TrySendError::Disconnected(_) => Err(SubmitError::Stopped),
                 }
             }

@@ -19,16 +19,23 @@ use crate::tokenizer::Tokenizer;
 fn unpermute(t: &Tensor, n_head: usize) -> Result<Tensor> {
     let (rows, cols) = t.dims2()?;
     let hd = rows / n_head;
-    Ok(t.reshape((n_head, hd / 2, 2, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))?)
+    Ok(t.reshape((n_head, hd / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))?)
 }
 
 /// Export the llama-architecture GGUF at `gguf` into directory `out`.
 pub fn gguf_to_safetensors(gguf: &Path, out: &Path) -> Result<()> {
     let mut file = File::open(gguf).with_context(|| format!("{}: cannot open", gguf.display()))?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: {e}", gguf.display()))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", gguf.display()))?;
     let cfg = ModelConfig::from_gguf(&content)?;
     if cfg.arch != Architecture::Llama {
-        bail!("export supports llama-architecture GGUF files only (got {})", cfg.arch.as_str());
+        bail!(
+            "export supports llama-architecture GGUF files only (got {})",
+            cfg.arch.as_str()
+        );
     }
     std::fs::create_dir_all(out)?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
@@ -64,7 +71,10 @@ pub fn gguf_to_safetensors(gguf: &Path, out: &Path) -> Result<()> {
         "eos_token_id": tok.stop_ids().first(),
         "torch_dtype": "float32",
     });
-    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    std::fs::write(
+        out.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
     let mut tcfg = serde_json::json!({
         "bos_token": tok.bos_token(),
         "eos_token": tok.eos_token(),
@@ -73,6 +83,9 @@ pub fn gguf_to_safetensors(gguf: &Path, out: &Path) -> Result<()> {
     if let Some(t) = tok.chat_template() {
         tcfg["chat_template"] = serde_json::Value::String(t.to_string());
     }
-    std::fs::write(out.join("tokenizer_config.json"), serde_json::to_string_pretty(&tcfg)?)?;
+    std::fs::write(
+        out.join("tokenizer_config.json"),
+        serde_json::to_string_pretty(&tcfg)?,
+    )?;
     Ok(())
 }

@@ -69,7 +69,11 @@ pub fn prefill(
 ) -> Result<Option<(Vec<f32>, Vec<TokenLogprob>)>> {
     let mut last = Vec::new();
     let mut plp = Vec::new();
-    let mode = if prompt_top.is_some() { Logits::All } else { Logits::Last };
+    let mode = if prompt_top.is_some() {
+        Logits::All
+    } else {
+        Logits::Last
+    };
     for (ci, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
@@ -105,7 +109,12 @@ pub fn run_job(lm: &LoadedModel, job: Job, sink: &mut dyn EventSink) {
     }
 }
 
-fn run_inner(lm: &LoadedModel, job: Job, sink: &mut dyn EventSink, tokens_out: &mut u32) -> Result<()> {
+fn run_inner(
+    lm: &LoadedModel,
+    job: Job,
+    sink: &mut dyn EventSink,
+    tokens_out: &mut u32,
+) -> Result<()> {
     let queue_time_ms = ms(job.enqueued_at);
     let n_prompt = job.prompt_ids.len();
     let capacity = n_prompt + job.max_tokens as usize;
@@ -117,7 +126,12 @@ fn run_inner(lm: &LoadedModel, job: Job, sink: &mut dyn EventSink, tokens_out: &
         stop: StopMatcher::new(&job.stop),
     };
     let seed = seq.sampler.seed();
-    let end = |reason: StopReason, matched: Option<String>, out: u32, prefill_ms: f64, decode_ms: f64, decode_steps: u32| {
+    let end = |reason: StopReason,
+               matched: Option<String>,
+               out: u32,
+               prefill_ms: f64,
+               decode_ms: f64,
+               decode_steps: u32| {
         WorkerEvent::End {
             job_id: job.job_id.clone(),
             stop_reason: reason,
@@ -128,13 +142,23 @@ fn run_inner(lm: &LoadedModel, job: Job, sink: &mut dyn EventSink, tokens_out: &
             queue_time_ms,
             prefill_time_ms: prefill_ms,
             decode_time_ms: decode_ms,
-            prefill_tokens_per_sec: if prefill_ms > 0.0 { n_prompt as f64 / prefill_ms * 1e3 } else { 0.0 },
-            decode_tokens_per_sec: if decode_ms > 0.0 { decode_steps as f64 / decode_ms * 1e3 } else { 0.0 },
+            prefill_tokens_per_sec: if prefill_ms > 0.0 {
+                n_prompt as f64 / prefill_ms * 1e3
+            } else {
+                0.0
+            },
+            decode_tokens_per_sec: if decode_ms > 0.0 {
+                decode_steps as f64 / decode_ms * 1e3
+            } else {
+                0.0
+            },
         }
     };
     let t0 = Instant::now();
     let prompt_top = job.prompt_logprobs.map(|n| n as usize);
-    let Some((mut logits, plp)) = prefill(lm, &job.prompt_ids, &mut seq.cache, prompt_top, &job.cancel)? else {
+    let Some((mut logits, plp)) =
+        prefill(lm, &job.prompt_ids, &mut seq.cache, prompt_top, &job.cancel)?
+    else {
         sink.send(end(StopReason::Cancelled, None, 0, ms(t0), 0.0, 0));
         return Ok(());
     };
@@ -163,9 +187,21 @@ fn run_inner(lm: &LoadedModel, job: Job, sink: &mut dyn EventSink, tokens_out: &
             let rest = decoder.finish() + &seq.stop.finish();
             if !rest.is_empty() {
                 // flush held text with the last token's index; no extra token event for EOS
-                sink.send(WorkerEvent::Token { i: tokens_out.saturating_sub(1), id, t: rest, logprob: None });
+                sink.send(WorkerEvent::Token {
+                    i: tokens_out.saturating_sub(1),
+                    id,
+                    t: rest,
+                    logprob: None,
+                });
             }
-            sink.send(end(StopReason::Eos, None, *tokens_out, prefill_ms, ms(t_decode), decode_steps));
+            sink.send(end(
+                StopReason::Eos,
+                None,
+                *tokens_out,
+                prefill_ms,
+                ms(t_decode),
+                decode_steps,
+            ));
             return Ok(());
         }
         seq.tokens.push(id);
@@ -178,24 +214,59 @@ fn run_inner(lm: &LoadedModel, job: Job, sink: &mut dyn EventSink, tokens_out: &
         *tokens_out += 1;
         match seq.stop.push(&piece) {
             StopCheck::Matched { release, stop } => {
-                sink.send(WorkerEvent::Token { i, id, t: release, logprob });
-                sink.send(end(StopReason::StopSequence, Some(stop), *tokens_out, prefill_ms, ms(t_decode), decode_steps));
+                sink.send(WorkerEvent::Token {
+                    i,
+                    id,
+                    t: release,
+                    logprob,
+                });
+                sink.send(end(
+                    StopReason::StopSequence,
+                    Some(stop),
+                    *tokens_out,
+                    prefill_ms,
+                    ms(t_decode),
+                    decode_steps,
+                ));
                 return Ok(());
             }
             StopCheck::Continue(text) => {
                 let last = *tokens_out >= job.max_tokens;
-                let text = if last { text + &decoder.finish() + &seq.stop.finish() } else { text };
-                if !sink.send(WorkerEvent::Token { i, id, t: text, logprob }) {
+                let text = if last {
+                    text + &decoder.finish() + &seq.stop.finish()
+                } else {
+                    text
+                };
+                if !sink.send(WorkerEvent::Token {
+                    i,
+                    id,
+                    t: text,
+                    logprob,
+                }) {
                     job.cancel.store(true, Ordering::Relaxed);
                 }
                 if last {
-                    sink.send(end(StopReason::MaxTokens, None, *tokens_out, prefill_ms, ms(t_decode), decode_steps));
+                    sink.send(end(
+                        StopReason::MaxTokens,
+                        None,
+                        *tokens_out,
+                        prefill_ms,
+                        ms(t_decode),
+                        decode_steps,
+                    ));
                     return Ok(());
                 }
             }
         }
         if job.cancel.load(Ordering::Relaxed) {
-            sink.send(end(StopReason::Cancelled, None, *tokens_out, prefill_ms, ms(t_decode), decode_steps));
+            sink.send(end(
+                StopReason::Cancelled,
+                None,
+                *tokens_out,
+                prefill_ms,
+                ms(t_decode),
+                decode_steps,
+            ));
             return Ok(());
         }
         let l = lm.model.forward(&[id], &mut seq.cache, Logits::Last)?;
@@ -206,14 +277,23 @@ fn run_inner(lm: &LoadedModel, job: Job, sink: &mut dyn EventSink, tokens_out: &
 
 /// Teacher forcing: feed `prompt`, then `forced` one token at a time; return the log-prob entry
 /// (with `top_n` alternatives) of each forced token. Used for parity checks and scoring.
-pub fn teacher_force(lm: &LoadedModel, prompt: &[u32], forced: &[u32], top_n: usize) -> Result<Vec<TokenLogprob>> {
+pub fn teacher_force(
+    lm: &LoadedModel,
+    prompt: &[u32],
+    forced: &[u32],
+    top_n: usize,
+) -> Result<Vec<TokenLogprob>> {
     let mut cache = lm.model.new_cache(prompt.len() + forced.len())?;
     let never = AtomicBool::new(false);
     let (mut logits, _) = prefill(lm, prompt, &mut cache, None, &never)?.expect("not cancelled");
     let mut out = Vec::with_capacity(forced.len());
     for &id in forced {
         out.push(logprobs(&logits, id, top_n));
-        logits = lm.model.forward(&[id], &mut cache, Logits::Last)?.squeeze(0)?.to_vec1::<f32>()?;
+        logits = lm
+            .model
+            .forward(&[id], &mut cache, Logits::Last)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
     }
     Ok(out)
 }

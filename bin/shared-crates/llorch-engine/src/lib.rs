@@ -29,6 +29,16 @@ pub fn simd_features() -> Vec<String> {
     macro_rules! feat {
         ($($name:literal),*) => {$( if cfg!(target_feature = $name) { f.push($name.to_string()); } )*};
     }
-    feat!("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "neon");
+    feat!(
+        "sse4.2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vnni",
+        "neon"
+    );
     f
 }

@@ -24,7 +24,11 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, requant: Requant::Auto, max_context: None }
+        Self {
+            device: Device::Cpu,
+            requant: Requant::Auto,
+            max_context: None,
+        }
     }
 }
 
@@ -58,22 +62,34 @@ const DEFAULT_CONTEXT_CAP: usize = 8192;
 /// and `*.safetensors`.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let start = Instant::now();
-    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot open model", path.display()))?;
-    let mut lm = if meta.is_dir() { load_safetensors(path, opts)? } else { load_gguf(path, opts)? };
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{}: cannot open model", path.display()))?;
+    let mut lm = if meta.is_dir() {
+        load_safetensors(path, opts)?
+    } else {
+        load_gguf(path, opts)?
+    };
     lm.info.load_time_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(lm)
 }
 
 fn context_for(trained: usize, opts: &LoadOptions) -> usize {
-    opts.max_context.unwrap_or(DEFAULT_CONTEXT_CAP.min(trained)).min(trained).max(16)
+    opts.max_context
+        .unwrap_or(DEFAULT_CONTEXT_CAP.min(trained))
+        .min(trained)
+        .max(16)
 }
 
 fn model_name(path: &Path) -> String {
-    path.file_stem().or_else(|| path.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_stem()
+        .or_else(|| path.file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
-    let mut file = File::open(path).with_context(|| format!("{}: cannot open model file", path.display()))?;
+    let mut file =
+        File::open(path).with_context(|| format!("{}: cannot open model file", path.display()))?;
     let size = file.metadata()?.len();
     let content = gguf_file::Content::read(&mut file).map_err(|e| {
         let msg = e.to_string();
@@ -88,7 +104,8 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     })?;
     // A truncated download still has a readable header: check every tensor lies inside the file.
     for (name, info) in content.tensor_infos.iter() {
-        let bytes = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let bytes =
+            info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
         let end = content.tensor_data_offset + info.offset + bytes as u64;
         if end > size {
             bail!(
@@ -98,9 +115,14 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             );
         }
     }
-    let cfg = ModelConfig::from_gguf(&content).with_context(|| format!("{}: unsupported model", path.display()))?;
-    let tokenizer =
-        Tokenizer::from_gguf(&content).with_context(|| format!("{}: cannot build tokenizer from GGUF metadata", path.display()))?;
+    let cfg = ModelConfig::from_gguf(&content)
+        .with_context(|| format!("{}: unsupported model", path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&content).with_context(|| {
+        format!(
+            "{}: cannot build tokenizer from GGUF metadata",
+            path.display()
+        )
+    })?;
     let chat = chat_template(&tokenizer, cfg.arch)?;
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
@@ -121,13 +143,19 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         tokenizer_kind: tokenizer.kind(),
         load_time_ms: 0.0,
     };
-    Ok(LoadedModel { model, tokenizer, chat, info })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat,
+        info,
+    })
 }
 
 /// The model's own template; without one, Gemma's turn format for Gemma 3, else ChatML.
 fn chat_template(tok: &Tokenizer, arch: crate::model::Architecture) -> Result<ChatTemplate> {
     match tok.chat_template() {
-        Some(src) => ChatTemplate::new(src, tok.bos_token(), tok.eos_token()).context("invalid chat template in model"),
+        Some(src) => ChatTemplate::new(src, tok.bos_token(), tok.eos_token())
+            .context("invalid chat template in model"),
         None if arch == crate::model::Architecture::Gemma3 => Ok(ChatTemplate::gemma()),
         None => Ok(ChatTemplate::chatml()),
     }
@@ -141,7 +169,9 @@ pub fn hf_name(gguf: &str) -> String {
         "output.weight" => return "lm_head.weight".into(),
         _ => gguf,
     };
-    let Some(rest) = fixed.strip_prefix("blk.") else { return fixed.to_string() };
+    let Some(rest) = fixed.strip_prefix("blk.") else {
+        return fixed.to_string();
+    };
     let (layer, tail) = rest.split_once('.').unwrap_or((rest, ""));
     let (base, suffix) = match tail.split_once('.') {
         Some((b, s)) => (b, Some(s)),
@@ -168,10 +198,12 @@ pub fn hf_name(gguf: &str) -> String {
 
 fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("{}: cannot read", cfg_path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", cfg_path.display()))?;
-    let cfg = ModelConfig::from_hf_json(&json).with_context(|| format!("{}: unsupported model", cfg_path.display()))?;
+    let text = std::fs::read_to_string(&cfg_path)
+        .with_context(|| format!("{}: cannot read", cfg_path.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: invalid JSON", cfg_path.display()))?;
+    let cfg = ModelConfig::from_hf_json(&json)
+        .with_context(|| format!("{}: unsupported model", cfg_path.display()))?;
     let tokenizer = Tokenizer::from_dir(dir)?;
     let chat = chat_template(&tokenizer, cfg.arch)?;
     let ctx = context_for(cfg.trained_context, opts);
@@ -187,7 +219,8 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             hf
         }
     };
-    let model = Transformer::load(cfg, &mut weights, &names, ctx).with_context(|| format!("{}: cannot load weights", dir.display()))?;
+    let model = Transformer::load(cfg, &mut weights, &names, ctx)
+        .with_context(|| format!("{}: cannot load weights", dir.display()))?;
     let info = ModelInfo {
         name: model_name(dir),
         path: dir.to_path_buf(),
@@ -201,5 +234,10 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
         tokenizer_kind: tokenizer.kind(),
         load_time_ms: 0.0,
     };
-    Ok(LoadedModel { model, tokenizer, chat, info })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        chat,
+        info,
+    })
 }

@@ -18,7 +18,12 @@ impl Sampler {
     /// A sampler; `params.seed == None` picks a random seed (reported via [`Sampler::seed`]).
     pub fn new(params: &SamplingParams) -> Self {
         let seed = params.seed.unwrap_or_else(|| rand::rng().random());
-        Self { params: params.clone(), seed, rng: StdRng::seed_from_u64(seed), cand: Vec::new() }
+        Self {
+            params: params.clone(),
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            cand: Vec::new(),
+        }
     }
 
     /// The effective seed.
@@ -36,7 +41,11 @@ impl Sampler {
             seen.dedup();
             for id in seen {
                 if let Some(l) = logits.get_mut(id as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
                 }
             }
         }
@@ -45,7 +54,8 @@ impl Sampler {
         }
         let t = p.temperature;
         self.cand.clear();
-        self.cand.extend(logits.iter().enumerate().map(|(i, &l)| (l / t, i as u32)));
+        self.cand
+            .extend(logits.iter().enumerate().map(|(i, &l)| (l / t, i as u32)));
         let cand = &mut self.cand;
         if p.top_k > 0 && (p.top_k as usize) < cand.len() {
             let k = p.top_k as usize;
@@ -64,7 +74,13 @@ impl Sampler {
         let mut keep = probs.len();
         if p.min_p > 0.0 && !probs.is_empty() {
             let floor = probs[0] * p.min_p;
-            keep = keep.min(probs.iter().position(|&x| x < floor).unwrap_or(probs.len()).max(1));
+            keep = keep.min(
+                probs
+                    .iter()
+                    .position(|&x| x < floor)
+                    .unwrap_or(probs.len())
+                    .max(1),
+            );
         }
         if p.top_p < 1.0 {
             let mut acc = 0.0;
@@ -104,18 +120,35 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// Log-probability of `id` and the `top_n` most likely tokens under softmax(`logits`).
 pub fn logprobs(logits: &[f32], id: u32, top_n: usize) -> TokenLogprob {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max as f64 + logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln();
+    let lse = max as f64
+        + logits
+            .iter()
+            .map(|&l| ((l - max) as f64).exp())
+            .sum::<f64>()
+            .ln();
     let lp = |i: usize| (logits[i] as f64 - lse) as f32;
     let mut top = Vec::new();
     if top_n > 0 {
         let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
         let n = top_n.min(idx.len());
-        idx.select_nth_unstable_by(n - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        idx.select_nth_unstable_by(n - 1, |&a, &b| {
+            logits[b as usize].total_cmp(&logits[a as usize])
+        });
         idx.truncate(n);
         idx.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        top = idx.into_iter().map(|i| TopLogprob { id: i, logprob: lp(i as usize) }).collect();
+        top = idx
+            .into_iter()
+            .map(|i| TopLogprob {
+                id: i,
+                logprob: lp(i as usize),
+            })
+            .collect();
     }
-    TokenLogprob { id, logprob: lp(id as usize), top }
+    TokenLogprob {
+        id,
+        logprob: lp(id as usize),
+        top,
+    }
 }
 
 #[cfg(test)]
@@ -127,10 +160,16 @@ mod tests {
         let logits = vec![0.1, 3.0, 2.9, -1.0];
         let mut s = Sampler::new(&SamplingParams::greedy());
         assert_eq!(s.sample(&mut logits.clone(), &[]), 1);
-        let params = SamplingParams { temperature: 1.0, seed: Some(42), ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            seed: Some(42),
+            ..Default::default()
+        };
         let run = || {
             let mut s = Sampler::new(&params);
-            (0..20).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
     }
@@ -138,17 +177,32 @@ mod tests {
     #[test]
     fn filters_restrict_the_support() {
         let logits = vec![5.0, 4.0, 0.0, -3.0];
-        let params = SamplingParams { temperature: 1.0, top_k: 2, seed: Some(1), ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 2,
+            seed: Some(1),
+            ..Default::default()
+        };
         let mut s = Sampler::new(&params);
         for _ in 0..200 {
             assert!(s.sample(&mut logits.clone(), &[]) < 2);
         }
-        let params = SamplingParams { temperature: 1.0, min_p: 0.5, seed: Some(1), ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            min_p: 0.5,
+            seed: Some(1),
+            ..Default::default()
+        };
         let mut s = Sampler::new(&params);
         for _ in 0..200 {
             assert!(s.sample(&mut logits.clone(), &[]) < 2); // p1/p0 = e^-1 < 0.5 excluded? no: 0.37 < 0.5
         }
-        let params = SamplingParams { temperature: 1.0, top_p: 0.5, seed: Some(1), ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.5,
+            seed: Some(1),
+            ..Default::default()
+        };
         let mut s = Sampler::new(&params);
         for _ in 0..200 {
             assert_eq!(s.sample(&mut logits.clone(), &[]), 0);
@@ -158,7 +212,11 @@ mod tests {
     #[test]
     fn repetition_penalty_demotes_seen_tokens() {
         let mut logits = vec![2.0, 1.9];
-        let params = SamplingParams { temperature: 0.0, repetition_penalty: 1.5, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 0.0,
+            repetition_penalty: 1.5,
+            ..Default::default()
+        };
         let mut s = Sampler::new(&params);
         assert_eq!(s.sample(&mut logits, &[0]), 1);
     }

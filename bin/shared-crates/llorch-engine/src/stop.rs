@@ -19,7 +19,10 @@ pub enum StopCheck {
 impl StopMatcher {
     /// A matcher for `stops` (empty strings are ignored).
     pub fn new(stops: &[String]) -> Self {
-        Self { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new() }
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            held: String::new(),
+        }
     }
 
     /// Feed newly decoded text.
@@ -28,7 +31,11 @@ impl StopMatcher {
             return StopCheck::Continue(text.to_string());
         }
         self.held.push_str(text);
-        let first = self.stops.iter().filter_map(|s| self.held.find(s.as_str()).map(|i| (i, s))).min_by_key(|(i, _)| *i);
+        let first = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()).map(|i| (i, s)))
+            .min_by_key(|(i, _)| *i);
         if let Some((i, s)) = first {
             let release = self.held[..i].to_string();
             let stop = s.clone();
@@ -64,7 +71,13 @@ mod tests {
         let mut m = StopMatcher::new(&["END".into()]);
         assert_eq!(m.push("hello E"), StopCheck::Continue("hello ".into()));
         assert_eq!(m.push("N"), StopCheck::Continue("".into()));
-        assert_eq!(m.push("D!"), StopCheck::Matched { release: "".into(), stop: "END".into() });
+        assert_eq!(
+            m.push("D!"),
+            StopCheck::Matched {
+                release: "".into(),
+                stop: "END".into()
+            }
+        );
     }
 
     #[test]
@@ -78,6 +91,12 @@ mod tests {
     #[test]
     fn match_inside_one_chunk() {
         let mut m = StopMatcher::new(&["x".into(), "yz".into()]);
-        assert_eq!(m.push("abyzcx"), StopCheck::Matched { release: "ab".into(), stop: "yz".into() });
+        assert_eq!(
+            m.push("abyzcx"),
+            StopCheck::Matched {
+                release: "ab".into(),
+                stop: "yz".into()
+            }
+        );
     }
 }

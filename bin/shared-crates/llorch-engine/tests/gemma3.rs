@@ -17,7 +17,10 @@ fn gemma(test: &str) -> Option<LoadedModel> {
     let path = llorch_testkit::require_model(test, llorch_testkit::GEMMA3_FILE)?;
     let t0 = Instant::now();
     let lm = load(&path, &LoadOptions::default()).unwrap();
-    eprintln!("{test}: loaded in {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
+    eprintln!(
+        "{test}: loaded in {:.0} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
     Some(lm)
 }
 
@@ -25,7 +28,9 @@ fn gemma(test: &str) -> Option<LoadedModel> {
 fn greedy(lm: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut cache = lm.model.new_cache(prompt.len() + n).unwrap();
     let never = AtomicBool::new(false);
-    let (mut logits, _) = prefill(lm, prompt, &mut cache, None, &never).unwrap().unwrap();
+    let (mut logits, _) = prefill(lm, prompt, &mut cache, None, &never)
+        .unwrap()
+        .unwrap();
     let mut out = Vec::new();
     for _ in 0..n {
         let id = argmax(&logits);
@@ -33,20 +38,41 @@ fn greedy(lm: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
         if lm.tokenizer.stop_ids().contains(&id) {
             break;
         }
-        logits = lm.model.forward(&[id], &mut cache, Logits::Last).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+        logits = lm
+            .model
+            .forward(&[id], &mut cache, Logits::Last)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
     }
     out
 }
 
 fn chat_ids(lm: &LoadedModel, user: &str) -> Vec<u32> {
-    let text = lm.chat.render(&[ChatMessage { role: "user".into(), content: user.into() }], true).unwrap();
+    let text = lm
+        .chat
+        .render(
+            &[ChatMessage {
+                role: "user".into(),
+                content: user.into(),
+            }],
+            true,
+        )
+        .unwrap();
     lm.tokenizer.encode(&text, true).unwrap()
 }
 
 #[test]
 fn explore() {
     let Some(lm) = gemma("explore") else { return };
-    for q in ["Write a short poem about the sea.", "Hello! Who are you?", "What is 2 + 2?", "Name three colors."] {
+    for q in [
+        "Write a short poem about the sea.",
+        "Hello! Who are you?",
+        "What is 2 + 2?",
+        "Name three colors.",
+    ] {
         let prompt = chat_ids(&lm, q);
         let out = greedy(&lm, &prompt, 40);
         eprintln!("Q {q:?}\nA {:?}", lm.tokenizer.decode(&out, false));

@@ -8,11 +8,17 @@ use std::sync::Mutex;
 type Labels = Vec<(String, String)>;
 
 fn key(labels: &[(&str, &str)]) -> Labels {
-    labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn fmt_labels(labels: &Labels, extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
     if let Some((k, v)) = extra {
         parts.push(format!("{k}=\"{v}\""));
     }
@@ -24,7 +30,9 @@ fn fmt_labels(labels: &Labels, extra: Option<(&str, String)>) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[derive(Debug)]
@@ -38,7 +46,10 @@ struct Hist {
 enum Family {
     Counter(BTreeMap<Labels, f64>),
     Gauge(BTreeMap<Labels, f64>),
-    Histogram { buckets: Vec<f64>, series: BTreeMap<Labels, Hist> },
+    Histogram {
+        buckets: Vec<f64>,
+        series: BTreeMap<Labels, Hist>,
+    },
 }
 
 /// A registry of metric families, rendered in registration order.
@@ -48,7 +59,10 @@ pub struct Registry {
 }
 
 /// Latency buckets in milliseconds, 1 ms … 60 s.
-pub const MS_BUCKETS: &[f64] = &[1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0];
+pub const MS_BUCKETS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0,
+];
 
 impl Registry {
     /// An empty registry.
@@ -58,24 +72,40 @@ impl Registry {
 
     fn with<R>(&self, name: &str, f: impl FnOnce(&mut Family) -> R) -> R {
         let mut g = self.inner.lock().unwrap();
-        let fam = g.iter_mut().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("metric {name} not registered"));
+        let fam = g
+            .iter_mut()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("metric {name} not registered"));
         f(&mut fam.2)
     }
 
     /// Declare a counter.
     pub fn counter(&self, name: &str, help: &str) {
-        self.inner.lock().unwrap().push((name.into(), help.into(), Family::Counter(BTreeMap::new())));
+        self.inner.lock().unwrap().push((
+            name.into(),
+            help.into(),
+            Family::Counter(BTreeMap::new()),
+        ));
     }
 
     /// Declare a gauge.
     pub fn gauge(&self, name: &str, help: &str) {
-        self.inner.lock().unwrap().push((name.into(), help.into(), Family::Gauge(BTreeMap::new())));
+        self.inner
+            .lock()
+            .unwrap()
+            .push((name.into(), help.into(), Family::Gauge(BTreeMap::new())));
     }
 
     /// Declare a histogram with upper bounds `buckets` (ascending).
     pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) {
-        let fam = Family::Histogram { buckets: buckets.to_vec(), series: BTreeMap::new() };
-        self.inner.lock().unwrap().push((name.into(), help.into(), fam));
+        let fam = Family::Histogram {
+            buckets: buckets.to_vec(),
+            series: BTreeMap::new(),
+        };
+        self.inner
+            .lock()
+            .unwrap()
+            .push((name.into(), help.into(), fam));
     }
 
     /// Add `v` to a counter series.
@@ -100,7 +130,11 @@ impl Registry {
     pub fn observe(&self, name: &str, labels: &[(&str, &str)], v: f64) {
         self.with(name, |f| {
             if let Family::Histogram { buckets, series } = f {
-                let h = series.entry(key(labels)).or_insert_with(|| Hist { counts: vec![0; buckets.len()], sum: 0.0, count: 0 });
+                let h = series.entry(key(labels)).or_insert_with(|| Hist {
+                    counts: vec![0; buckets.len()],
+                    sum: 0.0,
+                    count: 0,
+                });
                 for (i, b) in buckets.iter().enumerate() {
                     if v <= *b {
                         h.counts[i] += 1;
@@ -116,7 +150,10 @@ impl Registry {
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.with(name, |f| match f {
             Family::Counter(m) | Family::Gauge(m) => m.get(&key(labels)).copied().unwrap_or(0.0),
-            Family::Histogram { series, .. } => series.get(&key(labels)).map(|h| h.count as f64).unwrap_or(0.0),
+            Family::Histogram { series, .. } => series
+                .get(&key(labels))
+                .map(|h| h.count as f64)
+                .unwrap_or(0.0),
         })
     }
 
@@ -143,9 +180,18 @@ impl Registry {
                 Family::Histogram { buckets, series } => {
                     for (l, h) in series {
                         for (b, c) in buckets.iter().zip(&h.counts) {
-                            let _ = writeln!(out, "{name}_bucket{} {c}", fmt_labels(l, Some(("le", b.to_string()))));
+                            let _ = writeln!(
+                                out,
+                                "{name}_bucket{} {c}",
+                                fmt_labels(l, Some(("le", b.to_string())))
+                            );
                         }
-                        let _ = writeln!(out, "{name}_bucket{} {}", fmt_labels(l, Some(("le", "+Inf".into()))), h.count);
+                        let _ = writeln!(
+                            out,
+                            "{name}_bucket{} {}",
+                            fmt_labels(l, Some(("le", "+Inf".into()))),
+                            h.count
+                        );
                         let _ = writeln!(out, "{name}_sum{} {}", fmt_labels(l, None), h.sum);
                         let _ = writeln!(out, "{name}_count{} {}", fmt_labels(l, None), h.count);
                     }

@@ -32,7 +32,10 @@ pub fn repo_root() -> PathBuf {
             return dir;
         }
         if !dir.pop() {
-            panic!("repository root not found above {}", env!("CARGO_MANIFEST_DIR"));
+            panic!(
+                "repository root not found above {}",
+                env!("CARGO_MANIFEST_DIR")
+            );
         }
     }
 }
@@ -56,7 +59,9 @@ pub fn model_cache_dir() -> PathBuf {
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
     base.join("llorch").join("models")
 }
 
@@ -75,7 +80,13 @@ pub fn require_model(test: &str, file: &str) -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        skip_or_fail(test, &format!("{} not found; run scripts/fetch-test-model.sh", path.display()))
+        skip_or_fail(
+            test,
+            &format!(
+                "{} not found; run scripts/fetch-test-model.sh",
+                path.display()
+            ),
+        )
     }
 }
 
@@ -102,24 +113,44 @@ pub fn require_bin(test: &str, name: &str) -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        skip_or_fail(test, &format!("{} not built; run `cargo build --workspace --bins` first", path.display()))
+        skip_or_fail(
+            test,
+            &format!(
+                "{} not built; run `cargo build --workspace --bins` first",
+                path.display()
+            ),
+        )
     }
 }
 
 /// A currently free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Minimal blocking HTTP GET on loopback: returns (status, body). For readiness polling in tests.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -145,7 +176,11 @@ impl WorkerProcess {
             .stderr(logf)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut w = WorkerProcess { child, addr: format!("127.0.0.1:{port}"), log };
+        let mut w = WorkerProcess {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            log,
+        };
         w.wait_ready(Duration::from_secs(60));
         w
     }
@@ -155,7 +190,10 @@ impl WorkerProcess {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("worker exited ({status}) before ready:\n{}", self.log_tail());
+                panic!(
+                    "worker exited ({status}) before ready:\n{}",
+                    self.log_tail()
+                );
             }
             if let Ok((200, _)) = http_get(&self.addr, "/health") {
                 return;

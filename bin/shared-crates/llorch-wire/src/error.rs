@@ -116,8 +116,17 @@ pub struct FieldError {
 
 impl FieldError {
     /// A field error with no echoed value.
-    pub fn new(field: impl Into<String>, constraint: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), constraint: constraint.into(), message: message.into(), value: None }
+    pub fn new(
+        field: impl Into<String>,
+        constraint: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            constraint: constraint.into(),
+            message: message.into(),
+            value: None,
+        }
     }
 
     /// Attach the offending value.
@@ -163,7 +172,11 @@ impl ErrorEnvelope {
 
     /// `INVALID_REQUEST` listing every bad field; the message joins their messages.
     pub fn invalid(fields: Vec<FieldError>) -> Self {
-        let message = fields.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; ");
+        let message = fields
+            .iter()
+            .map(|f| f.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
         let mut env = Self::new(ErrorCode::InvalidRequest, message);
         env.error.fields = fields;
         env

@@ -57,14 +57,24 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 1.0, top_p: 1.0, top_k: 0, min_p: 0.0, repetition_penalty: 1.0, seed: None }
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            seed: None,
+        }
     }
 }
 
 impl SamplingParams {
     /// Greedy decoding (temperature 0).
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, ..Self::default() }
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
     }
 
     /// Append an error for every out-of-range field.
@@ -72,21 +82,34 @@ impl SamplingParams {
         let t = self.temperature;
         if !(0.0..=2.0).contains(&t) || t.is_nan() {
             errors.push(
-                FieldError::new("temperature", "range(0.0..=2.0)", format!("temperature must be between 0.0 and 2.0, got {t}"))
-                    .with_value(t),
+                FieldError::new(
+                    "temperature",
+                    "range(0.0..=2.0)",
+                    format!("temperature must be between 0.0 and 2.0, got {t}"),
+                )
+                .with_value(t),
             );
         }
         let p = self.top_p;
         if !(p > 0.0 && p <= 1.0) {
             errors.push(
-                FieldError::new("top_p", "range(0.0<..=1.0)", format!("top_p must be greater than 0.0 and at most 1.0, got {p}"))
-                    .with_value(p),
+                FieldError::new(
+                    "top_p",
+                    "range(0.0<..=1.0)",
+                    format!("top_p must be greater than 0.0 and at most 1.0, got {p}"),
+                )
+                .with_value(p),
             );
         }
         let m = self.min_p;
         if !(0.0..=1.0).contains(&m) || m.is_nan() {
             errors.push(
-                FieldError::new("min_p", "range(0.0..=1.0)", format!("min_p must be between 0.0 and 1.0, got {m}")).with_value(m),
+                FieldError::new(
+                    "min_p",
+                    "range(0.0..=1.0)",
+                    format!("min_p must be between 0.0 and 1.0, got {m}"),
+                )
+                .with_value(m),
             );
         }
         let r = self.repetition_penalty;
@@ -155,10 +178,14 @@ impl ExecuteRequest {
                 ));
             }
         }
-        let given = [self.prompt.is_some(), self.messages.is_some(), self.prompt_ids.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let given = [
+            self.prompt.is_some(),
+            self.messages.is_some(),
+            self.prompt_ids.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         match given {
             0 => errors.push(FieldError::new(
                 "prompt",
@@ -178,7 +205,10 @@ impl ExecuteRequest {
                 errors.push(FieldError::new(
                     "prompt",
                     format!("length(1..={})", LIMITS.max_prompt_chars),
-                    format!("prompt must be 1 to {} characters, got {n}", LIMITS.max_prompt_chars),
+                    format!(
+                        "prompt must be 1 to {} characters, got {n}",
+                        LIMITS.max_prompt_chars
+                    ),
                 ));
             }
         }
@@ -187,7 +217,11 @@ impl ExecuteRequest {
                 errors.push(FieldError::new(
                     "messages",
                     format!("count(1..={})", LIMITS.max_messages),
-                    format!("messages must hold 1 to {} messages, got {}", LIMITS.max_messages, m.len()),
+                    format!(
+                        "messages must hold 1 to {} messages, got {}",
+                        LIMITS.max_messages,
+                        m.len()
+                    ),
                 ));
             }
             for (i, msg) in m.iter().enumerate() {
@@ -205,7 +239,11 @@ impl ExecuteRequest {
                 errors.push(FieldError::new(
                     "prompt_ids",
                     format!("count(1..={})", LIMITS.max_prompt_ids),
-                    format!("prompt_ids must hold 1 to {} ids, got {}", LIMITS.max_prompt_ids, ids.len()),
+                    format!(
+                        "prompt_ids must hold 1 to {} ids, got {}",
+                        LIMITS.max_prompt_ids,
+                        ids.len()
+                    ),
                 ));
             }
         }
@@ -215,7 +253,10 @@ impl ExecuteRequest {
                     FieldError::new(
                         "max_tokens",
                         format!("range(1..={})", LIMITS.max_tokens),
-                        format!("max_tokens must be between 1 and {}, got {mt}", LIMITS.max_tokens),
+                        format!(
+                            "max_tokens must be between 1 and {}, got {mt}",
+                            LIMITS.max_tokens
+                        ),
                     )
                     .with_value(mt),
                 );
@@ -226,7 +267,11 @@ impl ExecuteRequest {
             errors.push(FieldError::new(
                 "stop",
                 format!("max_count({})", LIMITS.max_stop),
-                format!("stop may hold at most {} strings, got {}", LIMITS.max_stop, self.stop.len()),
+                format!(
+                    "stop may hold at most {} strings, got {}",
+                    LIMITS.max_stop,
+                    self.stop.len()
+                ),
             ));
         }
         for (i, s) in self.stop.iter().enumerate() {
@@ -234,18 +279,27 @@ impl ExecuteRequest {
                 errors.push(FieldError::new(
                     format!("stop[{i}]"),
                     format!("length(1..={})", LIMITS.max_stop_bytes),
-                    format!("stop[{i}] must be 1 to {} bytes long", LIMITS.max_stop_bytes),
+                    format!(
+                        "stop[{i}] must be 1 to {} bytes long",
+                        LIMITS.max_stop_bytes
+                    ),
                 ));
             }
         }
-        for (name, v) in [("logprobs", self.logprobs), ("prompt_logprobs", self.prompt_logprobs)] {
+        for (name, v) in [
+            ("logprobs", self.logprobs),
+            ("prompt_logprobs", self.prompt_logprobs),
+        ] {
             if let Some(n) = v {
                 if n > LIMITS.max_logprobs {
                     errors.push(
                         FieldError::new(
                             name,
                             format!("range(0..={})", LIMITS.max_logprobs),
-                            format!("{name} must be between 0 and {}, got {n}", LIMITS.max_logprobs),
+                            format!(
+                                "{name} must be between 0 and {}, got {n}",
+                                LIMITS.max_logprobs
+                            ),
                         )
                         .with_value(n),
                     );
@@ -388,7 +442,11 @@ mod tests {
     fn validate_collects_every_bad_field() {
         let req = ExecuteRequest {
             max_tokens: Some(0),
-            sampling: SamplingParams { temperature: -1.0, top_p: 2.0, ..Default::default() },
+            sampling: SamplingParams {
+                temperature: -1.0,
+                top_p: 2.0,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let errs = req.validate().unwrap_err();
@@ -409,8 +467,16 @@ mod tests {
 
     #[test]
     fn events_are_type_tagged_snake_case() {
-        let ev = WorkerEvent::Token { i: 0, id: 5, t: "a".into(), logprob: None };
-        assert_eq!(serde_json::to_string(&ev).unwrap(), r#"{"type":"token","i":0,"id":5,"t":"a"}"#);
+        let ev = WorkerEvent::Token {
+            i: 0,
+            id: 5,
+            t: "a".into(),
+            logprob: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            r#"{"type":"token","i":0,"id":5,"t":"a"}"#
+        );
         let s = serde_json::to_value(StopReason::StopSequence).unwrap();
         assert_eq!(s, "stop_sequence");
     }

@@ -11,10 +11,10 @@ pub mod worker;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldError};
 pub use execute::{
-    ChatMessage, ExecuteRequest, SamplingParams, StopReason, TokenLogprob, TopLogprob,
-    WorkerEvent, LIMITS,
+    ChatMessage, ExecuteRequest, SamplingParams, StopReason, TokenLogprob, TopLogprob, WorkerEvent,
+    LIMITS,
 };
 pub use worker::{
-    CancelRequest, CancelResponse, DetokenizeRequest, DetokenizeResponse, WorkerHealth,
-    WorkerState, TokenizeRequest, TokenizeResponse,
+    CancelRequest, CancelResponse, DetokenizeRequest, DetokenizeResponse, TokenizeRequest,
+    TokenizeResponse, WorkerHealth, WorkerState,
 };

@@ -66,8 +66,13 @@ pub struct ModelConfig {
 }
 
 fn md_u(c: &gguf_file::Content, key: &str) -> Result<usize> {
-    let v = c.metadata.get(key).with_context(|| format!("missing GGUF metadata `{key}`"))?;
-    Ok(v.to_u32().map(|x| x as usize).or_else(|_| v.to_u64().map(|x| x as usize))?)
+    let v = c
+        .metadata
+        .get(key)
+        .with_context(|| format!("missing GGUF metadata `{key}`"))?;
+    Ok(v.to_u32()
+        .map(|x| x as usize)
+        .or_else(|_| v.to_u64().map(|x| x as usize))?)
 }
 
 fn md_f(c: &gguf_file::Content, key: &str) -> Option<f32> {
@@ -95,11 +100,19 @@ impl ModelConfig {
             Ok(v) => v,
             Err(_) => match c.metadata.get("tokenizer.ggml.tokens") {
                 Some(gguf_file::Value::Array(a)) => a.len(),
-                _ => c.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]).unwrap_or(0),
+                _ => c
+                    .tensor_infos
+                    .get("token_embd.weight")
+                    .map(|t| t.shape.dims()[0])
+                    .unwrap_or(0),
             },
         };
         let rms_eps = md_f(c, &p("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f64;
-        let default_theta = if arch == Architecture::Gemma3 { 1_000_000.0 } else { 10_000.0 };
+        let default_theta = if arch == Architecture::Gemma3 {
+            1_000_000.0
+        } else {
+            10_000.0
+        };
         let rope_theta = md_f(c, &p("rope.freq_base")).unwrap_or(default_theta);
         let sliding_window = md_u(c, &p("attention.sliding_window")).ok();
         let attn_scale = (head_dim as f64).powf(-0.5);
@@ -117,7 +130,11 @@ impl ModelConfig {
             rope_local_theta: 10_000.0,
             rope_interleaved: arch == Architecture::Llama,
             trained_context: md_u(c, &p("context_length")).unwrap_or(4096),
-            sliding_window: if arch == Architecture::Gemma3 { sliding_window.or(Some(512)) } else { None },
+            sliding_window: if arch == Architecture::Gemma3 {
+                sliding_window.or(Some(512))
+            } else {
+                None
+            },
             sliding_window_pattern: 6,
             attn_scale,
         })
@@ -133,7 +150,9 @@ impl ModelConfig {
             bail!("gemma3 is supported from GGUF files only");
         }
         let u = |k: &str| -> Result<usize> {
-            v[k].as_u64().map(|x| x as usize).with_context(|| format!("config.json: missing `{k}`"))
+            v[k].as_u64()
+                .map(|x| x as usize)
+                .with_context(|| format!("config.json: missing `{k}`"))
         };
         let n_embd = u("hidden_size")?;
         let n_head = u("num_attention_heads")?;
@@ -160,6 +179,8 @@ impl ModelConfig {
 
     /// Whether layer `i` uses sliding-window attention.
     pub fn is_local_layer(&self, i: usize) -> bool {
-        self.sliding_window.is_some() && self.sliding_window_pattern > 0 && (i + 1) % self.sliding_window_pattern != 0
+        self.sliding_window.is_some()
+            && self.sliding_window_pattern > 0
+            && (i + 1) % self.sliding_window_pattern != 0
     }
 }

@@ -14,7 +14,13 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache for `capacity` positions.
-    pub fn new(n_layer: usize, n_kv_head: usize, head_dim: usize, capacity: usize, device: &Device) -> Result<Self> {
+    pub fn new(
+        n_layer: usize,
+        n_kv_head: usize,
+        head_dim: usize,
+        capacity: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let mk = || Tensor::zeros((n_kv_head, capacity, head_dim), DType::F32, device);
         let mut k = Vec::with_capacity(n_layer);
         let mut v = Vec::with_capacity(n_layer);
@@ -22,7 +28,12 @@ impl KvCache {
             k.push(mk()?);
             v.push(mk()?);
         }
-        Ok(Self { k, v, len: 0, capacity })
+        Ok(Self {
+            k,
+            v,
+            len: 0,
+            capacity,
+        })
     }
 
     /// Positions filled so far (= the absolute position of the next token).
@@ -42,12 +53,25 @@ impl KvCache {
 
     /// Write `k`/`v` (`(n_kv_head, n, head_dim)`) for `layer` at `pos..pos+n` and return views of
     /// positions `0..pos+n`.
-    pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor, pos: usize) -> Result<(Tensor, Tensor)> {
+    pub fn append(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+        pos: usize,
+    ) -> Result<(Tensor, Tensor)> {
         let n = k.dim(1)?;
-        ensure!(pos + n <= self.capacity, "KV cache overflow: {pos} + {n} > {}", self.capacity);
+        ensure!(
+            pos + n <= self.capacity,
+            "KV cache overflow: {pos} + {n} > {}",
+            self.capacity
+        );
         self.k[layer].slice_set(k, 1, pos)?;
         self.v[layer].slice_set(v, 1, pos)?;
-        Ok((self.k[layer].narrow(1, 0, pos + n)?, self.v[layer].narrow(1, 0, pos + n)?))
+        Ok((
+            self.k[layer].narrow(1, 0, pos + n)?,
+            self.v[layer].narrow(1, 0, pos + n)?,
+        ))
     }
 
     /// Mark `n` more positions as filled (after every layer appended them).

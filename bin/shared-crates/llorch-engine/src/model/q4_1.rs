@@ -43,7 +43,11 @@ pub struct Q4_1Matrix {
 
 /// True when this CPU build can run the kernel.
 pub fn available() -> bool {
-    cfg!(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))
+    cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))
 }
 
 impl Q4_1Matrix {
@@ -54,7 +58,10 @@ impl Q4_1Matrix {
         ensure!(k % QK == 0, "Q4_1 row length {k} is not a multiple of {QK}");
         let data = q.data()?;
         let count = n * k / QK;
-        ensure!(data.len() == count * std::mem::size_of::<BlockQ4_1>(), "Q4_1 data size mismatch");
+        ensure!(
+            data.len() == count * std::mem::size_of::<BlockQ4_1>(),
+            "Q4_1 data size mismatch"
+        );
         let blocks = (0..count)
             .map(|i| {
                 let b = &data[i * 20..(i + 1) * 20];
@@ -70,42 +77,77 @@ impl Q4_1Matrix {
         Ok(Self { n, k, blocks })
     }
 
+    /// Stack matrices with the same `k` along the output axis.
+    pub fn concat(parts: Vec<Q4_1Matrix>) -> Result<Self> {
+        let k = parts.first().map(|p| p.k).unwrap_or(0);
+        ensure!(
+            parts.iter().all(|p| p.k == k),
+            "Q4_1 concat: different row lengths"
+        );
+        let n = parts.iter().map(|p| p.n).sum();
+        let blocks = parts.into_iter().flat_map(|p| p.blocks).collect();
+        Ok(Self { n, k, blocks })
+    }
+
     /// `x` is `(m, k)` (or `(k,)`); returns `(m, n)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let k = *dims.last().unwrap_or(&0);
-        ensure!(k == self.k, "Q4_1 matmul: input has {k} columns, weights {}", self.k);
+        ensure!(
+            k == self.k,
+            "Q4_1 matmul: input has {k} columns, weights {}",
+            self.k
+        );
         let m = x.elem_count() / k;
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let kb = k / QK;
-        let mut qx = vec![BlockQ8 { qs: [0; 32], d: 0.0, s: 0.0 }; m * kb];
-        qx.par_chunks_mut(kb).zip(xs.par_chunks(k)).for_each(|(dst, src)| quantize_row(src, dst));
+        let mut qx = vec![
+            BlockQ8 {
+                qs: [0; 32],
+                d: 0.0,
+                s: 0.0
+            };
+            m * kb
+        ];
+        qx.par_chunks_mut(kb)
+            .zip(xs.par_chunks(k))
+            .for_each(|(dst, src)| quantize_row(src, dst));
         let mut out = vec![0f32; m * self.n];
         // Parallel over output columns; each task writes its own columns of every row.
         let cols_per_task = 16usize;
         let out_ptr = SendPtr(out.as_mut_ptr());
         let n = self.n;
-        (0..n.div_ceil(cols_per_task)).into_par_iter().for_each(|t| {
-            let p = &out_ptr;
-            for j in t * cols_per_task..((t + 1) * cols_per_task).min(n) {
-                let w = &self.blocks[j * kb..(j + 1) * kb];
-                let mut i = 0;
-                while i + 4 <= m {
-                    let r = dot4(w, [&qx[i * kb..], &qx[(i + 1) * kb..], &qx[(i + 2) * kb..], &qx[(i + 3) * kb..]]);
-                    for (o, v) in r.iter().enumerate() {
-                        // SAFETY: column j belongs to this task only; (i + o, j) is in bounds.
-                        unsafe { *p.0.add((i + o) * n + j) = *v };
+        (0..n.div_ceil(cols_per_task))
+            .into_par_iter()
+            .for_each(|t| {
+                let p = &out_ptr;
+                for j in t * cols_per_task..((t + 1) * cols_per_task).min(n) {
+                    let w = &self.blocks[j * kb..(j + 1) * kb];
+                    let mut i = 0;
+                    while i + 4 <= m {
+                        let r = dot4(
+                            w,
+                            [
+                                &qx[i * kb..],
+                                &qx[(i + 1) * kb..],
+                                &qx[(i + 2) * kb..],
+                                &qx[(i + 3) * kb..],
+                            ],
+                        );
+                        for (o, v) in r.iter().enumerate() {
+                            // SAFETY: column j belongs to this task only; (i + o, j) is in bounds.
+                            unsafe { *p.0.add((i + o) * n + j) = *v };
+                        }
+                        i += 4;
                     }
-                    i += 4;
+                    while i < m {
+                        let v = dot1(w, &qx[i * kb..(i + 1) * kb]);
+                        // SAFETY: as above.
+                        unsafe { *p.0.add(i * n + j) = v };
+                        i += 1;
+                    }
                 }
-                while i < m {
-                    let v = dot1(w, &qx[i * kb..(i + 1) * kb]);
-                    // SAFETY: as above.
-                    unsafe { *p.0.add(i * n + j) = v };
-                    i += 1;
-                }
-            }
-        });
+            });
         let mut shape = dims;
         *shape.last_mut().unwrap() = self.n;
         Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
@@ -132,30 +174,59 @@ fn quantize_row(x: &[f32], out: &mut [BlockQ8]) {
 }
 
 fn dot1(w: &[BlockQ4_1], x: &[BlockQ8]) -> f32 {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
     {
         // SAFETY: the target features are enabled for this whole build.
         unsafe { avx2::dot1(w, x) }
     }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
     {
         scalar_dot(w, x)
     }
 }
 
 fn dot4(w: &[BlockQ4_1], x: [&[BlockQ8]; 4]) -> [f32; 4] {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
     {
         // SAFETY: the target features are enabled for this whole build.
         unsafe { avx2::dot4(w, x) }
     }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
     {
-        [scalar_dot(w, x[0]), scalar_dot(w, x[1]), scalar_dot(w, x[2]), scalar_dot(w, x[3])]
+        [
+            scalar_dot(w, x[0]),
+            scalar_dot(w, x[1]),
+            scalar_dot(w, x[2]),
+            scalar_dot(w, x[3]),
+        ]
     }
 }
 
 /// Reference arithmetic (also the fallback on CPUs without AVX2).
+#[cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
+    allow(dead_code)
+)]
 fn scalar_dot(w: &[BlockQ4_1], x: &[BlockQ8]) -> f32 {
     let mut acc = 0f32;
     for (b, a) in w.iter().zip(x) {
@@ -169,7 +240,11 @@ fn scalar_dot(w: &[BlockQ4_1], x: &[BlockQ8]) -> f32 {
     acc
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
 mod avx2 {
     //! Every function here only reads the blocks it is given and uses AVX2/FMA, which the
     //! whole build enables (`-C target-cpu=native` on an AVX2 machine).
@@ -231,7 +306,12 @@ mod avx2 {
                     mins[r] += bm * a.s;
                 }
             }
-            [hsum(acc[0]) + mins[0], hsum(acc[1]) + mins[1], hsum(acc[2]) + mins[2], hsum(acc[3]) + mins[3]]
+            [
+                hsum(acc[0]) + mins[0],
+                hsum(acc[1]) + mins[1],
+                hsum(acc[2]) + mins[2],
+                hsum(acc[3]) + mins[3],
+            ]
         }
     }
 }
@@ -243,13 +323,21 @@ mod tests {
     #[test]
     fn matches_dequantized_matmul() {
         let (n, k, m) = (40, 96, 6);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 0.7).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 0.7)
+            .collect();
         let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&wt, GgmlDType::Q4_1).unwrap();
         let deq = q.dequantize(&Device::Cpu).unwrap();
-        let x: Vec<f32> = (0..m * k).map(|i| ((i * 104729) % 997) as f32 / 400.0 - 1.2).collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 104729) % 997) as f32 / 400.0 - 1.2)
+            .collect();
         let xt = Tensor::from_vec(x, (m, k), &Device::Cpu).unwrap();
-        let want = xt.matmul(&deq.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+        let want = xt
+            .matmul(&deq.t().unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let mat = Q4_1Matrix::from_qtensor(&q).unwrap();
         let got = mat.forward(&xt).unwrap().to_vec2::<f32>().unwrap();
         for (gr, wr) in got.iter().zip(&want) {
@@ -259,7 +347,14 @@ mod tests {
         }
         // the SIMD path equals the scalar reference
         let kb = k / QK;
-        let mut qx = vec![BlockQ8 { qs: [0; 32], d: 0.0, s: 0.0 }; kb];
+        let mut qx = vec![
+            BlockQ8 {
+                qs: [0; 32],
+                d: 0.0,
+                s: 0.0
+            };
+            kb
+        ];
         quantize_row(&xt.get(0).unwrap().to_vec1::<f32>().unwrap(), &mut qx);
         let a = dot1(&mat.blocks[..kb], &qx);
         let b = scalar_dot(&mat.blocks[..kb], &qx);

@@ -22,8 +22,36 @@ impl Linear {
     fn load(w: &mut Weights, name: &str) -> Result<Self> {
         let weight = w.matrix(&format!("{name}.weight"))?;
         let bias_name = format!("{name}.bias");
-        let b = if w.contains(&bias_name) { Some(w.vector(&bias_name)?) } else { None };
+        let b = if w.contains(&bias_name) {
+            Some(w.vector(&bias_name)?)
+        } else {
+            None
+        };
         Ok(Self { w: weight, b })
+    }
+
+    /// Fuse linears that read the same input into one (weights and biases stacked), on CPU;
+    /// the parts come back unchanged when their weight types differ or only some have biases.
+    fn fuse(parts: Vec<Linear>) -> Result<std::result::Result<Linear, Vec<Linear>>> {
+        let with_bias = parts.iter().filter(|l| l.b.is_some()).count();
+        let fusable = (with_bias == 0 || with_bias == parts.len())
+            && Matrix::can_fuse(parts.iter().map(|l| &l.w));
+        if !fusable {
+            return Ok(Err(parts));
+        }
+        let b = if with_bias > 0 {
+            let bs: Vec<Tensor> = parts
+                .iter()
+                .map(|l| l.b.clone().expect("checked"))
+                .collect();
+            Some(Tensor::cat(&bs, 0)?)
+        } else {
+            None
+        };
+        Ok(Ok(Linear {
+            w: Matrix::fuse(parts.into_iter().map(|l| l.w).collect())?,
+            b,
+        }))
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -68,7 +96,9 @@ struct Rope {
 impl Rope {
     fn new(cfg: &ModelConfig, theta: f32, len: usize, device: &Device) -> Result<Self> {
         let half = cfg.head_dim / 2;
-        let inv: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf(2.0 * i as f32 / cfg.head_dim as f32)).collect();
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f32 / cfg.head_dim as f32))
+            .collect();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
         for p in 0..len {
@@ -111,7 +141,12 @@ pub struct Transformer {
 
 impl Transformer {
     /// Build from weights named in GGUF convention (safetensors names are mapped by the loader).
-    pub fn load(cfg: ModelConfig, w: &mut Weights, names: &dyn Fn(&str) -> String, max_context: usize) -> Result<Self> {
+    pub fn load(
+        cfg: ModelConfig,
+        w: &mut Weights,
+        names: &dyn Fn(&str) -> String,
+        max_context: usize,
+    ) -> Result<Self> {
         let device = w.device().clone();
         let embed = w.embedding(&names("token_embd.weight"))?;
         let gemma = cfg.arch == Architecture::Gemma3;
@@ -120,21 +155,42 @@ impl Transformer {
             let p = |s: &str| names(&format!("blk.{i}.{s}"));
             let opt = |w: &mut Weights, s: &str| -> Result<Option<Tensor>> {
                 let n = p(s);
-                Ok(if w.contains(&n) { Some(w.vector(&n)?) } else { None })
+                Ok(if w.contains(&n) {
+                    Some(w.vector(&n)?)
+                } else {
+                    None
+                })
             };
             let attn = if cfg.arch == Architecture::Phi3 {
                 Attn::Fused(Linear::load(w, &p("attn_qkv"))?)
             } else {
-                Attn::Separate {
-                    q: Linear::load(w, &p("attn_q"))?,
-                    k: Linear::load(w, &p("attn_k"))?,
-                    v: Linear::load(w, &p("attn_v"))?,
+                let parts = vec![
+                    Linear::load(w, &p("attn_q"))?,
+                    Linear::load(w, &p("attn_k"))?,
+                    Linear::load(w, &p("attn_v"))?,
+                ];
+                // one matmul for q, k and v when the types allow it (the same layout as Phi-3's)
+                match Linear::fuse(parts)? {
+                    Ok(l) => Attn::Fused(l),
+                    Err(mut p) => {
+                        let (v, k, q) = (p.pop().unwrap(), p.pop().unwrap(), p.pop().unwrap());
+                        Attn::Separate { q, k, v }
+                    }
                 }
             };
             let mlp = if cfg.arch == Architecture::Phi3 {
                 Mlp::FusedGateUp(Linear::load(w, &p("ffn_up"))?)
             } else {
-                Mlp::GateUp { gate: Linear::load(w, &p("ffn_gate"))?, up: Linear::load(w, &p("ffn_up"))? }
+                match Linear::fuse(vec![
+                    Linear::load(w, &p("ffn_gate"))?,
+                    Linear::load(w, &p("ffn_up"))?,
+                ])? {
+                    Ok(l) => Mlp::FusedGateUp(l),
+                    Err(mut p) => {
+                        let (up, gate) = (p.pop().unwrap(), p.pop().unwrap());
+                        Mlp::GateUp { gate, up }
+                    }
+                }
             };
             layers.push(Layer {
                 attn_norm: w.vector(&p("attn_norm.weight"))?,
@@ -158,7 +214,11 @@ impl Transformer {
             Matrix::Candle(QMatMul::from_arc(embed.clone())?)
         };
         let rope_global = Rope::new(&cfg, cfg.rope_theta, max_context, &device)?;
-        let rope_local = if gemma { Some(Rope::new(&cfg, cfg.rope_local_theta, max_context, &device)?) } else { None };
+        let rope_local = if gemma {
+            Some(Rope::new(&cfg, cfg.rope_local_theta, max_context, &device)?)
+        } else {
+            None
+        };
         Ok(Self {
             embed_scale: gemma.then(|| (cfg.n_embd as f64).sqrt()),
             cfg,
@@ -175,7 +235,13 @@ impl Transformer {
 
     /// A fresh, empty KV cache for one sequence that will hold at most `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> Result<KvCache> {
-        KvCache::new(self.cfg.n_layer, self.cfg.n_kv_head, self.cfg.head_dim, capacity.min(self.max_context), &self.device)
+        KvCache::new(
+            self.cfg.n_layer,
+            self.cfg.n_kv_head,
+            self.cfg.head_dim,
+            capacity.min(self.max_context),
+            &self.device,
+        )
     }
 
     /// The compute device.
@@ -192,20 +258,33 @@ impl Transformer {
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor> {
         let n = ids.len();
         let pos = cache.len();
-        anyhow::ensure!(pos + n <= cache.capacity(), "KV cache full: {} + {n} > {}", pos, cache.capacity());
+        anyhow::ensure!(
+            pos + n <= cache.capacity(),
+            "KV cache full: {} + {n} > {}",
+            pos,
+            cache.capacity()
+        );
         let ids_t = Tensor::new(ids, &self.device)?;
         let mut x = self.embed.embedding(&ids_t)?; // (n, d)
         if let Some(s) = self.embed_scale {
             x = (x * s)?;
         }
-        let mask = if n > 1 { Some(self.mask(n, pos, None)?) } else { None };
+        let mask = if n > 1 {
+            Some(self.mask(n, pos, None)?)
+        } else {
+            None
+        };
         let local_mask = match (n > 1, self.cfg.sliding_window) {
             (true, Some(w)) => Some(self.mask(n, pos, Some(w))?),
             _ => None,
         };
         for (li, layer) in self.layers.iter().enumerate() {
             let h = self.rms(&x, &layer.attn_norm)?;
-            let m = if layer.local { local_mask.as_ref() } else { mask.as_ref() };
+            let m = if layer.local {
+                local_mask.as_ref()
+            } else {
+                mask.as_ref()
+            };
             let a = self.attention(li, layer, &h, pos, cache, m)?;
             let a = match &layer.post_attn_norm {
                 Some(w) => self.rms(&a, w)?,
@@ -231,7 +310,11 @@ impl Transformer {
 
     fn mlp(&self, layer: &Layer, h: &Tensor) -> Result<Tensor> {
         let act = |t: &Tensor| -> Result<Tensor> {
-            Ok(if self.cfg.arch == Architecture::Gemma3 { t.gelu()? } else { candle_nn::ops::silu(t)? })
+            Ok(if self.cfg.arch == Architecture::Gemma3 {
+                t.gelu()?
+            } else {
+                candle_nn::ops::silu(t)?
+            })
         };
         let y = match &layer.mlp {
             Mlp::GateUp { gate, up } => (act(&gate.forward(h)?)? * up.forward(h)?)?,
@@ -262,7 +345,15 @@ impl Transformer {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn attention(&self, li: usize, layer: &Layer, h: &Tensor, pos: usize, cache: &mut KvCache, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn attention(
+        &self,
+        li: usize,
+        layer: &Layer,
+        h: &Tensor,
+        pos: usize,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let n = h.dim(0)?;
         let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_kv_head);
@@ -279,7 +370,10 @@ impl Transformer {
         };
         // (n, heads*hd) -> (1, heads, n, hd)
         let to_heads = |t: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(t.reshape((n, heads, hd))?.transpose(0, 1)?.contiguous()?.unsqueeze(0)?)
+            Ok(t.reshape((n, heads, hd))?
+                .transpose(0, 1)?
+                .contiguous()?
+                .unsqueeze(0)?)
         };
         let mut q = to_heads(q, nh)?;
         let mut k = to_heads(k, nkv)?;
@@ -290,13 +384,23 @@ impl Transformer {
         if let Some(w) = &layer.k_norm {
             k = self.rms(&k, w)?;
         }
-        let rope = if layer.local { self.rope_local.as_ref().unwrap_or(&self.rope_global) } else { &self.rope_global };
+        let rope = if layer.local {
+            self.rope_local.as_ref().unwrap_or(&self.rope_global)
+        } else {
+            &self.rope_global
+        };
         let cos = rope.cos.narrow(0, pos, n)?;
         let sin = rope.sin.narrow(0, pos, n)?;
         let (q, k) = if cfg.rope_interleaved {
-            (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
+            (
+                candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+            )
         } else {
-            (candle_nn::rotary_emb::rope(&q, &cos, &sin)?, candle_nn::rotary_emb::rope(&k, &cos, &sin)?)
+            (
+                candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+            )
         };
         let (k_all, v_all) = cache.append(li, &k.squeeze(0)?, &v.squeeze(0)?, pos)?; // (nkv, t, hd)
         let t = pos + n;
@@ -305,10 +409,17 @@ impl Transformer {
         let rep = nh / nkv;
         let q = q.squeeze(0)?.reshape((nkv, rep * n, hd))?;
         let k_t = k_all.transpose(1, 2)?;
-        let (k_t, v_all) = if self.device.is_cpu() { (k_t, v_all) } else { (k_t.contiguous()?, v_all.contiguous()?) };
+        let (k_t, v_all) = if self.device.is_cpu() {
+            (k_t, v_all)
+        } else {
+            (k_t.contiguous()?, v_all.contiguous()?)
+        };
         let mut scores = (q.matmul(&k_t)? * cfg.attn_scale)?; // (nkv, rep*n, t)
         if let Some(m) = mask {
-            scores = scores.reshape((nkv, rep, n, t))?.broadcast_add(m)?.reshape((nkv, rep * n, t))?;
+            scores = scores
+                .reshape((nkv, rep, n, t))?
+                .broadcast_add(m)?
+                .reshape((nkv, rep * n, t))?;
         } else if let (true, Some(w)) = (layer.local, cfg.sliding_window) {
             if t > w {
                 // decode step in a sliding-window layer: only the last `w` keys are visible
@@ -321,7 +432,10 @@ impl Transformer {
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs.matmul(&v_all)?; // (nkv, rep*n, hd)
-        let out = out.reshape((nh, n, hd))?.transpose(0, 1)?.reshape((n, nh * hd))?;
+        let out = out
+            .reshape((nh, n, hd))?
+            .transpose(0, 1)?
+            .reshape((n, nh * hd))?;
         layer.o.forward(&out).context("attention output projection")
     }
 }

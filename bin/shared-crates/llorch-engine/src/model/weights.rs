@@ -34,6 +34,67 @@ pub enum Matrix {
 }
 
 impl Matrix {
+    /// Whether [`Matrix::fuse`] accepts these: all Q4_1 kernels, or all CPU candle quantized
+    /// matrices of one type and input size.
+    pub fn can_fuse<'a>(parts: impl Iterator<Item = &'a Matrix> + Clone) -> bool {
+        if parts.clone().all(|m| matches!(m, Matrix::Q4_1(_))) {
+            return true;
+        }
+        let mut key = None;
+        for m in parts {
+            let Matrix::Candle(QMatMul::QTensor(q)) = m else {
+                return false;
+            };
+            if !q.device().is_cpu() {
+                return false;
+            }
+            let k = (q.dtype(), q.shape().dims2().map(|d| d.1).unwrap_or(0));
+            if *key.get_or_insert(k) != k {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stack matrices along the output axis so one matmul (one activation quantization, one
+    /// parallel region) computes all of them. Check [`Matrix::can_fuse`] first.
+    pub fn fuse(parts: Vec<Matrix>) -> Result<Matrix> {
+        if parts.iter().all(|m| matches!(m, Matrix::Q4_1(_))) {
+            let mats = parts
+                .into_iter()
+                .filter_map(|m| {
+                    if let Matrix::Q4_1(q) = m {
+                        Some(q)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            return Ok(Matrix::Q4_1(Q4_1Matrix::concat(mats)?));
+        }
+        let mut bytes = Vec::new();
+        let (mut n, mut k, mut dtype) = (0, 0, GgmlDType::F32);
+        for m in &parts {
+            let Matrix::Candle(QMatMul::QTensor(q)) = m else {
+                anyhow::bail!("matrix cannot be fused")
+            };
+            bytes.extend_from_slice(&q.data()?);
+            let (rows, cols) = q.shape().dims2()?;
+            n += rows;
+            k = cols;
+            dtype = q.dtype();
+        }
+        let storage = candle_core::quantized::QStorage::from_data(
+            std::borrow::Cow::Owned(bytes),
+            &Device::Cpu,
+            dtype,
+        )?;
+        Ok(Matrix::Candle(QMatMul::from_arc(Arc::new(QTensor::new(
+            storage,
+            (n, k),
+        )?))?))
+    }
+
     /// `x` `(…, k)` → `(…, n)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
@@ -48,14 +109,30 @@ fn supported(dtype: GgmlDType) -> bool {
     use GgmlDType as G;
     matches!(
         dtype,
-        G::F32 | G::F16 | G::BF16 | G::Q4_0 | G::Q4_1 | G::Q5_0 | G::Q5_1 | G::Q8_0 | G::Q2K | G::Q3K | G::Q4K | G::Q5K | G::Q6K
+        G::F32
+            | G::F16
+            | G::BF16
+            | G::Q4_0
+            | G::Q4_1
+            | G::Q5_0
+            | G::Q5_1
+            | G::Q8_0
+            | G::Q2K
+            | G::Q3K
+            | G::Q4K
+            | G::Q5K
+            | G::Q6K
     )
 }
 
 /// A source of named tensors.
 pub enum WeightSource {
     /// A GGUF file: metadata already parsed, tensors read on demand.
-    Gguf { path: PathBuf, content: gguf_file::Content, file: File },
+    Gguf {
+        path: PathBuf,
+        content: gguf_file::Content,
+        file: File,
+    },
     /// A directory of `*.safetensors` shards.
     Safetensors { tensors: HashMap<String, Tensor> },
 }
@@ -72,7 +149,13 @@ pub struct Weights {
 
 impl Weights {
     /// Weights from an opened GGUF file.
-    pub fn gguf(path: &Path, content: gguf_file::Content, file: File, device: &Device, requant: Requant) -> Result<Self> {
+    pub fn gguf(
+        path: &Path,
+        content: gguf_file::Content,
+        file: File,
+        device: &Device,
+        requant: Requant,
+    ) -> Result<Self> {
         let mut counts: HashMap<GgmlDType, usize> = HashMap::new();
         for (name, info) in content.tensor_infos.iter() {
             if !supported(info.ggml_dtype) {
@@ -87,9 +170,17 @@ impl Weights {
                 *counts.entry(info.ggml_dtype).or_default() += 1;
             }
         }
-        let stored = counts.iter().max_by_key(|(_, n)| **n).map(|(d, _)| *d).unwrap_or(GgmlDType::F32);
+        let stored = counts
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(d, _)| *d)
+            .unwrap_or(GgmlDType::F32);
         let mut w = Self {
-            source: WeightSource::Gguf { path: path.to_path_buf(), content, file },
+            source: WeightSource::Gguf {
+                path: path.to_path_buf(),
+                content,
+                file,
+            },
             device: device.clone(),
             requant,
             stored_type: format!("{stored:?}"),
@@ -129,7 +220,11 @@ impl Weights {
             stored_type: format!("{stored:?}").to_uppercase(),
             runtime_type: String::new(),
         };
-        w.runtime_type = if device.is_cpu() && requant != Requant::Off { "Q8_0".into() } else { w.stored_type.clone() };
+        w.runtime_type = if device.is_cpu() && requant != Requant::Off {
+            "Q8_0".into()
+        } else {
+            w.stored_type.clone()
+        };
         Ok(w)
     }
 
@@ -140,7 +235,9 @@ impl Weights {
         }
         match (self.requant, stored) {
             (Requant::Auto, G::Q4_1) if q4_1::available() => G::Q4_1,
-            (Requant::Auto | Requant::Q8_0, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) => G::Q8_0,
+            (Requant::Auto | Requant::Q8_0, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) => {
+                G::Q8_0
+            }
             _ => stored,
         }
     }
@@ -156,11 +253,20 @@ impl Weights {
     /// Read a tensor as stored (quantized for GGUF) on the CPU.
     fn read_q(&mut self, name: &str) -> Result<QTensor> {
         match &mut self.source {
-            WeightSource::Gguf { path, content, file } => content
-                .tensor(file, name, &Device::Cpu)
-                .with_context(|| format!("{}: cannot read tensor `{name}` (truncated or corrupt file?)", path.display())),
+            WeightSource::Gguf {
+                path,
+                content,
+                file,
+            } => content.tensor(file, name, &Device::Cpu).with_context(|| {
+                format!(
+                    "{}: cannot read tensor `{name}` (truncated or corrupt file?)",
+                    path.display()
+                )
+            }),
             WeightSource::Safetensors { tensors } => {
-                let t = tensors.get(name).with_context(|| format!("missing tensor `{name}`"))?;
+                let t = tensors
+                    .get(name)
+                    .with_context(|| format!("missing tensor `{name}`"))?;
                 QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::F32).map_err(Into::into)
             }
         }
@@ -169,17 +275,25 @@ impl Weights {
     /// A weight matrix ready for `x @ Wᵀ`, converted per the requant policy.
     pub fn matrix(&mut self, name: &str) -> Result<Matrix> {
         if let WeightSource::Safetensors { tensors } = &self.source {
-            let t = tensors.get(name).with_context(|| format!("missing tensor `{name}`"))?;
+            let t = tensors
+                .get(name)
+                .with_context(|| format!("missing tensor `{name}`"))?;
             let cols = t.dim(1)?;
             if self.device.is_cpu() && self.requant != Requant::Off && cols % 32 == 0 {
                 let q = QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::Q8_0)?;
                 return Ok(Matrix::Candle(QMatMul::from_arc(Arc::new(q))?));
             }
-            return Ok(Matrix::Candle(QMatMul::Tensor(t.to_dtype(DType::F32)?.to_device(&self.device)?)));
+            return Ok(Matrix::Candle(QMatMul::Tensor(
+                t.to_dtype(DType::F32)?.to_device(&self.device)?,
+            )));
         }
         let q = self.read_q(name)?;
         let target = self.runtime_dtype(q.dtype());
-        if self.device.is_cpu() && target == GgmlDType::Q4_1 && self.requant == Requant::Auto && q4_1::available() {
+        if self.device.is_cpu()
+            && target == GgmlDType::Q4_1
+            && self.requant == Requant::Auto
+            && q4_1::available()
+        {
             return Ok(Matrix::Q4_1(Q4_1Matrix::from_qtensor(&q)?));
         }
         let q = if target != q.dtype() && q.shape().dims().last().is_some_and(|c| c % 32 == 0) {
@@ -188,14 +302,21 @@ impl Weights {
         } else {
             q
         };
-        let q = if self.device.is_cpu() { q } else { move_qtensor(q, &self.device)? };
+        let q = if self.device.is_cpu() {
+            q
+        } else {
+            move_qtensor(q, &self.device)?
+        };
         Ok(Matrix::Candle(QMatMul::from_arc(Arc::new(q))?))
     }
 
     /// A small tensor (norm weights, biases) as F32 on the device.
     pub fn vector(&mut self, name: &str) -> Result<Tensor> {
         let t = match &self.source {
-            WeightSource::Safetensors { tensors } => tensors.get(name).with_context(|| format!("missing tensor `{name}`"))?.clone(),
+            WeightSource::Safetensors { tensors } => tensors
+                .get(name)
+                .with_context(|| format!("missing tensor `{name}`"))?
+                .clone(),
             WeightSource::Gguf { .. } => self.read_q(name)?.dequantize(&Device::Cpu)?,
         };
         Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
@@ -205,8 +326,14 @@ impl Weights {
     pub fn embedding(&mut self, name: &str) -> Result<Arc<QTensor>> {
         let q = match &self.source {
             WeightSource::Safetensors { tensors } => {
-                let t = tensors.get(name).with_context(|| format!("missing tensor `{name}`"))?.to_dtype(DType::F32)?;
-                let dt = if self.device.is_cpu() && self.requant != Requant::Off && t.dim(1)? % 32 == 0 {
+                let t = tensors
+                    .get(name)
+                    .with_context(|| format!("missing tensor `{name}`"))?
+                    .to_dtype(DType::F32)?;
+                let dt = if self.device.is_cpu()
+                    && self.requant != Requant::Off
+                    && t.dim(1)? % 32 == 0
+                {
                     GgmlDType::Q8_0
                 } else {
                     GgmlDType::F32
@@ -215,7 +342,11 @@ impl Weights {
             }
             WeightSource::Gguf { .. } => self.read_q(name)?,
         };
-        let q = if self.device.is_cpu() { q } else { move_qtensor(q, &self.device)? };
+        let q = if self.device.is_cpu() {
+            q
+        } else {
+            move_qtensor(q, &self.device)?
+        };
         Ok(Arc::new(q))
     }
 
