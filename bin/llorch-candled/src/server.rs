@@ -70,9 +70,9 @@ pub fn run(args: Args) -> Result<()> {
                 .unwrap_or(1)
         })
         .max(1);
-    // candle's CPU kernels use the global rayon pool; size it before anything touches it.
+    // candle's CPU kernels and the Q4_1 kernel use the global rayon pool, which reads
+    // RAYON_NUM_THREADS when first used: size it before anything touches it.
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    let _ = rayon_init(threads);
     let dev = device(&args)?;
     let device_name = match args.backend {
         Backend::Cpu => "cpu".to_string(),
@@ -94,13 +94,6 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(serve(args, lm, threads, device_name, started))
-}
-
-fn rayon_init(threads: usize) -> Result<()> {
-    // candle depends on rayon; building the global pool here pins its size.
-    candle_core::utils::get_num_threads();
-    let _ = threads;
-    Ok(())
 }
 
 async fn serve(

