@@ -1,63 +1,60 @@
 //! Registration with orchestratord: announce after ready, heartbeat, deregister on shutdown.
+//! Bodies are the wire types of `llorch_wire::tasks`.
 
 use std::time::Duration;
 
-use serde_json::json;
+use llorch_wire::tasks::{WorkerHeartbeat, WorkerRegistered, WorkerRegistration};
 
-/// What the orchestrator needs to route to this worker.
+/// Where to register and what to say.
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub orchestrator_url: String,
-    pub worker_id: String,
-    pub url: String,
-    pub model: String,
-    pub backend: String,
-    pub slots_total: u32,
-    pub context_length: u32,
+    pub body: WorkerRegistration,
 }
 
 impl Registration {
-    fn base(&self) -> String {
-        self.orchestrator_url.trim_end_matches('/').to_string()
+    fn base(&self) -> &str {
+        self.orchestrator_url.trim_end_matches('/')
     }
 
-    /// Register, retrying with backoff until the orchestrator answers; then heartbeat forever.
-    pub async fn run(self, http: reqwest::Client) {
-        let body = json!({
-            "worker_id": self.worker_id, "url": self.url, "model": self.model,
-            "backend": self.backend, "slots_total": self.slots_total, "context_length": self.context_length,
-        });
+    async fn register(&self, http: &reqwest::Client) -> Result<Duration, String> {
+        let resp = http
+            .post(format!("{}/v2/workers/register", self.base()))
+            .json(&self.body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let ack: WorkerRegistered = resp.json().await.map_err(|e| e.to_string())?;
+        Ok(Duration::from_millis(ack.heartbeat_interval_ms.clamp(100, 60_000)))
+    }
+
+    /// Register (retrying with backoff until the orchestrator answers), then heartbeat at the
+    /// interval it asks for, with the engine's load; re-register when it forgets us.
+    pub async fn run(self, http: reqwest::Client, load: impl Fn() -> WorkerHeartbeat) {
         let mut delay = Duration::from_millis(200);
-        loop {
-            match http
-                .post(format!("{}/v2/workers/register", self.base()))
-                .json(&body)
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => {
+        let mut interval = loop {
+            match self.register(&http).await {
+                Ok(i) => {
                     tracing::info!(orchestrator = %self.orchestrator_url, "registered with orchestrator");
-                    break;
+                    break i;
                 }
-                Ok(r) => {
-                    tracing::warn!(status = %r.status(), "orchestrator refused registration; retrying")
-                }
-                Err(e) => tracing::warn!(error = %e, "orchestrator unreachable; retrying"),
+                Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        };
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let url = format!("{}/v2/workers/{}/heartbeat", self.base(), self.worker_id);
-            match http.post(url).json(&body).send().await {
+            tokio::time::sleep(interval).await;
+            let url = format!("{}/v2/workers/{}/heartbeat", self.base(), self.body.worker_id);
+            match http.post(url).json(&load()).send().await {
                 Ok(r) if r.status().as_u16() == 404 => {
-                    // the orchestrator forgot us (restart without state): register again
-                    let _ = http
-                        .post(format!("{}/v2/workers/register", self.base()))
-                        .json(&body)
-                        .send()
-                        .await;
+                    tracing::info!("orchestrator forgot this worker; registering again");
+                    if let Ok(i) = self.register(&http).await {
+                        interval = i;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
@@ -67,7 +64,7 @@ impl Registration {
 
     /// Best-effort deregistration on shutdown.
     pub async fn deregister(&self, http: &reqwest::Client) {
-        let url = format!("{}/v2/workers/{}", self.base(), self.worker_id);
+        let url = format!("{}/v2/workers/{}", self.base(), self.body.worker_id);
         let _ = tokio::time::timeout(Duration::from_secs(2), http.delete(url).send()).await;
     }
 }

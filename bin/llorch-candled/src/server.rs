@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use futures::stream::Stream;
 use llorch_engine::{Engine, LoadOptions, SubmitError};
 use llorch_metrics::Registry;
+use llorch_wire::tasks::{WorkerHeartbeat, WorkerRegistration};
 use llorch_wire::{
     CancelRequest, CancelResponse, DetokenizeRequest, DetokenizeResponse, ErrorCode, ErrorEnvelope,
     ExecuteRequest, TokenizeRequest, TokenizeResponse, WorkerEvent, WorkerHealth, WorkerState,
@@ -131,15 +132,16 @@ async fn serve(
     let http = reqwest::Client::new();
     let registration = args.orchestrator_url.as_ref().map(|o| Registration {
         orchestrator_url: o.clone(),
-        worker_id: worker_id.clone(),
-        url: args
-            .advertise_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}")),
-        model: args.model_id.clone().unwrap_or(model_name),
-        backend: args.backend.as_str().to_string(),
-        slots_total: state.engine.slots_total(),
-        context_length: ctx,
+        body: WorkerRegistration {
+            worker_id: worker_id.clone(),
+            url: args.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}")),
+            model: args.model_id.clone().unwrap_or_else(|| model_name.clone()),
+            aliases: if args.model_id.is_some() { vec![model_name.clone()] } else { vec![] },
+            backend: args.backend.as_str().to_string(),
+            // the engine generates one sequence at a time; queueing is the orchestrator's job
+            slots_total: 1,
+            context_length: ctx,
+        },
     });
     let reg_task = registration
         .clone()

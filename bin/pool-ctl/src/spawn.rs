@@ -102,7 +102,8 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         cmd.args(["--threads", &t.to_string()]);
     }
     if let Some(u) = &a.orchestrator_url {
-        cmd.args(["--orchestrator-url", u]);
+        // register under the catalog id, which is what tasks name
+        cmd.args(["--orchestrator-url", u, "--model-id", &a.model]);
     }
     let logf = open_log(&log, &cmd)?;
     let err_log = logf

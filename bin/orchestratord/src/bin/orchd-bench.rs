@@ -239,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
                 "--threads",
                 &a.threads.to_string(),
                 "--max-queue",
-                "0",
+                "1",
                 "--worker-id",
                 "bench-w",
             ])

@@ -66,15 +66,20 @@ fn chat_ids(lm: &LoadedModel, user: &str) -> Vec<u32> {
 
 #[test]
 fn explore() {
-    let Some(lm) = gemma("explore") else { return };
-    for q in [
-        "Write a short poem about the sea.",
-        "Hello! Who are you?",
-        "What is 2 + 2?",
-        "Name three colors.",
-    ] {
-        let prompt = chat_ids(&lm, q);
-        let out = greedy(&lm, &prompt, 40);
-        eprintln!("Q {q:?}\nA {:?}", lm.tokenizer.decode(&out, false));
+    let text = "The lighthouse keeper kept a logbook for forty years. Every evening he wrote down the weather, the ships that passed, the colour of the sea and the birds that rested on the railing. When the light was finally automated, the logbook went to the town museum, where children now read it aloud on rainy afternoons.";
+    for file in [llorch_testkit::SMOLLM2_FILE, llorch_testkit::GEMMA3_FILE] {
+        let path = llorch_testkit::require_model("explore", file).unwrap();
+        let lm = load(&path, &LoadOptions::default()).unwrap();
+        let ids = lm.tokenizer.encode(text, true).unwrap();
+        let mut cache = lm.model.new_cache(ids.len()).unwrap();
+        let logits = lm.model.forward(&ids, &mut cache, Logits::All).unwrap().to_vec2::<f32>().unwrap();
+        let mut nll = 0.0;
+        for i in 0..ids.len() - 1 {
+            nll -= llorch_engine::sampler::logprobs(&logits[i], ids[i + 1], 0).logprob as f64;
+        }
+        eprintln!("{file}: {} tokens, mean NLL {:.3}", ids.len(), nll / (ids.len() - 1) as f64);
+        let p = lm.tokenizer.encode("The capital of France is", true).unwrap();
+        let out = greedy(&lm, &p, 20);
+        eprintln!("  raw: {:?}", lm.tokenizer.decode(&out, false));
     }
 }

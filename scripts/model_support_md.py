@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Render MODEL_SUPPORT.md from a scripts/test_all_models.sh report.
+
+usage: scripts/model_support_md.py REPORT.json [GPU_REPORT.json ...] > MODEL_SUPPORT.md
+Every cell comes from a report; a backend without a run says "not run".
+"""
+
+import json
+import sys
+
+BACKENDS = ["cpu", "cuda", "metal"]
+
+NAMES = {
+    "smollm2-135m-gguf": ("SmolLM2-135M-Instruct", "GGUF"),
+    "gemma3-270m-gguf": ("Gemma 3 270M IT", "GGUF"),
+    "smollm2-135m-safetensors": ("SmolLM2-135M-Instruct (exported from the GGUF, F32)", "safetensors"),
+}
+
+# Catalog models this machine cannot fetch, and what running them takes.
+NOT_RUN = [
+    ("qwen-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "safetensors, qwen2, ~0.99 GB",
+     "Hugging Face hub access (`llorch-pool models download qwen-0.5b`). The qwen2 path (q/k/v "
+     "biases) exists in the shared forward pass but has never run on real weights."),
+    ("tinyllama", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "safetensors, llama, ~2.2 GB",
+     "Hugging Face hub access. The llama safetensors path is covered here only by the SmolLM2 export."),
+    ("phi3", "microsoft/Phi-3-mini-4k-instruct", "safetensors, phi3, ~7.6 GB",
+     "Hugging Face hub access, and free memory above the weights' size: safetensors are read into "
+     "memory before the CPU conversion to Q8_0. The phi3 path (fused qkv and gate/up) has never run "
+     "on real weights."),
+    ("mistral", "mistralai/Mistral-7B-Instruct-v0.2", "safetensors, mistral (llama path), ~14.5 GB",
+     "Gated on the hub: `HF_TOKEN` of an account that accepted the licence, plus the memory noted for "
+     "phi3."),
+]
+
+
+def fmt(v, digits=0):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def label(r):
+    name, fmt_ = NAMES.get(r["model"], (r["model"], r.get("format") or "?"))
+    return name, fmt_
+
+
+def main():
+    reports = [json.load(open(p)) for p in sys.argv[1:]]
+    if not reports:
+        sys.exit(__doc__)
+    main_rep = reports[0]
+    results = [r for rep in reports for r in rep["results"]]
+    cells, order = {}, []
+    for r in results:
+        if r["model"] not in cells:
+            order.append(r["model"])
+            cells[r["model"]] = {}
+        cells[r["model"]][r["backend"]] = r
+    out = []
+    w = out.append
+    w("# Model support\n")
+    w("Every entry below comes from a run of `scripts/test_all_models.sh`, which imports each model "
+      "into a scratch pool with `llorch-pool`, spawns a real `llorch-candled` worker per backend, "
+      "and talks to it over HTTP. This page is generated from that run's JSON report by "
+      "`scripts/model_support_md.py`; do not edit it by hand.\n")
+    for rep in reports:
+        h = rep["host"]
+        w(f"- Report {rep['generated_at']}, commit `{rep['commit']}`, binaries `{rep['bin_dir']}`: "
+          f"{h['cpu']}, {h['logical_cpus']} logical CPUs, {h['os']}; {rep['duration_s']} s.")
+    w("")
+    w("## Matrix\n")
+    w("| model | format | weights (stored → run on CPU) | CPU | CUDA | Metal |")
+    w("|---|---|---|---|---|---|")
+    for m in order:
+        any_r = next(iter(cells[m].values()))
+        name, f = label(any_r)
+        q = f"{any_r.get('quantization') or '?'} → {any_r.get('runtime_quantization') or '?'}"
+        row = [name, f, q]
+        for b in BACKENDS:
+            r = cells[m].get(b)
+            row.append("not run" if r is None else ("**pass**" if r["status"] == "pass" else "**FAIL**"))
+        w("| " + " | ".join(row) + " |")
+    w("")
+    w("A cell passes when the worker loads the model and every check below holds: llama.cpp parity "
+      "where a fixture exists (`fixtures/smollm2-greedy.json`: free-running greedy prefix and "
+      "log-probabilities within its tolerance), greedy chat answers free of U+FFFD and of raw "
+      "end-of-turn markers, at least one of them ending at the model's end-of-turn token, a seeded "
+      "sampled answer that repeats exactly, and the budgets (load time, peak RSS, minimum tok/s). "
+      "CUDA and Metal say \"not run\" until a report from such a host is added "
+      "(`scripts/gpu-check.sh`).\n")
+    w("## Numbers (CPU)\n")
+    w("Load = worker process start to ready (`/health` `load_time_ms`). RSS from `/proc/<pid>/status`: "
+      "right after load and the peak over the whole run (VmHWM). Throughput from the worker's `end` "
+      "event on a ~140-token raw prompt with 64 greedy tokens, best of 2.\n")
+    w("| model | format | file (MB) | load (ms) | RSS after load (MB) | peak RSS (MB) | prompt tok/s | generation tok/s | threads |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for m in order:
+        r = cells[m].get("cpu")
+        if r is None:
+            continue
+        name, f = label(r)
+        x = r["metrics"]
+        w(f"| {name} | {f} | {fmt(r.get('size_mb'))} | {fmt(x.get('load_ms'))} | {fmt(x.get('rss_after_load_mb'))} | "
+          f"{fmt(x.get('peak_rss_mb'))} | {fmt(x.get('prefill_tps'), 1)} | {fmt(x.get('decode_tps'), 1)} | "
+          f"{r.get('threads') or '-'} |")
+    w("")
+    w("## Checks\n")
+    for m in order:
+        for b in BACKENDS:
+            r = cells[m].get(b)
+            if r is None:
+                continue
+            name, f = label(r)
+            w(f"### {name} ({f}, {b}): {r['status']}\n")
+            for c in r["checks"]:
+                w(f"- {'ok' if c['ok'] else '**FAIL**'} `{c['name']}`: {c['detail']}")
+            w("")
+            chats = [s for s in r["samples"] if s["kind"] in ("greedy-chat", "sampled-chat")]
+            if chats:
+                w("| prompt | mode | stop | output |")
+                w("|---|---|---|---|")
+                for s in chats:
+                    text = s["text"].replace("\n", "⏎").replace("|", "\\|")
+                    text = text if len(text) <= 160 else text[:160] + "…"
+                    mode = "greedy" if s["kind"] == "greedy-chat" else "T=0.8, top-p 0.95, seed 7"
+                    w(f"| {s['prompt']} | {mode} | {s['stop_reason']} ({s['tokens_out']} tok) | {text} |")
+                w("")
+    tested = {r["model_id"] for r in results}
+    w("## Not run here\n")
+    w("This machine reaches crates.io, PyPI and Debian only, not the Hugging Face hub, so these "
+      "catalog models were not downloaded and nothing is claimed about them. The script tests any "
+      "of them automatically once its files are in the local Hugging Face cache.\n")
+    w("| id | repo | kind | what running it needs |")
+    w("|---|---|---|---|")
+    for mid, repo, kind, need in NOT_RUN:
+        if mid not in tested:
+            w(f"| `{mid}` | `{repo}` | {kind} | {need} |")
+    for rep in reports:
+        for nb in rep.get("backends_not_run", []):
+            w(f"\nBackend `{nb['backend']}` was not available on the report's host: {nb['reason']}.")
+    w("")
+    sys.stdout.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
