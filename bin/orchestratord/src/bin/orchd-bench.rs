@@ -78,9 +78,11 @@ async fn wait_ok(http: &reqwest::Client, url: &str, timeout: Duration) -> anyhow
     Ok(())
 }
 
-/// One streamed request: (TTFT ms, decode tok/s, token ids).
+/// One streamed request.
 struct Sample {
     ttft_ms: f64,
+    /// TTFT minus the worker's own prefill time: the transport cost, without prefill jitter.
+    residual_ms: f64,
     tok_per_s: f64,
     ids: Vec<u64>,
 }
@@ -106,17 +108,16 @@ async fn read_stream(resp: reqwest::Response, t0: Instant) -> anyhow::Result<Sam
                 }
                 "end" => {
                     let first = first.context("no tokens")?;
+                    let end: Value = serde_json::from_str(&ev.data)?;
+                    let prefill = end["prefill_time_ms"].as_f64().unwrap_or(0.0);
                     let decode = last.duration_since(first).as_secs_f64();
                     let tok_per_s = if decode > 0.0 {
                         (ids.len() - 1) as f64 / decode
                     } else {
                         0.0
                     };
-                    return Ok(Sample {
-                        ttft_ms: first.duration_since(t0).as_secs_f64() * 1000.0,
-                        tok_per_s,
-                        ids,
-                    });
+                    let ttft_ms = first.duration_since(t0).as_secs_f64() * 1000.0;
+                    return Ok(Sample { ttft_ms, residual_ms: ttft_ms - prefill, tok_per_s, ids });
                 }
                 "error" => bail!("error event: {}", ev.data),
                 _ => {}
@@ -297,7 +298,9 @@ async fn main() -> anyhow::Result<()> {
     let ttft = |s: &[Sample]| percentile(&mut s.iter().map(|x| x.ttft_ms).collect::<Vec<_>>(), 0.5);
     let tps =
         |s: &[Sample]| percentile(&mut s.iter().map(|x| x.tok_per_s).collect::<Vec<_>>(), 0.5);
+    let residual = |s: &[Sample]| percentile(&mut s.iter().map(|x| x.residual_ms).collect::<Vec<_>>(), 0.5);
     let (dt, ot, dtp, otp) = (ttft(&d), ttft(&o), tps(&d), tps(&o));
+    let (dr, or) = (residual(&d), residual(&o));
     println!(
         "relay ({} runs, {} tokens, greedy, same tokens: {same})",
         a.runs, a.max_tokens
@@ -342,7 +345,7 @@ async fn main() -> anyhow::Result<()> {
             println!("  {line}");
         }
     }
-    let summary = json!({"ttft_p50_direct_ms": dt, "ttft_p50_orchd_ms": ot, "ttft_overhead_ms": ot - dt,
+    let summary = json!({"ttft_p50_direct_ms": dt, "ttft_p50_orchd_ms": ot, "ttft_overhead_ms": ot - dt, "ttft_minus_prefill_overhead_ms": or - dr,
         "tok_s_p50_direct": dtp, "tok_s_p50_orchd": otp, "tok_s_ratio": otp / dtp, "same_tokens": same,
         "admission_accepted": n, "admission_per_s": n as f64 / secs, "admission_p50_ms": p50, "admission_p99_ms": p99});
     println!("{summary}");

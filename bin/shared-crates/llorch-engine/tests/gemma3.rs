@@ -72,13 +72,25 @@ fn explore() {
         let lm = load(&path, &LoadOptions::default()).unwrap();
         let ids = lm.tokenizer.encode(text, true).unwrap();
         let mut cache = lm.model.new_cache(ids.len()).unwrap();
-        let logits = lm.model.forward(&ids, &mut cache, Logits::All).unwrap().to_vec2::<f32>().unwrap();
+        let logits = lm
+            .model
+            .forward(&ids, &mut cache, Logits::All)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let mut nll = 0.0;
         for i in 0..ids.len() - 1 {
             nll -= llorch_engine::sampler::logprobs(&logits[i], ids[i + 1], 0).logprob as f64;
         }
-        eprintln!("{file}: {} tokens, mean NLL {:.3}", ids.len(), nll / (ids.len() - 1) as f64);
-        let p = lm.tokenizer.encode("The capital of France is", true).unwrap();
+        eprintln!(
+            "{file}: {} tokens, mean NLL {:.3}",
+            ids.len(),
+            nll / (ids.len() - 1) as f64
+        );
+        let p = lm
+            .tokenizer
+            .encode("The capital of France is", true)
+            .unwrap();
         let out = greedy(&lm, &p, 20);
         eprintln!("  raw: {:?}", lm.tokenizer.decode(&out, false));
     }

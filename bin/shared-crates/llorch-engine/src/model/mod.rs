@@ -2,7 +2,7 @@
 
 pub mod config;
 pub mod kv;
-pub mod q4_1;
+pub mod qmatmul;
 pub mod transformer;
 pub mod weights;
 

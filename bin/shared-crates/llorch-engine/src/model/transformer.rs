@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor, D};
 
 use super::config::{Architecture, ModelConfig};
@@ -127,7 +127,8 @@ pub enum Logits {
 /// A loaded model: weights and rotary tables, shared by every sequence.
 pub struct Transformer {
     pub cfg: ModelConfig,
-    embed: Arc<QTensor>,
+    /// The embedding table, unless it is tied to (and looked up in) the output projection.
+    embed: Option<Arc<QTensor>>,
     embed_scale: Option<f64>,
     layers: Vec<Layer>,
     norm: Tensor,
@@ -148,7 +149,7 @@ impl Transformer {
         max_context: usize,
     ) -> Result<Self> {
         let device = w.device().clone();
-        let embed = w.embedding(&names("token_embd.weight"))?;
+        let mut embed = Some(w.embedding(&names("token_embd.weight"))?);
         let gemma = cfg.arch == Architecture::Gemma3;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
@@ -211,7 +212,10 @@ impl Transformer {
         let output = if w.contains(&out_name) {
             w.matrix(&out_name)?
         } else {
-            Matrix::Candle(QMatMul::from_arc(embed.clone())?)
+            // tied: the output projection is the embedding table
+            let q = Arc::try_unwrap(embed.take().expect("embedding loaded"))
+                .map_err(|_| anyhow::anyhow!("embedding shared"))?;
+            Matrix::from_qtensor(q, w.requant())?
         };
         let rope_global = Rope::new(&cfg, cfg.rope_theta, max_context, &device)?;
         let rope_local = if gemma {
@@ -265,7 +269,10 @@ impl Transformer {
             cache.capacity()
         );
         let ids_t = Tensor::new(ids, &self.device)?;
-        let mut x = self.embed.embedding(&ids_t)?; // (n, d)
+        let mut x = match &self.embed {
+            Some(table) => table.embedding(&ids_t)?,
+            None => self.output.embedding(ids, &ids_t)?,
+        }; // (n, d)
         if let Some(s) = self.embed_scale {
             x = (x * s)?;
         }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
-use super::q4_1::{self, Q4_1Matrix};
+use super::qmatmul::{self, Q4_1Matrix, Q8_0Matrix};
 
 /// What to do with weight types that candle only has scalar CPU kernels for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +31,17 @@ pub enum Matrix {
     Candle(QMatMul),
     /// This engine's Q4_1 CPU kernel.
     Q4_1(Q4_1Matrix),
+    /// This engine's Q8_0 CPU kernel.
+    Q8_0(Q8_0Matrix),
 }
 
 impl Matrix {
     /// Whether [`Matrix::fuse`] accepts these: all Q4_1 kernels, or all CPU candle quantized
     /// matrices of one type and input size.
     pub fn can_fuse<'a>(parts: impl Iterator<Item = &'a Matrix> + Clone) -> bool {
-        if parts.clone().all(|m| matches!(m, Matrix::Q4_1(_))) {
+        if parts.clone().all(|m| matches!(m, Matrix::Q4_1(_)))
+            || parts.clone().all(|m| matches!(m, Matrix::Q8_0(_)))
+        {
             return true;
         }
         let mut key = None;
@@ -72,6 +76,19 @@ impl Matrix {
                 .collect();
             return Ok(Matrix::Q4_1(Q4_1Matrix::concat(mats)?));
         }
+        if parts.iter().all(|m| matches!(m, Matrix::Q8_0(_))) {
+            let mats = parts
+                .into_iter()
+                .filter_map(|m| {
+                    if let Matrix::Q8_0(q) = m {
+                        Some(q)
+                    } else {
+                        None
+                    }
+                })
+                .collect();
+            return Ok(Matrix::Q8_0(Q8_0Matrix::concat(mats)?));
+        }
         let mut bytes = Vec::new();
         let (mut n, mut k, mut dtype) = (0, 0, GgmlDType::F32);
         for m in &parts {
@@ -95,11 +112,33 @@ impl Matrix {
         )?))?))
     }
 
+    /// Wrap a CPU or GPU `QTensor`: on CPU (unless `requant` is `Off`) Q4_1 and Q8_0 run on the
+    /// engine's kernels, everything else on candle's.
+    pub fn from_qtensor(q: QTensor, requant: Requant) -> Result<Matrix> {
+        let own = q.device().is_cpu() && requant != Requant::Off && qmatmul::available();
+        Ok(match q.dtype() {
+            GgmlDType::Q4_1 if own => Matrix::Q4_1(Q4_1Matrix::from_qtensor(&q)?),
+            GgmlDType::Q8_0 if own => Matrix::Q8_0(Q8_0Matrix::from_qtensor(&q)?),
+            _ => Matrix::Candle(QMatMul::from_arc(Arc::new(q))?),
+        })
+    }
+
+    /// Embedding lookup of rows `ids` (`ids_t` is the same ids as a tensor on the device),
+    /// for a tied embedding/output table.
+    pub fn embedding(&self, ids: &[u32], ids_t: &Tensor) -> Result<Tensor> {
+        match self {
+            Matrix::Q4_1(m) => m.rows(ids),
+            Matrix::Q8_0(m) => m.rows(ids),
+            Matrix::Candle(m) => Ok(m.embedding(ids_t)?),
+        }
+    }
+
     /// `x` `(…, k)` → `(…, n)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Matrix::Candle(m) => Ok(candle_core::Module::forward(m, x)?),
             Matrix::Q4_1(m) => m.forward(x),
+            Matrix::Q8_0(m) => m.forward(x),
         }
     }
 }
@@ -234,7 +273,7 @@ impl Weights {
             return stored;
         }
         match (self.requant, stored) {
-            (Requant::Auto, G::Q4_1) if q4_1::available() => G::Q4_1,
+            (Requant::Auto, G::Q4_1) if qmatmul::available() => G::Q4_1,
             (Requant::Auto | Requant::Q8_0, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) => {
                 G::Q8_0
             }
@@ -281,7 +320,7 @@ impl Weights {
             let cols = t.dim(1)?;
             if self.device.is_cpu() && self.requant != Requant::Off && cols % 32 == 0 {
                 let q = QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::Q8_0)?;
-                return Ok(Matrix::Candle(QMatMul::from_arc(Arc::new(q))?));
+                return Matrix::from_qtensor(q, self.requant);
             }
             return Ok(Matrix::Candle(QMatMul::Tensor(
                 t.to_dtype(DType::F32)?.to_device(&self.device)?,
@@ -289,13 +328,6 @@ impl Weights {
         }
         let q = self.read_q(name)?;
         let target = self.runtime_dtype(q.dtype());
-        if self.device.is_cpu()
-            && target == GgmlDType::Q4_1
-            && self.requant == Requant::Auto
-            && q4_1::available()
-        {
-            return Ok(Matrix::Q4_1(Q4_1Matrix::from_qtensor(&q)?));
-        }
         let q = if target != q.dtype() && q.shape().dims().last().is_some_and(|c| c % 32 == 0) {
             let f = q.dequantize(&Device::Cpu)?;
             QTensor::quantize(&f, target)?
@@ -307,7 +339,12 @@ impl Weights {
         } else {
             move_qtensor(q, &self.device)?
         };
-        Ok(Matrix::Candle(QMatMul::from_arc(Arc::new(q))?))
+        Matrix::from_qtensor(q, self.requant)
+    }
+
+    /// The load policy.
+    pub fn requant(&self) -> Requant {
+        self.requant
     }
 
     /// A small tensor (norm weights, biases) as F32 on the device.

@@ -1,11 +1,14 @@
-//! Q4_1 matrix multiplication for the CPU with AVX2, written for this engine.
+//! Quantized matrix multiplication for the CPU with AVX2 (Q4_1 and Q8_0 weights), written for
+//! this engine.
 //!
 //! Candle runs Q4_1 (the SmolLM2 test model's weight type) through a scalar dot product, and
 //! converting the weights to Q8_0 loses precision on blocks whose values sit far from zero.
-//! This kernel keeps the weights bit-exact and follows llama.cpp's arithmetic: activations are
-//! quantized per 32-value block to 8 bits with an f32 scale and the block sum (Q8_1), and
-//! `dot = d_w·d_x·Σ q_w·q_x + m_w·s_x`. For several activation rows (prefill) each unpacked
-//! weight block is reused across four rows.
+//! These kernels keep the weights bit-exact and follow llama.cpp's arithmetic: activations are
+//! quantized per 32-value block to 8 bits with an f32 scale and the block sum, and
+//! `dot = d_w·d_x·Σ q_w·q_x (+ m_w·s_x for Q4_1)`. For several activation rows (prefill) each
+//! unpacked weight block is reused across four rows. Work is split over the rayon pool by
+//! output columns; rayon's workers sleep instead of spinning, so a busy machine slows the
+//! engine down instead of collapsing it.
 
 use anyhow::{ensure, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -19,27 +22,155 @@ const QK: usize = 32;
 /// 0..16, high nibbles 16..32).
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct BlockQ4_1 {
+pub struct BlockQ4_1 {
     d: f16,
     m: f16,
     qs: [u8; 16],
 }
 
+/// One Q8_0 block as stored in GGUF: scale and 32 signed 8-bit values.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    d: f16,
+    qs: [i8; 32],
+}
+
+/// A weight block type the kernels run.
+pub trait WeightBlock: Copy + Send + Sync + 'static {
+    /// The GGUF type it reads.
+    const DTYPE: GgmlDType;
+    /// Bytes per block in GGUF.
+    const BYTES: usize;
+    /// Parse one block from its GGUF bytes.
+    fn read(b: &[u8]) -> Self;
+    /// Dot product of a weight row with one quantized activation row.
+    fn dot1(w: &[Self], x: &[BlockQ8]) -> f32;
+    /// Dot products of a weight row with four activation rows.
+    fn dot4(w: &[Self], x: [&[BlockQ8]; 4]) -> [f32; 4];
+    /// The block's 32 values as f32.
+    fn dequant(&self, out: &mut [f32]);
+}
+
+impl WeightBlock for BlockQ4_1 {
+    const DTYPE: GgmlDType = GgmlDType::Q4_1;
+    const BYTES: usize = 20;
+    fn read(b: &[u8]) -> Self {
+        let mut qs = [0u8; 16];
+        qs.copy_from_slice(&b[4..20]);
+        BlockQ4_1 {
+            d: f16::from_le_bytes([b[0], b[1]]),
+            m: f16::from_le_bytes([b[2], b[3]]),
+            qs,
+        }
+    }
+    fn dot1(w: &[Self], x: &[BlockQ8]) -> f32 {
+        dot1(w, x)
+    }
+    fn dot4(w: &[Self], x: [&[BlockQ8]; 4]) -> [f32; 4] {
+        dot4(w, x)
+    }
+    fn dequant(&self, out: &mut [f32]) {
+        let (d, m) = (self.d.to_f32(), self.m.to_f32());
+        for j in 0..16 {
+            out[j] = (self.qs[j] & 0x0F) as f32 * d + m;
+            out[j + 16] = (self.qs[j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+impl WeightBlock for BlockQ8_0 {
+    const DTYPE: GgmlDType = GgmlDType::Q8_0;
+    const BYTES: usize = 34;
+    fn read(b: &[u8]) -> Self {
+        let mut qs = [0i8; 32];
+        for (q, &v) in qs.iter_mut().zip(&b[2..34]) {
+            *q = v as i8;
+        }
+        BlockQ8_0 {
+            d: f16::from_le_bytes([b[0], b[1]]),
+            qs,
+        }
+    }
+    fn dot1(w: &[Self], x: &[BlockQ8]) -> f32 {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ))]
+        {
+            // SAFETY: the target features are enabled for this whole build.
+            unsafe { avx2::dot1_q8(w, x) }
+        }
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        )))]
+        {
+            scalar_dot_q8(w, x)
+        }
+    }
+    fn dot4(w: &[Self], x: [&[BlockQ8]; 4]) -> [f32; 4] {
+        [
+            Self::dot1(w, x[0]),
+            Self::dot1(w, x[1]),
+            Self::dot1(w, x[2]),
+            Self::dot1(w, x[3]),
+        ]
+    }
+    fn dequant(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (o, &q) in out.iter_mut().zip(&self.qs) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+/// Reference arithmetic for Q8_0 (also the fallback on CPUs without AVX2).
+#[cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
+    allow(dead_code)
+)]
+fn scalar_dot_q8(w: &[BlockQ8_0], x: &[BlockQ8]) -> f32 {
+    w.iter()
+        .zip(x)
+        .map(|(b, a)| {
+            b.d.to_f32()
+                * a.d
+                * b.qs
+                    .iter()
+                    .zip(&a.qs)
+                    .map(|(&p, &q)| p as i32 * q as i32)
+                    .sum::<i32>() as f32
+        })
+        .sum()
+}
+
 /// One quantized activation block: scale, scale × Σq, 32 signed 8-bit values.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
-struct BlockQ8 {
+pub struct BlockQ8 {
     qs: [i8; 32],
     d: f32,
     s: f32,
 }
 
-/// A Q4_1 weight matrix `(n, k)` used as `y = x · Wᵀ`.
-pub struct Q4_1Matrix {
+/// A quantized weight matrix `(n, k)` used as `y = x · Wᵀ`.
+pub struct QMatrix<B: WeightBlock> {
     n: usize,
     k: usize,
-    blocks: Vec<BlockQ4_1>,
+    blocks: Vec<B>,
 }
+
+/// Q4_1 weights on the engine's kernel.
+pub type Q4_1Matrix = QMatrix<BlockQ4_1>;
+/// Q8_0 weights on the engine's kernel.
+pub type Q8_0Matrix = QMatrix<BlockQ8_0>;
 
 /// True when this CPU build can run the kernel.
 pub fn available() -> bool {
@@ -50,35 +181,43 @@ pub fn available() -> bool {
     ))
 }
 
-impl Q4_1Matrix {
-    /// Take the blocks of a Q4_1 `QTensor` of shape `(n, k)`.
+impl<B: WeightBlock> QMatrix<B> {
+    /// Take the blocks of a `QTensor` of shape `(n, k)` and type `B::DTYPE`.
     pub fn from_qtensor(q: &QTensor) -> Result<Self> {
-        ensure!(q.dtype() == GgmlDType::Q4_1, "not a Q4_1 tensor");
+        ensure!(q.dtype() == B::DTYPE, "not a {:?} tensor", B::DTYPE);
         let (n, k) = q.shape().dims2()?;
-        ensure!(k % QK == 0, "Q4_1 row length {k} is not a multiple of {QK}");
+        ensure!(k % QK == 0, "row length {k} is not a multiple of {QK}");
         let data = q.data()?;
-        let count = n * k / QK;
         ensure!(
-            data.len() == count * std::mem::size_of::<BlockQ4_1>(),
-            "Q4_1 data size mismatch"
+            data.len() == n * k / QK * B::BYTES,
+            "{:?} data size mismatch",
+            B::DTYPE
         );
-        let blocks = (0..count)
-            .map(|i| {
-                let b = &data[i * 20..(i + 1) * 20];
-                let mut qs = [0u8; 16];
-                qs.copy_from_slice(&b[4..20]);
-                BlockQ4_1 {
-                    d: f16::from_le_bytes([b[0], b[1]]),
-                    m: f16::from_le_bytes([b[2], b[3]]),
-                    qs,
-                }
-            })
-            .collect();
+        let blocks = data.chunks_exact(B::BYTES).map(B::read).collect();
         Ok(Self { n, k, blocks })
     }
 
+    /// Rows `ids` dequantized, `(ids.len(), k)`: the embedding lookup of a tied table.
+    pub fn rows(&self, ids: &[u32]) -> Result<Tensor> {
+        let kb = self.k / QK;
+        let mut out = vec![0f32; ids.len() * self.k];
+        for (r, &id) in ids.iter().enumerate() {
+            let id = id as usize;
+            ensure!(
+                id < self.n,
+                "token id {id} outside the embedding table ({} rows)",
+                self.n
+            );
+            for (bi, b) in self.blocks[id * kb..(id + 1) * kb].iter().enumerate() {
+                let o = r * self.k + bi * QK;
+                b.dequant(&mut out[o..o + QK]);
+            }
+        }
+        Ok(Tensor::from_vec(out, (ids.len(), self.k), &Device::Cpu)?)
+    }
+
     /// Stack matrices with the same `k` along the output axis.
-    pub fn concat(parts: Vec<Q4_1Matrix>) -> Result<Self> {
+    pub fn concat(parts: Vec<QMatrix<B>>) -> Result<Self> {
         let k = parts.first().map(|p| p.k).unwrap_or(0);
         ensure!(
             parts.iter().all(|p| p.k == k),
@@ -125,7 +264,7 @@ impl Q4_1Matrix {
                     let w = &self.blocks[j * kb..(j + 1) * kb];
                     let mut i = 0;
                     while i + 4 <= m {
-                        let r = dot4(
+                        let r = B::dot4(
                             w,
                             [
                                 &qx[i * kb..],
@@ -141,7 +280,7 @@ impl Q4_1Matrix {
                         i += 4;
                     }
                     while i < m {
-                        let v = dot1(w, &qx[i * kb..(i + 1) * kb]);
+                        let v = B::dot1(w, &qx[i * kb..(i + 1) * kb]);
                         // SAFETY: as above.
                         unsafe { *p.0.add(i * n + j) = v };
                         i += 1;
@@ -250,7 +389,7 @@ mod avx2 {
     //! whole build enables (`-C target-cpu=native` on an AVX2 machine).
     use std::arch::x86_64::*;
 
-    use super::{BlockQ4_1, BlockQ8};
+    use super::{BlockQ4_1, BlockQ8, BlockQ8_0};
 
     #[inline(always)]
     unsafe fn unpack(b: &BlockQ4_1) -> __m256i {
@@ -290,6 +429,21 @@ mod avx2 {
                 mins += b.m.to_f32() * a.s;
             }
             hsum(acc) + mins
+        }
+    }
+
+    pub unsafe fn dot1_q8(w: &[BlockQ8_0], x: &[BlockQ8]) -> f32 {
+        unsafe {
+            let mut acc = _mm256_setzero_ps();
+            for (b, a) in w.iter().zip(x) {
+                let qw = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
+                let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+                // |w| as unsigned, sign moved onto x: maddubs needs one unsigned operand
+                let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw));
+                let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(b.d.to_f32() * a.d), s, acc);
+            }
+            hsum(acc)
         }
     }
 
@@ -358,6 +512,24 @@ mod tests {
         quantize_row(&xt.get(0).unwrap().to_vec1::<f32>().unwrap(), &mut qx);
         let a = dot1(&mat.blocks[..kb], &qx);
         let b = scalar_dot(&mat.blocks[..kb], &qx);
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+
+        // Q8_0 kernel against candle's dequantized weights
+        let q8 = QTensor::quantize(&wt, GgmlDType::Q8_0).unwrap();
+        let want = xt
+            .matmul(&q8.dequantize(&Device::Cpu).unwrap().t().unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let m8 = Q8_0Matrix::from_qtensor(&q8).unwrap();
+        let got = m8.forward(&xt).unwrap().to_vec2::<f32>().unwrap();
+        for (gr, wr) in got.iter().zip(&want) {
+            for (g, w) in gr.iter().zip(wr) {
+                assert!((g - w).abs() < 0.05 * (1.0 + w.abs()), "q8_0 {g} vs {w}");
+            }
+        }
+        let a = BlockQ8_0::dot1(&m8.blocks[..kb], &qx);
+        let b = scalar_dot_q8(&m8.blocks[..kb], &qx);
         assert!((a - b).abs() < 1e-3, "{a} vs {b}");
     }
 }
