@@ -143,9 +143,14 @@ async fn serve(
             context_length: ctx,
         },
     });
-    let reg_task = registration
-        .clone()
-        .map(|r| tokio::spawn(r.run(http.clone())));
+    let reg_task = registration.clone().map(|r| {
+        let st = state.clone();
+        let load = move || WorkerHeartbeat {
+            active_jobs: st.engine.status().active.load(Ordering::SeqCst),
+            queued_jobs: st.engine.status().queued.load(Ordering::SeqCst),
+        };
+        tokio::spawn(r.run(http.clone(), load))
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -117,7 +117,12 @@ async fn read_stream(resp: reqwest::Response, t0: Instant) -> anyhow::Result<Sam
                         0.0
                     };
                     let ttft_ms = first.duration_since(t0).as_secs_f64() * 1000.0;
-                    return Ok(Sample { ttft_ms, residual_ms: ttft_ms - prefill, tok_per_s, ids });
+                    return Ok(Sample {
+                        ttft_ms,
+                        residual_ms: ttft_ms - prefill,
+                        tok_per_s,
+                        ids,
+                    });
                 }
                 "error" => bail!("error event: {}", ev.data),
                 _ => {}
@@ -298,7 +303,12 @@ async fn main() -> anyhow::Result<()> {
     let ttft = |s: &[Sample]| percentile(&mut s.iter().map(|x| x.ttft_ms).collect::<Vec<_>>(), 0.5);
     let tps =
         |s: &[Sample]| percentile(&mut s.iter().map(|x| x.tok_per_s).collect::<Vec<_>>(), 0.5);
-    let residual = |s: &[Sample]| percentile(&mut s.iter().map(|x| x.residual_ms).collect::<Vec<_>>(), 0.5);
+    let residual = |s: &[Sample]| {
+        percentile(
+            &mut s.iter().map(|x| x.residual_ms).collect::<Vec<_>>(),
+            0.5,
+        )
+    };
     let (dt, ot, dtp, otp) = (ttft(&d), ttft(&o), tps(&d), tps(&o));
     let (dr, or) = (residual(&d), residual(&o));
     println!(
@@ -309,6 +319,7 @@ async fn main() -> anyhow::Result<()> {
         "  TTFT p50   direct {dt:8.2} ms   via orchestratord {ot:8.2} ms   overhead {:+.2} ms",
         ot - dt
     );
+    println!("  TTFT-prefill p50 direct {dr:6.2} ms   via orchestratord {or:6.2} ms   overhead {:+.2} ms", or - dr);
     println!(
         "  tok/s p50  direct {dtp:8.1}      via orchestratord {otp:8.1}      ratio {:.4}",
         otp / dtp
