@@ -95,6 +95,10 @@ pub struct Args {
     #[arg(long, env = "LLORCH_ORCHESTRATOR_URL")]
     pub orchestrator_url: Option<String>,
 
+    /// Bearer token for the orchestrator's API (when it requires one).
+    #[arg(long, env = "LLORCH_API_TOKEN", hide_env_values = true)]
+    pub orchestrator_token: Option<String>,
+
     /// Model id to register under (default: the model file's name).
     #[arg(long)]
     pub model_id: Option<String>,

@@ -9,6 +9,7 @@ use llorch_wire::tasks::{WorkerHeartbeat, WorkerRegistered, WorkerRegistration};
 #[derive(Debug, Clone)]
 pub struct Registration {
     pub orchestrator_url: String,
+    pub token: Option<String>,
     pub body: WorkerRegistration,
 }
 
@@ -17,9 +18,16 @@ impl Registration {
         self.orchestrator_url.trim_end_matches('/')
     }
 
+    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
     async fn register(&self, http: &reqwest::Client) -> Result<Duration, String> {
-        let resp = http
-            .post(format!("{}/v2/workers/register", self.base()))
+        let resp = self
+            .auth(http.post(format!("{}/v2/workers/register", self.base())))
             .json(&self.body)
             .send()
             .await
@@ -28,7 +36,9 @@ impl Registration {
             return Err(format!("HTTP {}", resp.status()));
         }
         let ack: WorkerRegistered = resp.json().await.map_err(|e| e.to_string())?;
-        Ok(Duration::from_millis(ack.heartbeat_interval_ms.clamp(100, 60_000)))
+        Ok(Duration::from_millis(
+            ack.heartbeat_interval_ms.clamp(100, 60_000),
+        ))
     }
 
     /// Register (retrying with backoff until the orchestrator answers), then heartbeat at the
@@ -48,8 +58,12 @@ impl Registration {
         };
         loop {
             tokio::time::sleep(interval).await;
-            let url = format!("{}/v2/workers/{}/heartbeat", self.base(), self.body.worker_id);
-            match http.post(url).json(&load()).send().await {
+            let url = format!(
+                "{}/v2/workers/{}/heartbeat",
+                self.base(),
+                self.body.worker_id
+            );
+            match self.auth(http.post(url)).json(&load()).send().await {
                 Ok(r) if r.status().as_u16() == 404 => {
                     tracing::info!("orchestrator forgot this worker; registering again");
                     if let Ok(i) = self.register(&http).await {
@@ -65,6 +79,7 @@ impl Registration {
     /// Best-effort deregistration on shutdown.
     pub async fn deregister(&self, http: &reqwest::Client) {
         let url = format!("{}/v2/workers/{}", self.base(), self.body.worker_id);
-        let _ = tokio::time::timeout(Duration::from_secs(2), http.delete(url).send()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.auth(http.delete(url)).send()).await;
     }
 }

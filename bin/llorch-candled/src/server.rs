@@ -132,11 +132,19 @@ async fn serve(
     let http = reqwest::Client::new();
     let registration = args.orchestrator_url.as_ref().map(|o| Registration {
         orchestrator_url: o.clone(),
+        token: args.orchestrator_token.clone(),
         body: WorkerRegistration {
             worker_id: worker_id.clone(),
-            url: args.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}")),
+            url: args
+                .advertise_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
             model: args.model_id.clone().unwrap_or_else(|| model_name.clone()),
-            aliases: if args.model_id.is_some() { vec![model_name.clone()] } else { vec![] },
+            aliases: if args.model_id.is_some() {
+                vec![model_name.clone()]
+            } else {
+                vec![]
+            },
             backend: args.backend.as_str().to_string(),
             // the engine generates one sequence at a time; queueing is the orchestrator's job
             slots_total: 1,

@@ -49,6 +49,9 @@ async fn restart_restores_registry_and_history_and_fails_running_tasks() {
     )
     .await;
     wait_task(&o, &running, |v| v["state"] == "running").await;
+    // History writes are batched on a writer thread and committed within milliseconds; give a
+    // loaded test machine time before the SIGKILL.
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let o = o.restart_hard();
     let (st, old) = get_json(&o.url(&format!("/v2/tasks/{done}"))).await;
@@ -180,4 +183,39 @@ async fn flags_override_the_config_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("queue_capacty"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn static_workers_are_polled_on_health() {
+    let mut w = FaultWorker::start("slow", "static-1", &["--token-delay-ms", "5"]);
+    let o = Orchd::start(&["--workers", &w.url(), "--heartbeat-interval-ms", "200"]);
+    let start = Instant::now();
+    while get_json(&o.url("/v2/workers/static-1")).await.1["status"] != "ready" {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "static worker never probed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, info) = get_json(&o.url("/v2/workers/static-1")).await;
+    assert_eq!(
+        (info["source"].as_str(), info["model"].as_str()),
+        (Some("static"), Some(FAULT_MODEL))
+    );
+    let id = submit_ok(
+        &o,
+        json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(single_terminal(&all_events(&o, &id).await).kind, "end");
+    w.child.kill().unwrap();
+    let _ = w.child.wait();
+    let killed = Instant::now();
+    while get_json(&o.url("/v2/workers/static-1")).await.1["status"] != "unhealthy" {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "dead static worker still ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

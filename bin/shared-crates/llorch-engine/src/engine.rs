@@ -1,10 +1,16 @@
 //! The engine thread: owns the model, runs queued jobs one at a time, and lets other threads
 //! submit, cancel and observe without ever blocking on inference.
+//!
+//! Admission is counted, not left to a channel's capacity: a job holds its slot from `submit`
+//! until its terminal event is handed to the sink, and the slot is released *before* that event
+//! goes out, so a client that sends its next request on `end` is never told the worker is busy.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
+
+use llorch_wire::WorkerEvent;
 
 use crate::generate::{run_job, EventSink, Job};
 use crate::load::LoadedModel;
@@ -28,15 +34,51 @@ struct Queued {
 /// Counters shared between the engine thread and its observers.
 #[derive(Default)]
 pub struct EngineStatus {
+    /// Jobs generating now (0 or 1).
     pub active: AtomicU32,
+    /// Jobs admitted and waiting.
     pub queued: AtomicU32,
+    /// Admitted jobs (running + waiting) with their cancel flags.
     jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
+}
+
+impl EngineStatus {
+    fn release(&self, job_id: &str) {
+        self.jobs.lock().unwrap().remove(job_id);
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Forwards a job's events and frees its slot just before the terminal one.
+struct SlotSink {
+    inner: Box<dyn EventSink>,
+    status: Arc<EngineStatus>,
+    job_id: String,
+    released: bool,
+}
+
+impl EventSink for SlotSink {
+    fn send(&mut self, event: WorkerEvent) -> bool {
+        if event.is_terminal() && !self.released {
+            self.released = true;
+            self.status.release(&self.job_id);
+        }
+        self.inner.send(event)
+    }
+}
+
+impl Drop for SlotSink {
+    fn drop(&mut self) {
+        if !self.released {
+            self.status.release(&self.job_id);
+        }
+    }
 }
 
 /// Handle to the engine thread; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    tx: SyncSender<Queued>,
+    tx: Sender<Queued>,
     status: Arc<EngineStatus>,
     model: Arc<LoadedModel>,
     queue_capacity: u32,
@@ -46,20 +88,23 @@ impl Engine {
     /// Start the engine thread for `model`, accepting up to `queue_capacity` waiting jobs
     /// besides the running one.
     pub fn start(model: Arc<LoadedModel>, queue_capacity: u32) -> Engine {
-        let (tx, rx) = sync_channel::<Queued>(queue_capacity as usize);
+        let (tx, rx) = channel::<Queued>();
         let status = Arc::new(EngineStatus::default());
         let st = status.clone();
         let m = model.clone();
         std::thread::Builder::new()
             .name("llorch-engine".into())
             .spawn(move || {
-                for Queued { job, mut sink } in rx {
+                for Queued { job, sink } in rx {
                     st.queued.fetch_sub(1, Ordering::SeqCst);
                     st.active.fetch_add(1, Ordering::SeqCst);
-                    let id = job.job_id.clone();
-                    run_job(&m, job, sink.as_mut());
-                    st.jobs.lock().unwrap().remove(&id);
-                    st.active.fetch_sub(1, Ordering::SeqCst);
+                    let mut sink = SlotSink {
+                        inner: sink,
+                        status: st.clone(),
+                        job_id: job.job_id.clone(),
+                        released: false,
+                    };
+                    run_job(&m, job, &mut sink);
                 }
             })
             .expect("spawn engine thread");
@@ -93,23 +138,19 @@ impl Engine {
             if jobs.contains_key(&job.job_id) {
                 return Err(SubmitError::DuplicateJobId(job.job_id));
             }
+            if jobs.len() as u32 >= self.slots_total() {
+                return Err(SubmitError::Busy(self.status.queued.load(Ordering::SeqCst)));
+            }
             jobs.insert(job.job_id.clone(), job.cancel.clone());
+            self.status.queued.fetch_add(1, Ordering::SeqCst);
         }
         let id = job.job_id.clone();
-        self.status.queued.fetch_add(1, Ordering::SeqCst);
-        match self.tx.try_send(Queued { job, sink }) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.status.queued.fetch_sub(1, Ordering::SeqCst);
-                self.status.jobs.lock().unwrap().remove(&id);
-                match e {
-                    TrySendError::Full(_) => {
-                        Err(SubmitError::Busy(self.status.queued.load(Ordering::SeqCst)))
-                    }
-                    TrySendError::Disconnected(_) => Err(SubmitError::Stopped),
-                }
-            }
+        if self.tx.send(Queued { job, sink }).is_err() {
+            self.status.queued.fetch_sub(1, Ordering::SeqCst);
+            self.status.jobs.lock().unwrap().remove(&id);
+            return Err(SubmitError::Stopped);
         }
+        Ok(())
     }
 
     /// Ask a running or queued job to stop; false when the id is unknown. The job ends with

@@ -37,7 +37,15 @@ fn device() -> Device {
 fn load_with(test: &str, max_context: Option<usize>) -> Option<(LoadedModel, f64)> {
     let path = llorch_testkit::require_model(test, llorch_testkit::GEMMA3_FILE)?;
     let t0 = Instant::now();
-    let lm = load(&path, &LoadOptions { device: device(), max_context, ..Default::default() }).unwrap();
+    let lm = load(
+        &path,
+        &LoadOptions {
+            device: device(),
+            max_context,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     eprintln!("{test}: loaded in {ms:.0} ms");
     Some((lm, ms))
@@ -46,7 +54,9 @@ fn load_with(test: &str, max_context: Option<usize>) -> Option<(LoadedModel, f64
 /// The model with default options, loaded once for the tests that only read it.
 fn gemma(test: &str) -> Option<&'static LoadedModel> {
     static MODEL: OnceLock<Option<LoadedModel>> = OnceLock::new();
-    MODEL.get_or_init(|| load_with(test, None).map(|(lm, _)| lm)).as_ref()
+    MODEL
+        .get_or_init(|| load_with(test, None).map(|(lm, _)| lm))
+        .as_ref()
 }
 
 fn fixture() -> Value {
@@ -55,18 +65,34 @@ fn fixture() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
-fn last_logits(lm: &LoadedModel, cache: &mut llorch_engine::model::KvCache, ids: &[u32]) -> Vec<f32> {
-    lm.model.forward(ids, cache, Logits::Last).unwrap().squeeze(0).unwrap().to_vec1().unwrap()
+fn last_logits(
+    lm: &LoadedModel,
+    cache: &mut llorch_engine::model::KvCache,
+    ids: &[u32],
+) -> Vec<f32> {
+    lm.model
+        .forward(ids, cache, Logits::Last)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// Free-running greedy generation of at most `n` tokens; a stop id, if reached, is included.
 fn greedy(lm: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut cache = lm.model.new_cache(prompt.len() + n).unwrap();
     let never = AtomicBool::new(false);
-    let (mut logits, _) = prefill(lm, prompt, &mut cache, None, &never).unwrap().unwrap();
+    let (mut logits, _) = prefill(lm, prompt, &mut cache, None, &never)
+        .unwrap()
+        .unwrap();
     let mut out = Vec::new();
     for _ in 0..n {
         let id = argmax(&logits);
@@ -81,25 +107,44 @@ fn greedy(lm: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
 
 #[test]
 fn tokenizer_and_template_match_llama_cpp() {
-    let Some(lm) = gemma("tokenizer_and_template_match_llama_cpp") else { return };
-    assert_eq!((lm.info.architecture, lm.info.tokenizer_kind), ("gemma3", "gguf-spm"));
+    let Some(lm) = gemma("tokenizer_and_template_match_llama_cpp") else {
+        return;
+    };
+    assert_eq!(
+        (lm.info.architecture, lm.info.tokenizer_kind),
+        ("gemma3", "gguf-spm")
+    );
     for case in fixture()["cases"].as_array().unwrap() {
-        let got = lm.tokenizer.encode(case["text"].as_str().unwrap(), true).unwrap();
+        let got = lm
+            .tokenizer
+            .encode(case["text"].as_str().unwrap(), true)
+            .unwrap();
         assert_eq!(got, ids(&case["prompt_ids"]), "case {}", case["name"]);
     }
     // The GGUF has no chat template: Gemma's turn format is used, and BOS comes from the tokenizer.
-    let user = ChatMessage { role: "user".into(), content: "What is the capital of France?".into() };
+    let user = ChatMessage {
+        role: "user".into(),
+        content: "What is the capital of France?".into(),
+    };
     let text = lm.chat.render(&[user], true).unwrap();
     let chat_case = &fixture()["cases"][0];
     assert_eq!(text, chat_case["text"].as_str().unwrap());
-    assert_eq!(lm.tokenizer.encode(&text, true).unwrap(), ids(&chat_case["prompt_ids"]));
+    assert_eq!(
+        lm.tokenizer.encode(&text, true).unwrap(),
+        ids(&chat_case["prompt_ids"])
+    );
     let stops = lm.tokenizer.stop_ids();
-    assert!(stops.contains(&END_OF_TURN) && stops.contains(&EOS), "stop ids {stops:?}");
+    assert!(
+        stops.contains(&END_OF_TURN) && stops.contains(&EOS),
+        "stop ids {stops:?}"
+    );
 }
 
 #[test]
 fn greedy_tokens_and_logprobs_match_llama_cpp() {
-    let Some(lm) = gemma("greedy_tokens_and_logprobs_match_llama_cpp") else { return };
+    let Some(lm) = gemma("greedy_tokens_and_logprobs_match_llama_cpp") else {
+        return;
+    };
     let mut failures = Vec::new();
     for case in fixture()["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
@@ -107,13 +152,26 @@ fn greedy_tokens_and_logprobs_match_llama_cpp() {
         let reference = ids(&case["greedy_ids"]);
         let must = case["must_match_prefix"].as_u64().unwrap() as usize;
         let got = greedy(lm, &prompt, reference.len());
-        let matched = got.iter().zip(&reference).take_while(|(a, b)| a == b).count();
+        let matched = got
+            .iter()
+            .zip(&reference)
+            .take_while(|(a, b)| a == b)
+            .count();
         if matched < must {
-            failures.push(format!("{name}: greedy prefix {matched} < {must}: {:?}", lm.tokenizer.decode(&got, false)));
+            failures.push(format!(
+                "{name}: greedy prefix {matched} < {must}: {:?}",
+                lm.tokenizer.decode(&got, false)
+            ));
         }
         let lps = teacher_force(lm, &prompt, &reference, 2).unwrap();
         let (mut sum, mut worst) = (0.0f64, 0.0f64);
-        for (i, (step, lp)) in case["steps"].as_array().unwrap().iter().zip(&lps).enumerate() {
+        for (i, (step, lp)) in case["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(&lps)
+            .enumerate()
+        {
             let d = (lp.logprob as f64 - step["logprob"].as_f64().unwrap()).abs();
             sum += d;
             worst = worst.max(d);
@@ -123,7 +181,10 @@ fn greedy_tokens_and_logprobs_match_llama_cpp() {
             let top = step["top"].as_array().unwrap();
             let gap = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
             if gap >= 0.5 && lp.top[0].id != reference[i] {
-                failures.push(format!("{name} step {i}: top-1 {} != {} (gap {gap:.2})", lp.top[0].id, reference[i]));
+                failures.push(format!(
+                    "{name} step {i}: top-1 {} != {} (gap {gap:.2})",
+                    lp.top[0].id, reference[i]
+                ));
             }
         }
         let mean = sum / lps.len() as f64;
@@ -136,13 +197,22 @@ fn greedy_tokens_and_logprobs_match_llama_cpp() {
             lm.tokenizer.decode(&got, false)
         );
     }
-    assert!(failures.is_empty(), "parity failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "parity failures:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn answers_raw_questions_and_recalls_past_the_sliding_window() {
-    let Some(lm) = gemma("answers_raw_questions_and_recalls_past_the_sliding_window") else { return };
-    let p = lm.tokenizer.encode("Q: What is the capital of France?\nA:", true).unwrap();
+    let Some(lm) = gemma("answers_raw_questions_and_recalls_past_the_sliding_window") else {
+        return;
+    };
+    let p = lm
+        .tokenizer
+        .encode("Q: What is the capital of France?\nA:", true)
+        .unwrap();
     let answer = lm.tokenizer.decode(&greedy(lm, &p, 3), false);
     assert!(answer.starts_with(" Paris"), "{answer:?}");
     // The fact sits ~540 tokens back: only the global layers can still see it.
@@ -156,7 +226,9 @@ fn answers_raw_questions_and_recalls_past_the_sliding_window() {
 
 #[test]
 fn prefill_in_chunks_and_decode_agree_across_the_window() {
-    let Some(lm) = gemma("prefill_in_chunks_and_decode_agree_across_the_window") else { return };
+    let Some(lm) = gemma("prefill_in_chunks_and_decode_agree_across_the_window") else {
+        return;
+    };
     let prompt = ids(&fixture()["cases"][4]["prompt_ids"]);
     let n = prompt.len();
     let mut whole = lm.model.new_cache(n).unwrap();
@@ -170,7 +242,11 @@ fn prefill_in_chunks_and_decode_agree_across_the_window() {
     for &id in &prompt[n - 8..] {
         logits = last_logits(lm, &mut cache, &[id]);
     }
-    let max_diff = reference.iter().zip(&logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max_diff = reference
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     eprintln!("max |Δlogit| whole vs chunked+decode: {max_diff:.5}");
     assert_eq!(argmax(&reference), argmax(&logits));
     assert!(max_diff < 0.05, "max |Δlogit| {max_diff}");
@@ -178,14 +254,81 @@ fn prefill_in_chunks_and_decode_agree_across_the_window() {
 
 #[test]
 fn rotary_tables_follow_the_served_context() {
-    let Some((lm, ms)) = load_with("rotary_tables_follow_the_served_context", Some(1024)) else { return };
-    assert_eq!((lm.info.trained_context, lm.info.context_length, lm.model.max_context), (32768, 1024, 1024));
+    let Some((lm, ms)) = load_with("rotary_tables_follow_the_served_context", Some(1024)) else {
+        return;
+    };
+    assert_eq!(
+        (
+            lm.info.trained_context,
+            lm.info.context_length,
+            lm.model.max_context
+        ),
+        (32768, 1024, 1024)
+    );
     // Stock candle takes ~9 s here (RoPE tables for 131072 positions per layer); the budget of
     // 2 s is enforced by scripts/test_all_models.sh on a release build, this bound allows for
     // parallel tests on 2 cores.
     assert!(ms < 10_000.0, "load took {ms:.0} ms");
     let mut cache = lm.model.new_cache(4096).unwrap();
-    assert_eq!(cache.capacity(), 1024, "a cache never outgrows the served context");
+    assert_eq!(
+        cache.capacity(),
+        1024,
+        "a cache never outgrows the served context"
+    );
     let ids: Vec<u32> = (0..1025).map(|i| 1000 + i % 500).collect();
-    assert!(lm.model.forward(&ids, &mut cache, Logits::Last).is_err(), "1025 positions exceed the context");
+    assert!(
+        lm.model.forward(&ids, &mut cache, Logits::Last).is_err(),
+        "1025 positions exceed the context"
+    );
+}
+
+#[test]
+fn explore_chunks() {
+    let which = std::env::var("WHICH").unwrap_or_default();
+    let owned;
+    let lm: &LoadedModel = if which == "smol" {
+        let p = llorch_testkit::require_model("x", llorch_testkit::SMOLLM2_FILE).unwrap();
+        owned = load(&p, &LoadOptions::default()).unwrap();
+        &owned
+    } else if which == "off" {
+        let p = llorch_testkit::require_model("x", llorch_testkit::GEMMA3_FILE).unwrap();
+        owned = load(
+            &p,
+            &LoadOptions {
+                requant: llorch_engine::model::Requant::Off,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        &owned
+    } else {
+        gemma("explore").unwrap()
+    };
+    let prompt = ids(&fixture()["cases"][4]["prompt_ids"]);
+    for (n, splits) in [
+        (100usize, vec![50usize]),
+        (100, vec![99]),
+        (400, vec![200]),
+        (540, vec![200, 530]),
+        (540, vec![530]),
+        (540, vec![539]),
+    ] {
+        let p = &prompt[..n];
+        let mut whole = lm.model.new_cache(n).unwrap();
+        let reference = last_logits(lm, &mut whole, p);
+        let mut cache = lm.model.new_cache(n).unwrap();
+        let mut start = 0;
+        let mut logits = Vec::new();
+        for &s in splits.iter().chain(std::iter::once(&n)) {
+            logits = last_logits(lm, &mut cache, &p[start..s]);
+            start = s;
+        }
+        let d = reference
+            .iter()
+            .zip(&logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let mx = reference.iter().cloned().fold(f32::MIN, f32::max);
+        eprintln!("n {n} splits {splits:?}: max |Δlogit| {d:.5} (max logit {mx:.2})");
+    }
 }

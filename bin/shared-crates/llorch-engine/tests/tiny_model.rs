@@ -184,7 +184,9 @@ fn tiny_random_llama_loads_and_generates() {
         prompt,
         b"hello".iter().map(|&b| b as u32).collect::<Vec<_>>()
     );
-    let engine = Engine::start(Arc::new(lm), 4);
+    // no waiting room: each job is submitted the moment the previous one's `end` arrives, and
+    // must still be admitted (the slot is freed before the terminal event goes out)
+    let engine = Engine::start(Arc::new(lm), 0);
     let a = run(
         &engine,
         job("a", prompt.clone(), 12, SamplingParams::greedy()),
