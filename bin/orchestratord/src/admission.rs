@@ -122,8 +122,23 @@ pub async fn submit(
     body: &[u8],
     correlation_id: &str,
 ) -> Result<TaskAccepted, ApiError> {
+    submit_task(orch, parse(body), correlation_id)
+        .await
+        .map(|(accepted, _)| accepted)
+}
+
+/// Admit a request parsed (and validated) elsewhere, e.g. by the OpenAI routes; a parse error
+/// is counted as a rejection. Returns the task too, so the caller can follow its events.
+pub async fn submit_task(
+    orch: &Arc<Orchestrator>,
+    req: Result<TaskRequest, ApiError>,
+    correlation_id: &str,
+) -> Result<(TaskAccepted, Arc<Task>), ApiError> {
     let t0 = Instant::now();
-    let result = admit(orch, body, correlation_id).await;
+    let result = match req {
+        Ok(req) => admit(orch, req, correlation_id).await,
+        Err(e) => Err(e),
+    };
     let m = &orch.metrics;
     match &result {
         Ok(_) => m.inc("orchd_tasks_enqueued_total", &[("outcome", "accepted")]),
@@ -145,9 +160,9 @@ pub async fn submit(
 
 async fn admit(
     orch: &Arc<Orchestrator>,
-    body: &[u8],
+    req: TaskRequest,
     correlation_id: &str,
-) -> Result<TaskAccepted, ApiError> {
+) -> Result<(TaskAccepted, Arc<Task>), ApiError> {
     if orch.is_shutting_down() {
         return Err(ApiError::new(
             ErrorCode::ShuttingDown,
@@ -155,7 +170,6 @@ async fn admit(
         ));
     }
     let created = Instant::now();
-    let req = parse(body)?;
     let (ctx, urls) = {
         let core = orch.core();
         let reg = &core.registry;
@@ -256,13 +270,14 @@ async fn admit(
     orch.wake.notify_one();
     tracing::info!(task_id = %id, %correlation_id, model = %task.request.model,
         priority = task.request.priority.as_str(), position, "task admitted");
-    Ok(TaskAccepted {
+    let accepted = TaskAccepted {
         events_url: format!("/v2/tasks/{id}/events"),
         status_url: format!("/v2/tasks/{id}"),
         task_id: id,
         queue_position: position,
         predicted_start_ms: predicted,
-    })
+    };
+    Ok((accepted, task))
 }
 
 /// End the task with `DEADLINE_EXCEEDED` when its deadline passes (no-op if it ended before).

@@ -3,13 +3,15 @@
 //!
 //! Layout: `admission` (validate + enqueue), `queue` and `registry` (pure state),
 //! `scheduler` (placement loop + upkeep), `relay` (one attempt on a worker), `state` (shared
-//! state, ending tasks), `store` (SQLite), `http` (routes), `config`, `metrics`, `openapi`.
+//! state, ending tasks), `store` (SQLite), `http` (routes), `openai` (the `/v1` OpenAI-compatible
+//! API over the same admission), `config`, `metrics`, `openapi`.
 
 pub mod admission;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod openai;
 pub mod openapi;
 pub mod queue;
 pub mod registry;

@@ -35,7 +35,15 @@ fn paths() -> Value {
                     "X-Backoff-Ms": { "description": "milliseconds, from the measured drain rate", "schema": { "type": "integer" } } },
                     "content": { "application/json": { "schema": schema("ErrorEnvelope") } } },
                 "503": error("SHUTTING_DOWN")
-            } } },
+            } },
+            "get": {
+            "summary": "The most recent tasks (also of earlier runs), newest first",
+            "parameters": [
+                { "name": "state", "in": "query", "schema": { "type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"] } },
+                { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 50 } } ],
+            "responses": { "200": { "description": "TaskList", "content": { "application/json": { "schema":
+                { "type": "object", "required": ["tasks"], "properties": { "tasks": { "type": "array", "items": schema("TaskStatus") } } } } } },
+                "400": error("INVALID_REQUEST (unknown state)") } } },
         "/v2/tasks/{id}": { "get": {
             "summary": "Task state, timings and usage (also for tasks of earlier runs)",
             "parameters": id_param("task id"),

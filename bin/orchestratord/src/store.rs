@@ -331,6 +331,29 @@ impl Store {
         Ok(out)
     }
 
+    /// The `limit` most recent tasks of the history (optionally in one state), newest first.
+    pub fn recent_tasks(
+        &self,
+        state: Option<TaskState>,
+        limit: u32,
+    ) -> rusqlite::Result<Vec<TaskStatus>> {
+        let conn = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = conn.prepare(
+            "SELECT status FROM tasks WHERE ?1 IS NULL OR state = ?1 \
+             ORDER BY created_at_ms DESC, task_id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![state.map(|s| s.as_str()), limit], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(status) = serde_json::from_str(&row?) {
+                out.push(status);
+            }
+        }
+        Ok(out)
+    }
+
     /// One task of the history.
     pub fn task(&self, id: &str) -> rusqlite::Result<Option<TaskRow>> {
         let conn = self.read.lock().unwrap_or_else(|p| p.into_inner());
@@ -425,6 +448,10 @@ mod tests {
         assert!(old.terminal.unwrap().1.contains("\"tokens_out\":2"));
         assert_eq!(store.task("done").unwrap().unwrap().terminal.unwrap().0, 7);
         assert!(store.task("nope").unwrap().is_none());
+        let failed = store.recent_tasks(Some(TaskState::Failed), 10).unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].task_id, "running");
+        assert_eq!(store.recent_tasks(None, 1).unwrap().len(), 1);
         store.prune(11);
         store.flush();
         assert!(store.task("done").unwrap().is_none());

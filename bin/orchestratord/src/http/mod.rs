@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+use crate::openai;
 use crate::state::Orchestrator;
 
 /// Request and response header carrying the correlation id.
@@ -36,7 +37,7 @@ pub struct CorrelationId(pub String);
 /// Every route of the orchestrator.
 pub fn router(orch: Arc<Orchestrator>) -> Router {
     Router::new()
-        .route("/v2/tasks", post(tasks::submit))
+        .route("/v2/tasks", post(tasks::submit).get(tasks::list))
         .route("/v2/tasks/{id}", get(tasks::status))
         .route("/v2/tasks/{id}/events", get(events::stream))
         .route("/v2/tasks/{id}/cancel", post(tasks::cancel))
@@ -52,6 +53,7 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
         .route("/health", get(meta::health))
         .route("/ready", get(meta::ready))
         .route("/metrics", get(meta::metrics))
+        .merge(crate::openai::routes())
         .layer(middleware::from_fn_with_state(orch.clone(), auth))
         .layer(middleware::from_fn(correlation))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -97,7 +99,9 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, req: Request, next: Next) -
     if orch.cfg.api_tokens.is_empty() || OPEN_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let is_submit = req.uri().path() == "/v2/tasks";
+    let path = req.uri().path();
+    let is_submit = path == "/v2/tasks" || openai::SUBMIT_PATHS.contains(&path);
+    let openai_shape = openai::is_openai_path(path);
     let presented = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -120,7 +124,12 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, req: Request, next: Next) -
             &[("reason", ErrorCode::Unauthorized.as_str())],
         );
     }
-    let mut resp = ApiError::new(ErrorCode::Unauthorized, message).into_response();
+    let err = ApiError::new(ErrorCode::Unauthorized, message);
+    let mut resp = if openai_shape {
+        openai::OaiError(err).into_response()
+    } else {
+        err.into_response()
+    };
     resp.headers_mut().insert(
         axum::http::header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer"),

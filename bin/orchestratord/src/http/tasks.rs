@@ -1,13 +1,15 @@
-//! `POST /v2/tasks`, `GET /v2/tasks/{id}`, `POST /v2/tasks/{id}/cancel`.
+//! `POST /v2/tasks`, `GET /v2/tasks`, `GET /v2/tasks/{id}`, `POST /v2/tasks/{id}/cancel`.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use llorch_wire::tasks::TaskStatus;
+use llorch_wire::tasks::{TaskList, TaskState, TaskStatus};
+use llorch_wire::FieldError;
+use serde::Deserialize;
 
 use super::CorrelationId;
 use crate::admission;
@@ -28,6 +30,49 @@ pub async fn submit(
         Json(accepted),
     )
         .into_response())
+}
+
+/// Query of `GET /v2/tasks`.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The most recent tasks (default 50, at most 1000), newest first: unfinished ones from memory,
+/// the rest from the history (live state wins).
+pub async fn list(
+    State(orch): State<Arc<Orchestrator>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<TaskList>, ApiError> {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+            ApiError::invalid(vec![FieldError::new(
+                "state",
+                "enum(queued|running|completed|failed|cancelled)",
+                format!("state must be queued, running, completed, failed or cancelled; got {s:?}"),
+            )])
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let stored = orch.store.recent_tasks(state, limit).map_err(|e| {
+        ApiError::new(
+            llorch_wire::ErrorCode::Internal,
+            format!("state database: {e}"),
+        )
+    })?;
+    let live = orch.unfinished();
+    let mut tasks: Vec<TaskStatus> = stored
+        .into_iter()
+        .filter(|st| !live.iter().any(|t| t.id == st.task_id))
+        .map(|st| orch.task(&st.task_id).map_or(st, |t| t.status(None)))
+        .chain(live.iter().map(|t| t.status(orch.core().queue.position(&t.id))))
+        .filter(|st| state.is_none_or(|s| st.state == s))
+        .collect();
+    tasks.sort_by(|a, b| (b.created_at_ms, &a.task_id).cmp(&(a.created_at_ms, &b.task_id)));
+    tasks.truncate(limit as usize);
+    Ok(Json(TaskList { tasks }))
 }
 
 /// The task's state, timings and usage; answered from memory or the history.

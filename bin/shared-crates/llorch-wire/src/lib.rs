@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod execute;
+pub mod openai;
 pub mod tasks;
 pub mod worker;
 

@@ -275,6 +275,12 @@ pub struct TaskStatus {
     pub error: Option<TaskError>,
 }
 
+/// `GET /v2/tasks[?state=S&limit=N]`: the most recent tasks (also of earlier runs), newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskList {
+    pub tasks: Vec<TaskStatus>,
+}
+
 /// One SSE event of `GET /v2/tasks/{id}/events`: `event: <type>`, `id: <n>` (1-based, per task)
 /// and `data: <json>` carrying the same `type`. Order: `queued`*, `started`, (`token` | `metrics`)*,
 /// then exactly one `end` or `error`.

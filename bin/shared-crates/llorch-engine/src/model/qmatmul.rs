@@ -18,21 +18,21 @@ use rayon::prelude::*;
 
 const QK: usize = 32;
 
-/// One Q4_1 block as stored in GGUF: scale, minimum, 32 4-bit values (low nibbles are values
-/// 0..16, high nibbles 16..32).
+/// One Q4_1 block: scale, minimum (GGUF's f16 widened to f32 at load, so the inner loop does
+/// no conversions), 32 4-bit values (low nibbles are values 0..16, high nibbles 16..32).
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ4_1 {
-    d: f16,
-    m: f16,
+    d: f32,
+    m: f32,
     qs: [u8; 16],
 }
 
-/// One Q8_0 block as stored in GGUF: scale and 32 signed 8-bit values.
+/// One Q8_0 block: scale (widened to f32 at load) and 32 signed 8-bit values.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ8_0 {
-    d: f16,
+    d: f32,
     qs: [i8; 32],
 }
 
@@ -59,8 +59,8 @@ impl WeightBlock for BlockQ4_1 {
         let mut qs = [0u8; 16];
         qs.copy_from_slice(&b[4..20]);
         BlockQ4_1 {
-            d: f16::from_le_bytes([b[0], b[1]]),
-            m: f16::from_le_bytes([b[2], b[3]]),
+            d: f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            m: f16::from_le_bytes([b[2], b[3]]).to_f32(),
             qs,
         }
     }
@@ -71,7 +71,7 @@ impl WeightBlock for BlockQ4_1 {
         dot4(w, x)
     }
     fn dequant(&self, out: &mut [f32]) {
-        let (d, m) = (self.d.to_f32(), self.m.to_f32());
+        let (d, m) = (self.d, self.m);
         for j in 0..16 {
             out[j] = (self.qs[j] & 0x0F) as f32 * d + m;
             out[j + 16] = (self.qs[j] >> 4) as f32 * d + m;
@@ -88,7 +88,7 @@ impl WeightBlock for BlockQ8_0 {
             *q = v as i8;
         }
         BlockQ8_0 {
-            d: f16::from_le_bytes([b[0], b[1]]),
+            d: f16::from_le_bytes([b[0], b[1]]).to_f32(),
             qs,
         }
     }
@@ -120,7 +120,7 @@ impl WeightBlock for BlockQ8_0 {
         ]
     }
     fn dequant(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
+        let d = self.d;
         for (o, &q) in out.iter_mut().zip(&self.qs) {
             *o = q as f32 * d;
         }
@@ -140,8 +140,7 @@ fn scalar_dot_q8(w: &[BlockQ8_0], x: &[BlockQ8]) -> f32 {
     w.iter()
         .zip(x)
         .map(|(b, a)| {
-            b.d.to_f32()
-                * a.d
+            b.d * a.d
                 * b.qs
                     .iter()
                     .zip(&a.qs)
@@ -374,7 +373,7 @@ fn scalar_dot(w: &[BlockQ4_1], x: &[BlockQ8]) -> f32 {
             s += (b.qs[j] & 0x0F) as i32 * a.qs[j] as i32;
             s += (b.qs[j] >> 4) as i32 * a.qs[j + 16] as i32;
         }
-        acc += b.d.to_f32() * a.d * s as f32 + b.m.to_f32() * a.s;
+        acc += b.d * a.d * s as f32 + b.m * a.s;
     }
     acc
 }
@@ -400,12 +399,26 @@ mod avx2 {
         }
     }
 
+    /// Σ u8 × i8 over the block, as 8 partial sums in f32 lanes.
     #[inline(always)]
     unsafe fn block_sum(w: __m256i, a: &BlockQ8) -> __m256 {
         unsafe {
             let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-            let p16 = _mm256_maddubs_epi16(w, qa); // |15·127·2| < 2^15: no saturation
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+            _mm256_cvtepi32_ps(dot_u8_i8(w, qa))
+        }
+    }
+
+    /// Sums of 4 adjacent u8 × i8 products: one VNNI instruction where the CPU has it.
+    #[inline(always)]
+    unsafe fn dot_u8_i8(u: __m256i, i: __m256i) -> __m256i {
+        #[cfg(all(target_feature = "avx512vnni", target_feature = "avx512vl"))]
+        unsafe {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, i)
+        }
+        #[cfg(not(all(target_feature = "avx512vnni", target_feature = "avx512vl")))]
+        unsafe {
+            // |255·127·2| may saturate i16 only for Q8_0's |w| = 128, which quantization never makes
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, i), _mm256_set1_epi16(1))
         }
     }
 
@@ -424,9 +437,9 @@ mod avx2 {
             let mut acc = _mm256_setzero_ps();
             let mut mins = 0f32;
             for (b, a) in w.iter().zip(x) {
-                let d = _mm256_set1_ps(b.d.to_f32() * a.d);
+                let d = _mm256_set1_ps(b.d * a.d);
                 acc = _mm256_fmadd_ps(d, block_sum(unpack(b), a), acc);
-                mins += b.m.to_f32() * a.s;
+                mins += b.m * a.s;
             }
             hsum(acc) + mins
         }
@@ -438,10 +451,12 @@ mod avx2 {
             for (b, a) in w.iter().zip(x) {
                 let qw = _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i);
                 let qa = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-                // |w| as unsigned, sign moved onto x: maddubs needs one unsigned operand
-                let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qa, qw));
-                let s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(b.d.to_f32() * a.d), s, acc);
+                // |w| as unsigned, sign moved onto x: the u8 × i8 product needs one unsigned operand
+                let s = _mm256_cvtepi32_ps(dot_u8_i8(
+                    _mm256_sign_epi8(qw, qw),
+                    _mm256_sign_epi8(qa, qw),
+                ));
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d), s, acc);
             }
             hsum(acc)
         }
@@ -452,7 +467,7 @@ mod avx2 {
             let mut acc = [_mm256_setzero_ps(); 4];
             let mut mins = [0f32; 4];
             for (bi, b) in w.iter().enumerate() {
-                let (bd, bm) = (b.d.to_f32(), b.m.to_f32());
+                let (bd, bm) = (b.d, b.m);
                 let qw = unpack(b);
                 for r in 0..4 {
                     let a = &x[r][bi];

@@ -1,0 +1,197 @@
+//! A task's events as OpenAI answers: SSE chunks (role first for chat, one chunk per generated
+//! token, a `finish_reason` chunk, a `usage` chunk when asked, `[DONE]`) or one JSON body.
+
+use std::convert::Infallible;
+
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, StreamExt};
+use llorch_wire::openai::{
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
+    ChatDelta, Completion, CompletionChoice, FinishReason, Usage, DONE,
+};
+use llorch_wire::tasks::TaskEvent;
+use llorch_wire::ErrorCode;
+
+use super::error::{body, OaiError};
+use super::follow::Follower;
+use super::{Kind, Meta};
+use crate::error::ApiError;
+
+impl Meta {
+    fn chat_chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> String {
+        json(&ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        })
+    }
+
+    fn completion(&self, choices: Vec<CompletionChoice>, usage: Option<Usage>) -> Completion {
+        Completion {
+            id: self.id.clone(),
+            object: "text_completion".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+        }
+    }
+
+    /// One chunk with `text` (and the role, for the first chat chunk) or `finish_reason`.
+    fn chunk(&self, role: bool, text: Option<String>, finish: Option<FinishReason>) -> String {
+        match self.kind {
+            Kind::Chat => self.chat_chunk(
+                vec![ChatChunkChoice {
+                    index: 0,
+                    delta: ChatDelta {
+                        role: role.then(|| "assistant".into()),
+                        content: text,
+                    },
+                    logprobs: None,
+                    finish_reason: finish,
+                }],
+                None,
+            ),
+            Kind::Completion => json(&self.completion(
+                vec![CompletionChoice {
+                    text: text.unwrap_or_default(),
+                    index: 0,
+                    logprobs: None,
+                    finish_reason: finish,
+                }],
+                None,
+            )),
+        }
+    }
+
+    /// The last chunk before `[DONE]` when `stream_options.include_usage`: no choices, usage.
+    fn usage_chunk(&self, usage: Usage) -> String {
+        match self.kind {
+            Kind::Chat => self.chat_chunk(Vec::new(), Some(usage)),
+            Kind::Completion => json(&self.completion(Vec::new(), Some(usage))),
+        }
+    }
+
+    /// The non-streaming answer.
+    fn full(&self, text: String, finish: FinishReason, usage: Usage) -> Response {
+        match self.kind {
+            Kind::Chat => Json(ChatCompletion {
+                id: self.id.clone(),
+                object: "chat.completion".into(),
+                created: self.created,
+                model: self.model.clone(),
+                choices: vec![ChatChoice {
+                    index: 0,
+                    message: AssistantMessage {
+                        role: "assistant".into(),
+                        content: text,
+                    },
+                    logprobs: None,
+                    finish_reason: finish,
+                }],
+                usage,
+            })
+            .into_response(),
+            Kind::Completion => Json(self.completion(
+                vec![CompletionChoice {
+                    text,
+                    index: 0,
+                    logprobs: None,
+                    finish_reason: Some(finish),
+                }],
+                Some(usage),
+            ))
+            .into_response(),
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("OpenAI bodies serialize")
+}
+
+fn task_error(code: ErrorCode, message: String) -> ApiError {
+    ApiError::new(code, message)
+}
+
+/// Wait for the terminal event and answer with one body (or the task's error).
+pub async fn collect(mut f: Follower, meta: Meta) -> Result<Response, OaiError> {
+    let mut text = String::new();
+    while let Some(ev) = f.next().await {
+        match ev {
+            TaskEvent::Token { t, .. } => text.push_str(&t),
+            TaskEvent::End {
+                stop_reason,
+                tokens_in,
+                tokens_out,
+                ..
+            } => {
+                let usage = Usage::new(tokens_in, tokens_out);
+                return Ok(meta.full(text, stop_reason.into(), usage));
+            }
+            TaskEvent::Error { code, message, .. } => {
+                return Err(OaiError(task_error(code, message)))
+            }
+            _ => {}
+        }
+    }
+    Err(OaiError(task_error(
+        ErrorCode::Internal,
+        "the task's event log ended without a terminal event".into(),
+    )))
+}
+
+enum Phase {
+    Start,
+    Run,
+    Done,
+}
+
+/// The SSE answer: chunks as the task's tokens arrive.
+pub fn stream(f: Follower, meta: Meta) -> Response {
+    let data = |s: String| Ok::<_, Infallible>(Event::default().data(s));
+    let events = stream::unfold((f, meta, Phase::Start), move |(mut f, meta, phase)| async move {
+        let (out, next) = match phase {
+            Phase::Done => return None,
+            Phase::Start => match meta.kind {
+                Kind::Chat => (vec![data(meta.chunk(true, Some(String::new()), None))], Phase::Run),
+                Kind::Completion => (Vec::new(), Phase::Run),
+            },
+            Phase::Run => match f.next().await? {
+                TaskEvent::Token { t, .. } => (vec![data(meta.chunk(false, Some(t), None))], Phase::Run),
+                TaskEvent::End {
+                    stop_reason,
+                    tokens_in,
+                    tokens_out,
+                    ..
+                } => {
+                    let mut out = vec![data(meta.chunk(false, None, Some(stop_reason.into())))];
+                    if meta.include_usage {
+                        out.push(data(meta.usage_chunk(Usage::new(tokens_in, tokens_out))));
+                    }
+                    out.push(data(DONE.into()));
+                    (out, Phase::Done)
+                }
+                TaskEvent::Error { code, message, .. } => {
+                    let err = json(&body(&task_error(code, message)));
+                    (vec![data(err), data(DONE.into())], Phase::Done)
+                }
+                _ => (Vec::new(), Phase::Run),
+            },
+        };
+        Some((stream::iter(out), (f, meta, next)))
+    })
+    .flatten();
+    let mut resp = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}

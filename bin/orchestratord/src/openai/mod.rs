@@ -1,0 +1,61 @@
+//! The OpenAI-compatible API (`/v1`), a thin translation over the same admission, queue,
+//! scheduler and relay as `/v2/tasks`: a request becomes a task (id `chatcmpl-<uuid>` /
+//! `cmpl-<uuid>`, visible under `/v2/tasks`), its events become OpenAI chunks or one answer.
+//! The HTTP request is the task's client: when it goes away, the task is cancelled at once.
+//! Contract: `.specs/openai.md`.
+
+mod answer;
+mod completions;
+mod error;
+mod follow;
+mod models;
+mod request;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::OaiError;
+
+use crate::state::Orchestrator;
+
+/// Which endpoint a request came in on (decides the response shapes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/completions`.
+    Completion,
+}
+
+/// What the answer needs besides the task's events.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub kind: Kind,
+    /// The response id, also the task id.
+    pub id: String,
+    /// Unix seconds at admission.
+    pub created: u64,
+    /// The model as the request named it.
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// The `/v1` routes (auth and correlation ids come from the enclosing router).
+pub fn routes() -> Router<Arc<Orchestrator>> {
+    Router::new()
+        .route("/v1/chat/completions", post(completions::chat))
+        .route("/v1/completions", post(completions::completion))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{*id}", get(models::show))
+}
+
+/// Whether a path is answered in OpenAI's error shape.
+pub fn is_openai_path(path: &str) -> bool {
+    path.starts_with("/v1/")
+}
+
+/// Paths that admit tasks (counted as submissions in the metrics).
+pub const SUBMIT_PATHS: &[&str] = &["/v1/chat/completions", "/v1/completions"];

@@ -1,0 +1,311 @@
+//! `/v1` request bodies → a [`TaskRequest`] plus the answer's [`Meta`]. Unknown keys are
+//! rejected (as `/v2/tasks` does), OpenAI fields this server cannot honour are accepted only with
+//! their neutral value, and every error names its field (`param`).
+
+use llorch_wire::openai::{
+    ChatCompletionRequest, CompletionRequest, GenerationFields, MessageContent, OpenAiMessage,
+    PromptInput,
+};
+use llorch_wire::tasks::{is_valid_id, TaskRequest};
+use llorch_wire::{ChatMessage, FieldError, SamplingParams};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::{Kind, Meta};
+use crate::error::ApiError;
+use crate::task::unix_ms;
+
+/// A parsed request: the task to admit and what its answer needs.
+#[derive(Debug)]
+pub struct Prepared {
+    pub task: TaskRequest,
+    pub meta: Meta,
+}
+
+/// Parse `POST /v1/chat/completions`.
+pub fn chat(body: &[u8]) -> Result<Prepared, ApiError> {
+    let r: ChatCompletionRequest = typed(body, ChatCompletionRequest::FIELDS)?;
+    let mut errors = Vec::new();
+    let messages = r
+        .messages
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, m)| message(i, m).map_err(|e| errors.push(e)).ok())
+        .collect();
+    let task = TaskRequest {
+        messages: Some(messages),
+        max_tokens: r.max_completion_tokens.or(r.gen.max_tokens),
+        ..base(r.model, &r.gen, "chatcmpl")
+    };
+    finish(task, &r.gen, Kind::Chat, errors)
+}
+
+/// Parse `POST /v1/completions`.
+pub fn completion(body: &[u8]) -> Result<Prepared, ApiError> {
+    let r: CompletionRequest = typed(body, CompletionRequest::FIELDS)?;
+    let mut task = TaskRequest {
+        max_tokens: r.gen.max_tokens,
+        ..base(r.model, &r.gen, "cmpl")
+    };
+    let mut errors = Vec::new();
+    let one = |n: usize| {
+        (n == 1).then_some(()).ok_or_else(|| {
+            FieldError::new(
+                "prompt",
+                "unsupported_value",
+                format!("one prompt per request is supported, got {n}"),
+            )
+        })
+    };
+    match r.prompt {
+        PromptInput::Text(p) => task.prompt = Some(p),
+        PromptInput::Ids(ids) => task.prompt_ids = Some(ids),
+        PromptInput::Texts(mut v) => match one(v.len()) {
+            Ok(()) => task.prompt = v.pop(),
+            Err(e) => errors.push(e),
+        },
+        PromptInput::IdLists(mut v) => match one(v.len()) {
+            Ok(()) => task.prompt_ids = v.pop(),
+            Err(e) => errors.push(e),
+        },
+    }
+    finish(task, &r.gen, Kind::Completion, errors)
+}
+
+/// The task fields both endpoints share; the id is `<prefix>-<uuid>`.
+fn base(model: String, g: &GenerationFields, prefix: &str) -> TaskRequest {
+    TaskRequest {
+        model,
+        task_id: Some(format!("{prefix}-{}", uuid::Uuid::new_v4())),
+        session_id: g.user.clone().filter(|u| is_valid_id(u)),
+        sampling: SamplingParams {
+            temperature: g.temperature.unwrap_or(1.0),
+            top_p: g.top_p.unwrap_or(1.0),
+            top_k: g.top_k.unwrap_or(0),
+            min_p: g.min_p.unwrap_or(0.0),
+            repetition_penalty: g.repetition_penalty.unwrap_or(1.0),
+            seed: g.seed,
+        },
+        stop: g.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// Validate the task (every problem at once) and build the answer's meta.
+fn finish(
+    task: TaskRequest,
+    g: &GenerationFields,
+    kind: Kind,
+    mut errors: Vec<FieldError>,
+) -> Result<Prepared, ApiError> {
+    if let Some(n) = g.n.filter(|n| *n != 1) {
+        errors.push(
+            FieldError::new(
+                "n",
+                "unsupported_value",
+                format!("only n=1 is supported, got n={n}"),
+            )
+            .with_value(n),
+        );
+    }
+    if let Err(e) = task.validate() {
+        errors.extend(e);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    let meta = Meta {
+        kind,
+        id: task.task_id.clone().expect("set by base()"),
+        created: unix_ms() / 1000,
+        model: task.model.clone(),
+        stream: g.stream,
+        include_usage: g.stream && g.stream_options.as_ref().is_some_and(|o| o.include_usage),
+    };
+    Ok(Prepared { task, meta })
+}
+
+/// One chat message; `developer` is rendered as `system`, content parts must be text.
+fn message(i: usize, m: OpenAiMessage) -> Result<ChatMessage, FieldError> {
+    let content = match m.content {
+        None => String::new(),
+        Some(MessageContent::Text(s)) => s,
+        Some(MessageContent::Parts(parts)) => {
+            let mut text = String::new();
+            for (j, p) in parts.into_iter().enumerate() {
+                match (p.kind.as_str(), p.text) {
+                    ("text", Some(t)) => text.push_str(&t),
+                    (kind, _) => {
+                        return Err(FieldError::new(
+                            format!("messages[{i}].content[{j}]"),
+                            "unsupported_value",
+                            format!("content parts of type {kind:?} are not supported (only text)"),
+                        ))
+                    }
+                }
+            }
+            text
+        }
+    };
+    let role = if m.role == "developer" {
+        "system".to_string()
+    } else {
+        m.role
+    };
+    Ok(ChatMessage { role, content })
+}
+
+/// Check the keys, then deserialize.
+fn typed<T: DeserializeOwned>(body: &[u8], own: &[&str]) -> Result<T, ApiError> {
+    let invalid = |constraint: &str, message: String| {
+        ApiError::invalid(vec![FieldError::new("body", constraint, message)])
+    };
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid("json", format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(obj) = &value else {
+        return Err(invalid("object", "the body must be a JSON object".into()));
+    };
+    check_keys(obj, own)?;
+    serde_json::from_value(value).map_err(|e| {
+        let msg = e.to_string();
+        // serde names a missing field as "missing field `x`": report it as that param.
+        match msg.split('`').nth(1).filter(|_| msg.starts_with("missing field")) {
+            Some(f) => ApiError::invalid(vec![FieldError::new(
+                f,
+                "required",
+                format!("{f} is required"),
+            )]),
+            None => invalid("type", format!("invalid field value: {msg}")),
+        }
+    })
+}
+
+/// Unknown keys and non-neutral values of unsupported OpenAI fields, all at once.
+fn check_keys(obj: &Map<String, Value>, own: &[&str]) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    for (k, v) in obj {
+        let k = k.as_str();
+        if own.contains(&k)
+            || GenerationFields::FIELDS.contains(&k)
+            || GenerationFields::IGNORED.contains(&k)
+        {
+            continue;
+        }
+        if !GenerationFields::NEUTRAL_ONLY.contains(&k) {
+            errors.push(FieldError::new(
+                k,
+                "unknown_field",
+                format!("Unrecognized request argument supplied: {k}"),
+            ));
+        } else if !is_neutral(k, v) {
+            errors.push(
+                FieldError::new(
+                    k,
+                    "unsupported",
+                    format!("{k} is not supported by llama-orch (only its neutral value, e.g. null, is accepted)"),
+                )
+                .with_value(v),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+/// Whether `v` asks for nothing beyond plain generation.
+fn is_neutral(key: &str, v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => true,
+        Value::Number(n) if key == "best_of" => n.as_u64() == Some(1),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => {
+            s.is_empty()
+                || (matches!(key, "tool_choice" | "function_call")
+                    && matches!(s.as_str(), "none" | "auto"))
+        }
+        Value::Array(a) => a.is_empty() || (key == "modalities" && a == &[Value::from("text")]),
+        Value::Object(o) if key == "response_format" => {
+            o.get("type").and_then(Value::as_str) == Some("text")
+        }
+        Value::Object(o) => o.is_empty(),
+        Value::Bool(true) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(e: &ApiError) -> Vec<(&str, &str)> {
+        e.envelope
+            .error
+            .fields
+            .iter()
+            .map(|f| (f.field.as_str(), f.constraint.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn chat_maps_to_a_task() {
+        let p = chat(
+            br#"{"model":"m","messages":[{"role":"developer","content":"be brief"},
+            {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],
+            "max_tokens":5,"max_completion_tokens":7,"temperature":0,"stop":"x","seed":3,
+            "user":"alice","top_k":4,"presence_penalty":0,"tools":[],"store":true,
+            "response_format":{"type":"text"},"stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        let m = p.task.messages.as_ref().unwrap();
+        assert_eq!((m[0].role.as_str(), m[1].content.as_str()), ("system", "ab"));
+        assert_eq!(p.task.max_tokens, Some(7));
+        assert_eq!(p.task.sampling.temperature, 0.0);
+        assert_eq!(p.task.sampling.top_k, 4);
+        assert_eq!(p.task.stop, ["x"]);
+        assert_eq!(p.task.session_id.as_deref(), Some("alice"));
+        assert!(p.meta.id.starts_with("chatcmpl-"));
+        assert_eq!(p.task.task_id.as_deref(), Some(p.meta.id.as_str()));
+        assert!(p.meta.stream && p.meta.include_usage);
+    }
+
+    #[test]
+    fn completion_prompts() {
+        let p = completion(br#"{"model":"m","prompt":["hi"]}"#).unwrap();
+        assert_eq!(p.task.prompt.as_deref(), Some("hi"));
+        assert!(p.meta.id.starts_with("cmpl-") && !p.meta.include_usage);
+        let p = completion(br#"{"model":"m","prompt":[[1,2]]}"#).unwrap();
+        assert_eq!(p.task.prompt_ids, Some(vec![1, 2]));
+        let e = completion(br#"{"model":"m","prompt":["a","b"]}"#).unwrap_err();
+        assert_eq!(params(&e), [("prompt", "unsupported_value")]);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2,"temperature":3}"#)
+            .unwrap_err();
+        assert_eq!(
+            params(&e),
+            [("n", "unsupported_value"), ("temperature", "range(0.0..=2.0)")]
+        );
+        let e = chat(br#"{"model":"m","messages":[],"tempreature":1,"tools":[{"type":"function"}],"logprobs":true}"#)
+            .unwrap_err();
+        assert_eq!(
+            params(&e),
+            [
+                ("logprobs", "unsupported"),
+                ("tempreature", "unknown_field"),
+                ("tools", "unsupported")
+            ]
+        );
+        let e = chat(br#"{"model":"m"}"#).unwrap_err();
+        assert_eq!(params(&e), [("messages", "required")]);
+        let e = chat(
+            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(params(&e), [("messages[0].content[0]", "unsupported_value")]);
+        assert!(chat(b"[]").is_err() && chat(b"{").is_err());
+    }
+}

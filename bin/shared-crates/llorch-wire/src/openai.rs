@@ -1,0 +1,409 @@
+//! The OpenAI-compatible API orchestratord serves under `/v1`: `POST /v1/chat/completions`,
+//! `POST /v1/completions` (streaming chunks or one answer), `GET /v1/models`, and OpenAI's error
+//! shape. Contract: `.specs/openai.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::execute::StopReason;
+
+/// `owned_by` of every model in `GET /v1/models`.
+pub const OWNED_BY: &str = "llama-orch";
+
+/// The last SSE `data:` of a stream.
+pub const DONE: &str = "[DONE]";
+
+/// `stop`: one string or a list of strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StopSequences {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StopSequences {
+    /// The stop strings as a list.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StopSequences::One(s) => vec![s],
+            StopSequences::Many(v) => v,
+        }
+    }
+}
+
+/// One part of a message's content; only `{"type": "text", "text": ...}` is served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// A message's content: a string or a list of parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// One chat message. Other keys OpenAI defines on messages (`tool_calls`, ...) are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenAiMessage {
+    /// `system`, `developer` (rendered as `system`), `user`, `assistant`, `tool`.
+    pub role: String,
+    /// `null` counts as empty.
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    /// Send a last chunk with `usage` (and `choices: []`) before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Generation fields shared by both requests (flattened into each).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationFields {
+    /// Most tokens to generate (default 256, as `/v2/tasks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// 0.0..=2.0, default 1.0; 0 is greedy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopSequences>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Only 1 is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// Becomes the task's `session_id` when it fits `[A-Za-z0-9._:-]{1,128}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// Extensions (the worker's sampling fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repetition_penalty: Option<f32>,
+}
+
+impl GenerationFields {
+    /// Keys of [`GenerationFields`].
+    pub const FIELDS: &'static [&'static str] = &[
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "n",
+        "user",
+        "stream",
+        "stream_options",
+        "top_k",
+        "min_p",
+        "repetition_penalty",
+    ];
+    /// OpenAI fields accepted and ignored (they change nothing here).
+    pub const IGNORED: &'static [&'static str] = &[
+        "metadata",
+        "store",
+        "service_tier",
+        "parallel_tool_calls",
+        "prompt_cache_key",
+        "safety_identifier",
+        "reasoning_effort",
+        "verbosity",
+    ];
+    /// OpenAI fields accepted only with their neutral value (`null`, `false`, `0`, empty, `n`/
+    /// `best_of` 1, `response_format` `{"type":"text"}`, `tool_choice` `none`/`auto`,
+    /// `modalities` `["text"]`); anything else is `unsupported_parameter`.
+    pub const NEUTRAL_ONLY: &'static [&'static str] = &[
+        "frequency_penalty",
+        "presence_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "tools",
+        "tool_choice",
+        "functions",
+        "function_call",
+        "response_format",
+        "modalities",
+        "audio",
+        "prediction",
+        "web_search_options",
+        "echo",
+        "best_of",
+        "suffix",
+    ];
+}
+
+/// Body of `POST /v1/chat/completions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<OpenAiMessage>,
+    /// Wins over `max_tokens` when both are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    #[serde(flatten)]
+    pub gen: GenerationFields,
+}
+
+impl ChatCompletionRequest {
+    /// Keys besides [`GenerationFields::FIELDS`].
+    pub const FIELDS: &'static [&'static str] = &["model", "messages", "max_completion_tokens"];
+}
+
+/// `prompt` of `POST /v1/completions`: text or token ids, one prompt per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PromptInput {
+    Text(String),
+    Ids(Vec<u32>),
+    Texts(Vec<String>),
+    IdLists(Vec<Vec<u32>>),
+}
+
+/// Body of `POST /v1/completions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: PromptInput,
+    #[serde(flatten)]
+    pub gen: GenerationFields,
+}
+
+impl CompletionRequest {
+    /// Keys besides [`GenerationFields::FIELDS`].
+    pub const FIELDS: &'static [&'static str] = &["model", "prompt"];
+}
+
+/// Why a choice ended. The worker's `eos` and `stop_sequence` are `stop`, `max_tokens` is
+/// `length`; a task cancelled while the client still waits (e.g. `POST /v2/tasks/{id}/cancel`)
+/// ends with `cancelled`, a value outside OpenAI's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    Cancelled,
+}
+
+impl From<StopReason> for FinishReason {
+    fn from(r: StopReason) -> Self {
+        match r {
+            StopReason::Eos | StopReason::StopSequence => FinishReason::Stop,
+            StopReason::MaxTokens => FinishReason::Length,
+            StopReason::Cancelled => FinishReason::Cancelled,
+        }
+    }
+}
+
+/// Token counts, from the worker's own counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+impl Usage {
+    /// Usage of `prompt` in and `completion` out.
+    pub fn new(prompt: u32, completion: u32) -> Self {
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+        }
+    }
+}
+
+/// The assistant's answer in a non-streaming chat completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssistantMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// One choice of a [`ChatCompletion`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChoice {
+    pub index: u32,
+    pub message: AssistantMessage,
+    /// Always `null` (log-probabilities are served by `/v2/tasks`).
+    pub logprobs: Option<serde_json::Value>,
+    pub finish_reason: FinishReason,
+}
+
+/// Answer of a non-streaming `POST /v1/chat/completions`. `id` is `chatcmpl-<uuid>`, which is
+/// also the task id under `/v2/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    /// `chat.completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+}
+
+/// What a chunk adds: the role (first chunk) and/or text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatDelta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// One choice of a [`ChatCompletionChunk`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatChunkChoice {
+    pub index: u32,
+    pub delta: ChatDelta,
+    pub logprobs: Option<serde_json::Value>,
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// One SSE `data:` of a streaming chat completion: the role first, then one chunk per generated
+/// token, a chunk with `finish_reason`, a `usage` chunk (`choices: []`) when asked, `[DONE]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    /// `chat.completion.chunk`.
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChatChunkChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One choice of a [`Completion`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionChoice {
+    pub text: String,
+    pub index: u32,
+    pub logprobs: Option<serde_json::Value>,
+    /// `null` on streamed chunks until the last one.
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// Answer of `POST /v1/completions`, and (streaming) each of its chunks; `id` is `cmpl-<uuid>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub id: String,
+    /// `text_completion`.
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One entry of `GET /v1/models`: a model some ready worker serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub id: String,
+    /// `model`.
+    pub object: String,
+    /// Unix seconds (when this orchestratord started).
+    pub created: u64,
+    pub owned_by: String,
+    /// Smallest context window among its workers (prompt + output tokens).
+    pub context_length: u32,
+    /// Other names requests may use for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    /// `list`.
+    pub object: String,
+    pub data: Vec<Model>,
+}
+
+/// OpenAI's error body, for every non-2xx answer under `/v1` and for a failure mid-stream
+/// (`data: {"error": ...}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenAiError {
+    pub error: OpenAiErrorBody,
+}
+
+/// The error itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenAiErrorBody {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `rate_limit_error`, `server_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, if one is.
+    pub param: Option<String>,
+    /// e.g. `model_not_found`, `context_length_exceeded`, `queue_full`, `unknown_parameter`.
+    pub code: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_accept_openai_spellings() {
+        let r: ChatCompletionRequest = serde_json::from_str(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]},
+                {"role":"assistant","content":null}],"stop":"x","seed":3,"stream":true,
+                "stream_options":{"include_usage":true},"temperature":0}"#,
+        )
+        .unwrap();
+        assert_eq!(r.gen.stop.unwrap().into_vec(), ["x"]);
+        assert!(r.gen.stream && r.gen.stream_options.unwrap().include_usage);
+        assert_eq!(r.messages[1].content, None);
+        let c: CompletionRequest =
+            serde_json::from_str(r#"{"model":"m","prompt":[1,2,3],"stop":["a","b"]}"#).unwrap();
+        assert_eq!(c.prompt, PromptInput::Ids(vec![1, 2, 3]));
+        let c: CompletionRequest =
+            serde_json::from_str(r#"{"model":"m","prompt":["one"]}"#).unwrap();
+        assert_eq!(c.prompt, PromptInput::Texts(vec!["one".into()]));
+    }
+
+    #[test]
+    fn finish_reasons_and_nulls() {
+        let f = |r| serde_json::to_value(FinishReason::from(r)).unwrap();
+        assert_eq!(f(StopReason::Eos), "stop");
+        assert_eq!(f(StopReason::StopSequence), "stop");
+        assert_eq!(f(StopReason::MaxTokens), "length");
+        assert_eq!(f(StopReason::Cancelled), "cancelled");
+        let e = OpenAiError {
+            error: OpenAiErrorBody {
+                message: "m".into(),
+                kind: "invalid_request_error".into(),
+                param: None,
+                code: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"error":{"message":"m","type":"invalid_request_error","param":null,"code":null}}"#
+        );
+    }
+}
