@@ -11,18 +11,8 @@ log() { echo "== test.sh: $*" >&2; }
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 not found" >&2; exit 1; }
 
-# System packages the tests use (real sshd for the SSH control-plane tests).
-need=()
-[ -x /usr/sbin/sshd ] || need+=(openssh-server)
-command -v ssh >/dev/null || need+=(openssh-client)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    log "installing ${need[*]}"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else
-    log "missing ${need[*]} (run as root to install them); SSH tests will skip locally and fail under CI=true"
-  fi
-fi
+# System packages the tests use: a real sshd for the SSH control-plane tests.
+scripts/ci-sshd.sh install >&2 || log "sshd unavailable: SSH tests skip locally and fail under CI=true"
 
 log "fetching test models"
 scripts/fetch-test-model.sh all >/dev/null
