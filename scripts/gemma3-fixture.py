@@ -63,9 +63,13 @@ def main():
         "tokenization": "prompt_ids = llama.cpp tokenize(text) with special tokens parsed and BOS added",
         "note": "This file answers chat prompts by echoing the question, in llama.cpp as in llorch: it "
                 "behaves like a base model, never emitting <end_of_turn>. Raw prompts are coherent.",
-        "parity_rule": "as fixtures/smollm2-greedy.json: greedy prefix >= must_match_prefix (steps before "
-                       f"the first top1-top2 gap < {NEAR_TIE}); teacher-forced |dlogprob| <= 0.6 per step "
-                       "and <= 0.10 mean; top-1 equal where the gap >= 0.5",
+        "tolerance": {"step": 1.0, "mean": 0.10},
+        "parity_rule": "greedy prefix >= must_match_prefix (steps before the first top1-top2 gap < "
+                       f"{NEAR_TIE}); teacher-forced |dlogprob| <= 1.0 per step and <= 0.10 mean per case; "
+                       "top-1 equal where the gap >= 0.5. The per-step bound is looser than SmolLM2's 0.6: "
+                       "Gemma's activations sit far from zero, so 8-bit activation rounding moves "
+                       "low-probability steps more (the same engine differs from itself by up to 0.57 nats "
+                       "on top-10 tokens between whole and chunked prefill).",
         "cases": cases,
     }
     json.dump(out, sys.stdout, indent=1, ensure_ascii=False)

@@ -29,3 +29,6 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "running tests"
 # Integration tests start real worker processes (2 compute threads each): two at a time on 2 cores.
 cargo test --workspace --quiet "$@" -- --test-threads=2
+
+log "OpenAI compatibility (official openai package from PyPI, real orchestratord + worker)"
+LLORCH_BIN_DIR="$PWD/target/debug" scripts/test-openai.sh

@@ -32,6 +32,8 @@ CHAT = [
     ]),
 ]
 CHAT_MAX_TOKENS = 96
+# A raw (template-free) question every model here answers with "Paris".
+RAW_QA = "Q: What is the capital of France?\nA:"
 
 # Raw prompt for prompt/generation throughput (about 120-150 tokens on these vocabularies).
 PERF_TEXT = (
@@ -53,9 +55,11 @@ FORBIDDEN = ["\ufffd", "<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>"]
 # Per-model budgets (CPU). Load and RSS bounds are acceptance limits; throughput minimums sit
 # near a third of what this machine kind measured (see MODEL_SUPPORT.md), so only a real
 # regression (a lost SIMD kernel, a copy per token) trips them on a quiet machine.
+# Gemma's eos_min is 0: this GGUF answers chat prompts by echoing them and never emits
+# <end_of_turn>, in llama.cpp b11434 exactly as here (fixtures/gemma3-greedy.json).
 BUDGETS = {
     "smollm2-135m": {"load_ms": 2000, "peak_rss_mb": 400, "prefill_tps": 25, "decode_tps": 15, "eos_min": 1},
-    "gemma3-270m": {"load_ms": 2000, "peak_rss_mb": 600, "prefill_tps": 15, "decode_tps": 10, "eos_min": 1},
+    "gemma3-270m": {"load_ms": 2000, "peak_rss_mb": 600, "prefill_tps": 15, "decode_tps": 10, "eos_min": 0},
     "smollm2-135m-st": {"load_ms": 5000, "peak_rss_mb": 1400, "prefill_tps": 25, "decode_tps": 15, "eos_min": 1},
 }
 DEFAULT_BUDGET = {"eos_min": 1}
@@ -152,6 +156,7 @@ def forbidden_in(text):
 
 def run_parity(url, fixture, checks, samples):
     """Greedy prompt_ids runs against llama.cpp's greedy tokens and log-probs (fixture rule)."""
+    tol = fixture.get("tolerance", {"step": 0.6, "mean": 0.10})
     for case in fixture["cases"]:
         ref = case["greedy_ids"]
         toks, end = execute(url, {"prompt_ids": case["prompt_ids"], "max_tokens": len(ref),
@@ -168,7 +173,7 @@ def run_parity(url, fixture, checks, samples):
         mean = sum(diffs) / len(diffs) if diffs else 0.0
         must = case["must_match_prefix"]
         text = text_of(toks)
-        ok = matched >= must and worst <= 0.6 and mean <= 0.10 and not forbidden_in(text)
+        ok = matched >= must and worst <= tol["step"] and mean <= tol["mean"] and not forbidden_in(text)
         checks.add(f"parity/{case['name']}", ok,
                    f"greedy prefix {matched}/{len(ref)} (must {must}), |Δlogprob| mean {mean:.3f} max {worst:.3f}")
         samples.append({"kind": "parity", "name": case["name"], "text": text,
@@ -176,6 +181,11 @@ def run_parity(url, fixture, checks, samples):
 
 
 def run_chat(url, budget, checks, samples):
+    toks, end = execute(url, {"prompt": RAW_QA, "max_tokens": 8, "temperature": 0.0})
+    text = text_of(toks)
+    checks.add("raw/capital", "Paris" in text and not forbidden_in(text), f"{RAW_QA!r} -> {text!r}")
+    samples.append({"kind": "greedy-raw", "name": "capital", "prompt": RAW_QA, "text": text,
+                    "stop_reason": end["stop_reason"], "tokens_out": end["tokens_out"]})
     eos = 0
     for name, messages in CHAT:
         toks, end = execute(url, {"messages": messages, "max_tokens": CHAT_MAX_TOKENS, "temperature": 0.0})
@@ -226,7 +236,7 @@ def budget_checks(metrics, budget, checks):
         checks.add(f"budget/{key}", ok, f"{label} {v:.1f} {'<=' if upper else '>='} {lim}")
 
 
-def test_one(pool, model, backend, threads, fixture):
+def test_one(pool, model, backend, threads):
     """Spawn, test, stop. Returns the result record."""
     rec = {"model": model["key"], "model_id": model["id"], "backend": backend, "checks": [], "samples": [],
            "metrics": {}}
@@ -251,7 +261,8 @@ def test_one(pool, model, backend, threads, fixture):
                                "rss_after_load_mb": rss_kb / 1024 if rss_kb else None})
         checks.add("load", True, f"{health['architecture']} {health['format']} {health['quantization']} "
                                  f"(runs as {health['runtime_quantization']}), ready in {health['load_time_ms']:.0f} ms")
-        if fixture is not None and model.get("fixture"):
+        if model.get("fixture"):
+            fixture = json.loads((ROOT / "fixtures" / model["fixture"]).read_text())
             run_parity(url, fixture, checks, samples)
         run_chat(url, budget, checks, samples)
         run_sampled(url, checks, samples)
@@ -305,9 +316,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin-dir", required=True, type=Path)
     ap.add_argument("--report", required=True, type=Path)
-    ap.add_argument("--model", action="append", default=[], metavar="KEY=ID=PATH[=fixture]",
-                    help="a model to test: report key, pool id, file or directory, and whether the "
-                         "SmolLM2 parity fixture applies")
+    ap.add_argument("--model", action="append", default=[], metavar="KEY=ID=PATH[=FIXTURE]",
+                    help="a model to test: report key, pool id, file or directory, and optionally the "
+                         "llama.cpp reference in fixtures/ that applies to it")
     ap.add_argument("--backends", default="", help="comma list (default: every available backend)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-hf-cache", action="store_true", help="skip catalog models found in the HF cache")
@@ -315,14 +326,13 @@ def main():
 
     home = Path(tempfile.mkdtemp(prefix="llorch-models-"))
     pool = Pool(a.bin_dir, home)
-    fixture = json.loads((ROOT / "fixtures" / "smollm2-greedy.json").read_text())
     started = time.monotonic()
     results, not_run = [], []
     try:
         models = []
         for spec in a.model:
             key, mid, path, *rest = spec.split("=")
-            models.append({"key": key, "id": mid, "path": path, "fixture": rest == ["fixture"]})
+            models.append({"key": key, "id": mid, "path": path, "fixture": rest[0] if rest else None})
         if not a.no_hf_cache:
             models += cached_catalog_models(pool, {m["id"] for m in models})
         backends = pool.run("backends", "list")["backends"]
@@ -343,7 +353,7 @@ def main():
                                 "metrics": {}})
                 continue
             for b in use:
-                rec = test_one(pool, m, b, a.threads, fixture)
+                rec = test_one(pool, m, b, a.threads)
                 rec["size_mb"] = round((m.get("size_bytes") or 0) / 1e6, 1)
                 results.append(rec)
     finally:

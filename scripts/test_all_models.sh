@@ -60,9 +60,9 @@ if [ "$(cat "$ST_DIR/.source-sha256" 2>/dev/null)" != "$stamp" ]; then
 fi
 
 python3 scripts/test_all_models.py --bin-dir "$BIN_DIR" --report "$REPORT" \
-  --model "smollm2-135m-gguf=smollm2-135m=$SMOL=fixture" \
-  --model "gemma3-270m-gguf=gemma3-270m=$GEMMA" \
-  --model "smollm2-135m-safetensors=smollm2-135m-st=$ST_DIR=fixture" \
+  --model "smollm2-135m-gguf=smollm2-135m=$SMOL=smollm2-greedy.json" \
+  --model "gemma3-270m-gguf=gemma3-270m=$GEMMA=gemma3-greedy.json" \
+  --model "smollm2-135m-safetensors=smollm2-135m-st=$ST_DIR=smollm2-greedy.json" \
   "${PASS[@]}" && status=0 || status=$?
 
 if [ "$MARKDOWN" = 1 ]; then

@@ -56,12 +56,14 @@ pub enum Command {
     /// Manage host profiles and probe hosts
     #[command(subcommand)]
     Hosts(HostsCommand),
-    /// Stream a completion from a worker (POST /execute)
+    /// Stream a completion from a worker (POST /execute) or through orchestratord (/v2/tasks)
     ///
     /// Tokens go to stdout as they arrive; a summary (tokens, TTFT, tok/s) goes to stderr.
-    /// An `error` event or a rejected job exits 1. Ctrl-C cancels the job on the worker
-    /// (POST /cancel) and exits 130.
+    /// An `error` event or a rejected job exits 1. Ctrl-C cancels the job (worker: POST /cancel;
+    /// orchestrator: POST /v2/tasks/{id}/cancel) and exits 130.
     Infer(InferArgs),
+    /// Tasks on orchestratord: submit | status | cancel | list
+    Tasks(TasksArgs),
 }
 
 /// `llorch pool [--host H] ARGS...`.
@@ -202,13 +204,33 @@ pub struct HostAddArgs {
     pub default: bool,
 }
 
-/// `llorch infer`: one job on one worker.
+/// `llorch infer`: one job on one worker, or one task through orchestratord.
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("input").required(true).args(["prompt", "messages"]))]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["worker", "orchestrator"]))]
 pub struct InferArgs {
     /// Worker address: HOST:PORT or http://HOST:PORT
     #[arg(long, value_name = "HOST:PORT")]
-    pub worker: String,
+    pub worker: Option<String>,
+    /// orchestratord base URL, e.g. http://127.0.0.1:8080 (token: $LLORCH_API_TOKEN)
+    #[arg(long, value_name = "URL")]
+    pub orchestrator: Option<String>,
+    /// Model id or alias (with --orchestrator) [default: the only model it serves]
+    #[arg(long, requires = "orchestrator")]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub gen: GenArgs,
+    /// Job id (task id with --orchestrator) [default: llorch-<uuid>]
+    #[arg(long)]
+    pub job_id: Option<String>,
+    /// Print every event as one JSON line on stdout instead of the text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What to generate and how to sample (shared by `infer` and `tasks submit`).
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("input").required(true).args(["prompt", "messages"]))]
+pub struct GenArgs {
     /// Raw prompt text
     #[arg(long, short = 'p')]
     pub prompt: Option<String>,
@@ -239,10 +261,70 @@ pub struct InferArgs {
     /// Stop string (repeatable)
     #[arg(long = "stop", value_name = "TEXT")]
     pub stop: Vec<String>,
-    /// Job id [default: llorch-<uuid>]
-    #[arg(long)]
-    pub job_id: Option<String>,
-    /// Print every event as one JSON line on stdout instead of the text
-    #[arg(long)]
+}
+
+/// `llorch tasks [--orchestrator URL] ACTION`.
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// orchestratord base URL (token: $LLORCH_API_TOKEN)
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "LLORCH_ORCHESTRATOR_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub orchestrator: String,
+    /// Print JSON (the API's own bodies)
+    #[arg(long, global = true)]
     pub json: bool,
+    #[command(subcommand)]
+    pub action: TasksAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksAction {
+    /// Submit a task (POST /v2/tasks); prints its id (stdout) and queue position (stderr)
+    Submit(Box<SubmitArgs>),
+    /// A task's state, worker, timings and usage
+    Status {
+        /// Task id
+        id: String,
+    },
+    /// Cancel a task (idempotent; a running task stops on its worker)
+    Cancel {
+        /// Task id
+        id: String,
+    },
+    /// The most recent tasks, newest first
+    List {
+        /// Only tasks in this state: queued, running, completed, failed, cancelled
+        #[arg(long)]
+        state: Option<String>,
+        /// How many (1..=1000)
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+/// `llorch tasks submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Model id or alias [default: the only model the orchestrator serves]
+    #[arg(long)]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub gen: GenArgs,
+    /// interactive (default) or batch
+    #[arg(long, value_parser = ["interactive", "batch"])]
+    pub priority: Option<String>,
+    /// Task id ([A-Za-z0-9._:-], at most 128) [default: generated]
+    #[arg(long)]
+    pub task_id: Option<String>,
+    /// Session tag, recorded with the task
+    #[arg(long)]
+    pub session_id: Option<String>,
+    /// The task must end within this many ms of submission
+    #[arg(long)]
+    pub deadline_ms: Option<u64>,
 }

@@ -50,6 +50,19 @@ pub enum CliError {
         retriable: bool,
         tokens_out: u32,
     },
+    /// orchestratord could not be reached or refused the request.
+    #[error("orchestrator {url}: {message}")]
+    Orchestrator { url: String, message: String },
+    /// The task ended with an `error` event.
+    #[error("task {task_id} failed after {tokens_out} tokens: {code}: {message}{}",
+        if *.retriable { " (retriable)" } else { "" })]
+    Task {
+        task_id: String,
+        code: String,
+        message: String,
+        retriable: bool,
+        tokens_out: u32,
+    },
     /// A local resource (runtime, helper program) failed.
     #[error("{0}")]
     Local(String),

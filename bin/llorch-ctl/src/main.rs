@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod error;
 mod host;
+mod orchestrator;
 mod quote;
 mod ssh;
 
@@ -30,14 +31,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> CliResult {
-    if let Command::Infer(args) = cli.command {
-        return commands::infer::run(args);
-    }
-    let ctx = Context::load(cli.config.as_deref(), cli.connect_timeout)?;
+    let ctx = || Context::load(cli.config.as_deref(), cli.connect_timeout);
     match cli.command {
-        Command::Pool(args) => commands::pool::run(args, &ctx),
-        Command::Hosts(cmd) => commands::hosts::run(cmd, &ctx),
-        Command::Infer(_) => unreachable!("handled above"),
+        Command::Infer(args) => commands::infer::run(args),
+        Command::Tasks(args) => commands::tasks::run(args),
+        Command::Pool(args) => commands::pool::run(args, &ctx()?),
+        Command::Hosts(cmd) => commands::hosts::run(cmd, &ctx()?),
     }
 }
 

@@ -137,7 +137,12 @@ mod worker_bench {
 
     fn post(addr: &str, path: &str, body: &str) -> Result<TcpStream> {
         let mut s = TcpStream::connect(addr)?;
-        write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
+        s.set_nodelay(true)?;
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
         Ok(s)
     }
 
@@ -193,7 +198,8 @@ mod worker_bench {
                 if r.read_line(&mut line)? == 0 {
                     break;
                 }
-                if line.starts_with("event: token") {
+                // the body is chunked: match inside lines, chunk-size lines are skipped over
+                if line.contains("\"type\":\"token\"") {
                     tokens += 1;
                     if tokens == 1 {
                         ttfts.push(t.elapsed().as_secs_f64() * 1e3);
@@ -207,7 +213,7 @@ mod worker_bench {
                         cancel_at = Some(Instant::now());
                     }
                 }
-                if line.starts_with("event: end") {
+                if line.contains("\"type\":\"end\"") {
                     if let Some(c) = cancel_at {
                         cancels.push(c.elapsed().as_secs_f64() * 1e3);
                     }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use llorch_client::{ClientError, WorkerClient};
 use llorch_wire::{ChatMessage, ExecuteRequest, WorkerEvent};
 
-use crate::cli::InferArgs;
+use crate::cli::{GenArgs, InferArgs};
 use crate::error::{CliError, CliResult, EXIT_INTERRUPTED};
 
 /// How long to wait for the worker to confirm a cancel before exiting anyway.
@@ -16,12 +16,18 @@ const CANCEL_GRACE: Duration = Duration::from_secs(3);
 
 /// Build the request from the flags; `Usage` errors name every bad field.
 pub fn build_request(a: &InferArgs) -> Result<ExecuteRequest, CliError> {
+    let mut req = generation(&a.gen)?;
+    req.job_id = Some(
+        a.job_id
+            .clone()
+            .unwrap_or_else(|| format!("llorch-{}", uuid::Uuid::new_v4())),
+    );
+    Ok(req)
+}
+
+/// The generation fields of the flags (no job id); `Usage` errors name every bad field.
+pub fn generation(a: &GenArgs) -> Result<ExecuteRequest, CliError> {
     let mut req = ExecuteRequest {
-        job_id: Some(
-            a.job_id
-                .clone()
-                .unwrap_or_else(|| format!("llorch-{}", uuid::Uuid::new_v4())),
-        ),
         prompt: a.prompt.clone(),
         max_tokens: a.max_tokens,
         stop: a.stop.clone(),
@@ -73,11 +79,22 @@ pub fn build_request(a: &InferArgs) -> Result<ExecuteRequest, CliError> {
 /// Run `llorch infer`.
 pub fn run(a: InferArgs) -> CliResult {
     let req = build_request(&a)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = runtime()?;
+    match (&a.worker, &a.orchestrator) {
+        (Some(worker), _) => rt.block_on(stream_job(worker, req, a.json)),
+        (None, Some(url)) => rt.block_on(super::infer_orch::run(url, a.model.clone(), req, a.json)),
+        (None, None) => Err(CliError::Usage(
+            "give --worker HOST:PORT or --orchestrator URL".into(),
+        )),
+    }
+}
+
+/// A single-threaded runtime for one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Local(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(stream_job(&a.worker, req, a.json))
+        .map_err(|e| CliError::Local(format!("cannot start the async runtime: {e}")))
 }
 
 /// Client-side timings and the worker's final numbers.
@@ -185,12 +202,16 @@ fn handle_event(
 }
 
 /// Close the streamed text with a newline so the summary starts on its own line.
-fn finish_line(tally: &Tally, json: bool) {
-    if !json && !tally.ends_with_newline {
+pub fn finish_line_after(ends_with_newline: bool, json: bool) {
+    if !json && !ends_with_newline {
         let mut out = std::io::stdout();
         let _ = out.write_all(b"\n");
         let _ = out.flush();
     }
+}
+
+fn finish_line(tally: &Tally, json: bool) {
+    finish_line_after(tally.ends_with_newline, json);
 }
 
 /// `--- 42 tokens · TTFT 85 ms · 33.1 tok/s · prompt 12 tokens · stop eos · seed 7 · job ...`
@@ -291,7 +312,7 @@ fn worker_error(worker: &str, e: ClientError) -> CliError {
 }
 
 /// `a: b: c` from an error and its sources (reqwest hides the useful part in the chain).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -3,7 +3,9 @@
 pub mod git;
 pub mod hosts;
 pub mod infer;
+pub mod infer_orch;
 pub mod pool;
+pub mod tasks;
 
 use std::path::PathBuf;
 

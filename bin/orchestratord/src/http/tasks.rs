@@ -67,7 +67,10 @@ pub async fn list(
         .into_iter()
         .filter(|st| !live.iter().any(|t| t.id == st.task_id))
         .map(|st| orch.task(&st.task_id).map_or(st, |t| t.status(None)))
-        .chain(live.iter().map(|t| t.status(orch.core().queue.position(&t.id))))
+        .chain(
+            live.iter()
+                .map(|t| t.status(orch.core().queue.position(&t.id))),
+        )
         .filter(|st| state.is_none_or(|s| st.state == s))
         .collect();
     tasks.sort_by(|a, b| (b.created_at_ms, &a.task_id).cmp(&(a.created_at_ms, &b.task_id)));

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, StreamExt};
 use llorch_wire::openai::{
-    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatDelta, Completion, CompletionChoice, FinishReason, Usage, DONE,
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatDelta,
+    Completion, CompletionChoice, FinishReason, Usage, DONE,
 };
 use llorch_wire::tasks::TaskEvent;
 use llorch_wire::ErrorCode;
@@ -156,37 +156,45 @@ enum Phase {
 /// The SSE answer: chunks as the task's tokens arrive.
 pub fn stream(f: Follower, meta: Meta) -> Response {
     let data = |s: String| Ok::<_, Infallible>(Event::default().data(s));
-    let events = stream::unfold((f, meta, Phase::Start), move |(mut f, meta, phase)| async move {
-        let (out, next) = match phase {
-            Phase::Done => return None,
-            Phase::Start => match meta.kind {
-                Kind::Chat => (vec![data(meta.chunk(true, Some(String::new()), None))], Phase::Run),
-                Kind::Completion => (Vec::new(), Phase::Run),
-            },
-            Phase::Run => match f.next().await? {
-                TaskEvent::Token { t, .. } => (vec![data(meta.chunk(false, Some(t), None))], Phase::Run),
-                TaskEvent::End {
-                    stop_reason,
-                    tokens_in,
-                    tokens_out,
-                    ..
-                } => {
-                    let mut out = vec![data(meta.chunk(false, None, Some(stop_reason.into())))];
-                    if meta.include_usage {
-                        out.push(data(meta.usage_chunk(Usage::new(tokens_in, tokens_out))));
+    let events = stream::unfold(
+        (f, meta, Phase::Start),
+        move |(mut f, meta, phase)| async move {
+            let (out, next) = match phase {
+                Phase::Done => return None,
+                Phase::Start => match meta.kind {
+                    Kind::Chat => (
+                        vec![data(meta.chunk(true, Some(String::new()), None))],
+                        Phase::Run,
+                    ),
+                    Kind::Completion => (Vec::new(), Phase::Run),
+                },
+                Phase::Run => match f.next().await? {
+                    TaskEvent::Token { t, .. } => {
+                        (vec![data(meta.chunk(false, Some(t), None))], Phase::Run)
                     }
-                    out.push(data(DONE.into()));
-                    (out, Phase::Done)
-                }
-                TaskEvent::Error { code, message, .. } => {
-                    let err = json(&body(&task_error(code, message)));
-                    (vec![data(err), data(DONE.into())], Phase::Done)
-                }
-                _ => (Vec::new(), Phase::Run),
-            },
-        };
-        Some((stream::iter(out), (f, meta, next)))
-    })
+                    TaskEvent::End {
+                        stop_reason,
+                        tokens_in,
+                        tokens_out,
+                        ..
+                    } => {
+                        let mut out = vec![data(meta.chunk(false, None, Some(stop_reason.into())))];
+                        if meta.include_usage {
+                            out.push(data(meta.usage_chunk(Usage::new(tokens_in, tokens_out))));
+                        }
+                        out.push(data(DONE.into()));
+                        (out, Phase::Done)
+                    }
+                    TaskEvent::Error { code, message, .. } => {
+                        let err = json(&body(&task_error(code, message)));
+                        (vec![data(err), data(DONE.into())], Phase::Done)
+                    }
+                    _ => (Vec::new(), Phase::Run),
+                },
+            };
+            Some((stream::iter(out), (f, meta, next)))
+        },
+    )
     .flatten();
     let mut resp = Sse::new(events)
         .keep_alive(KeepAlive::default())

@@ -98,6 +98,8 @@ fn finish(
     kind: Kind,
     mut errors: Vec<FieldError>,
 ) -> Result<Prepared, ApiError> {
+    // A prompt that could not be converted would only add follow-on errors.
+    let converted = errors.is_empty();
     if let Some(n) = g.n.filter(|n| *n != 1) {
         errors.push(
             FieldError::new(
@@ -108,8 +110,8 @@ fn finish(
             .with_value(n),
         );
     }
-    if let Err(e) = task.validate() {
-        errors.extend(e);
+    if converted {
+        errors.extend(task.validate().err().unwrap_or_default());
     }
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
@@ -169,7 +171,11 @@ fn typed<T: DeserializeOwned>(body: &[u8], own: &[&str]) -> Result<T, ApiError> 
     serde_json::from_value(value).map_err(|e| {
         let msg = e.to_string();
         // serde names a missing field as "missing field `x`": report it as that param.
-        match msg.split('`').nth(1).filter(|_| msg.starts_with("missing field")) {
+        match msg
+            .split('`')
+            .nth(1)
+            .filter(|_| msg.starts_with("missing field"))
+        {
             Some(f) => ApiError::invalid(vec![FieldError::new(
                 f,
                 "required",
@@ -259,7 +265,10 @@ mod tests {
         )
         .unwrap();
         let m = p.task.messages.as_ref().unwrap();
-        assert_eq!((m[0].role.as_str(), m[1].content.as_str()), ("system", "ab"));
+        assert_eq!(
+            (m[0].role.as_str(), m[1].content.as_str()),
+            ("system", "ab")
+        );
         assert_eq!(p.task.max_tokens, Some(7));
         assert_eq!(p.task.sampling.temperature, 0.0);
         assert_eq!(p.task.sampling.top_k, 4);
@@ -283,11 +292,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2,"temperature":3}"#)
-            .unwrap_err();
+        let e = chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2,"temperature":3}"#,
+        )
+        .unwrap_err();
         assert_eq!(
             params(&e),
-            [("n", "unsupported_value"), ("temperature", "range(0.0..=2.0)")]
+            [
+                ("n", "unsupported_value"),
+                ("temperature", "range(0.0..=2.0)")
+            ]
         );
         let e = chat(br#"{"model":"m","messages":[],"tempreature":1,"tools":[{"type":"function"}],"logprobs":true}"#)
             .unwrap_err();
@@ -301,11 +315,13 @@ mod tests {
         );
         let e = chat(br#"{"model":"m"}"#).unwrap_err();
         assert_eq!(params(&e), [("messages", "required")]);
-        let e = chat(
-            br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
-        )
-        .unwrap_err();
-        assert_eq!(params(&e), [("messages[0].content[0]", "unsupported_value")]);
+        let e =
+            chat(br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#)
+                .unwrap_err();
+        assert_eq!(
+            params(&e),
+            [("messages[0].content[0]", "unsupported_value")]
+        );
         assert!(chat(b"[]").is_err() && chat(b"{").is_err());
     }
 }

@@ -54,6 +54,8 @@ pub struct ModelConfig {
     pub rope_theta: f32,
     /// RoPE base for local (sliding-window) layers (Gemma 3).
     pub rope_local_theta: f32,
+    /// Linear RoPE scaling of the global layers: positions are divided by it (Gemma 3 4B and up: 8).
+    pub rope_scale: f32,
     /// Rotate interleaved pairs (GGUF llama layout) instead of halves (HF/NeoX layout).
     pub rope_interleaved: bool,
     /// Context the model was trained for.
@@ -115,10 +117,30 @@ impl ModelConfig {
         };
         let rope_theta = md_f(c, &p("rope.freq_base")).unwrap_or(default_theta);
         let sliding_window = md_u(c, &p("attention.sliding_window")).ok();
-        let attn_scale = (head_dim as f64).powf(-0.5);
+        let n_layer = md_u(c, &p("block_count"))?;
+        let mut attn_scale = (head_dim as f64).powf(-0.5);
+        let mut rope_scale = 1.0;
+        if arch == Architecture::Gemma3 {
+            // query_pre_attn_scalar is not in GGUF; like llama.cpp, 27B (62 layers) uses
+            // n_embd / n_head, the other sizes head_dim.
+            if n_layer == 62 {
+                attn_scale = ((n_embd / n_head) as f64).powf(-0.5);
+            }
+            let scaling = c
+                .metadata
+                .get(&p("rope.scaling.type"))
+                .and_then(|v| v.to_string().ok());
+            match scaling.map(String::as_str) {
+                None | Some("none") => {}
+                Some("linear") => rope_scale = md_f(c, &p("rope.scaling.factor")).unwrap_or(1.0),
+                Some(other) => {
+                    bail!("gemma3: unsupported rope.scaling.type `{other}` (supported: linear)")
+                }
+            }
+        }
         Ok(Self {
             arch,
-            n_layer: md_u(c, &p("block_count"))?,
+            n_layer,
             n_embd,
             n_head,
             n_kv_head,
@@ -127,7 +149,8 @@ impl ModelConfig {
             vocab_size,
             rms_eps,
             rope_theta,
-            rope_local_theta: 10_000.0,
+            rope_local_theta: md_f(c, &p("rope.freq_base_swa")).unwrap_or(10_000.0),
+            rope_scale,
             rope_interleaved: arch == Architecture::Llama,
             trained_context: md_u(c, &p("context_length")).unwrap_or(4096),
             sliding_window: if arch == Architecture::Gemma3 {
@@ -169,6 +192,7 @@ impl ModelConfig {
             rms_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-5),
             rope_theta: v["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
             rope_local_theta: 10_000.0,
+            rope_scale: 1.0,
             rope_interleaved: false,
             trained_context: u("max_position_embeddings").unwrap_or(4096),
             sliding_window: None,
@@ -181,6 +205,76 @@ impl ModelConfig {
     pub fn is_local_layer(&self, i: usize) -> bool {
         self.sliding_window.is_some()
             && self.sliding_window_pattern > 0
-            && (i + 1) % self.sliding_window_pattern != 0
+            && !(i + 1).is_multiple_of(self.sliding_window_pattern)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
+
+    fn gemma3(
+        layers: u32,
+        n_embd: u32,
+        heads: u32,
+        key_len: u32,
+        extra: &[(&str, Value)],
+    ) -> ModelConfig {
+        let mut md: Vec<(String, Value)> = vec![
+            (
+                "general.architecture".into(),
+                Value::String("gemma3".into()),
+            ),
+            ("gemma3.block_count".into(), Value::U32(layers)),
+            ("gemma3.embedding_length".into(), Value::U32(n_embd)),
+            ("gemma3.attention.head_count".into(), Value::U32(heads)),
+            ("gemma3.attention.head_count_kv".into(), Value::U32(1)),
+            ("gemma3.attention.key_length".into(), Value::U32(key_len)),
+            ("gemma3.feed_forward_length".into(), Value::U32(4 * n_embd)),
+            ("gemma3.vocab_size".into(), Value::U32(262144)),
+        ];
+        md.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (format!("gemma3.{k}"), v.clone())),
+        );
+        let c = Content {
+            magic: VersionedMagic::GgufV3,
+            metadata: md.into_iter().collect(),
+            tensor_infos: Default::default(),
+            tensor_data_offset: 0,
+        };
+        ModelConfig::from_gguf(&c).unwrap()
+    }
+
+    #[test]
+    fn gemma3_layers_scales_and_rope() {
+        let c = gemma3(18, 640, 4, 256, &[]);
+        let global: Vec<usize> = (0..18).filter(|&i| !c.is_local_layer(i)).collect();
+        assert_eq!(global, [5, 11, 17]);
+        assert_eq!(
+            (
+                c.sliding_window,
+                c.rope_theta,
+                c.rope_local_theta,
+                c.rope_scale
+            ),
+            (Some(512), 1e6, 1e4, 1.0)
+        );
+        assert_eq!(c.attn_scale, 1.0 / 16.0);
+        let big = gemma3(
+            62,
+            5376,
+            32,
+            128,
+            &[
+                ("rope.scaling.type", Value::String("linear".into())),
+                ("rope.scaling.factor", Value::F32(8.0)),
+                ("attention.sliding_window", Value::U32(1024)),
+            ],
+        );
+        assert_eq!(big.attn_scale, 168f64.powf(-0.5));
+        assert_eq!((big.rope_scale, big.sliding_window), (8.0, Some(1024)));
     }
 }

@@ -94,10 +94,11 @@ struct Rope {
 }
 
 impl Rope {
-    fn new(cfg: &ModelConfig, theta: f32, len: usize, device: &Device) -> Result<Self> {
+    /// `scale` divides positions (linear RoPE scaling; 1.0 = none).
+    fn new(cfg: &ModelConfig, theta: f32, scale: f32, len: usize, device: &Device) -> Result<Self> {
         let half = cfg.head_dim / 2;
         let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0 / theta.powf(2.0 * i as f32 / cfg.head_dim as f32))
+            .map(|i| 1.0 / theta.powf(2.0 * i as f32 / cfg.head_dim as f32) / scale)
             .collect();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
@@ -217,9 +218,15 @@ impl Transformer {
                 .map_err(|_| anyhow::anyhow!("embedding shared"))?;
             Matrix::from_qtensor(q, w.requant())?
         };
-        let rope_global = Rope::new(&cfg, cfg.rope_theta, max_context, &device)?;
+        let rope_global = Rope::new(&cfg, cfg.rope_theta, cfg.rope_scale, max_context, &device)?;
         let rope_local = if gemma {
-            Some(Rope::new(&cfg, cfg.rope_local_theta, max_context, &device)?)
+            Some(Rope::new(
+                &cfg,
+                cfg.rope_local_theta,
+                1.0,
+                max_context,
+                &device,
+            )?)
         } else {
             None
         };
