@@ -38,6 +38,7 @@ import json, sys
 w = [w for w in json.load(sys.stdin)['workers'] if w['id'] == '$WORKER_ID']
 print(('alive ' + w[0]['url']) if w and w[0]['alive'] else ('dead' if w else 'none'))"
 }
+orch_up() { curl -fsS -m 1 -o /dev/null "$ORCH/health" 2>/dev/null; }
 registered() { curl -fsS -m 2 "${AUTH[@]}" "$ORCH/v2/workers/$WORKER_ID" 2>/dev/null | grep -q '"status":"ready"'; }
 model_listed() { curl -fsS -m 2 "${AUTH[@]}" "$ORCH/v1/models" 2>/dev/null | grep -q "\"id\":\"$MODEL_ID\""; }
 wait_until() { # SECONDS CMD...: poll CMD every 0.1 s
@@ -83,7 +84,7 @@ fi
 if orch_alive; then
   log "orchestratord already running at $ORCH (pid $(cat "$ORCH_PID"))"
 else
-  if curl -fsS -m 2 "$ORCH/health" >/dev/null 2>&1; then
+  if orch_up; then
     die "something else answers on $ORCH; pick another port with LLORCH_QUICKSTART_PORT=..."
   fi
   log "starting orchestratord on $ORCH"
@@ -92,8 +93,7 @@ else
   "${DETACH[@]}" "$BIN/orchestratord" --bind "127.0.0.1:$PORT" --db "$STATE/orchestratord.sqlite" \
     </dev/null >>"$ORCH_LOG" 2>&1 &
   echo $! >"$ORCH_PID"
-  wait_until 20 curl -fsS -m 1 -o /dev/null "$ORCH/health" \
-    || die "orchestratord did not come up; see $ORCH_LOG:
+  wait_until 20 orch_up || die "orchestratord did not come up; see $ORCH_LOG:
 $(tail -n 20 "$ORCH_LOG")"
 fi
 

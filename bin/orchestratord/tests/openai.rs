@@ -322,6 +322,11 @@ async fn a_client_that_goes_away_cancels_its_task_at_once() {
     wait_orchd_cancelled(&o, 2.0).await;
     let (_, list) = get_json(&o.url("/v2/tasks?state=cancelled")).await;
     assert_eq!(list["tasks"].as_array().unwrap().len(), 2, "{list}");
+    let (status, body) = get_json(&o.url("/v2/tasks?state=bogus")).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("INVALID_REQUEST"))
+    );
 }
 
 // ---- with a real worker -------------------------------------------------------------------

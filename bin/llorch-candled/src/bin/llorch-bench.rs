@@ -231,7 +231,7 @@ mod worker_bench {
             cold.as_secs_f64() * 1e3
         );
         println!("worker peak RSS after 5 jobs: {rss:.0} MiB");
-        println!("TTFT (12-token prompt): min {t_min:.1} ms, median {t_med:.1} ms");
+        println!("TTFT (38-token prompt): min {t_min:.1} ms, median {t_med:.1} ms");
         println!(
             "cancel latency (POST /cancel → end event): min {c_min:.1} ms, median {c_med:.1} ms"
         );

@@ -116,10 +116,6 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("OpenAI bodies serialize")
 }
 
-fn task_error(code: ErrorCode, message: String) -> ApiError {
-    ApiError::new(code, message)
-}
-
 /// Wait for the terminal event and answer with one body (or the task's error).
 pub async fn collect(mut f: Follower, meta: Meta) -> Result<Response, OaiError> {
     let mut text = String::new();
@@ -136,12 +132,12 @@ pub async fn collect(mut f: Follower, meta: Meta) -> Result<Response, OaiError> 
                 return Ok(meta.full(text, stop_reason.into(), usage));
             }
             TaskEvent::Error { code, message, .. } => {
-                return Err(OaiError(task_error(code, message)))
+                return Err(OaiError(ApiError::new(code, message)))
             }
             _ => {}
         }
     }
-    Err(OaiError(task_error(
+    Err(OaiError(ApiError::new(
         ErrorCode::Internal,
         "the task's event log ended without a terminal event".into(),
     )))
@@ -186,7 +182,7 @@ pub fn stream(f: Follower, meta: Meta) -> Response {
                         (out, Phase::Done)
                     }
                     TaskEvent::Error { code, message, .. } => {
-                        let err = json(&body(&task_error(code, message)));
+                        let err = json(&body(&ApiError::new(code, message)));
                         (vec![data(err), data(DONE.into())], Phase::Done)
                     }
                     _ => (Vec::new(), Phase::Run),
