@@ -224,9 +224,9 @@ fn error(env: ErrorEnvelope) -> Response {
     resp
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<ErrorEnvelope>> {
     serde_json::from_slice(body).map_err(|e| {
-        error(ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new(
+        Box::new(ErrorEnvelope::invalid(vec![llorch_wire::FieldError::new(
             "body",
             "json",
             format!("invalid JSON body: {e}"),
@@ -237,7 +237,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Respons
 async fn execute(State(st): State<Shared>, body: Bytes) -> Response {
     let req: ExecuteRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(env) => return error(*env),
     };
     let lm = st.engine.model().clone();
     let job = match tokio::task::spawn_blocking(move || crate::prepare::prepare(&lm, req)).await {
@@ -345,7 +345,7 @@ fn event_stream(
 async fn cancel(State(st): State<Shared>, body: Bytes) -> Response {
     let req: CancelRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(env) => return error(*env),
     };
     if st.engine.cancel(&req.job_id) {
         Json(CancelResponse {
@@ -427,7 +427,7 @@ async fn metrics(State(st): State<Shared>) -> Response {
 async fn tokenize(State(st): State<Shared>, body: Bytes) -> Response {
     let req: TokenizeRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(env) => return error(*env),
     };
     let lm = st.engine.model().clone();
     let res = tokio::task::spawn_blocking(move || -> Result<TokenizeResponse, ErrorEnvelope> {
@@ -472,7 +472,7 @@ async fn tokenize(State(st): State<Shared>, body: Bytes) -> Response {
 async fn detokenize(State(st): State<Shared>, body: Bytes) -> Response {
     let req: DetokenizeRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(env) => return error(*env),
     };
     let vocab = st.engine.model().info.vocab_size as u32;
     if let Some(bad) = req.ids.iter().find(|&&i| i >= vocab) {

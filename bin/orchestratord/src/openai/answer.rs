@@ -139,7 +139,7 @@ pub async fn collect(mut f: Follower, meta: Meta) -> Result<Response, OaiError> 
     }
     Err(OaiError(ApiError::new(
         ErrorCode::Internal,
-        "the task's event log ended without a terminal event".into(),
+        "the task's event log ended without a terminal event",
     )))
 }
 
