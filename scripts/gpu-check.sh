@@ -54,7 +54,7 @@ LLORCH_TEST_DEVICE="cuda:$GPU" CI=true cargo test --release -p llorch-engine --f
   --test gemma3 -- --test-threads=1 2>&1 | tee "$OUT/gpu-engine-test.log" | tail -20 >&2 || status=1
 
 log "model matrix on cpu and cuda"
-CUDA_VISIBLE_DEVICES="$GPU" scripts/test_all_models.sh --bin-dir target/release --backends cpu,cuda \
+LLORCH_FEATURES=llorch-candled/cuda CUDA_VISIBLE_DEVICES="$GPU" scripts/test_all_models.sh --bin-dir target/release --backends cpu,cuda \
   --report "$OUT/model-report-cuda.json" || status=1
 
 log "done (status $status): $OUT/model-report-cuda.json, $OUT/gpu-engine-test.log"

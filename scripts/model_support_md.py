@@ -32,13 +32,14 @@ NAMES = {
 NOT_RUN = [
     ("qwen-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "safetensors, qwen2, ~0.99 GB",
      "Hugging Face hub access (`llorch-pool models download qwen-0.5b`). The qwen2 path (q/k/v "
-     "biases) exists in the shared forward pass but has never run on real weights."),
+     "biases) exists in the shared forward pass but has not been run on real weights in this project."),
     ("tinyllama", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "safetensors, llama, ~2.2 GB",
      "Hugging Face hub access. The llama safetensors path is covered here only by the SmolLM2 export."),
     ("phi3", "microsoft/Phi-3-mini-4k-instruct", "safetensors, phi3, ~7.6 GB",
-     "Hugging Face hub access, and free memory above the weights' size: safetensors are read into "
-     "memory before the CPU conversion to Q8_0. The phi3 path (fused qkv and gate/up) has never run "
-     "on real weights."),
+     "Hugging Face hub access, and free memory well above the weights' size: safetensors are read "
+     "into memory before the CPU conversion to Q8_0 (the SmolLM2 export peaked at about twice its "
+     "file size, table above). The phi3 path (fused qkv and gate/up) has not been run on real "
+     "weights in this project."),
     ("mistral", "mistralai/Mistral-7B-Instruct-v0.2", "safetensors, mistral (llama path), ~14.5 GB",
      "Gated on the hub: `HF_TOKEN` of an account that accepted the licence, plus the memory noted for "
      "phi3."),
@@ -47,6 +48,10 @@ NOT_RUN = [
 
 def fmt(v, digits=0):
     return "-" if v is None else f"{v:.{digits}f}"
+
+
+def pct(v):
+    return "-" if v is None else f"{v:.0%}"
 
 
 def label(r):
@@ -75,10 +80,10 @@ def main():
       "`scripts/model_support_md.py`; do not edit it by hand.\n")
     for rep in reports:
         h = rep["host"]
-        load = h.get("loadavg_at_start")
+        other = h.get("other_cpu_share")
         w(f"- Report {rep['generated_at']}, commit `{rep['commit']}`, binaries `{rep['bin_dir']}`: "
           f"{h['cpu']}, {h['logical_cpus']} logical CPUs, {h['os']}"
-          + (f", load average {load[0]} at the start (other jobs share this machine)" if load else "")
+          + (f"; other processes used {other:.0%} of the CPUs during the run" if other is not None else "")
           + f"; {rep['duration_s']} s.")
     w("")
     w("## Matrix\n")
@@ -108,9 +113,11 @@ def main():
       "right after load, the peak (VmHWM) after the throughput, chat and sampling requests, and the "
       "peak after the parity requests, whose `prompt_logprobs` keep every prompt position's logits "
       "(up to 512 × vocabulary floats per prefill chunk). Throughput from the worker's `end` event on "
-      "a ~140-token raw prompt with 64 greedy tokens, best of 2.\n")
-    w("| model | format | file (MB) | load (ms) | RSS after load (MB) | peak RSS (MB) | peak with prompt_logprobs (MB) | prompt tok/s | generation tok/s | threads |")
-    w("|---|---|---|---|---|---|---|---|---|---|")
+      "a ~140-token raw prompt with 64 greedy tokens, best of 2; this machine is shared, so the table "
+      "also gives the share of the CPUs other processes took during those requests (the tok/s "
+      "minimums are enforced only below 15%).\n")
+    w("| model | format | file (MB) | load (ms) | RSS after load (MB) | peak RSS (MB) | peak with prompt_logprobs (MB) | prompt tok/s | generation tok/s | CPU taken by other processes meanwhile | threads |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
     for m in order:
         r = cells[m].get("cpu")
         if r is None:
@@ -119,7 +126,7 @@ def main():
         x = r["metrics"]
         w(f"| {name} | {f} | {fmt(r.get('size_mb'))} | {fmt(x.get('load_ms'))} | {fmt(x.get('rss_after_load_mb'))} | "
           f"{fmt(x.get('peak_rss_mb'))} | {fmt(x.get('peak_rss_with_prompt_logprobs_mb'))} | {fmt(x.get('prefill_tps'), 1)} | {fmt(x.get('decode_tps'), 1)} | "
-          f"{r.get('threads') or '-'} |")
+          f"{pct(x.get('perf_other_cpu_share'))} | {r.get('threads') or '-'} |")
     w("")
     w("## Checks\n")
     for m in order:
@@ -145,6 +152,16 @@ def main():
                     prompt = s["prompt"].replace("\n", "⏎")
                     w(f"| {prompt} | {mode} | {s['stop_reason']} ({s['tokens_out']} tok) | {text} |")
                 w("")
+    w("## GPU backends\n")
+    w("`scripts/gpu-check.sh` builds the worker with `--features cuda`, runs the Gemma 3 engine "
+      "test on the GPU (`LLORCH_TEST_DEVICE=cuda:0`) and this matrix on the cpu and cuda backends "
+      "(parity fixtures included), and writes `target/model-report-cuda.json`; pass both reports to "
+      "`scripts/model_support_md.py` to fill the CUDA column. It has not been run yet: no GPU was "
+      "available to the sessions that wrote it. Metal has no such script yet.\n")
+    w("## Reproduce\n")
+    w("```sh\nscripts/test_all_models.sh --markdown          # release build, rewrites this page\n"
+      "scripts/test_all_models.sh --bin-dir target/debug  # what CI runs after its debug build\n"
+      "cargo test -p llorch-engine --test gemma3 --test parity   # the engine-level parity tests\n```\n")
     tested = {r["model_id"] for r in results}
     w("## Not run here\n")
     w("This machine reaches crates.io, PyPI and Debian only, not the Hugging Face hub, so these "

@@ -65,7 +65,7 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 for tool in curl python3; do command -v $tool >/dev/null || die "$tool not found"; done
 T0=$(date +%s)
 log "building release binaries (first run: several minutes)"
-cargo build --release --quiet -p orchestratord -p llorch-candled -p pool-ctl -p llorch-ctl
+cargo build --release --quiet --bin orchestratord --bin llorch-candled --bin llorch-pool --bin llorch
 
 mkdir -p "$STATE"
 if ! pool --json models info "$MODEL_ID" 2>/dev/null | grep -q '"downloaded": *true'; then

@@ -53,17 +53,20 @@ PERF_ROUNDS = 2
 FORBIDDEN = ["\ufffd", "<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>"]
 
 # Per-model budgets (CPU, 2 threads). Load and RSS bounds are acceptance limits; throughput
-# minimums sit at a quarter to a third of what this machine kind measured with other builds
-# running beside it (MODEL_SUPPORT.md), so only a real regression (a lost SIMD kernel, a copy
-# per token: 3-5x) trips them.
+# minimums sit at about a quarter of what this machine kind measured with release and debug
+# builds (MODEL_SUPPORT.md), so only a real regression (a lost SIMD kernel, a copy per token)
+# trips them; other jobs at normal priority on the same 2 cores can cost 4x as well.
 # Gemma's eos_min is 0: this GGUF answers chat prompts by echoing them and never emits
 # <end_of_turn>, in llama.cpp b11434 exactly as here (fixtures/gemma3-greedy.json).
 BUDGETS = {
     "smollm2-135m": {"load_ms": 2000, "peak_rss_mb": 400, "prefill_tps": 60, "decode_tps": 20, "eos_min": 1},
-    "gemma3-270m": {"load_ms": 2000, "peak_rss_mb": 600, "prefill_tps": 40, "decode_tps": 5, "eos_min": 0},
+    "gemma3-270m": {"load_ms": 2000, "peak_rss_mb": 600, "prefill_tps": 60, "decode_tps": 12, "eos_min": 0},
     "smollm2-135m-st": {"load_ms": 5000, "peak_rss_mb": 1400, "prefill_tps": 60, "decode_tps": 20, "eos_min": 1},
 }
 DEFAULT_BUDGET = {"eos_min": 1}
+# Above this share of the CPUs taken by other processes during the throughput requests, the
+# tok/s minimums are reported but not enforced.
+MAX_OTHER_CPU = 0.15
 
 
 def log(msg):
@@ -126,6 +129,19 @@ def http_json(url, path):
     body = conn.getresponse().read()
     conn.close()
     return json.loads(body)
+
+
+def cpu_seconds(pid=None):
+    """CPU time used so far by one process (/proc/PID/stat) or by the whole machine (/proc/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        if pid is None:
+            v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+            return (sum(v) - v[3] - v[4]) / tick  # all but idle and iowait
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def proc_status_kb(pid, key):
@@ -228,8 +244,10 @@ def run_sampled(url, checks, samples):
                     "text": text, "stop_reason": runs[0][1]["stop_reason"], "tokens_out": runs[0][1]["tokens_out"]})
 
 
-def run_perf(url, checks):
+def run_perf(url, pid, checks):
+    """Best-of-N throughput, and the share of the CPUs other processes took meanwhile."""
     best = {"prefill_tps": 0.0, "decode_tps": 0.0, "prompt_tokens": 0, "decode_tokens": 0}
+    t0, busy0, own0 = time.monotonic(), cpu_seconds(), cpu_seconds(pid)
     for _ in range(PERF_ROUNDS):
         toks, end = execute(url, {"prompt": PERF_TEXT, "max_tokens": PERF_MAX_TOKENS, "temperature": 0.0})
         best["prefill_tps"] = max(best["prefill_tps"], end["prefill_tokens_per_sec"])
@@ -238,13 +256,23 @@ def run_perf(url, checks):
         bad = forbidden_in(text_of(toks))
         if bad:
             checks.add("perf/text", False, f"contains {bad}")
+    busy1, own1 = cpu_seconds(), cpu_seconds(pid)
+    if None not in (busy0, own0, busy1, own1):
+        others = (busy1 - busy0) - (own1 - own0)
+        best["perf_other_cpu_share"] = round(max(0.0, others) / ((time.monotonic() - t0) * os.cpu_count()), 2)
     return best
 
 
 def budget_checks(metrics, budget, checks):
+    busy = metrics.get("perf_other_cpu_share") or 0.0
     for key, label, upper in [("load_ms", "load time (ms)", True), ("peak_rss_mb", "peak RSS (MB)", True),
                               ("prefill_tps", "prompt tok/s", False), ("decode_tps", "generation tok/s", False)]:
         if key not in budget or metrics.get(key) is None:
+            continue
+        if not upper and busy > MAX_OTHER_CPU:
+            # Throughput says nothing about the code when other jobs take the CPUs.
+            checks.add(f"budget/{key}", True, f"{label} {metrics[key]:.1f} not judged: other processes "
+                                              f"used {busy:.0%} of the CPUs meanwhile (limit {MAX_OTHER_CPU:.0%})")
             continue
         v, lim = metrics[key], budget[key]
         ok = v <= lim if upper else v >= lim
@@ -276,7 +304,7 @@ def test_one(pool, model, backend, threads):
                                "rss_after_load_mb": rss_kb / 1024 if rss_kb else None})
         checks.add("load", True, f"{health['architecture']} {health['format']} {health['quantization']} "
                                  f"(runs as {health['runtime_quantization']}), ready in {health['load_time_ms']:.0f} ms")
-        rec["metrics"].update(run_perf(url, checks))
+        rec["metrics"].update(run_perf(url, pid, checks))
         run_chat(url, budget, checks, samples)
         run_sampled(url, checks, samples)
         hwm = proc_status_kb(pid, "VmHWM")
@@ -288,6 +316,7 @@ def test_one(pool, model, backend, threads):
             # prompt_logprobs keeps every position's logits of a prefill chunk: reported apart.
             hwm = proc_status_kb(pid, "VmHWM")
             rec["metrics"]["peak_rss_with_prompt_logprobs_mb"] = hwm / 1024 if hwm else None
+        rec["worker_cpu_s"] = cpu_seconds(pid)
     except Exception as e:  # noqa: BLE001 - any failure is a failed cell, reported with its reason
         checks.add("run", False, str(e)[-3000:])
     finally:
@@ -342,7 +371,7 @@ def main():
     ap.add_argument("--no-hf-cache", action="store_true", help="skip catalog models found in the HF cache")
     a = ap.parse_args()
 
-    load_at_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    busy_at_start = cpu_seconds()
     home = Path(tempfile.mkdtemp(prefix="llorch-models-"))
     pool = Pool(a.bin_dir, home)
     started = time.monotonic()
@@ -382,6 +411,13 @@ def main():
             pass
         shutil.rmtree(home, ignore_errors=True)
 
+    # Share of the machine's CPU time that other processes used while the workers ran.
+    other_share = None
+    busy_at_end, elapsed = cpu_seconds(), time.monotonic() - started
+    workers = [r.get("worker_cpu_s") for r in results]
+    if busy_at_start is not None and busy_at_end is not None and None not in workers:
+        others = busy_at_end - busy_at_start - sum(workers)
+        other_share = round(max(0.0, others) / (elapsed * os.cpu_count()), 2)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), None) \
@@ -390,7 +426,7 @@ def main():
         "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit + ("-dirty" if dirty else ""),
         "host": {"cpu": cpu, "logical_cpus": os.cpu_count(), "os": platform.platform(),
-                 "loadavg_at_start": load_at_start},
+                 "other_cpu_share": other_share},
         "bin_dir": str(a.bin_dir),
         "duration_s": round(time.monotonic() - started, 1),
         "results": results,

@@ -9,9 +9,10 @@
 #
 # usage: scripts/test_all_models.sh [--bin-dir DIR] [--report FILE] [--backends cpu,cuda]
 #                                   [--threads N] [--markdown] [--no-hf-cache]
-#   --bin-dir   where llorch-pool and llorch-candled are (default target/release, built if missing;
-#               CI passes target/debug after its own build: dependencies and the engine are
-#               optimised in dev builds too)
+#   --bin-dir   target/release (default) or target/debug: llorch-pool and llorch-candled are
+#               (re)built there first with cargo, a no-op when up to date (CI passes
+#               target/debug after its own build; the engine and dependencies are optimised in
+#               dev builds too)
 #   --report    default target/model-report.json
 #   --markdown  also regenerate MODEL_SUPPORT.md from the report
 set -euo pipefail
@@ -35,14 +36,14 @@ done
 
 log() { echo "== test_all_models: $*" >&2; }
 
-profile_flag=()
 case "$BIN_DIR" in
-  */release|release) profile_flag=(--release) ;;
+  target/release) profile_flag=(--release) ;;
+  target/debug) profile_flag=() ;;
+  *) echo "--bin-dir must be target/release or target/debug" >&2; exit 2 ;;
 esac
-if [ ! -x "$BIN_DIR/llorch-pool" ] || [ ! -x "$BIN_DIR/llorch-candled" ]; then
-  log "building llorch-pool and llorch-candled (${profile_flag[*]:-dev})"
-  cargo build --quiet "${profile_flag[@]}" -p pool-ctl -p llorch-candled
-fi
+# LLORCH_FEATURES, e.g. llorch-candled/cuda (scripts/gpu-check.sh sets it).
+log "building llorch-pool and llorch-candled (${profile_flag[*]:-dev}${LLORCH_FEATURES:+, $LLORCH_FEATURES})"
+cargo build --quiet "${profile_flag[@]}" -p pool-ctl -p llorch-candled ${LLORCH_FEATURES:+--features "$LLORCH_FEATURES"}
 
 log "fetching test models"
 mapfile -t paths < <(scripts/fetch-test-model.sh all)
