@@ -32,3 +32,6 @@ cargo test --workspace --quiet "$@" -- --test-threads=2
 
 log "OpenAI compatibility (official openai package from PyPI, real orchestratord + worker)"
 LLORCH_BIN_DIR="$PWD/target/debug" scripts/test-openai.sh
+
+log "model matrix (every obtainable model on the CPU backend; fails on any regression)"
+scripts/test_all_models.sh --bin-dir target/debug
