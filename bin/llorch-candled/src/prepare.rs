@@ -67,6 +67,15 @@ pub fn prompt_ids(lm: &LoadedModel, req: &ExecuteRequest) -> Result<Vec<u32>, Er
         (None, None) => unreachable!("validated"),
     };
     lm.tokenizer
-        .encode(&text, true)
+        .encode(&text, add_bos_for(lm, &text))
         .map_err(|e| invalid("prompt", format!("cannot tokenize prompt: {e:#}")))
+}
+
+/// Whether encoding `text` should add the model's special prefix (BOS): not when the text (e.g.
+/// a chat template that writes `{{ bos_token }}` itself) already starts with it, so BOS is
+/// never doubled.
+pub fn add_bos_for(lm: &LoadedModel, text: &str) -> bool {
+    !lm.tokenizer
+        .bos_token()
+        .is_some_and(|b| !b.is_empty() && text.starts_with(b))
 }

@@ -447,7 +447,10 @@ async fn tokenize(State(st): State<Shared>, body: Bytes) -> Response {
         };
         let ids = lm
             .tokenizer
-            .encode(&text, req.add_special_tokens)
+            .encode(
+                &text,
+                req.add_special_tokens && crate::prepare::add_bos_for(&lm, &text),
+            )
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pieces = req.with_pieces.then(|| {
             ids.iter()
