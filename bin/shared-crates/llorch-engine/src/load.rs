@@ -126,29 +126,43 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let chat = chat_template(&tokenizer, cfg.arch)?;
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
-    let arch = cfg.arch.as_str();
     let mut weights = Weights::gguf(path, content, file, &opts.device, opts.requant)?;
     let model = Transformer::load(cfg, &mut weights, &|n: &str| n.to_string(), ctx)
         .with_context(|| format!("{}: cannot load weights", path.display()))?;
+    Ok(assemble(
+        path, "gguf", trained, model, &weights, tokenizer, chat,
+    ))
+}
+
+/// Put a loaded model together with the facts `/health` reports about it.
+fn assemble(
+    path: &Path,
+    format: &'static str,
+    trained_context: usize,
+    model: Transformer,
+    weights: &Weights,
+    tokenizer: Tokenizer,
+    chat: ChatTemplate,
+) -> LoadedModel {
     let info = ModelInfo {
         name: model_name(path),
         path: path.to_path_buf(),
-        format: "gguf",
-        architecture: arch,
+        format,
+        architecture: model.cfg.arch.as_str(),
         quantization: weights.stored_type.clone(),
         runtime_quantization: weights.runtime_type.clone(),
-        context_length: ctx,
-        trained_context: trained,
+        context_length: model.max_context,
+        trained_context,
         vocab_size: model.cfg.vocab_size,
         tokenizer_kind: tokenizer.kind(),
         load_time_ms: 0.0,
     };
-    Ok(LoadedModel {
+    LoadedModel {
         model,
         tokenizer,
         chat,
         info,
-    })
+    }
 }
 
 /// The model's own template; without one, Gemma's turn format for Gemma 3, else ChatML.
@@ -208,7 +222,6 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let chat = chat_template(&tokenizer, cfg.arch)?;
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
-    let arch = cfg.arch.as_str();
     let phi3 = cfg.arch == crate::model::Architecture::Phi3;
     let mut weights = Weights::safetensors(dir, &opts.device, opts.requant)?;
     let names = move |n: &str| {
@@ -221,23 +234,13 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     };
     let model = Transformer::load(cfg, &mut weights, &names, ctx)
         .with_context(|| format!("{}: cannot load weights", dir.display()))?;
-    let info = ModelInfo {
-        name: model_name(dir),
-        path: dir.to_path_buf(),
-        format: "safetensors",
-        architecture: arch,
-        quantization: weights.stored_type.clone(),
-        runtime_quantization: weights.runtime_type.clone(),
-        context_length: ctx,
-        trained_context: trained,
-        vocab_size: model.cfg.vocab_size,
-        tokenizer_kind: tokenizer.kind(),
-        load_time_ms: 0.0,
-    };
-    Ok(LoadedModel {
+    Ok(assemble(
+        dir,
+        "safetensors",
+        trained,
         model,
+        &weights,
         tokenizer,
         chat,
-        info,
-    })
+    ))
 }
