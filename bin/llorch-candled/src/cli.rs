@@ -91,6 +91,17 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = WeightMode::Auto)]
     pub weights: WeightMode,
 
+    /// Chat template for `messages`: `auto` uses the model's own (or its family's built-in one)
+    /// unless a load-time probe finds the model never learned its end-of-turn token (a base
+    /// model), then `transcript`; `model` skips the probe; `chatml`, `gemma`, `transcript`
+    /// force a built-in one; or the path of a Jinja file.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|model|chatml|gemma|transcript|FILE"
+    )]
+    pub chat_template: llorch_engine::chat_choice::ChatTemplateChoice,
+
     /// Register with this orchestratord once ready, heartbeat, and deregister on shutdown.
     #[arg(long, env = "LLORCH_ORCHESTRATOR_URL")]
     pub orchestrator_url: Option<String>,

@@ -12,6 +12,7 @@ use llorch_wire::{ErrorCode, ErrorEnvelope, ExecuteRequest, FieldError};
 pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelope> {
     req.validate().map_err(ErrorEnvelope::invalid)?;
     let ids = prompt_ids(lm, &req)?;
+    let chat = req.messages.is_some();
     let max_tokens = req.max_tokens_or_default();
     let ctx = lm.info.context_length;
     if ids.len() + max_tokens as usize > ctx {
@@ -35,6 +36,12 @@ pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelo
         prompt_ids: ids,
         max_tokens,
         sampling: req.sampling,
+        turn_stops: if chat {
+            lm.chat.turn_stops().to_vec()
+        } else {
+            Vec::new()
+        },
+        trim_reply_start: chat && !lm.chat.turn_stops().is_empty(),
         stop: req.stop,
         logprobs: req.logprobs,
         prompt_logprobs: req.prompt_logprobs,

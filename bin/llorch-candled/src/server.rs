@@ -18,8 +18,9 @@ use llorch_engine::{Engine, LoadOptions, SubmitError};
 use llorch_metrics::Registry;
 use llorch_wire::tasks::{WorkerHeartbeat, WorkerRegistration};
 use llorch_wire::{
-    CancelRequest, CancelResponse, DetokenizeRequest, DetokenizeResponse, ErrorCode, ErrorEnvelope,
-    ExecuteRequest, TokenizeRequest, TokenizeResponse, WorkerEvent, WorkerHealth, WorkerState,
+    CancelRequest, CancelResponse, ChatTemplateReport, DetokenizeRequest, DetokenizeResponse,
+    ErrorCode, ErrorEnvelope, ExecuteRequest, TokenizeRequest, TokenizeResponse, WorkerEvent,
+    WorkerHealth, WorkerState,
 };
 use tokio::sync::mpsc;
 
@@ -83,6 +84,7 @@ pub fn run(args: Args) -> Result<()> {
         device: dev,
         requant: args.weights.requant(),
         max_context: args.ctx_size,
+        chat_template: args.chat_template.clone(),
     };
     let lm = llorch_engine::load(&args.model, &opts)?;
     tracing::info!(
@@ -90,6 +92,12 @@ pub fn run(args: Args) -> Result<()> {
         runtime_quant = %lm.info.runtime_quantization, ctx = lm.info.context_length,
         load_ms = format!("{:.0}", lm.info.load_time_ms), "model loaded"
     );
+    let chat = &lm.info.chat_template;
+    if chat.probe.as_ref().is_some_and(|p| !p.learned()) {
+        tracing::warn!(template = %chat.name, "{}", chat.reason);
+    } else {
+        tracing::info!(template = %chat.name, reason = %chat.reason, "chat template");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -391,6 +399,13 @@ fn health_of(st: &AppState) -> WorkerHealth {
         uptime_s: st.started.elapsed().as_secs_f64(),
         load_time_ms: st.load_time_ms,
         version: env!("CARGO_PKG_VERSION").into(),
+        chat_template: Some(ChatTemplateReport {
+            name: info.chat_template.name.clone(),
+            reason: info.chat_template.reason.clone(),
+            turn_stops: st.engine.model().chat.turn_stops().to_vec(),
+            end_of_turn_token: info.chat_template.probe.as_ref().map(|p| p.token.clone()),
+            end_of_turn_logprob: info.chat_template.probe.as_ref().map(|p| p.logprob),
+        }),
     }
 }
 

@@ -83,6 +83,7 @@ fn health(a: &Args) -> WorkerHealth {
         uptime_s: 0.0,
         load_time_ms: 0.0,
         version: env!("CARGO_PKG_VERSION").into(),
+        chat_template: None,
     }
 }
 

@@ -19,6 +19,21 @@ const GEMMA: &str = "{% set ns = namespace(prefix='') %}{% for message in messag
 ns.prefix + message['content'] | trim + '<end_of_turn>\\n' }}{% set ns.prefix = '' %}{% endif %}{% endfor %}\
 {% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
 
+/// A plain-text transcript (`User: …` / `Assistant: …` lines under a one-line preamble), for
+/// base models, which never learned turn tokens but continue a written dialogue well. A system
+/// message replaces the preamble. The reply ends where the model starts the next line of
+/// dialogue (see [`TRANSCRIPT_TURN_STOPS`]).
+const TRANSCRIPT: &str = "{% set ns = namespace(preamble='The following is a conversation with a helpful \
+assistant that answers questions.') %}{% for message in messages %}{% if message['role'] == 'system' %}\
+{% set ns.preamble = message['content'] | trim %}{% endif %}{% endfor %}{{ ns.preamble + '\n\n' }}\
+{% for message in messages %}{% if message['role'] != 'system' %}{{ ('User' if message['role'] == 'user' \
+else 'Assistant' if message['role'] == 'assistant' else message['role'] | capitalize) + ': ' + \
+message['content'] | trim + '\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
+
+/// Text that ends the assistant's turn in a [`ChatTemplate::transcript`] reply.
+pub const TRANSCRIPT_TURN_STOPS: &[&str] =
+    &["\n\nUser:", "\n\nAssistant:", "\nUser:", "\nAssistant:"];
+
 const NAME: &str = "chat_template";
 
 /// A compiled chat template. `Send + Sync`.
@@ -27,6 +42,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    name: String,
+    turn_stops: Vec<String>,
 }
 
 /// `raise_exception(msg)`: abort rendering with the template's own message.
@@ -88,7 +105,27 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.unwrap_or_default().to_owned(),
             eos_token: eos_token.unwrap_or_default().to_owned(),
+            name: "custom".into(),
+            turn_stops: Vec::new(),
         })
+    }
+
+    /// Set the name this template is reported under (`/health`, logs).
+    pub fn named(mut self, name: impl Into<String>) -> ChatTemplate {
+        self.name = name.into();
+        self
+    }
+
+    /// The name this template is reported under: `model`, `chatml`, `gemma`, `transcript`, or
+    /// the file it was read from.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Text that ends the assistant's turn when this template has no end-of-turn token (empty
+    /// for token-delimited templates). A reply that reaches one ends as at end-of-turn.
+    pub fn turn_stops(&self) -> &[String] {
+        &self.turn_stops
     }
 
     /// Render `messages`; with `add_generation_prompt` the text ends where the assistant's
@@ -109,12 +146,28 @@ impl ChatTemplate {
 
     /// The ChatML template (`<|im_start|>role\ncontent<|im_end|>\n` per message).
     pub fn chatml() -> ChatTemplate {
-        ChatTemplate::new(CHATML, None, None).expect("the built-in ChatML template compiles")
+        ChatTemplate::new(CHATML, None, None)
+            .expect("the built-in ChatML template compiles")
+            .named("chatml")
     }
 
     /// Gemma's template (`<start_of_turn>user\ncontent<end_of_turn>\n`, replies as `model`).
     pub fn gemma() -> ChatTemplate {
-        ChatTemplate::new(GEMMA, None, None).expect("the built-in Gemma template compiles")
+        ChatTemplate::new(GEMMA, None, None)
+            .expect("the built-in Gemma template compiles")
+            .named("gemma")
+    }
+
+    /// The plain-text transcript template for base models (`User: …\nAssistant:`).
+    pub fn transcript() -> ChatTemplate {
+        let mut t = ChatTemplate::new(TRANSCRIPT, None, None)
+            .expect("the built-in transcript template compiles")
+            .named("transcript");
+        t.turn_stops = TRANSCRIPT_TURN_STOPS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        t
     }
 }
 
@@ -155,6 +208,35 @@ mod tests {
             "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n\
              <start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
         );
+    }
+
+    #[test]
+    fn transcript_writes_dialogue_lines_under_a_preamble() {
+        let t = ChatTemplate::transcript();
+        let out = t
+            .render(
+                &[
+                    msg("user", " Hi "),
+                    msg("assistant", "Hello."),
+                    msg("user", "Bye"),
+                ],
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            "The following is a conversation with a helpful assistant that answers questions.\n\n\
+             User: Hi\nAssistant: Hello.\nUser: Bye\nAssistant:"
+        );
+        let out = t
+            .render(
+                &[msg("system", "You are a pirate."), msg("user", "Hi")],
+                true,
+            )
+            .unwrap();
+        assert_eq!(out, "You are a pirate.\n\nUser: Hi\nAssistant:");
+        assert_eq!(t.turn_stops()[2..], ["\nUser:", "\nAssistant:"]);
+        assert!(ChatTemplate::chatml().turn_stops().is_empty());
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub struct Job {
     pub max_tokens: u32,
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
+    /// Text that ends the assistant's turn under the chat template used to render the prompt
+    /// (transcript templates); reaching it ends the job as at end-of-turn (`eos`).
+    pub turn_stops: Vec<String>,
+    /// Drop spaces at the start of the reply (the prompt ended with `Role:`).
+    pub trim_reply_start: bool,
     pub logprobs: Option<u32>,
     pub prompt_logprobs: Option<u32>,
     pub cancel: Arc<AtomicBool>,
@@ -123,7 +128,7 @@ fn run_inner(
         prompt_len: n_prompt,
         cache: lm.model.new_cache(capacity)?,
         sampler: Sampler::new(&job.sampling),
-        stop: StopMatcher::new(&job.stop),
+        stop: StopMatcher::for_turn(&job.stop, &job.turn_stops, job.trim_reply_start),
     };
     let seed = seq.sampler.seed();
     let end = |reason: StopReason,
@@ -213,7 +218,14 @@ fn run_inner(
         let i = *tokens_out;
         *tokens_out += 1;
         match seq.stop.push(&piece) {
-            StopCheck::Matched { release, stop } => {
+            check @ (StopCheck::Matched { .. } | StopCheck::EndOfTurn { .. }) => {
+                let (release, reason, matched) = match check {
+                    StopCheck::Matched { release, stop } => {
+                        (release, StopReason::StopSequence, Some(stop))
+                    }
+                    StopCheck::EndOfTurn { release } => (release, StopReason::Eos, None),
+                    StopCheck::Continue(_) => unreachable!(),
+                };
                 sink.send(WorkerEvent::Token {
                     i,
                     id,
@@ -221,8 +233,8 @@ fn run_inner(
                     logprob,
                 });
                 sink.send(end(
-                    StopReason::StopSequence,
-                    Some(stop),
+                    reason,
+                    matched,
                     *tokens_out,
                     prefill_ms,
                     ms(t_decode),

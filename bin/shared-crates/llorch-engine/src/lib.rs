@@ -5,11 +5,13 @@
 //! - [`tokenizer`]: tokenizers built from GGUF metadata or `tokenizer.json`, UTF-8-safe streaming
 //!   detokenization.
 //! - [`chat`]: the model's own Jinja chat template, rendered with minijinja.
+//! - [`chat_choice`]: which template a model is served with, and the probe that spots base models.
 //! - [`sampler`], [`stop`], [`generate`]: sampling, stop strings, the generation loop.
 //! - [`engine`]: the engine thread with its bounded queue and cancellation.
 //! - [`export`]: write a GGUF model out as a safetensors directory.
 
 pub mod chat;
+pub mod chat_choice;
 pub mod engine;
 pub mod export;
 pub mod generate;

@@ -10,6 +10,7 @@ use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
 use crate::chat::ChatTemplate;
+use crate::chat_choice::{self, ChatTemplateChoice, ChatTemplateInfo};
 use crate::model::{ModelConfig, Requant, Transformer, Weights};
 use crate::tokenizer::Tokenizer;
 
@@ -20,6 +21,8 @@ pub struct LoadOptions {
     pub requant: Requant,
     /// Largest context to serve; `None` = the model's trained context, capped at 8192.
     pub max_context: Option<usize>,
+    /// How to pick the chat template.
+    pub chat_template: ChatTemplateChoice,
 }
 
 impl Default for LoadOptions {
@@ -28,6 +31,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             requant: Requant::Auto,
             max_context: None,
+            chat_template: ChatTemplateChoice::Auto,
         }
     }
 }
@@ -45,6 +49,8 @@ pub struct ModelInfo {
     pub trained_context: usize,
     pub vocab_size: usize,
     pub tokenizer_kind: &'static str,
+    /// The chat template in use and why.
+    pub chat_template: ChatTemplateInfo,
     pub load_time_ms: f64,
 }
 
@@ -123,18 +129,15 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
             path.display()
         )
     })?;
-    let chat = chat_template(&tokenizer, cfg.arch)?;
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
     let mut weights = Weights::gguf(path, content, file, &opts.device, opts.requant)?;
     let model = Transformer::load(cfg, &mut weights, &|n: &str| n.to_string(), ctx)
         .with_context(|| format!("{}: cannot load weights", path.display()))?;
-    Ok(assemble(
-        path, "gguf", trained, model, &weights, tokenizer, chat,
-    ))
+    assemble(path, "gguf", trained, model, &weights, tokenizer, opts)
 }
 
-/// Put a loaded model together with the facts `/health` reports about it.
+/// Put a loaded model together with its chat template and the facts `/health` reports about it.
 fn assemble(
     path: &Path,
     format: &'static str,
@@ -142,8 +145,10 @@ fn assemble(
     model: Transformer,
     weights: &Weights,
     tokenizer: Tokenizer,
-    chat: ChatTemplate,
-) -> LoadedModel {
+    opts: &LoadOptions,
+) -> Result<LoadedModel> {
+    let (chat, chat_info) =
+        chat_choice::choose(&opts.chat_template, &tokenizer, model.cfg.arch, &model)?;
     let info = ModelInfo {
         name: model_name(path),
         path: path.to_path_buf(),
@@ -155,24 +160,15 @@ fn assemble(
         trained_context,
         vocab_size: model.cfg.vocab_size,
         tokenizer_kind: tokenizer.kind(),
+        chat_template: chat_info,
         load_time_ms: 0.0,
     };
-    LoadedModel {
+    Ok(LoadedModel {
         model,
         tokenizer,
         chat,
         info,
-    }
-}
-
-/// The model's own template; without one, Gemma's turn format for Gemma 3, else ChatML.
-fn chat_template(tok: &Tokenizer, arch: crate::model::Architecture) -> Result<ChatTemplate> {
-    match tok.chat_template() {
-        Some(src) => ChatTemplate::new(src, tok.bos_token(), tok.eos_token())
-            .context("invalid chat template in model"),
-        None if arch == crate::model::Architecture::Gemma3 => Ok(ChatTemplate::gemma()),
-        None => Ok(ChatTemplate::chatml()),
-    }
+    })
 }
 
 /// Map GGUF tensor names to HF safetensors names.
@@ -219,7 +215,6 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let cfg = ModelConfig::from_hf_json(&json)
         .with_context(|| format!("{}: unsupported model", cfg_path.display()))?;
     let tokenizer = Tokenizer::from_dir(dir)?;
-    let chat = chat_template(&tokenizer, cfg.arch)?;
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
     let phi3 = cfg.arch == crate::model::Architecture::Phi3;
@@ -234,13 +229,13 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     };
     let model = Transformer::load(cfg, &mut weights, &names, ctx)
         .with_context(|| format!("{}: cannot load weights", dir.display()))?;
-    Ok(assemble(
+    assemble(
         dir,
         "safetensors",
         trained,
         model,
         &weights,
         tokenizer,
-        chat,
-    ))
+        opts,
+    )
 }

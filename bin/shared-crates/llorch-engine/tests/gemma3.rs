@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use candle_core::Device;
+use llorch_engine::chat::ChatTemplate;
+use llorch_engine::chat_choice::UNTRAINED_LOGPROB;
 use llorch_engine::generate::{prefill, teacher_force};
 use llorch_engine::model::Logits;
 use llorch_engine::sampler::argmax;
@@ -121,12 +123,13 @@ fn tokenizer_and_template_match_llama_cpp() {
             .unwrap();
         assert_eq!(got, ids(&case["prompt_ids"]), "case {}", case["name"]);
     }
-    // The GGUF has no chat template: Gemma's turn format is used, and BOS comes from the tokenizer.
+    // The GGUF has no chat template: Gemma's turn format renders as llama.cpp's, and BOS comes
+    // from the tokenizer.
     let user = ChatMessage {
         role: "user".into(),
         content: "What is the capital of France?".into(),
     };
-    let text = lm.chat.render(&[user], true).unwrap();
+    let text = ChatTemplate::gemma().render(&[user], true).unwrap();
     let chat_case = &fixture()["cases"][0];
     assert_eq!(text, chat_case["text"].as_str().unwrap());
     assert_eq!(
@@ -209,6 +212,43 @@ fn greedy_tokens_and_logprobs_match_llama_cpp() {
         "parity failures:\n{}",
         failures.join("\n")
     );
+}
+
+/// This file is the pretrained google/gemma-3-270m (the package's upstream card says so): it never
+/// learned `<end_of_turn>`, which the load-time probe sees, so chat goes through the transcript
+/// template, and greedy answers there are on topic and end at the next dialogue line.
+#[test]
+fn base_model_chat_is_served_as_a_transcript() {
+    let Some(lm) = gemma("base_model_chat_is_served_as_a_transcript") else {
+        return;
+    };
+    let chat = &lm.info.chat_template;
+    assert_eq!(chat.name, "transcript", "{chat:?}");
+    let probe = chat.probe.as_ref().expect("the probe ran");
+    assert_eq!(probe.token, "<end_of_turn>");
+    assert!(probe.logprob < UNTRAINED_LOGPROB, "{probe:?}");
+    for (question, expect) in [
+        ("What is the capital of France?", "Paris"),
+        ("What is 2+2?", "4"),
+    ] {
+        let msg = ChatMessage {
+            role: "user".into(),
+            content: question.into(),
+        };
+        let text = lm.chat.render(&[msg], true).unwrap();
+        assert!(
+            text.ends_with(&format!("User: {question}\nAssistant:")),
+            "{text:?}"
+        );
+        let ids = lm.tokenizer.encode(&text, true).unwrap();
+        let answer = lm.tokenizer.decode(&greedy(lm, &ids, 16), false);
+        let reply = answer.split("\nUser:").next().unwrap().trim();
+        assert!(reply.contains(expect), "{question:?} -> {answer:?}");
+        assert!(
+            answer.contains("\nUser:"),
+            "the turn ends within 16 tokens: {answer:?}"
+        );
+    }
 }
 
 #[test]

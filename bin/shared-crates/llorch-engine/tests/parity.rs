@@ -108,6 +108,12 @@ fn gguf_matches_llama_cpp() {
         return;
     };
     let lm = load(&path, &LoadOptions::default()).unwrap();
+    // An instruction-tuned model keeps its own template: the probe finds `<|im_end|>` learned.
+    let chat = &lm.info.chat_template;
+    assert_eq!(chat.name, "model", "{chat:?}");
+    let probe = chat.probe.as_ref().expect("the probe ran");
+    assert_eq!(probe.token, "<|im_end|>");
+    assert!(probe.logprob > -5.0, "{probe:?}");
     check_parity(&lm, "gguf");
 }
 

@@ -139,6 +139,8 @@ fn job(id: &str, prompt: Vec<u32>, max_tokens: u32, sampling: SamplingParams) ->
         max_tokens,
         sampling,
         stop: vec![],
+        turn_stops: vec![],
+        trim_reply_start: false,
         logprobs: None,
         prompt_logprobs: None,
         cancel: Arc::new(AtomicBool::new(false)),

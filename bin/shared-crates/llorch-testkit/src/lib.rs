@@ -67,7 +67,7 @@ pub fn model_cache_dir() -> PathBuf {
 
 /// Known test models and the file name the fetch script gives them.
 pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-pub const GEMMA3_FILE: &str = "gemma-3-270m-it-Q4_K_M.gguf";
+pub const GEMMA3_FILE: &str = "gemma-3-270m-Q4_K_M.gguf";
 
 /// Path of a cached test model (`LLORCH_TEST_MODEL` overrides SmolLM2's); skip-or-fail if absent.
 pub fn require_model(test: &str, file: &str) -> Option<PathBuf> {

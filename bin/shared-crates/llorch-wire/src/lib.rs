@@ -16,6 +16,6 @@ pub use execute::{
     LIMITS,
 };
 pub use worker::{
-    CancelRequest, CancelResponse, DetokenizeRequest, DetokenizeResponse, TokenizeRequest,
-    TokenizeResponse, WorkerHealth, WorkerState,
+    CancelRequest, CancelResponse, ChatTemplateReport, DetokenizeRequest, DetokenizeResponse,
+    TokenizeRequest, TokenizeResponse, WorkerHealth, WorkerState,
 };

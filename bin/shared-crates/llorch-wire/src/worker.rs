@@ -49,6 +49,27 @@ pub struct WorkerHealth {
     /// Wall time from process start to ready.
     pub load_time_ms: f64,
     pub version: String,
+    /// The chat template `messages` are rendered with, and why it was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_template: Option<ChatTemplateReport>,
+}
+
+/// `/health`'s account of the chat template in use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatTemplateReport {
+    /// `model` (from the model's metadata), `chatml`, `gemma`, `transcript`, or a file path.
+    pub name: String,
+    /// Why this one (e.g. `model metadata`, `--chat-template`, or the base-model finding).
+    pub reason: String,
+    /// Text that ends a reply under this template besides end-of-turn tokens (transcript).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn_stops: Vec<String>,
+    /// The load-time probe: the template's end-of-turn token and its log-probability after a
+    /// finished reply (very negative = the model never learned it: a base model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_turn_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_turn_logprob: Option<f32>,
 }
 
 /// `POST /tokenize`.
