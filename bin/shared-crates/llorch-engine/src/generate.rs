@@ -50,6 +50,11 @@ impl<F: FnMut(WorkerEvent) -> bool + Send> EventSink for F {
 /// Prompt tokens per forward pass during prefill (bounds activation memory).
 const PREFILL_CHUNK: usize = 512;
 
+/// Most logits (floats) one prefill chunk may return when every position's logits are kept for
+/// `prompt_logprobs`: 16 Mi floats = 64 MiB, so a 262k-word vocabulary (Gemma) prefills 64
+/// positions at a time instead of holding 512 × 262k floats (0.5 GiB, twice over).
+const ALL_LOGITS_BUDGET: usize = 16 << 20;
+
 /// The state of one sequence being generated.
 pub struct Sequence {
     pub tokens: Vec<u32>,
@@ -74,19 +79,21 @@ pub fn prefill(
 ) -> Result<Option<(Vec<f32>, Vec<TokenLogprob>)>> {
     let mut last = Vec::new();
     let mut plp = Vec::new();
-    let mode = if prompt_top.is_some() {
-        Logits::All
-    } else {
-        Logits::Last
+    let (mode, chunk_len) = match prompt_top {
+        Some(_) => (
+            Logits::All,
+            (ALL_LOGITS_BUDGET / lm.model.cfg.vocab_size.max(1)).clamp(16, PREFILL_CHUNK),
+        ),
+        None => (Logits::Last, PREFILL_CHUNK),
     };
-    for (ci, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
+    for (ci, chunk) in ids.chunks(chunk_len).enumerate() {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
         let logits = lm.model.forward(chunk, cache, mode)?;
         let rows = logits.to_vec2::<f32>()?;
         if let Some(top) = prompt_top {
-            let base = ci * PREFILL_CHUNK;
+            let base = ci * chunk_len;
             for (r, row) in rows.iter().enumerate() {
                 if let Some(&next) = ids.get(base + r + 1) {
                     plp.push(logprobs(row, next, top));
