@@ -81,7 +81,11 @@ pub struct Args {
     #[arg(long)]
     pub ctx_size: Option<usize>,
 
-    /// Requests that may wait while one runs; beyond that /execute answers 503 WORKER_BUSY.
+    /// Requests that generate at once (continuous batching: one decode step serves them all).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: u32,
+
+    /// Requests that may wait for a free slot; beyond that /execute answers 503 WORKER_BUSY.
     #[arg(long, default_value_t = 16)]
     pub max_queue: u32,
 

@@ -34,6 +34,11 @@ pub fn registry() -> Registry {
     );
     r.gauge("worker_jobs_active", "Jobs generating now.");
     r.gauge("worker_jobs_queued", "Jobs waiting.");
+    r.gauge("worker_slots", "Jobs that generate at once (--parallel).");
+    r.gauge(
+        "worker_batch_size_peak",
+        "Most jobs one decode step has served since start.",
+    );
     r.gauge("worker_uptime_seconds", "Process uptime.");
     r.gauge(
         "worker_vram_bytes",

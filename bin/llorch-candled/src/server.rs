@@ -124,7 +124,7 @@ async fn serve(
         .unwrap_or_else(|| format!("worker-{}", args.port));
     let model_name = lm.info.name.clone();
     let ctx = lm.info.context_length as u32;
-    let engine = Engine::start(Arc::new(lm), args.max_queue);
+    let engine = Engine::start(Arc::new(lm), args.max_queue, args.parallel);
     let state = Arc::new(AppState {
         metrics: crate::metrics::registry(),
         engine,
@@ -154,8 +154,8 @@ async fn serve(
                 vec![]
             },
             backend: args.backend.as_str().to_string(),
-            // the engine generates one sequence at a time; queueing is the orchestrator's job
-            slots_total: 1,
+            // jobs the engine batches together; queueing beyond that is the orchestrator's job
+            slots_total: args.parallel,
             context_length: ctx,
         },
     });
@@ -431,6 +431,13 @@ async fn metrics(State(st): State<Shared>) -> Response {
         st.started.elapsed().as_secs_f64(),
     );
     st.metrics.set("worker_vram_bytes", &[], 0.0);
+    st.metrics
+        .set("worker_slots", &[], st.engine.parallel() as f64);
+    st.metrics.set(
+        "worker_batch_size_peak",
+        &[],
+        s.peak_batch.load(Ordering::SeqCst) as f64,
+    );
     let mut h = HeaderMap::new();
     h.insert(
         "content-type",

@@ -18,7 +18,8 @@ const PROMPT: &str = "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start
 
 /// Start a real worker that registers itself with `o` (`--orchestrator-url`) and heartbeats;
 /// wait until it is ready there. Returns it and the model id it registered.
-/// `--max-queue 0`: one job at a time, so every waiting task sits in the orchestrator's queue.
+/// `--parallel 1 --max-queue 0`: one job at a time, so every waiting task sits in the
+/// orchestrator's queue.
 async fn real_worker(test: &str, o: &Orchd, id: &str) -> Option<(WorkerProcess, String)> {
     let bin = require_bin(test, "llorch-candled")?;
     let model = require_smollm2(test)?;
@@ -30,6 +31,8 @@ async fn real_worker(test: &str, o: &Orchd, id: &str) -> Option<(WorkerProcess, 
             id,
             "--orchestrator-url",
             &o.base,
+            "--parallel",
+            "1",
             "--max-queue",
             "0",
         ],

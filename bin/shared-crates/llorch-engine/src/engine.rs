@@ -1,5 +1,12 @@
-//! The engine thread: owns the model, runs queued jobs one at a time, and lets other threads
-//! submit, cancel and observe without ever blocking on inference.
+//! The engine thread: owns the model, runs up to `parallel` jobs at once with continuous
+//! batching, and lets other threads submit, cancel and observe without ever blocking on
+//! inference.
+//!
+//! Each round the scheduler admits waiting jobs into free slots (prefilling each new prompt),
+//! lets every running job sample and stream its next token, then feeds all those tokens through
+//! one batched decode step ([`Transformer::forward_batch`](crate::model::Transformer::forward_batch)):
+//! weights are read once per step for every running job, so throughput grows with concurrency
+//! while each job's output stays what it would be alone (same sampler, same seed).
 //!
 //! Admission is counted, not left to a channel's capacity: a job holds its slot from `submit`
 //! until its terminal event is handed to the sink, and the slot is released *before* that event
@@ -7,12 +14,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use llorch_wire::WorkerEvent;
 
-use crate::generate::{run_job, EventSink, Job};
+use crate::generate::{EventSink, Job, Running};
 use crate::load::LoadedModel;
 
 /// Why a job was not accepted.
@@ -34,10 +41,12 @@ struct Queued {
 /// Counters shared between the engine thread and its observers.
 #[derive(Default)]
 pub struct EngineStatus {
-    /// Jobs generating now (0 or 1).
+    /// Jobs generating now (at most `parallel`).
     pub active: AtomicU32,
     /// Jobs admitted and waiting.
     pub queued: AtomicU32,
+    /// Most jobs one decode step has served so far.
+    pub peak_batch: AtomicU32,
     /// Admitted jobs (running + waiting) with their cancel flags.
     jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
@@ -82,37 +91,28 @@ pub struct Engine {
     status: Arc<EngineStatus>,
     model: Arc<LoadedModel>,
     queue_capacity: u32,
+    parallel: u32,
 }
 
 impl Engine {
-    /// Start the engine thread for `model`, accepting up to `queue_capacity` waiting jobs
-    /// besides the running one.
-    pub fn start(model: Arc<LoadedModel>, queue_capacity: u32) -> Engine {
+    /// Start the engine thread for `model`: up to `parallel` jobs generate at once (at least
+    /// one), and up to `queue_capacity` more wait for a free slot.
+    pub fn start(model: Arc<LoadedModel>, queue_capacity: u32, parallel: u32) -> Engine {
         let (tx, rx) = channel::<Queued>();
         let status = Arc::new(EngineStatus::default());
+        let parallel = parallel.max(1);
         let st = status.clone();
         let m = model.clone();
         std::thread::Builder::new()
             .name("llorch-engine".into())
-            .spawn(move || {
-                for Queued { job, sink } in rx {
-                    st.queued.fetch_sub(1, Ordering::SeqCst);
-                    st.active.fetch_add(1, Ordering::SeqCst);
-                    let mut sink = SlotSink {
-                        inner: sink,
-                        status: st.clone(),
-                        job_id: job.job_id.clone(),
-                        released: false,
-                    };
-                    run_job(&m, job, &mut sink);
-                }
-            })
+            .spawn(move || schedule(&m, &rx, &st, parallel as usize))
             .expect("spawn engine thread");
         Engine {
             tx,
             status,
             model,
             queue_capacity,
+            parallel,
         }
     }
 
@@ -128,7 +128,12 @@ impl Engine {
 
     /// Running + queued jobs the engine holds at most.
     pub fn slots_total(&self) -> u32 {
-        self.queue_capacity + 1
+        self.queue_capacity + self.parallel
+    }
+
+    /// Jobs that generate at once.
+    pub fn parallel(&self) -> u32 {
+        self.parallel
     }
 
     /// Queue a job; its events go to `sink`. Never blocks.
@@ -162,6 +167,81 @@ impl Engine {
                 true
             }
             None => false,
+        }
+    }
+}
+
+/// The engine thread's loop: admit, sample, one batched decode step; until the engine handle is
+/// dropped and every running job has ended.
+fn schedule(lm: &LoadedModel, rx: &Receiver<Queued>, st: &Arc<EngineStatus>, parallel: usize) {
+    let mut running: Vec<Running<'_>> = Vec::with_capacity(parallel);
+    let mut open = true;
+    loop {
+        // Admit: block only when nothing runs.
+        while open && running.len() < parallel {
+            let next = if running.is_empty() {
+                rx.recv().map_err(|_| TryRecvError::Disconnected)
+            } else {
+                rx.try_recv()
+            };
+            let Queued { job, sink } = match next {
+                Ok(q) => q,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            };
+            st.queued.fetch_sub(1, Ordering::SeqCst);
+            st.active.fetch_add(1, Ordering::SeqCst);
+            let sink = SlotSink {
+                inner: sink,
+                status: st.clone(),
+                job_id: job.job_id.clone(),
+                released: false,
+            };
+            if let Some(run) = Running::start(lm, job, Box::new(sink)) {
+                running.push(run);
+            }
+        }
+        if running.is_empty() {
+            if open {
+                continue;
+            }
+            return;
+        }
+        // Every job samples and streams its next token; finished ones leave.
+        let mut feed = Vec::with_capacity(running.len());
+        running.retain_mut(|run| match run.step() {
+            Some(id) => {
+                feed.push(id);
+                true
+            }
+            None => false,
+        });
+        if running.is_empty() {
+            continue;
+        }
+        st.peak_batch
+            .fetch_max(running.len() as u32, Ordering::Relaxed);
+        let step = if running.len() == 1 {
+            lm.model
+                .forward(&feed, &mut running[0].seq.cache, crate::model::Logits::Last)
+        } else {
+            let mut caches: Vec<_> = running.iter_mut().map(|r| &mut r.seq.cache).collect();
+            lm.model.forward_batch(&feed, &mut caches)
+        };
+        match step.and_then(|l| Ok(l.to_vec2::<f32>()?)) {
+            Ok(rows) => {
+                for (run, row) in running.iter_mut().zip(rows) {
+                    run.set_logits(row);
+                }
+            }
+            Err(e) => {
+                for mut run in running.drain(..) {
+                    run.fail(&e);
+                }
+            }
         }
     }
 }

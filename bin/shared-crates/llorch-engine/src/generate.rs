@@ -107,190 +107,214 @@ pub fn prefill(
 
 /// Run `job` to completion on the calling thread, sending exactly one terminal event.
 pub fn run_job(lm: &LoadedModel, job: Job, sink: &mut dyn EventSink) {
-    let job_id = job.job_id.clone();
-    let mut tokens_out = 0u32;
-    if let Err(e) = run_inner(lm, job, sink, &mut tokens_out) {
-        tracing::error!(job_id, error = %e, "inference failed");
-        sink.send(WorkerEvent::Error {
-            job_id,
-            code: ErrorCode::InferenceFailed,
-            message: format!("{e:#}"),
-            retriable: false,
-            tokens_out,
-        });
+    let Some(mut run) = Running::start(lm, job, Box::new(|ev| sink.send(ev))) else {
+        return;
+    };
+    while let Some(id) = run.step() {
+        let next = lm
+            .model
+            .forward(&[id], &mut run.seq.cache, Logits::Last)
+            .and_then(|l| Ok(l.squeeze(0)?.to_vec1::<f32>()?));
+        match next {
+            Ok(logits) => run.set_logits(logits),
+            Err(e) => return run.fail(&e),
+        }
     }
 }
 
-fn run_inner(
-    lm: &LoadedModel,
-    job: Job,
-    sink: &mut dyn EventSink,
-    tokens_out: &mut u32,
-) -> Result<()> {
-    let queue_time_ms = ms(job.enqueued_at);
-    let n_prompt = job.prompt_ids.len();
-    let capacity = n_prompt + job.max_tokens as usize;
-    let mut seq = Sequence {
-        tokens: job.prompt_ids.clone(),
-        prompt_len: n_prompt,
-        cache: lm.model.new_cache(capacity)?,
-        sampler: Sampler::new(&job.sampling),
-        stop: StopMatcher::for_turn(&job.stop, &job.turn_stops, job.trim_reply_start),
-    };
-    let seed = seq.sampler.seed();
-    let end = |reason: StopReason,
-               matched: Option<String>,
-               out: u32,
-               prefill_ms: f64,
-               decode_ms: f64,
-               decode_steps: u32| {
-        WorkerEvent::End {
+/// One job between its prefill and its terminal event: the sequence, its stream decoder and
+/// the logits of its next position. [`run_job`] drives one; the engine's scheduler drives many,
+/// feeding [`step`](Running::step)'s tokens through one batched forward pass.
+pub struct Running<'a> {
+    lm: &'a LoadedModel,
+    job_id: String,
+    cancel: Arc<AtomicBool>,
+    max_tokens: u32,
+    top_n: Option<usize>,
+    /// The sequence (its KV cache is what a batched forward pass appends to).
+    pub seq: Sequence,
+    decoder: StreamDecoder<'a>,
+    logits: Vec<f32>,
+    tokens_out: u32,
+    seed: u64,
+    n_prompt: usize,
+    queue_time_ms: f64,
+    prefill_ms: f64,
+    t_decode: Instant,
+    decode_steps: u32,
+    sink: Box<dyn EventSink + 'a>,
+}
+
+impl<'a> Running<'a> {
+    /// Prefill the prompt and send `started`. `None` when the job already ended (cancelled
+    /// during prefill, failed, or nobody listens): its terminal event has been sent.
+    pub fn start(lm: &'a LoadedModel, job: Job, mut sink: Box<dyn EventSink + 'a>) -> Option<Self> {
+        let queue_time_ms = ms(job.enqueued_at);
+        let n_prompt = job.prompt_ids.len();
+        let fail = |sink: &mut dyn EventSink, e: anyhow::Error| {
+            tracing::error!(job_id = %job.job_id, error = %format!("{e:#}"), "inference failed");
+            sink.send(WorkerEvent::Error {
+                job_id: job.job_id.clone(),
+                code: ErrorCode::InferenceFailed,
+                message: format!("{e:#}"),
+                retriable: false,
+                tokens_out: 0,
+            });
+        };
+        let cache = match lm.model.new_cache(n_prompt + job.max_tokens as usize) {
+            Ok(c) => c,
+            Err(e) => {
+                fail(sink.as_mut(), e);
+                return None;
+            }
+        };
+        let mut seq = Sequence {
+            tokens: job.prompt_ids.clone(),
+            prompt_len: n_prompt,
+            cache,
+            sampler: Sampler::new(&job.sampling),
+            stop: StopMatcher::for_turn(&job.stop, &job.turn_stops, job.trim_reply_start),
+        };
+        let seed = seq.sampler.seed();
+        let t0 = Instant::now();
+        let prompt_top = job.prompt_logprobs.map(|n| n as usize);
+        let prefilled = prefill(lm, &job.prompt_ids, &mut seq.cache, prompt_top, &job.cancel);
+        let mut run = Running {
+            lm,
             job_id: job.job_id.clone(),
-            stop_reason: reason,
-            stop_sequence_matched: matched,
-            tokens_in: n_prompt as u32,
-            tokens_out: out,
+            cancel: job.cancel.clone(),
+            max_tokens: job.max_tokens,
+            top_n: job.logprobs.map(|n| n as usize),
+            seq,
+            decoder: StreamDecoder::new(&lm.tokenizer, true),
+            logits: Vec::new(),
+            tokens_out: 0,
             seed,
+            n_prompt,
             queue_time_ms,
-            prefill_time_ms: prefill_ms,
-            decode_time_ms: decode_ms,
-            prefill_tokens_per_sec: if prefill_ms > 0.0 {
-                n_prompt as f64 / prefill_ms * 1e3
-            } else {
-                0.0
-            },
-            decode_tokens_per_sec: if decode_ms > 0.0 {
-                decode_steps as f64 / decode_ms * 1e3
-            } else {
-                0.0
-            },
+            prefill_ms: 0.0,
+            t_decode: Instant::now(),
+            decode_steps: 0,
+            sink,
+        };
+        let (logits, plp) = match prefilled {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                run.prefill_ms = ms(t0);
+                return run.end(StopReason::Cancelled, None);
+            }
+            Err(e) => {
+                run.fail(&e);
+                return None;
+            }
+        };
+        run.prefill_ms = ms(t0);
+        run.logits = logits;
+        let started = WorkerEvent::Started {
+            job_id: run.job_id.clone(),
+            model: lm.info.name.clone(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            seed,
+            tokens_in: n_prompt as u32,
+            queue_time_ms,
+            prompt_logprobs: prompt_top.map(|_| plp),
+        };
+        if !run.sink.send(started) {
+            return None;
         }
-    };
-    let t0 = Instant::now();
-    let prompt_top = job.prompt_logprobs.map(|n| n as usize);
-    let Some((mut logits, plp)) =
-        prefill(lm, &job.prompt_ids, &mut seq.cache, prompt_top, &job.cancel)?
-    else {
-        sink.send(end(StopReason::Cancelled, None, 0, ms(t0), 0.0, 0));
-        return Ok(());
-    };
-    let prefill_ms = ms(t0);
-    let started = WorkerEvent::Started {
-        job_id: job.job_id.clone(),
-        model: lm.info.name.clone(),
-        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        seed,
-        tokens_in: n_prompt as u32,
-        queue_time_ms,
-        prompt_logprobs: prompt_top.map(|_| plp),
-    };
-    if !sink.send(started) {
-        return Ok(());
+        run.t_decode = Instant::now();
+        Some(run)
     }
-    let stop_ids = lm.tokenizer.stop_ids();
-    let mut decoder = StreamDecoder::new(&lm.tokenizer, true);
-    let t_decode = Instant::now();
-    let mut decode_steps = 0u32;
-    let top_n = job.logprobs.map(|n| n as usize);
-    loop {
-        let lp_source = top_n.map(|_| logits.clone());
-        let id = seq.sampler.sample(&mut logits, &seq.tokens);
-        if stop_ids.contains(&id) {
-            let rest = decoder.finish() + &seq.stop.finish();
+
+    /// Sample the next token from the current logits and stream it. Returns the token to feed
+    /// to the model next, or `None` when the job has ended (its terminal event sent).
+    pub fn step(&mut self) -> Option<u32> {
+        let lp_source = self.top_n.map(|_| self.logits.clone());
+        let id = self.seq.sampler.sample(&mut self.logits, &self.seq.tokens);
+        if self.lm.tokenizer.stop_ids().contains(&id) {
+            let rest = self.decoder.finish() + &self.seq.stop.finish();
             if !rest.is_empty() {
                 // flush held text with the last token's index; no extra token event for EOS
-                sink.send(WorkerEvent::Token {
-                    i: tokens_out.saturating_sub(1),
+                self.sink.send(WorkerEvent::Token {
+                    i: self.tokens_out.saturating_sub(1),
                     id,
                     t: rest,
                     logprob: None,
                 });
             }
-            sink.send(end(
-                StopReason::Eos,
-                None,
-                *tokens_out,
-                prefill_ms,
-                ms(t_decode),
-                decode_steps,
-            ));
-            return Ok(());
+            return self.end(StopReason::Eos, None);
         }
-        seq.tokens.push(id);
-        let piece = decoder.push(id);
-        let logprob = match (&lp_source, top_n) {
+        self.seq.tokens.push(id);
+        let piece = self.decoder.push(id);
+        let logprob = match (&lp_source, self.top_n) {
             (Some(src), Some(n)) => Some(logprobs(src, id, n)),
             _ => None,
         };
-        let i = *tokens_out;
-        *tokens_out += 1;
-        match seq.stop.push(&piece) {
-            check @ (StopCheck::Matched { .. } | StopCheck::EndOfTurn { .. }) => {
-                let (release, reason, matched) = match check {
-                    StopCheck::Matched { release, stop } => {
-                        (release, StopReason::StopSequence, Some(stop))
-                    }
-                    StopCheck::EndOfTurn { release } => (release, StopReason::Eos, None),
-                    StopCheck::Continue(_) => unreachable!(),
-                };
-                sink.send(WorkerEvent::Token {
-                    i,
-                    id,
-                    t: release,
-                    logprob,
-                });
-                sink.send(end(
-                    reason,
-                    matched,
-                    *tokens_out,
-                    prefill_ms,
-                    ms(t_decode),
-                    decode_steps,
-                ));
-                return Ok(());
+        let i = self.tokens_out;
+        self.tokens_out += 1;
+        let (t, ended) = match self.seq.stop.push(&piece) {
+            StopCheck::Matched { release, stop } => {
+                (release, Some((StopReason::StopSequence, Some(stop))))
             }
-            StopCheck::Continue(text) => {
-                let last = *tokens_out >= job.max_tokens;
-                let text = if last {
-                    text + &decoder.finish() + &seq.stop.finish()
-                } else {
-                    text
-                };
-                if !sink.send(WorkerEvent::Token {
-                    i,
-                    id,
-                    t: text,
-                    logprob,
-                }) {
-                    job.cancel.store(true, Ordering::Relaxed);
-                }
-                if last {
-                    sink.send(end(
-                        StopReason::MaxTokens,
-                        None,
-                        *tokens_out,
-                        prefill_ms,
-                        ms(t_decode),
-                        decode_steps,
-                    ));
-                    return Ok(());
-                }
-            }
+            StopCheck::EndOfTurn { release } => (release, Some((StopReason::Eos, None))),
+            StopCheck::Continue(text) if self.tokens_out >= self.max_tokens => (
+                text + &self.decoder.finish() + &self.seq.stop.finish(),
+                Some((StopReason::MaxTokens, None)),
+            ),
+            StopCheck::Continue(text) => (text, None),
+        };
+        if !self.sink.send(WorkerEvent::Token { i, id, t, logprob }) {
+            self.cancel.store(true, Ordering::Relaxed);
         }
-        if job.cancel.load(Ordering::Relaxed) {
-            sink.send(end(
-                StopReason::Cancelled,
-                None,
-                *tokens_out,
-                prefill_ms,
-                ms(t_decode),
-                decode_steps,
-            ));
-            return Ok(());
+        if let Some((reason, matched)) = ended {
+            return self.end(reason, matched);
         }
-        let l = lm.model.forward(&[id], &mut seq.cache, Logits::Last)?;
-        logits = l.squeeze(0)?.to_vec1::<f32>()?;
-        decode_steps += 1;
+        if self.cancel.load(Ordering::Relaxed) {
+            return self.end(StopReason::Cancelled, None);
+        }
+        Some(id)
+    }
+
+    /// The logits after the token [`step`](Running::step) returned was fed to the model.
+    pub fn set_logits(&mut self, logits: Vec<f32>) {
+        self.logits = logits;
+        self.decode_steps += 1;
+    }
+
+    /// End the job with an `error` event (the forward pass failed).
+    pub fn fail(&mut self, e: &anyhow::Error) {
+        tracing::error!(job_id = %self.job_id, error = %format!("{e:#}"), "inference failed");
+        self.sink.send(WorkerEvent::Error {
+            job_id: self.job_id.clone(),
+            code: ErrorCode::InferenceFailed,
+            message: format!("{e:#}"),
+            retriable: false,
+            tokens_out: self.tokens_out,
+        });
+    }
+
+    /// Send the `end` event; always `None`, for `return self.end(..)`.
+    fn end<T>(&mut self, reason: StopReason, matched: Option<String>) -> Option<T> {
+        let decode_ms = if self.tokens_out > 0 || self.decode_steps > 0 {
+            ms(self.t_decode)
+        } else {
+            0.0
+        };
+        let per_sec = |n: f64, t: f64| if t > 0.0 { n / t * 1e3 } else { 0.0 };
+        self.sink.send(WorkerEvent::End {
+            job_id: self.job_id.clone(),
+            stop_reason: reason,
+            stop_sequence_matched: matched,
+            tokens_in: self.n_prompt as u32,
+            tokens_out: self.tokens_out,
+            seed: self.seed,
+            queue_time_ms: self.queue_time_ms,
+            prefill_time_ms: self.prefill_ms,
+            decode_time_ms: decode_ms,
+            prefill_tokens_per_sec: per_sec(self.n_prompt as f64, self.prefill_ms),
+            decode_tokens_per_sec: per_sec(self.decode_steps as f64, decode_ms),
+        });
+        None
     }
 }
 

@@ -188,7 +188,7 @@ fn tiny_random_llama_loads_and_generates() {
     );
     // no waiting room: each job is submitted the moment the previous one's `end` arrives, and
     // must still be admitted (the slot is freed before the terminal event goes out)
-    let engine = Engine::start(Arc::new(lm), 0);
+    let engine = Engine::start(Arc::new(lm), 0, 1);
     let a = run(
         &engine,
         job("a", prompt.clone(), 12, SamplingParams::greedy()),

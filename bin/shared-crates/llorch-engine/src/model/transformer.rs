@@ -275,14 +275,7 @@ impl Transformer {
             pos,
             cache.capacity()
         );
-        let ids_t = Tensor::new(ids, &self.device)?;
-        let mut x = match &self.embed {
-            Some(table) => table.embedding(&ids_t)?,
-            None => self.output.embedding(ids, &ids_t)?,
-        }; // (n, d)
-        if let Some(s) = self.embed_scale {
-            x = (x * s)?;
-        }
+        let mut x = self.embed(ids)?; // (n, d)
         let mask = if n > 1 {
             Some(self.mask(n, pos, None)?)
         } else {
@@ -299,26 +292,104 @@ impl Transformer {
             } else {
                 mask.as_ref()
             };
-            let a = self.attention(li, layer, &h, pos, cache, m)?;
-            let a = match &layer.post_attn_norm {
-                Some(w) => self.rms(&a, w)?,
-                None => a,
-            };
-            x = (x + a)?;
-            let h = self.rms(&x, &layer.ffn_norm)?;
-            let f = self.mlp(layer, &h)?;
-            let f = match &layer.post_ffn_norm {
-                Some(w) => self.rms(&f, w)?,
-                None => f,
-            };
-            x = (x + f)?;
+            let qkv = self.qkv(layer, &h)?;
+            let out = self.attend(li, layer, qkv, pos, cache, m)?;
+            let a = layer
+                .o
+                .forward(&out)
+                .context("attention output projection")?;
+            x = self.residual_and_mlp(layer, x, a)?;
         }
         cache.advance(n);
         let x = match logits {
             Logits::Last if n > 1 => x.narrow(0, n - 1, 1)?,
             _ => x,
         };
-        let x = self.rms(&x, &self.norm)?;
+        self.logits(&x)
+    }
+
+    /// One decode step for several sequences at once: `ids[b]` goes to `caches[b]` at that
+    /// cache's next position. The projections and the MLP run once over all rows (each weight is
+    /// read once per step, not once per sequence); attention runs per sequence against its own
+    /// cache. Returns F32 logits `(ids.len(), vocab)`, row `b` for sequence `b`.
+    pub fn forward_batch(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        anyhow::ensure!(
+            ids.len() == caches.len(),
+            "forward_batch: {} ids for {} caches",
+            ids.len(),
+            caches.len()
+        );
+        for c in caches.iter() {
+            anyhow::ensure!(
+                c.len() < c.capacity(),
+                "KV cache full: {} + 1 > {}",
+                c.len(),
+                c.capacity()
+            );
+        }
+        let mut x = self.embed(ids)?; // (b, d)
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = self.rms(&x, &layer.attn_norm)?;
+            let (q, k, v) = self.qkv(layer, &h)?;
+            let rows = caches
+                .iter_mut()
+                .enumerate()
+                .map(|(b, cache)| {
+                    let pos = cache.len();
+                    self.attend(
+                        li,
+                        layer,
+                        (q.narrow(0, b, 1)?, k.narrow(0, b, 1)?, v.narrow(0, b, 1)?),
+                        pos,
+                        cache,
+                        None,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let a = layer
+                .o
+                .forward(&Tensor::cat(&rows, 0)?)
+                .context("attention output projection")?;
+            x = self.residual_and_mlp(layer, x, a)?;
+        }
+        for c in caches.iter_mut() {
+            c.advance(1);
+        }
+        self.logits(&x)
+    }
+
+    /// Token embeddings `(n, d)`, scaled for Gemma.
+    fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let ids_t = Tensor::new(ids, &self.device)?;
+        let x = match &self.embed {
+            Some(table) => table.embedding(&ids_t)?,
+            None => self.output.embedding(ids, &ids_t)?,
+        };
+        Ok(match self.embed_scale {
+            Some(s) => (x * s)?,
+            None => x,
+        })
+    }
+
+    /// Add the attention output to the residual stream, then the MLP block.
+    fn residual_and_mlp(&self, layer: &Layer, x: Tensor, a: Tensor) -> Result<Tensor> {
+        let a = match &layer.post_attn_norm {
+            Some(w) => self.rms(&a, w)?,
+            None => a,
+        };
+        let x = (x + a)?;
+        let h = self.rms(&x, &layer.ffn_norm)?;
+        let f = self.mlp(layer, &h)?;
+        let f = match &layer.post_ffn_norm {
+            Some(w) => self.rms(&f, w)?,
+            None => f,
+        };
+        Ok((x + f)?)
+    }
+
+    /// Final norm and output projection: F32 logits `(rows, vocab)`.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.rms(x, &self.norm)?;
         Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
     }
 
@@ -358,20 +429,10 @@ impl Transformer {
         Ok(Tensor::from_vec(m, (n, t), &self.device)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        li: usize,
-        layer: &Layer,
-        h: &Tensor,
-        pos: usize,
-        cache: &mut KvCache,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let n = h.dim(0)?;
-        let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_kv_head);
-        let (q, k, v) = match &layer.attn {
+    /// The q, k and v projections of `h` `(rows, d)`: `(rows, heads*hd)` each.
+    fn qkv(&self, layer: &Layer, h: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let (hd, nh, nkv) = (self.cfg.head_dim, self.cfg.n_head, self.cfg.n_kv_head);
+        Ok(match &layer.attn {
             Attn::Separate { q, k, v } => (q.forward(h)?, k.forward(h)?, v.forward(h)?),
             Attn::Fused(l) => {
                 let qkv = l.forward(h)?;
@@ -381,7 +442,24 @@ impl Transformer {
                     qkv.narrow(D::Minus1, (nh + nkv) * hd, nkv * hd)?,
                 )
             }
-        };
+        })
+    }
+
+    /// Attention of one sequence's `n` new positions (`pos..pos+n`), given their q/k/v rows:
+    /// rotary embedding, cache append, masked softmax over the cache. Returns `(n, heads*hd)`,
+    /// before the output projection.
+    fn attend(
+        &self,
+        li: usize,
+        layer: &Layer,
+        (q, k, v): (Tensor, Tensor, Tensor),
+        pos: usize,
+        cache: &mut KvCache,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let n = q.dim(0)?;
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_kv_head);
         // (n, heads*hd) -> (1, heads, n, hd)
         let to_heads = |t: Tensor, heads: usize| -> Result<Tensor> {
             Ok(t.reshape((n, heads, hd))?
@@ -446,10 +524,9 @@ impl Transformer {
         }
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs.matmul(&v_all)?; // (nkv, rep*n, hd)
-        let out = out
+        Ok(out
             .reshape((nh, n, hd))?
             .transpose(0, 1)?
-            .reshape((n, nh * hd))?;
-        layer.o.forward(&out).context("attention output projection")
+            .reshape((n, nh * hd))?)
     }
 }

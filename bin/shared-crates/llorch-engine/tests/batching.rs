@@ -1,0 +1,197 @@
+//! Continuous batching with the real SmolLM2 model: jobs that run together (one batched decode
+//! step for all of them, joining and leaving at different steps) produce exactly the tokens they
+//! produce alone, greedy and seeded sampling alike; a cancelled job leaves the others untouched.
+//!
+//! Skips locally (fails under CI=true) without the model: `scripts/fetch-test-model.sh`.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::time::Instant;
+
+use llorch_engine::generate::run_job;
+use llorch_engine::{load, Engine, Job, LoadOptions, LoadedModel};
+use llorch_wire::{SamplingParams, StopReason, WorkerEvent};
+
+fn job(id: &str, lm: &LoadedModel, prompt: &str, max_tokens: u32, seed: Option<u64>) -> Job {
+    let sampling = match seed {
+        None => SamplingParams::greedy(),
+        Some(s) => SamplingParams {
+            temperature: 0.9,
+            top_p: 0.95,
+            seed: Some(s),
+            ..SamplingParams::default()
+        },
+    };
+    Job {
+        job_id: id.into(),
+        prompt_ids: lm.tokenizer.encode(prompt, true).unwrap(),
+        max_tokens,
+        sampling,
+        stop: vec![],
+        turn_stops: vec![],
+        trim_reply_start: false,
+        logprobs: None,
+        prompt_logprobs: None,
+        cancel: Arc::new(AtomicBool::new(false)),
+        enqueued_at: Instant::now(),
+    }
+}
+
+/// Token ids and the terminal event of one job's events.
+fn outcome(events: &[WorkerEvent]) -> (Vec<u32>, &WorkerEvent) {
+    let ids = events
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Token { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let terminal: Vec<_> = events.iter().filter(|e| e.is_terminal()).collect();
+    assert_eq!(terminal.len(), 1, "exactly one terminal event: {events:?}");
+    assert!(events.last().unwrap().is_terminal(), "terminal event last");
+    (ids, terminal[0])
+}
+
+fn submit(engine: &Engine, j: Job) -> Receiver<WorkerEvent> {
+    let (tx, rx) = channel();
+    engine
+        .submit(j, Box::new(move |e: WorkerEvent| tx.send(e).is_ok()))
+        .unwrap();
+    rx
+}
+
+const PROMPTS: [(&str, u32, Option<u64>); 6] = [
+    ("The quick brown fox", 24, None),
+    ("Once upon a time, in a small village,", 40, None),
+    ("1, 2, 3, 4, 5,", 8, None),
+    ("The capital of France is", 32, Some(7)),
+    ("def fibonacci(n):", 20, None),
+    ("Water boils at", 3, Some(11)),
+];
+
+#[test]
+fn batched_jobs_generate_what_they_generate_alone() {
+    let Some(path) =
+        llorch_testkit::require_smollm2("batched_jobs_generate_what_they_generate_alone")
+    else {
+        return;
+    };
+    let lm = Arc::new(load(&path, &LoadOptions::default()).unwrap());
+    let alone: Vec<Vec<WorkerEvent>> = PROMPTS
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, n, seed))| {
+            let mut events = Vec::new();
+            let mut sink = |e: WorkerEvent| {
+                events.push(e);
+                true
+            };
+            run_job(&lm, job(&format!("a{i}"), &lm, p, n, seed), &mut sink);
+            events
+        })
+        .collect();
+
+    // 4 slots for 6 jobs: two wait, then join the batch as earlier jobs finish.
+    let engine = Engine::start(lm.clone(), 8, 4);
+    let streams: Vec<_> = PROMPTS
+        .iter()
+        .enumerate()
+        .map(|(i, &(p, n, seed))| submit(&engine, job(&format!("b{i}"), &lm, p, n, seed)))
+        .collect();
+    for (i, rx) in streams.into_iter().enumerate() {
+        let events: Vec<_> = rx.iter().collect();
+        let (want, want_end) = outcome(&alone[i]);
+        let (got, got_end) = outcome(&events);
+        assert_eq!(
+            got, want,
+            "job {i} ({:?}): batched tokens differ",
+            PROMPTS[i].0
+        );
+        match (want_end, got_end) {
+            (
+                WorkerEvent::End {
+                    stop_reason: a,
+                    seed: sa,
+                    ..
+                },
+                WorkerEvent::End {
+                    stop_reason: b,
+                    seed: sb,
+                    ..
+                },
+            ) => {
+                assert_eq!(a, b, "job {i}: stop reason");
+                if PROMPTS[i].2.is_some() {
+                    assert_eq!(sa, sb, "job {i}: the requested seed is reported");
+                }
+            }
+            other => panic!("job {i}: unexpected terminal events {other:?}"),
+        }
+    }
+    let st = engine.status();
+    assert_eq!(
+        st.peak_batch.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "the jobs really ran together"
+    );
+    let idle = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        st.active.load(std::sync::atomic::Ordering::SeqCst) == 0
+    });
+    assert!(idle, "every slot is released");
+}
+
+#[test]
+fn cancelling_one_batched_job_leaves_the_others_alone() {
+    let Some(path) =
+        llorch_testkit::require_smollm2("cancelling_one_batched_job_leaves_the_others_alone")
+    else {
+        return;
+    };
+    let lm = Arc::new(load(&path, &LoadOptions::default()).unwrap());
+    let mut events = Vec::new();
+    let mut sink = |e: WorkerEvent| {
+        events.push(e);
+        true
+    };
+    run_job(&lm, job("solo", &lm, PROMPTS[1].0, 40, None), &mut sink);
+    let (want, _) = outcome(&events);
+
+    let engine = Engine::start(lm.clone(), 0, 2);
+    let long = job("long", &lm, "1, 2, 3, 4, 5, 6, 7, 8,", 400, None);
+    let cancel = long.cancel.clone();
+    let rx_long = submit(&engine, long);
+    let rx_other = submit(&engine, job("other", &lm, PROMPTS[1].0, 40, None));
+    let mut seen = 0;
+    let long_events: Vec<_> = rx_long
+        .iter()
+        .inspect(|e| {
+            if matches!(e, WorkerEvent::Token { .. }) {
+                seen += 1;
+                if seen == 5 {
+                    engine.cancel("long");
+                }
+            }
+        })
+        .collect();
+    assert!(cancel.load(std::sync::atomic::Ordering::SeqCst));
+    let (ids, end) = outcome(&long_events);
+    assert!(
+        matches!(
+            end,
+            WorkerEvent::End {
+                stop_reason: StopReason::Cancelled,
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+    assert!(
+        ids.len() < 20,
+        "stopped within a few steps: {} tokens",
+        ids.len()
+    );
+    let other: Vec<_> = rx_other.iter().collect();
+    assert_eq!(outcome(&other).0, want, "the other job is unaffected");
+}
