@@ -249,6 +249,73 @@ fn health_answers_during_generation() {
     });
 }
 
+/// Three requests at once share the worker's decode steps (its default `--parallel 4`): their
+/// streams overlap, each stream carries exactly what the request gets alone, and the batch
+/// metric shows they ran together.
+#[test]
+fn concurrent_requests_run_together_with_their_solo_output() {
+    let Some(w) = start("concurrent_requests_run_together_with_their_solo_output") else {
+        return;
+    };
+    let client = WorkerClient::new(&w.url());
+    let prompts = [
+        "The quick brown fox",
+        "Once upon a time,",
+        "def fibonacci(n):",
+    ];
+    let ids = |events: &[(WorkerEvent, Instant)]| -> Vec<u32> {
+        events
+            .iter()
+            .filter_map(|(e, _)| match e {
+                WorkerEvent::Token { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    let rt = rt();
+    let solo: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| ids(&rt.block_on(collect(&client, &greedy_req(p, 32)))))
+        .collect();
+    let reqs: Vec<_> = prompts.iter().map(|p| greedy_req(p, 32)).collect();
+    let together = rt.block_on(futures::future::join_all(
+        reqs.iter().map(|r| collect(&client, r)),
+    ));
+    for (i, events) in together.iter().enumerate() {
+        assert_eq!(
+            ids(events),
+            solo[i],
+            "request {i}: output differs from solo"
+        );
+    }
+    let first_token = |events: &[(WorkerEvent, Instant)]| {
+        events
+            .iter()
+            .find(|(e, _)| matches!(e, WorkerEvent::Token { .. }))
+            .map(|(_, t)| *t)
+            .unwrap()
+    };
+    let last_first_token = together.iter().map(|e| first_token(e)).max().unwrap();
+    let first_end = together.iter().map(|e| e.last().unwrap().1).min().unwrap();
+    assert!(
+        last_first_token < first_end,
+        "every stream had started generating before any ended"
+    );
+    let (status, metrics) = llorch_testkit::http_get(&w.addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let peak: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("worker_batch_size_peak "))
+        .expect("worker_batch_size_peak in /metrics")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        peak >= 2.0,
+        "decode steps served several requests: peak {peak}"
+    );
+}
+
 fn post_raw(addr: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();

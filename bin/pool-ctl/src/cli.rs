@@ -214,6 +214,13 @@ pub struct SpawnArgs {
     /// Compute threads of the worker.
     #[arg(long, value_name = "N")]
     pub threads: Option<u32>,
+    /// Requests the worker generates at once (its `--parallel`; default 4).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: Option<u32>,
+    /// Chat template (the worker's `--chat-template`: auto, model, chatml, gemma, transcript
+    /// or a .jinja path).
+    #[arg(long, value_name = "NAME|FILE")]
+    pub chat_template: Option<String>,
     /// Orchestrator the worker registers with.
     #[arg(long, value_name = "URL")]
     pub orchestrator_url: Option<String>,

@@ -101,6 +101,12 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
     if let Some(t) = a.threads {
         cmd.args(["--threads", &t.to_string()]);
     }
+    if let Some(n) = a.parallel {
+        cmd.args(["--parallel", &n.to_string()]);
+    }
+    if let Some(t) = &a.chat_template {
+        cmd.args(["--chat-template", t]);
+    }
     if let Some(u) = &a.orchestrator_url {
         // register under the catalog id, which is what tasks name
         cmd.args(["--orchestrator-url", u, "--model-id", &a.model]);

@@ -93,7 +93,16 @@ fn spawn_serve_list_stop_lifecycle() {
         "smollm2-135m"
     );
     let port = llorch_testkit::free_port();
-    let w = spawn_json(&env, &bin, &["--port", &port.to_string()]);
+    let port_s = port.to_string();
+    let extra = [
+        "--port",
+        &port_s,
+        "--parallel",
+        "2",
+        "--chat-template",
+        "chatml",
+    ];
+    let w = spawn_json(&env, &bin, &extra);
     let id = w["id"].as_str().unwrap().to_string();
     let pid = w["pid"].as_u64().unwrap();
     assert_eq!(id, format!("smollm2-135m-cpu-{port}"));
@@ -108,6 +117,9 @@ fn spawn_serve_list_stop_lifecycle() {
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["status"], "ready");
     assert_eq!(health["worker_id"], id.as_str());
+    // worker options pass through: 2 generating + 16 waiting, the forced template
+    assert_eq!(health["slots_total"], 18, "{body}");
+    assert_eq!(health["chat_template"]["name"], "chatml", "{body}");
 
     let sse = execute(
         &addr,

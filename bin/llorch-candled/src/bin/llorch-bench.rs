@@ -4,8 +4,11 @@
 //! and — with `--worker` — cold start (exec → ready), peak RSS, TTFT and cancel latency of a
 //! real `llorch-candled` process. Compare with llama.cpp's `llama-bench -t 2` on the same model.
 //!
+//! With `--batch 1,2,4,8` it also measures continuous batching: aggregate generation tokens/s
+//! when that many sequences share each decode step (the worker's `--parallel`).
+//!
 //! usage: llorch-bench --model PATH [--threads 2] [--rounds 5] [--pp 128] [--tg 128]
-//!        [--weights auto|q8_0|stored] [--worker]
+//!        [--weights auto|q8_0|stored] [--batch 1,2,4] [--worker]
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -39,6 +42,9 @@ struct Args {
     /// Also benchmark a real worker process (needs llorch-candled next to this binary).
     #[arg(long)]
     worker: bool,
+    /// Batch sizes for the batched-decode benchmark (aggregate tok/s of N sequences).
+    #[arg(long, value_delimiter = ',')]
+    batch: Vec<usize>,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -107,9 +113,51 @@ fn main() -> Result<()> {
         pp_med / 197.0,
         tg_med / 104.0
     );
+    for &b in &args.batch {
+        batched_decode(&lm, b.max(1), args.tg, args.rounds)?;
+    }
     if args.worker {
         worker_bench::run(&args.model, args.threads)?;
     }
+    Ok(())
+}
+
+/// `b` sequences with different 16-token prompts decode `tg` tokens each through
+/// `forward_batch`; prints aggregate and per-sequence tokens/s (median of `rounds`).
+fn batched_decode(
+    lm: &llorch_engine::LoadedModel,
+    b: usize,
+    tg: usize,
+    rounds: usize,
+) -> Result<()> {
+    let never = AtomicBool::new(false);
+    let mut agg = Vec::new();
+    for _ in 0..rounds {
+        let mut caches = Vec::new();
+        let mut ids = Vec::new();
+        for s in 0..b as u32 {
+            let prompt: Vec<u32> = (0..16u32)
+                .map(|i| 100 + (i * 37 + s * 101) % 40000)
+                .collect();
+            let mut cache = lm.model.new_cache(16 + tg + 1)?;
+            let (logits, _) =
+                prefill(lm, &prompt, &mut cache, None, &never)?.expect("not cancelled");
+            ids.push(argmax(&logits));
+            caches.push(cache);
+        }
+        let t = Instant::now();
+        for _ in 0..tg {
+            let mut refs: Vec<_> = caches.iter_mut().collect();
+            let rows = lm.model.forward_batch(&ids, &mut refs)?.to_vec2::<f32>()?;
+            ids = rows.iter().map(|r| argmax(r)).collect();
+        }
+        agg.push((b * tg) as f64 / t.elapsed().as_secs_f64());
+    }
+    let (_, med) = stats(agg);
+    println!(
+        "tg{tg} x{b:<2} batched: {med:7.1} tok/s aggregate, {:6.1} per sequence",
+        med / b as f64
+    );
     Ok(())
 }
 

@@ -40,10 +40,11 @@ pub struct WorkerHealth {
     pub threads: u32,
     /// CPU SIMD features compiled into this build (e.g. `avx2`, `fma`, `f16c`).
     pub simd: Vec<String>,
-    /// Jobs running (0 or 1 today) and waiting.
+    /// Jobs generating now (at most the worker's `--parallel`) and waiting.
     pub active_jobs: u32,
     pub queued_jobs: u32,
-    /// Jobs the worker accepts at once (running + queued); beyond that it answers 503.
+    /// Jobs the worker accepts at once (`--parallel` generating + `--max-queue` waiting);
+    /// beyond that it answers 503.
     pub slots_total: u32,
     pub uptime_s: f64,
     /// Wall time from process start to ready.
