@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use llorch_wire::WorkerEvent;
 
-use crate::generate::{EventSink, Job, Running};
+use crate::generate::{EventSink, Job, Running, PREFILL_CHUNK};
 use crate::load::LoadedModel;
+use crate::model::Logits;
 
 /// Why a job was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -171,8 +172,12 @@ impl Engine {
     }
 }
 
-/// The engine thread's loop: admit, sample, one batched decode step; until the engine handle is
-/// dropped and every running job has ended.
+/// Prompt tokens a new job's prefill may take between two decode steps of running jobs: bounds
+/// the pause a long prompt causes them (SmolLM2 on 2 cores: ~0.3 s).
+const INTERLEAVED_PREFILL_CHUNK: usize = 128;
+
+/// The engine thread's loop: admit, one prefill chunk, sample, one batched decode step; until
+/// the engine handle is dropped and every running job has ended.
 fn schedule(lm: &LoadedModel, rx: &Receiver<Queued>, st: &Arc<EngineStatus>, parallel: usize) {
     let mut running: Vec<Running<'_>> = Vec::with_capacity(parallel);
     let mut open = true;
@@ -200,7 +205,7 @@ fn schedule(lm: &LoadedModel, rx: &Receiver<Queued>, st: &Arc<EngineStatus>, par
                 job_id: job.job_id.clone(),
                 released: false,
             };
-            if let Some(run) = Running::start(lm, job, Box::new(sink)) {
+            if let Some(run) = Running::admit(lm, job, Box::new(sink)) {
                 running.push(run);
             }
         }
@@ -210,37 +215,56 @@ fn schedule(lm: &LoadedModel, rx: &Receiver<Queued>, st: &Arc<EngineStatus>, par
             }
             return;
         }
-        // Every job samples and streams its next token; finished ones leave.
-        let mut feed = Vec::with_capacity(running.len());
-        running.retain_mut(|run| match run.step() {
-            Some(id) => {
-                feed.push(id);
-                true
+        // Prefill: the oldest new job gets one chunk, a short one while others are decoding.
+        let decoding = running.iter().any(|r| !r.is_prefilling());
+        if let Some(i) = running.iter().position(|r| r.is_prefilling()) {
+            let max = if decoding {
+                INTERLEAVED_PREFILL_CHUNK
+            } else {
+                PREFILL_CHUNK
+            };
+            if !running[i].prefill_step(max) {
+                running.remove(i);
             }
-            None => false,
+        }
+        // Every decoding job samples and streams its next token; finished ones leave.
+        let mut feed = Vec::with_capacity(running.len());
+        running.retain_mut(|run| {
+            if run.is_prefilling() {
+                return true;
+            }
+            match run.step() {
+                Some(id) => {
+                    feed.push(id);
+                    true
+                }
+                None => false,
+            }
         });
-        if running.is_empty() {
+        if feed.is_empty() {
             continue;
         }
         st.peak_batch
-            .fetch_max(running.len() as u32, Ordering::Relaxed);
-        let step = if running.len() == 1 {
-            lm.model
-                .forward(&feed, &mut running[0].seq.cache, crate::model::Logits::Last)
+            .fetch_max(feed.len() as u32, Ordering::Relaxed);
+        let mut decoding: Vec<&mut Running<'_>> =
+            running.iter_mut().filter(|r| !r.is_prefilling()).collect();
+        let step = if let [run] = decoding.as_mut_slice() {
+            lm.model.forward(&feed, &mut run.seq.cache, Logits::Last)
         } else {
-            let mut caches: Vec<_> = running.iter_mut().map(|r| &mut r.seq.cache).collect();
+            let mut caches: Vec<_> = decoding.iter_mut().map(|r| &mut r.seq.cache).collect();
             lm.model.forward_batch(&feed, &mut caches)
         };
         match step.and_then(|l| Ok(l.to_vec2::<f32>()?)) {
             Ok(rows) => {
-                for (run, row) in running.iter_mut().zip(rows) {
+                for (run, row) in decoding.into_iter().zip(rows) {
                     run.set_logits(row);
                 }
             }
             Err(e) => {
-                for mut run in running.drain(..) {
+                for run in decoding {
                     run.fail(&e);
                 }
+                running.retain(|r| r.is_prefilling());
             }
         }
     }

@@ -48,7 +48,7 @@ impl<F: FnMut(WorkerEvent) -> bool + Send> EventSink for F {
 }
 
 /// Prompt tokens per forward pass during prefill (bounds activation memory).
-const PREFILL_CHUNK: usize = 512;
+pub const PREFILL_CHUNK: usize = 512;
 
 /// Most logits (floats) one prefill chunk may return when every position's logits are kept for
 /// `prompt_logprobs`: 16 Mi floats = 64 MiB, so a 262k-word vocabulary (Gemma) prefills 64
@@ -77,32 +77,73 @@ pub fn prefill(
     prompt_top: Option<usize>,
     cancel: &AtomicBool,
 ) -> Result<Option<(Vec<f32>, Vec<TokenLogprob>)>> {
-    let mut last = Vec::new();
-    let mut plp = Vec::new();
-    let (mode, chunk_len) = match prompt_top {
-        Some(_) => (
-            Logits::All,
-            (ALL_LOGITS_BUDGET / lm.model.cfg.vocab_size.max(1)).clamp(16, PREFILL_CHUNK),
-        ),
-        None => (Logits::Last, PREFILL_CHUNK),
-    };
-    for (ci, chunk) in ids.chunks(chunk_len).enumerate() {
+    let mut p = Prefill::new(prompt_top);
+    while !p.done(ids) {
         if cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let logits = lm.model.forward(chunk, cache, mode)?;
-        let rows = logits.to_vec2::<f32>()?;
-        if let Some(top) = prompt_top {
-            let base = ci * chunk_len;
+        p.advance(lm, ids, cache, PREFILL_CHUNK)?;
+    }
+    Ok(Some((p.last, p.plp)))
+}
+
+/// A prompt's prefill in progress: fed chunk by chunk, so a scheduler can interleave it with
+/// other jobs' decode steps.
+pub struct Prefill {
+    next: usize,
+    prompt_top: Option<usize>,
+    plp: Vec<TokenLogprob>,
+    last: Vec<f32>,
+}
+
+impl Prefill {
+    /// Nothing fed yet; with `prompt_top`, every prompt token's log-probability is collected.
+    pub fn new(prompt_top: Option<usize>) -> Self {
+        Self {
+            next: 0,
+            prompt_top,
+            plp: Vec::new(),
+            last: Vec::new(),
+        }
+    }
+
+    /// Whether all of `ids` has been fed.
+    pub fn done(&self, ids: &[u32]) -> bool {
+        self.next >= ids.len()
+    }
+
+    /// Feed up to `max` more tokens of `ids` (fewer when every position's logits are kept: at
+    /// most [`ALL_LOGITS_BUDGET`] floats per pass).
+    pub fn advance(
+        &mut self,
+        lm: &LoadedModel,
+        ids: &[u32],
+        cache: &mut KvCache,
+        max: usize,
+    ) -> Result<()> {
+        let (mode, cap) = match self.prompt_top {
+            Some(_) => (
+                Logits::All,
+                (ALL_LOGITS_BUDGET / lm.model.cfg.vocab_size.max(1)).clamp(16, PREFILL_CHUNK),
+            ),
+            None => (Logits::Last, PREFILL_CHUNK),
+        };
+        let n = max.min(cap).max(1).min(ids.len() - self.next);
+        let rows = lm
+            .model
+            .forward(&ids[self.next..self.next + n], cache, mode)?
+            .to_vec2::<f32>()?;
+        if let Some(top) = self.prompt_top {
             for (r, row) in rows.iter().enumerate() {
-                if let Some(&next) = ids.get(base + r + 1) {
-                    plp.push(logprobs(row, next, top));
+                if let Some(&next) = ids.get(self.next + r + 1) {
+                    self.plp.push(logprobs(row, next, top));
                 }
             }
         }
-        last = rows.into_iter().last().unwrap_or_default();
+        self.last = rows.into_iter().last().unwrap_or_default();
+        self.next += n;
+        Ok(())
     }
-    Ok(Some((last, plp)))
 }
 
 /// Run `job` to completion on the calling thread, sending exactly one terminal event.
@@ -139,6 +180,8 @@ pub struct Running<'a> {
     seed: u64,
     n_prompt: usize,
     queue_time_ms: f64,
+    /// The prompt's prefill while it runs, and when it began.
+    prefill: Option<(Prefill, Instant)>,
     prefill_ms: f64,
     t_decode: Instant,
     decode_steps: u32,
@@ -148,82 +191,101 @@ pub struct Running<'a> {
 impl<'a> Running<'a> {
     /// Prefill the prompt and send `started`. `None` when the job already ended (cancelled
     /// during prefill, failed, or nobody listens): its terminal event has been sent.
-    pub fn start(lm: &'a LoadedModel, job: Job, mut sink: Box<dyn EventSink + 'a>) -> Option<Self> {
-        let queue_time_ms = ms(job.enqueued_at);
+    pub fn start(lm: &'a LoadedModel, job: Job, sink: Box<dyn EventSink + 'a>) -> Option<Self> {
+        let mut run = Self::admit(lm, job, sink)?;
+        while run.is_prefilling() {
+            if !run.prefill_step(PREFILL_CHUNK) {
+                return None;
+            }
+        }
+        Some(run)
+    }
+
+    /// Take the job in without running anything yet: [`prefill_step`](Running::prefill_step)
+    /// feeds its prompt. `None` when it could not even start (its `error` event sent).
+    pub fn admit(lm: &'a LoadedModel, job: Job, mut sink: Box<dyn EventSink + 'a>) -> Option<Self> {
         let n_prompt = job.prompt_ids.len();
-        let fail = |sink: &mut dyn EventSink, e: anyhow::Error| {
-            tracing::error!(job_id = %job.job_id, error = %format!("{e:#}"), "inference failed");
-            sink.send(WorkerEvent::Error {
-                job_id: job.job_id.clone(),
-                code: ErrorCode::InferenceFailed,
-                message: format!("{e:#}"),
-                retriable: false,
-                tokens_out: 0,
-            });
-        };
         let cache = match lm.model.new_cache(n_prompt + job.max_tokens as usize) {
             Ok(c) => c,
             Err(e) => {
-                fail(sink.as_mut(), e);
+                tracing::error!(job_id = %job.job_id, error = %format!("{e:#}"), "inference failed");
+                sink.send(WorkerEvent::Error {
+                    job_id: job.job_id.clone(),
+                    code: ErrorCode::InferenceFailed,
+                    message: format!("{e:#}"),
+                    retriable: false,
+                    tokens_out: 0,
+                });
                 return None;
             }
         };
-        let mut seq = Sequence {
-            tokens: job.prompt_ids.clone(),
+        let seq = Sequence {
+            tokens: job.prompt_ids,
             prompt_len: n_prompt,
             cache,
             sampler: Sampler::new(&job.sampling),
             stop: StopMatcher::for_turn(&job.stop, &job.turn_stops, job.trim_reply_start),
         };
-        let seed = seq.sampler.seed();
-        let t0 = Instant::now();
         let prompt_top = job.prompt_logprobs.map(|n| n as usize);
-        let prefilled = prefill(lm, &job.prompt_ids, &mut seq.cache, prompt_top, &job.cancel);
-        let mut run = Running {
+        Some(Running {
             lm,
-            job_id: job.job_id.clone(),
-            cancel: job.cancel.clone(),
+            job_id: job.job_id,
+            cancel: job.cancel,
             max_tokens: job.max_tokens,
             top_n: job.logprobs.map(|n| n as usize),
+            seed: seq.sampler.seed(),
             seq,
             decoder: StreamDecoder::new(&lm.tokenizer, true),
             logits: Vec::new(),
             tokens_out: 0,
-            seed,
             n_prompt,
-            queue_time_ms,
+            queue_time_ms: ms(job.enqueued_at),
+            prefill: Some((Prefill::new(prompt_top), Instant::now())),
             prefill_ms: 0.0,
             t_decode: Instant::now(),
             decode_steps: 0,
             sink,
+        })
+    }
+
+    /// Whether the prompt is still being fed.
+    pub fn is_prefilling(&self) -> bool {
+        self.prefill.is_some()
+    }
+
+    /// Feed up to `max` more prompt tokens; once the whole prompt is in, send `started`. Returns
+    /// false when the job has ended (cancelled, failed, or nobody listens).
+    pub fn prefill_step(&mut self, max: usize) -> bool {
+        let Some((mut p, t0)) = self.prefill.take() else {
+            return true;
         };
-        let (logits, plp) = match prefilled {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                run.prefill_ms = ms(t0);
-                return run.end(StopReason::Cancelled, None);
-            }
-            Err(e) => {
-                run.fail(&e);
-                return None;
-            }
-        };
-        run.prefill_ms = ms(t0);
-        run.logits = logits;
-        let started = WorkerEvent::Started {
-            job_id: run.job_id.clone(),
-            model: lm.info.name.clone(),
-            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            seed,
-            tokens_in: n_prompt as u32,
-            queue_time_ms,
-            prompt_logprobs: prompt_top.map(|_| plp),
-        };
-        if !run.sink.send(started) {
-            return None;
+        if self.cancel.load(Ordering::Relaxed) {
+            self.prefill_ms = ms(t0);
+            self.end::<()>(StopReason::Cancelled, None);
+            return false;
         }
-        run.t_decode = Instant::now();
-        Some(run)
+        let prompt = &self.seq.tokens[..self.seq.prompt_len];
+        if let Err(e) = p.advance(self.lm, prompt, &mut self.seq.cache, max) {
+            self.fail(&e);
+            return false;
+        }
+        if !p.done(prompt) {
+            self.prefill = Some((p, t0));
+            return true;
+        }
+        self.prefill_ms = ms(t0);
+        self.logits = p.last;
+        let started = WorkerEvent::Started {
+            job_id: self.job_id.clone(),
+            model: self.lm.info.name.clone(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            seed: self.seed,
+            tokens_in: self.n_prompt as u32,
+            queue_time_ms: self.queue_time_ms,
+            prompt_logprobs: p.prompt_top.map(|_| p.plp),
+        };
+        self.t_decode = Instant::now();
+        self.sink.send(started)
     }
 
     /// Sample the next token from the current logits and stream it. Returns the token to feed

@@ -195,3 +195,64 @@ fn cancelling_one_batched_job_leaves_the_others_alone() {
     let other: Vec<_> = rx_other.iter().collect();
     assert_eq!(outcome(&other).0, want, "the other job is unaffected");
 }
+
+/// A long prompt arriving while another job decodes is prefilled in short chunks between that
+/// job's decode steps: the running job keeps streaming instead of stalling for the whole
+/// prefill, and both jobs end normally.
+#[test]
+fn a_long_prompt_does_not_stall_running_jobs() {
+    let Some(path) = llorch_testkit::require_smollm2("a_long_prompt_does_not_stall_running_jobs")
+    else {
+        return;
+    };
+    let lm = Arc::new(load(&path, &LoadOptions::default()).unwrap());
+    let engine = Engine::start(lm.clone(), 0, 2);
+    let (tx, rx) = channel();
+    let decoding = job("decoding", &lm, "1, 2, 3, 4, 5, 6, 7, 8,", 200, None);
+    engine
+        .submit(
+            decoding,
+            Box::new(move |e: WorkerEvent| tx.send((e, Instant::now())).is_ok()),
+        )
+        .unwrap();
+    // wait until it streams, then send ~1500 prompt tokens
+    let mut events = vec![rx.recv().unwrap(), rx.recv().unwrap()];
+    let long_text = "The harbour master counted the boats again. ".repeat(150);
+    let long = job("long", &lm, &long_text, 4, None);
+    assert!(long.prompt_ids.len() > 1000, "{}", long.prompt_ids.len());
+    let (tx_long, rx_long) = channel();
+    engine
+        .submit(
+            long,
+            Box::new(move |e: WorkerEvent| tx_long.send((e, Instant::now())).is_ok()),
+        )
+        .unwrap();
+    let timed_long: Vec<_> = rx_long.iter().collect();
+    events.extend(rx.iter());
+    let long_started = timed_long[0].1;
+    assert!(
+        events.last().unwrap().1 > long_started,
+        "the first job was still decoding when the long prompt's prefill ended"
+    );
+    let long_events: Vec<_> = timed_long.into_iter().map(|(e, _)| e).collect();
+    let (_, end) = outcome(&long_events);
+    let WorkerEvent::End {
+        prefill_time_ms, ..
+    } = end
+    else {
+        panic!("long job: {end:?}")
+    };
+    let gaps: Vec<f64> = events
+        .windows(2)
+        .filter(|w| matches!(w[1].0, WorkerEvent::Token { .. }))
+        .map(|w| (w[1].1 - w[0].1).as_secs_f64() * 1e3)
+        .collect();
+    let worst = gaps.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        worst < prefill_time_ms / 3.0,
+        "the running job's longest pause ({worst:.0} ms) must be a fraction of the long \
+         prompt's prefill ({prefill_time_ms:.0} ms)"
+    );
+    let plain: Vec<_> = events.into_iter().map(|(e, _)| e).collect();
+    assert_eq!(outcome(&plain).0.len(), 200);
+}
