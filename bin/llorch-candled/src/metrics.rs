@@ -11,6 +11,10 @@ pub fn registry() -> Registry {
         "Finished /execute jobs by outcome (success|error|cancelled|rejected).",
     );
     r.counter("worker_tokens_in_total", "Prompt tokens processed.");
+    r.counter(
+        "worker_tokens_cached_total",
+        "Prompt tokens whose keys and values came from the prompt cache.",
+    );
     r.counter("worker_tokens_generated_total", "Tokens generated.");
     r.histogram(
         "worker_inference_duration_ms",
@@ -58,10 +62,12 @@ pub fn record(
     match ev {
         WorkerEvent::Started {
             tokens_in,
+            tokens_cached,
             queue_time_ms,
             ..
         } => {
             r.inc("worker_tokens_in_total", &[], *tokens_in as f64);
+            r.inc("worker_tokens_cached_total", &[], *tokens_cached as f64);
             r.observe("worker_queue_time_ms", &[], *queue_time_ms);
         }
         WorkerEvent::Token { .. } => {

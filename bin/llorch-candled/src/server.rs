@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::Stream;
-use llorch_engine::{Engine, LoadOptions, SubmitError};
+use llorch_engine::{Engine, EngineOptions, LoadOptions, SubmitError};
 use llorch_metrics::Registry;
 use llorch_wire::tasks::{WorkerHeartbeat, WorkerRegistration};
 use llorch_wire::{
@@ -124,7 +124,14 @@ async fn serve(
         .unwrap_or_else(|| format!("worker-{}", args.port));
     let model_name = lm.info.name.clone();
     let ctx = lm.info.context_length as u32;
-    let engine = Engine::start(Arc::new(lm), args.max_queue, args.parallel);
+    let engine = Engine::with_options(
+        Arc::new(lm),
+        EngineOptions {
+            queue_capacity: args.max_queue,
+            parallel: args.parallel,
+            prompt_cache: args.prompt_cache,
+        },
+    );
     let state = Arc::new(AppState {
         metrics: crate::metrics::registry(),
         engine,

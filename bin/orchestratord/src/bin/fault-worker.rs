@@ -116,6 +116,7 @@ async fn execute(State(a): State<Arc<Args>>, Json(req): Json<ExecuteRequest>) ->
         started_at: String::new(),
         seed: 0,
         tokens_in: 1,
+        tokens_cached: 0,
         queue_time_ms: 0.0,
         prompt_logprobs: None,
     };

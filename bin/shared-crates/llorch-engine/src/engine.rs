@@ -22,6 +22,7 @@ use llorch_wire::WorkerEvent;
 use crate::generate::{EventSink, Job, Running, PREFILL_CHUNK};
 use crate::load::LoadedModel;
 use crate::model::Logits;
+use crate::prompt_cache::PromptCache;
 
 /// Why a job was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,27 @@ impl Drop for SlotSink {
     }
 }
 
+/// How the engine schedules.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Jobs that may wait for a free slot.
+    pub queue_capacity: u32,
+    /// Jobs that generate at once.
+    pub parallel: u32,
+    /// Finished sequences kept for prefix reuse (0: none).
+    pub prompt_cache: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 16,
+            parallel: 4,
+            prompt_cache: 4,
+        }
+    }
+}
+
 /// Handle to the engine thread; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -99,20 +121,35 @@ impl Engine {
     /// Start the engine thread for `model`: up to `parallel` jobs generate at once (at least
     /// one), and up to `queue_capacity` more wait for a free slot.
     pub fn start(model: Arc<LoadedModel>, queue_capacity: u32, parallel: u32) -> Engine {
+        Self::with_options(
+            model,
+            EngineOptions {
+                queue_capacity,
+                parallel,
+                ..EngineOptions::default()
+            },
+        )
+    }
+
+    /// Start the engine thread for `model` with every option.
+    pub fn with_options(model: Arc<LoadedModel>, opts: EngineOptions) -> Engine {
         let (tx, rx) = channel::<Queued>();
         let status = Arc::new(EngineStatus::default());
-        let parallel = parallel.max(1);
+        let parallel = opts.parallel.max(1);
         let st = status.clone();
         let m = model.clone();
         std::thread::Builder::new()
             .name("llorch-engine".into())
-            .spawn(move || schedule(&m, &rx, &st, parallel as usize))
+            .spawn(move || {
+                let mut cache = PromptCache::new(opts.prompt_cache);
+                schedule(&m, &rx, &st, parallel as usize, &mut cache)
+            })
             .expect("spawn engine thread");
         Engine {
             tx,
             status,
             model,
-            queue_capacity,
+            queue_capacity: opts.queue_capacity,
             parallel,
         }
     }
@@ -178,7 +215,13 @@ const INTERLEAVED_PREFILL_CHUNK: usize = 128;
 
 /// The engine thread's loop: admit, one prefill chunk, sample, one batched decode step; until
 /// the engine handle is dropped and every running job has ended.
-fn schedule(lm: &LoadedModel, rx: &Receiver<Queued>, st: &Arc<EngineStatus>, parallel: usize) {
+fn schedule(
+    lm: &LoadedModel,
+    rx: &Receiver<Queued>,
+    st: &Arc<EngineStatus>,
+    parallel: usize,
+    prompt_cache: &mut PromptCache,
+) {
     let mut running: Vec<Running<'_>> = Vec::with_capacity(parallel);
     let mut open = true;
     loop {
@@ -205,7 +248,8 @@ fn schedule(lm: &LoadedModel, rx: &Receiver<Queued>, st: &Arc<EngineStatus>, par
                 job_id: job.job_id.clone(),
                 released: false,
             };
-            if let Some(run) = Running::admit(lm, job, Box::new(sink)) {
+            let reuse = prompt_cache.lookup(&job.prompt_ids);
+            if let Some(run) = Running::admit(lm, job, Box::new(sink), reuse) {
                 running.push(run);
             }
         }
@@ -227,20 +271,23 @@ fn schedule(lm: &LoadedModel, rx: &Receiver<Queued>, st: &Arc<EngineStatus>, par
                 running.remove(i);
             }
         }
-        // Every decoding job samples and streams its next token; finished ones leave.
+        // Every decoding job samples and streams its next token; finished ones leave, their
+        // keys and values kept for prompts that start the same way.
         let mut feed = Vec::with_capacity(running.len());
-        running.retain_mut(|run| {
-            if run.is_prefilling() {
-                return true;
+        let mut i = 0;
+        while i < running.len() {
+            if running[i].is_prefilling() {
+                i += 1;
+                continue;
             }
-            match run.step() {
+            match running[i].step() {
                 Some(id) => {
                     feed.push(id);
-                    true
+                    i += 1;
                 }
-                None => false,
+                None => prompt_cache.insert(running.remove(i).into_sequence()),
             }
-        });
+        }
         if feed.is_empty() {
             continue;
         }

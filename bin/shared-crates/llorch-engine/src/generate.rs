@@ -99,8 +99,13 @@ pub struct Prefill {
 impl Prefill {
     /// Nothing fed yet; with `prompt_top`, every prompt token's log-probability is collected.
     pub fn new(prompt_top: Option<usize>) -> Self {
+        Self::resume(prompt_top, 0)
+    }
+
+    /// The first `next` tokens are already in the cache (reused from an earlier sequence).
+    pub fn resume(prompt_top: Option<usize>, next: usize) -> Self {
         Self {
-            next: 0,
+            next,
             prompt_top,
             plp: Vec::new(),
             last: Vec::new(),
@@ -180,6 +185,8 @@ pub struct Running<'a> {
     seed: u64,
     n_prompt: usize,
     queue_time_ms: f64,
+    /// Leading prompt tokens taken from the prompt cache.
+    tokens_cached: usize,
     /// The prompt's prefill while it runs, and when it began.
     prefill: Option<(Prefill, Instant)>,
     prefill_ms: f64,
@@ -192,7 +199,7 @@ impl<'a> Running<'a> {
     /// Prefill the prompt and send `started`. `None` when the job already ended (cancelled
     /// during prefill, failed, or nobody listens): its terminal event has been sent.
     pub fn start(lm: &'a LoadedModel, job: Job, sink: Box<dyn EventSink + 'a>) -> Option<Self> {
-        let mut run = Self::admit(lm, job, sink)?;
+        let mut run = Self::admit(lm, job, sink, None)?;
         while run.is_prefilling() {
             if !run.prefill_step(PREFILL_CHUNK) {
                 return None;
@@ -202,10 +209,27 @@ impl<'a> Running<'a> {
     }
 
     /// Take the job in without running anything yet: [`prefill_step`](Running::prefill_step)
-    /// feeds its prompt. `None` when it could not even start (its `error` event sent).
-    pub fn admit(lm: &'a LoadedModel, job: Job, mut sink: Box<dyn EventSink + 'a>) -> Option<Self> {
+    /// feeds its prompt. With `reuse = (cache, n)`, the first `n` prompt tokens' keys and values
+    /// are copied from `cache` (an earlier sequence that began with the same `n` tokens) and
+    /// only the rest is prefilled. `None` when it could not even start (its `error` event sent).
+    pub fn admit(
+        lm: &'a LoadedModel,
+        job: Job,
+        mut sink: Box<dyn EventSink + 'a>,
+        reuse: Option<(&KvCache, usize)>,
+    ) -> Option<Self> {
         let n_prompt = job.prompt_ids.len();
-        let cache = match lm.model.new_cache(n_prompt + job.max_tokens as usize) {
+        let reused = reuse.filter(|&(_, n)| n < n_prompt && job.prompt_logprobs.is_none());
+        let cache = lm
+            .model
+            .new_cache(n_prompt + job.max_tokens as usize)
+            .and_then(|mut c| {
+                if let Some((src, n)) = reused {
+                    c.copy_prefix(src, n)?;
+                }
+                Ok(c)
+            });
+        let cache = match cache {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(job_id = %job.job_id, error = %format!("{e:#}"), "inference failed");
@@ -240,12 +264,21 @@ impl<'a> Running<'a> {
             tokens_out: 0,
             n_prompt,
             queue_time_ms: ms(job.enqueued_at),
-            prefill: Some((Prefill::new(prompt_top), Instant::now())),
+            tokens_cached: reused.map_or(0, |(_, n)| n),
+            prefill: Some((
+                Prefill::resume(prompt_top, reused.map_or(0, |(_, n)| n)),
+                Instant::now(),
+            )),
             prefill_ms: 0.0,
             t_decode: Instant::now(),
             decode_steps: 0,
             sink,
         })
+    }
+
+    /// The finished job's sequence (for the prompt cache: its tokens and their keys and values).
+    pub fn into_sequence(self) -> Sequence {
+        self.seq
     }
 
     /// Whether the prompt is still being fed.
@@ -282,6 +315,7 @@ impl<'a> Running<'a> {
             seed: self.seed,
             tokens_in: self.n_prompt as u32,
             queue_time_ms: self.queue_time_ms,
+            tokens_cached: self.tokens_cached as u32,
             prompt_logprobs: p.prompt_top.map(|_| p.plp),
         };
         self.t_decode = Instant::now();

@@ -7,7 +7,8 @@
 //! - [`chat`]: the model's own Jinja chat template, rendered with minijinja.
 //! - [`chat_choice`]: which template a model is served with, and the probe that spots base models.
 //! - [`sampler`], [`stop`], [`generate`]: sampling, stop strings, the generation loop.
-//! - [`engine`]: the engine thread with its bounded queue and cancellation.
+//! - [`engine`]: the engine thread: continuous batching, bounded queue, cancellation.
+//! - [`prompt_cache`]: finished sequences' keys and values, reused by prompts with that prefix.
 //! - [`export`]: write a GGUF model out as a safetensors directory.
 
 pub mod chat;
@@ -17,11 +18,12 @@ pub mod export;
 pub mod generate;
 pub mod load;
 pub mod model;
+pub mod prompt_cache;
 pub mod sampler;
 pub mod stop;
 pub mod tokenizer;
 
-pub use engine::{Engine, SubmitError};
+pub use engine::{Engine, EngineOptions, SubmitError};
 pub use generate::{EventSink, Job};
 pub use load::{load, LoadOptions, LoadedModel, ModelInfo};
 

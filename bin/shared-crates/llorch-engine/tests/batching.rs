@@ -1,6 +1,7 @@
 //! Continuous batching with the real SmolLM2 model: jobs that run together (one batched decode
-//! step for all of them, joining and leaving at different steps) produce exactly the tokens they
-//! produce alone, greedy and seeded sampling alike; a cancelled job leaves the others untouched.
+//! step for all of them, joining and leaving at different steps, new prompts prefilled in chunks
+//! between steps) produce exactly the tokens they produce alone, greedy and seeded sampling
+//! alike; a cancelled job leaves the others untouched.
 //!
 //! Skips locally (fails under CI=true) without the model: `scripts/fetch-test-model.sh`.
 
@@ -255,4 +256,12 @@ fn a_long_prompt_does_not_stall_running_jobs() {
     );
     let plain: Vec<_> = events.into_iter().map(|(e, _)| e).collect();
     assert_eq!(outcome(&plain).0.len(), 200);
+    // prefilled in 128-token chunks between decode steps, yet the same as one whole prefill
+    let mut solo = Vec::new();
+    let mut sink = |e: WorkerEvent| {
+        solo.push(e);
+        true
+    };
+    run_job(&lm, job("solo", &lm, &long_text, 4, None), &mut sink);
+    assert_eq!(outcome(&long_events).0, outcome(&solo).0);
 }

@@ -373,6 +373,10 @@ pub enum WorkerEvent {
         tokens_in: u32,
         /// Time spent queued on the worker before this job ran.
         queue_time_ms: f64,
+        /// Leading prompt tokens whose keys and values were reused from an earlier request with
+        /// the same prefix (the worker's prompt cache) instead of being computed again.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        tokens_cached: u32,
         /// Present when the request asked for `prompt_logprobs`: one entry per prompt token
         /// from the second on (the first has no prefix to predict it).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -432,6 +436,10 @@ impl WorkerEvent {
     pub fn is_terminal(&self) -> bool {
         matches!(self, WorkerEvent::End { .. } | WorkerEvent::Error { .. })
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

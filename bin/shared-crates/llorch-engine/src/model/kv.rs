@@ -74,6 +74,25 @@ impl KvCache {
         ))
     }
 
+    /// Start as a copy of the first `n` positions of `src` (a finished sequence whose first `n`
+    /// tokens equal this one's): every layer's keys and values, without recomputing them.
+    pub fn copy_prefix(&mut self, src: &KvCache, n: usize) -> Result<()> {
+        ensure!(
+            n <= src.len && n <= self.capacity && self.k.len() == src.k.len(),
+            "cannot reuse {n} cached positions (source holds {}, room for {})",
+            src.len,
+            self.capacity
+        );
+        for (dst, s) in self.k.iter_mut().zip(&src.k) {
+            dst.slice_set(&s.narrow(1, 0, n)?.contiguous()?, 1, 0)?;
+        }
+        for (dst, s) in self.v.iter_mut().zip(&src.v) {
+            dst.slice_set(&s.narrow(1, 0, n)?.contiguous()?, 1, 0)?;
+        }
+        self.len = n;
+        Ok(())
+    }
+
     /// Mark `n` more positions as filled (after every layer appended them).
     pub fn advance(&mut self, n: usize) {
         self.len += n;

@@ -1,5 +1,6 @@
 //! Model definition and loading.
 
+pub mod attention;
 pub mod config;
 pub mod kv;
 pub mod qmatmul;

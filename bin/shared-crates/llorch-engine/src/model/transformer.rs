@@ -276,12 +276,14 @@ impl Transformer {
             cache.capacity()
         );
         let mut x = self.embed(ids)?; // (n, d)
-        let mask = if n > 1 {
+                                      // the CPU attention kernel applies causality and the window itself
+        let masked = n > 1 && !self.device.is_cpu();
+        let mask = if masked {
             Some(self.mask(n, pos, None)?)
         } else {
             None
         };
-        let local_mask = match (n > 1, self.cfg.sliding_window) {
+        let local_mask = match (masked, self.cfg.sliding_window) {
             (true, Some(w)) => Some(self.mask(n, pos, Some(w))?),
             _ => None,
         };
@@ -495,6 +497,22 @@ impl Transformer {
             )
         };
         let (k_all, v_all) = cache.append(li, &k.squeeze(0)?, &v.squeeze(0)?, pos)?; // (nkv, t, hd)
+        if self.device.is_cpu() {
+            let window = if layer.local {
+                cfg.sliding_window
+            } else {
+                None
+            };
+            let scale = cfg.attn_scale as f32;
+            return super::attention::attend_cpu(
+                &q.squeeze(0)?,
+                &k_all,
+                &v_all,
+                pos,
+                scale,
+                window,
+            );
+        }
         let t = pos + n;
         // Grouped-query attention without copying K/V per head: query heads sharing one KV head
         // are stacked along the row axis, (nkv, rep * n, hd).

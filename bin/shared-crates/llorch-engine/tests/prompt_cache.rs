@@ -1,0 +1,93 @@
+//! The prompt cache with the real SmolLM2 model: a prompt that starts like a finished request's
+//! sequence reuses those keys and values (`started.tokens_cached`), only the rest is prefilled,
+//! and the output is what a full prefill gives. Prompt log-probabilities never use the cache.
+//!
+//! Skips locally (fails under CI=true) without the model: `scripts/fetch-test-model.sh`.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use std::time::Instant;
+
+use llorch_engine::{load, Engine, EngineOptions, Job, LoadOptions, LoadedModel};
+use llorch_wire::{SamplingParams, WorkerEvent};
+
+const SYSTEM: &str = "You are a careful assistant for a harbour office. You answer questions \
+about boats, tides, moorings and the weather in short, plain sentences. When you do not know \
+something, you say so and suggest whom to ask.";
+
+fn job(id: &str, lm: &LoadedModel, text: &str, prompt_logprobs: Option<u32>) -> Job {
+    Job {
+        job_id: id.into(),
+        prompt_ids: lm.tokenizer.encode(text, true).unwrap(),
+        max_tokens: 24,
+        sampling: SamplingParams::greedy(),
+        stop: vec![],
+        turn_stops: vec![],
+        trim_reply_start: false,
+        logprobs: None,
+        prompt_logprobs,
+        cancel: Arc::new(AtomicBool::new(false)),
+        enqueued_at: Instant::now(),
+    }
+}
+
+/// (tokens_cached, generated ids) of one job.
+fn run(engine: &Engine, j: Job) -> (u32, Vec<u32>) {
+    let (tx, rx) = channel();
+    engine
+        .submit(j, Box::new(move |e: WorkerEvent| tx.send(e).is_ok()))
+        .unwrap();
+    let mut cached = None;
+    let mut ids = Vec::new();
+    for e in rx.iter() {
+        match e {
+            WorkerEvent::Started { tokens_cached, .. } => cached = Some(tokens_cached),
+            WorkerEvent::Token { id, .. } => ids.push(id),
+            WorkerEvent::Error { message, .. } => panic!("{message}"),
+            WorkerEvent::End { .. } => {}
+        }
+    }
+    (cached.expect("started event"), ids)
+}
+
+#[test]
+fn shared_prefixes_are_reused_and_change_nothing() {
+    let Some(path) =
+        llorch_testkit::require_smollm2("shared_prefixes_are_reused_and_change_nothing")
+    else {
+        return;
+    };
+    let lm = Arc::new(load(&path, &LoadOptions::default()).unwrap());
+    let cached = Engine::with_options(lm.clone(), EngineOptions::default());
+    let uncached = Engine::with_options(
+        lm.clone(),
+        EngineOptions {
+            prompt_cache: 0,
+            ..EngineOptions::default()
+        },
+    );
+    let first = format!("{SYSTEM}\nQuestion: When is high tide today?\nAnswer:");
+    let second = format!("{SYSTEM}\nQuestion: Where can I moor a small sailing boat?\nAnswer:");
+    let n_first = lm.tokenizer.encode(&first, true).unwrap().len() as u32;
+    let n_system = lm.tokenizer.encode(SYSTEM, true).unwrap().len() as u32;
+
+    let (c, a) = run(&cached, job("a", &lm, &first, None));
+    assert_eq!(c, 0, "nothing cached yet");
+    // the same prompt again: all but its last token come from the cache
+    let (c, b) = run(&cached, job("b", &lm, &first, None));
+    assert_eq!(c, n_first - 1);
+    assert_eq!(b, a, "same prompt, same greedy output");
+    // another question after the same system prompt: the system prompt is reused
+    let (c, d) = run(&cached, job("d", &lm, &second, None));
+    assert!(
+        c >= n_system - 1 && c < n_first,
+        "tokens_cached {c}, system prompt {n_system}"
+    );
+    let (c0, d0) = run(&uncached, job("d0", &lm, &second, None));
+    assert_eq!(c0, 0);
+    assert_eq!(d, d0, "reused prefix, same output as a full prefill");
+    // prompt log-probabilities need every position's logits: never from the cache
+    let (c, _) = run(&cached, job("e", &lm, &first, Some(1)));
+    assert_eq!(c, 0);
+}
