@@ -156,7 +156,7 @@ fn schemas() -> Value {
                 "tokens_out": s("integer"), "elapsed_ms": s("number"), "tokens_per_sec": s("number") })),
             event("end", &["task_id", "stop_reason", "tokens_in", "tokens_out", "attempts", "queue_time_ms", "e2e_ms"], json!({
                 "task_id": s("string"), "stop_reason": stop_reason, "stop_sequence_matched": s("string"),
-                "tokens_in": s("integer"), "tokens_out": s("integer"), "worker_id": s("string"), "seed": s("integer"),
+                "tokens_in": s("integer"), "tokens_out": s("integer"), "tokens_cached": s("integer"), "worker_id": s("string"), "seed": s("integer"),
                 "attempts": s("integer"), "queue_time_ms": s("number"), "ttft_ms": s("number"), "e2e_ms": s("number"),
                 "prefill_time_ms": s("number"), "decode_time_ms": s("number"), "decode_tokens_per_sec": s("number") })),
             event("error", &["task_id", "code", "message", "retriable", "tokens_out"], json!({ "task_id": s("string"),

@@ -128,6 +128,8 @@ struct Progress {
     last_token_at: Instant,
     last_metrics_at: Instant,
     started: Option<(u64, u32)>,
+    /// Prompt tokens the worker reused from its prompt cache.
+    tokens_cached: u32,
 }
 
 async fn relay(
@@ -172,6 +174,7 @@ async fn relay(
         last_token_at: now,
         last_metrics_at: now,
         started: None,
+        tokens_cached: 0,
     };
     loop {
         let next = tokio::select! {
@@ -212,8 +215,14 @@ async fn relay(
         };
         match ev {
             WorkerEvent::Started {
-                seed, tokens_in, ..
-            } => p.started = Some((seed, tokens_in)),
+                seed,
+                tokens_in,
+                tokens_cached,
+                ..
+            } => {
+                p.started = Some((seed, tokens_in));
+                p.tokens_cached = tokens_cached;
+            }
             WorkerEvent::Token { i, id, t, logprob } => {
                 on_token(orch, task, wid, attempt, queue_time_ms, &mut p);
                 if !task.push(&TaskEvent::Token { i, id, t, logprob }) {
@@ -244,6 +253,7 @@ async fn relay(
                     stop_sequence_matched,
                     tokens_in,
                     tokens_out,
+                    tokens_cached: p.tokens_cached,
                     worker_id: Some(wid.to_string()),
                     seed: Some(seed),
                     attempts: attempt,

@@ -225,6 +225,7 @@ impl Orchestrator {
                     stop_sequence_matched: None,
                     tokens_in: st.usage.tokens_in,
                     tokens_out: st.usage.tokens_out,
+                    tokens_cached: 0,
                     worker_id: st.worker_id.clone(),
                     seed: None,
                     attempts: st.attempts,

@@ -412,6 +412,22 @@ async fn real_greedy_chat_equals_v2_and_disconnect_cancels_on_the_worker() {
         usage["completion_tokens"].as_u64().unwrap() as usize,
         content.len()
     );
+    // The same conversation again reuses the worker's prompt cache (bit-exact, so the /v2 tokens
+    // above equal the first answer's), and usage says how much of the prompt came from it.
+    assert!(
+        end.data["tokens_cached"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        end.data
+    );
+    let (_, _, again) = post(&o, "/v1/chat/completions", chat("smollm2-135m", 16, false)).await;
+    let again: Value = serde_json::from_str(&again).unwrap();
+    let prompt_tokens = again["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        again["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64(),
+        Some(prompt_tokens - 1),
+        "{again}"
+    );
+    assert_eq!(again["choices"][0]["message"]["content"], content.concat());
 
     let before = worker_cancelled(&w.url()).await;
     let impatient = reqwest::Client::builder()

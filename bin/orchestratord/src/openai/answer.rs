@@ -126,9 +126,10 @@ pub async fn collect(mut f: Follower, meta: Meta) -> Result<Response, OaiError> 
                 stop_reason,
                 tokens_in,
                 tokens_out,
+                tokens_cached,
                 ..
             } => {
-                let usage = Usage::new(tokens_in, tokens_out);
+                let usage = Usage::new(tokens_in, tokens_out).with_cached(tokens_cached);
                 return Ok(meta.full(text, stop_reason.into(), usage));
             }
             TaskEvent::Error { code, message, .. } => {
@@ -172,11 +173,14 @@ pub fn stream(f: Follower, meta: Meta) -> Response {
                         stop_reason,
                         tokens_in,
                         tokens_out,
+                        tokens_cached,
                         ..
                     } => {
                         let mut out = vec![data(meta.chunk(false, None, Some(stop_reason.into())))];
                         if meta.include_usage {
-                            out.push(data(meta.usage_chunk(Usage::new(tokens_in, tokens_out))));
+                            let usage =
+                                Usage::new(tokens_in, tokens_out).with_cached(tokens_cached);
+                            out.push(data(meta.usage_chunk(usage)));
                         }
                         out.push(data(DONE.into()));
                         (out, Phase::Done)

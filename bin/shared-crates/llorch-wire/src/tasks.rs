@@ -326,6 +326,9 @@ pub enum TaskEvent {
         stop_sequence_matched: Option<String>,
         tokens_in: u32,
         tokens_out: u32,
+        /// Prompt tokens the worker took from its prompt cache (absent when 0).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        tokens_cached: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         worker_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -503,6 +506,10 @@ pub struct OrchestratorHealth {
     pub queue_depth: u32,
     pub tasks_running: u32,
     pub version: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]
