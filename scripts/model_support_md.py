@@ -118,7 +118,7 @@ def main():
     w("Load = worker process start to ready (`/health` `load_time_ms`). RSS from `/proc/<pid>/status`: "
       "right after load, the peak (VmHWM) after the throughput, chat and sampling requests, and the "
       "peak after the parity requests, whose `prompt_logprobs` keep every prompt position's logits "
-      "(prefill then runs in chunks of at most 16 Mi logits: 64 positions for Gemma's 262k vocabulary). Throughput from the worker's `end` event on "
+      "(prefill then runs in chunks of at most 16 Mi logits: 64 positions for Gemma's 262k vocabulary); by then the worker's prompt cache also holds those requests' keys and values. Throughput from the worker's `end` event on "
       "a ~140-token raw prompt with 64 greedy tokens, best of 2; this machine is shared, so the table "
       "also gives the share of the CPUs other processes took during those requests (a missed load "
       "time or tok/s budget fails the cell only when that share, measured while loading or during "

@@ -85,10 +85,11 @@ pub struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub parallel: u32,
 
-    /// Finished requests whose keys and values are kept, so a new prompt that starts the same
-    /// way (a fixed system prompt, a growing chat) skips that part of its prefill; 0 disables.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub prompt_cache: usize,
+    /// Memory (MiB) for the prompt cache: finished requests' keys and values, kept so a new
+    /// prompt that starts the same way (a fixed system prompt, a growing chat) skips that part
+    /// of its prefill; the oldest go first; 0 disables.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    pub prompt_cache_mb: usize,
 
     /// Requests that may wait for a free slot; beyond that /execute answers 503 WORKER_BUSY.
     #[arg(long, default_value_t = 16)]

@@ -129,7 +129,7 @@ async fn serve(
         EngineOptions {
             queue_capacity: args.max_queue,
             parallel: args.parallel,
-            prompt_cache: args.prompt_cache,
+            prompt_cache_bytes: args.prompt_cache_mb << 20,
         },
     );
     let state = Arc::new(AppState {

@@ -93,8 +93,8 @@ pub struct EngineOptions {
     pub queue_capacity: u32,
     /// Jobs that generate at once.
     pub parallel: u32,
-    /// Finished sequences kept for prefix reuse (0: none).
-    pub prompt_cache: usize,
+    /// Memory for finished sequences' keys and values kept for prefix reuse (0: none).
+    pub prompt_cache_bytes: usize,
 }
 
 impl Default for EngineOptions {
@@ -102,7 +102,7 @@ impl Default for EngineOptions {
         Self {
             queue_capacity: 16,
             parallel: 4,
-            prompt_cache: 4,
+            prompt_cache_bytes: 512 << 20,
         }
     }
 }
@@ -141,7 +141,7 @@ impl Engine {
         std::thread::Builder::new()
             .name("llorch-engine".into())
             .spawn(move || {
-                let mut cache = PromptCache::new(opts.prompt_cache);
+                let mut cache = PromptCache::new(opts.prompt_cache_bytes);
                 schedule(&m, &rx, &st, parallel as usize, &mut cache)
             })
             .expect("spawn engine thread");

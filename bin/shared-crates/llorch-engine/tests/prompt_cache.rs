@@ -63,7 +63,7 @@ fn shared_prefixes_are_reused_and_change_nothing() {
     let uncached = Engine::with_options(
         lm.clone(),
         EngineOptions {
-            prompt_cache: 0,
+            prompt_cache_bytes: 0,
             ..EngineOptions::default()
         },
     );

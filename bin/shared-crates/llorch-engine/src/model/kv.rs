@@ -46,6 +46,15 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Memory one filled position takes (keys and values of every layer).
+    pub fn bytes_per_position(&self) -> usize {
+        self.k
+            .iter()
+            .chain(&self.v)
+            .map(|t| t.elem_count() / self.capacity.max(1) * t.dtype().size_in_bytes())
+            .sum()
+    }
+
     /// Positions this cache can hold.
     pub fn capacity(&self) -> usize {
         self.capacity
