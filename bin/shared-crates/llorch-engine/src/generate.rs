@@ -35,6 +35,30 @@ pub struct Job {
     pub enqueued_at: Instant,
 }
 
+impl Job {
+    /// A job with no stop strings, log-probabilities or chat-turn handling, enqueued now.
+    pub fn new(
+        job_id: impl Into<String>,
+        prompt_ids: Vec<u32>,
+        max_tokens: u32,
+        sampling: SamplingParams,
+    ) -> Job {
+        Job {
+            job_id: job_id.into(),
+            prompt_ids,
+            max_tokens,
+            sampling,
+            stop: Vec::new(),
+            turn_stops: Vec::new(),
+            trim_reply_start: false,
+            logprobs: None,
+            prompt_logprobs: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            enqueued_at: Instant::now(),
+        }
+    }
+}
+
 /// Where a job's events go. `send` returns false when nobody listens any more (client gone),
 /// which cancels the job.
 pub trait EventSink: Send {

@@ -5,7 +5,6 @@
 //!
 //! Skips locally (fails under CI=true) without the model: `scripts/fetch-test-model.sh`.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,19 +23,12 @@ fn job(id: &str, lm: &LoadedModel, prompt: &str, max_tokens: u32, seed: Option<u
             ..SamplingParams::default()
         },
     };
-    Job {
-        job_id: id.into(),
-        prompt_ids: lm.tokenizer.encode(prompt, true).unwrap(),
+    Job::new(
+        id,
+        lm.tokenizer.encode(prompt, true).unwrap(),
         max_tokens,
         sampling,
-        stop: vec![],
-        turn_stops: vec![],
-        trim_reply_start: false,
-        logprobs: None,
-        prompt_logprobs: None,
-        cancel: Arc::new(AtomicBool::new(false)),
-        enqueued_at: Instant::now(),
-    }
+    )
 }
 
 /// Token ids and the terminal event of one job's events.

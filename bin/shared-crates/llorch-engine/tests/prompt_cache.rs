@@ -4,10 +4,8 @@
 //!
 //! Skips locally (fails under CI=true) without the model: `scripts/fetch-test-model.sh`.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
-use std::time::Instant;
 
 use llorch_engine::{load, Engine, EngineOptions, Job, LoadOptions, LoadedModel};
 use llorch_wire::{SamplingParams, WorkerEvent};
@@ -17,18 +15,10 @@ about boats, tides, moorings and the weather in short, plain sentences. When you
 something, you say so and suggest whom to ask.";
 
 fn job(id: &str, lm: &LoadedModel, text: &str, prompt_logprobs: Option<u32>) -> Job {
+    let ids = lm.tokenizer.encode(text, true).unwrap();
     Job {
-        job_id: id.into(),
-        prompt_ids: lm.tokenizer.encode(text, true).unwrap(),
-        max_tokens: 24,
-        sampling: SamplingParams::greedy(),
-        stop: vec![],
-        turn_stops: vec![],
-        trim_reply_start: false,
-        logprobs: None,
         prompt_logprobs,
-        cancel: Arc::new(AtomicBool::new(false)),
-        enqueued_at: Instant::now(),
+        ..Job::new(id, ids, 24, SamplingParams::greedy())
     }
 }
 

@@ -3,9 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use llorch_engine::{load, Engine, Job, LoadOptions};
@@ -133,19 +131,7 @@ fn write_tiny_llama(dir: &Path) {
 }
 
 fn job(id: &str, prompt: Vec<u32>, max_tokens: u32, sampling: SamplingParams) -> Job {
-    Job {
-        job_id: id.into(),
-        prompt_ids: prompt,
-        max_tokens,
-        sampling,
-        stop: vec![],
-        turn_stops: vec![],
-        trim_reply_start: false,
-        logprobs: None,
-        prompt_logprobs: None,
-        cancel: Arc::new(AtomicBool::new(false)),
-        enqueued_at: Instant::now(),
-    }
+    Job::new(id, prompt, max_tokens, sampling)
 }
 
 /// Run one job on an engine thread and collect its events.
