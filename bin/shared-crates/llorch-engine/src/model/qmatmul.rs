@@ -196,6 +196,22 @@ impl<B: WeightBlock> QMatrix<B> {
         Ok(Self { n, k, blocks })
     }
 
+    /// Read `n × k` weights of type `B::DTYPE` straight from a reader (a GGUF file positioned
+    /// at the tensor's data), converting a slice at a time: no second copy of the tensor.
+    pub fn from_reader(r: &mut impl std::io::Read, n: usize, k: usize) -> Result<Self> {
+        ensure!(k.is_multiple_of(QK), "row length {k} is not a multiple of {QK}");
+        let total = n * k / QK;
+        let mut blocks = Vec::with_capacity(total);
+        let mut buf = vec![0u8; 4096 * B::BYTES];
+        while blocks.len() < total {
+            let count = (total - blocks.len()).min(4096);
+            let bytes = &mut buf[..count * B::BYTES];
+            r.read_exact(bytes)?;
+            blocks.extend(bytes.chunks_exact(B::BYTES).map(B::read));
+        }
+        Ok(Self { n, k, blocks })
+    }
+
     /// Rows `ids` dequantized, `(ids.len(), k)`: the embedding lookup of a tied table.
     pub fn rows(&self, ids: &[u32]) -> Result<Tensor> {
         let kb = self.k / QK;

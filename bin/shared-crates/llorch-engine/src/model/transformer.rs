@@ -150,7 +150,18 @@ impl Transformer {
         max_context: usize,
     ) -> Result<Self> {
         let device = w.device().clone();
-        let mut embed = Some(w.embedding(&names("token_embd.weight"))?);
+        let out_name = names("output.weight");
+        let emb_name = names("token_embd.weight");
+        // A tied table that runs on the engine's kernel is read once, straight into it.
+        let tied_own = if w.contains(&out_name) {
+            None
+        } else {
+            w.own_matrix(&emb_name)?
+        };
+        let mut embed = match tied_own {
+            Some(_) => None,
+            None => Some(w.embedding(&emb_name)?),
+        };
         let gemma = cfg.arch == Architecture::Gemma3;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
@@ -209,8 +220,9 @@ impl Transformer {
             });
         }
         let norm = w.vector(&names("output_norm.weight"))?;
-        let out_name = names("output.weight");
-        let output = if w.contains(&out_name) {
+        let output = if let Some(m) = tied_own {
+            m
+        } else if w.contains(&out_name) {
             w.matrix(&out_name)?
         } else {
             // tied: the output projection is the embedding table

@@ -311,6 +311,43 @@ impl Weights {
         }
     }
 
+    /// A Q4_1 or Q8_0 GGUF matrix that runs as stored on the engine's own kernel, streamed from
+    /// the file into the kernel's layout (peak memory: the matrix once, not twice). `None` when
+    /// that path does not apply (other types, a GPU, `--weights stored`, safetensors).
+    pub fn own_matrix(&mut self, name: &str) -> Result<Option<Matrix>> {
+        use std::io::{Seek, SeekFrom};
+        let own = self.device.is_cpu() && self.requant != Requant::Off && qmatmul::available();
+        let WeightSource::Gguf {
+            path,
+            content,
+            file,
+        } = &mut self.source
+        else {
+            return Ok(None);
+        };
+        let Some(info) = content.tensor_infos.get(name) else {
+            return Ok(None);
+        };
+        let dt = info.ggml_dtype;
+        let kernel = matches!(dt, GgmlDType::Q4_1 | GgmlDType::Q8_0);
+        if !own || !kernel || info.shape.rank() != 2 {
+            return Ok(None);
+        }
+        let (n, k) = info.shape.dims2()?;
+        let at = content.tensor_data_offset + info.offset;
+        let read = |file: &mut File| -> Result<Matrix> {
+            file.seek(SeekFrom::Start(at))?;
+            let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+            Ok(match dt {
+                GgmlDType::Q4_1 => Matrix::Q4_1(qmatmul::Q4_1Matrix::from_reader(&mut r, n, k)?),
+                _ => Matrix::Q8_0(qmatmul::Q8_0Matrix::from_reader(&mut r, n, k)?),
+            })
+        };
+        read(file)
+            .map(Some)
+            .with_context(|| format!("{}: cannot read tensor `{name}`", path.display()))
+    }
+
     /// A weight matrix ready for `x @ Wᵀ`, converted per the requant policy.
     pub fn matrix(&mut self, name: &str) -> Result<Matrix> {
         if let WeightSource::Safetensors { tensors } = &self.source {
@@ -325,6 +362,17 @@ impl Weights {
             return Ok(Matrix::Candle(QMatMul::Tensor(
                 t.to_dtype(DType::F32)?.to_device(&self.device)?,
             )));
+        }
+        let stored = match &self.source {
+            WeightSource::Gguf { content, .. } => {
+                content.tensor_infos.get(name).map(|i| i.ggml_dtype)
+            }
+            WeightSource::Safetensors { .. } => None,
+        };
+        if stored.is_some_and(|d| self.runtime_dtype(d) == d) {
+            if let Some(m) = self.own_matrix(name)? {
+                return Ok(m);
+            }
         }
         let q = self.read_q(name)?;
         let target = self.runtime_dtype(q.dtype());
