@@ -220,6 +220,7 @@ async fn admit(
         priority: task.request.priority,
         enqueued: created,
         avoid: Vec::new(),
+        affinity: Some(crate::registry::affinity_key(&task.request)),
     };
     let (admit, predicted, backoff) = {
         let mut core = orch.core();

@@ -18,6 +18,8 @@ pub struct Entry {
     pub enqueued: Instant,
     /// Workers that already failed this task; placed elsewhere when possible.
     pub avoid: Vec<String>,
+    /// Tasks with the same key likely share a prompt prefix (see `registry::affinity_key`).
+    pub affinity: Option<u64>,
 }
 
 /// Result of [`TaskQueue::push`].
@@ -253,6 +255,7 @@ mod tests {
             priority: p,
             enqueued: Instant::now(),
             avoid: vec![],
+            affinity: None,
         }
     }
 

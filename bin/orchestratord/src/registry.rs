@@ -1,7 +1,7 @@
 //! The worker registry (pure state): who serves which model, health, slot accounting, and
 //! placement (least-loaded or round-robin, deterministic tie-break by worker id).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use llorch_wire::tasks::{
@@ -57,6 +57,40 @@ pub struct Registry {
     workers: BTreeMap<String, WorkerEntry>,
     placement: Placement,
     rr_last: Option<String>,
+    /// The worker that last ran a task of each affinity key (its prompt cache may hold it).
+    affinity: HashMap<u64, String>,
+}
+
+/// Affinity keys remembered at most; past that the map starts over.
+const MAX_AFFINITY_KEYS: usize = 65_536;
+
+/// Key under which tasks likely share a prompt prefix: the session id when the client gives one
+/// (OpenAI `user`), else the start of the prompt (the first message, typically the system
+/// prompt, or the first 2 KiB of text / 512 token ids).
+pub fn affinity_key(req: &llorch_wire::tasks::TaskRequest) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    req.model.hash(&mut h);
+    if let Some(s) = &req.session_id {
+        ("session", s).hash(&mut h);
+    } else if let Some(m) = req.messages.as_ref().and_then(|m| m.first()) {
+        let text = &m.content[..floor_char_boundary(&m.content, 2048)];
+        ("messages", &m.role, text).hash(&mut h);
+    } else if let Some(p) = &req.prompt {
+        ("prompt", &p[..floor_char_boundary(p, 2048)]).hash(&mut h);
+    } else if let Some(ids) = &req.prompt_ids {
+        ("ids", &ids[..ids.len().min(512)]).hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The largest char boundary of `s` at or below `max`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    let mut i = max.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 impl Registry {
@@ -66,6 +100,7 @@ impl Registry {
             workers: BTreeMap::new(),
             placement,
             rr_last: None,
+            affinity: HashMap::new(),
         }
     }
 
@@ -206,8 +241,11 @@ impl Registry {
     }
 
     /// Choose a ready worker with a free slot serving `model`, preferring ones not in `avoid`.
-    /// Does not take the slot; call [`Registry::acquire`].
-    pub fn pick(&mut self, model: &str, avoid: &[String]) -> Option<String> {
+    /// Least-loaded placement breaks ties in favour of the worker that last ran a task with the
+    /// same `affinity` key (its prompt cache likely holds the shared prefix); load always
+    /// comes first. Does not take the slot; call [`Registry::acquire`].
+    pub fn pick(&mut self, model: &str, avoid: &[String], affinity: Option<u64>) -> Option<String> {
+        let affine = affinity.and_then(|k| self.affinity.get(&k)).cloned();
         let free: Vec<&WorkerEntry> = self
             .workers
             .values()
@@ -224,7 +262,9 @@ impl Registry {
             Placement::LeastLoaded => candidates.into_iter().min_by(|a, b| {
                 let la = a.busy as u64 * b.reg.slots_total as u64;
                 let lb = b.busy as u64 * a.reg.slots_total as u64;
+                let warm = |w: &WorkerEntry| affine.as_deref() != Some(w.reg.worker_id.as_str());
                 la.cmp(&lb)
+                    .then(warm(a).cmp(&warm(b)))
                     .then(a.busy.cmp(&b.busy))
                     .then(a.reg.worker_id.cmp(&b.reg.worker_id))
             }),
@@ -240,6 +280,12 @@ impl Registry {
         let id = chosen.reg.worker_id.clone();
         if self.placement == Placement::RoundRobin {
             self.rr_last = Some(id.clone());
+        }
+        if let Some(k) = affinity {
+            if self.affinity.len() >= MAX_AFFINITY_KEYS {
+                self.affinity.clear();
+            }
+            self.affinity.insert(k, id.clone());
         }
         Some(id)
     }
@@ -299,9 +345,61 @@ mod tests {
     }
 
     fn take(r: &mut Registry, avoid: &[String]) -> Option<String> {
-        let id = r.pick("m", avoid)?;
+        let id = r.pick("m", avoid, None)?;
         r.acquire(&id);
         Some(id)
+    }
+
+    #[test]
+    fn affinity_breaks_ties_but_never_beats_load() {
+        let mut r = registry(Placement::LeastLoaded);
+        let (a, b) = (Some(1), Some(2));
+        // key b's first task lands on w2 because w1 is busier
+        r.acquire("w1");
+        assert_eq!(r.pick("m", &[], b).as_deref(), Some("w2"));
+        r.release("w1");
+        // all idle: key b goes back to w2 (its cache), anything else to w1 (id order)
+        assert_eq!(r.pick("m", &[], b).as_deref(), Some("w2"));
+        assert_eq!(r.pick("m", &[], a).as_deref(), Some("w1"));
+        assert_eq!(r.pick("m", &[], None).as_deref(), Some("w1"));
+        // a busier affine worker loses to an idle one
+        r.acquire("w2");
+        assert_eq!(r.pick("m", &[], b).as_deref(), Some("w1"));
+    }
+
+    #[test]
+    fn affinity_keys_follow_session_or_prompt_start() {
+        use llorch_wire::tasks::TaskRequest;
+        use llorch_wire::ChatMessage;
+        let msg = |c: &str| ChatMessage {
+            role: "system".into(),
+            content: c.into(),
+        };
+        let chat = |sys: &str, q: &str| TaskRequest {
+            model: "m".into(),
+            messages: Some(vec![msg(sys), msg(q)]),
+            ..Default::default()
+        };
+        let k = affinity_key(&chat("Be brief.", "Hi"));
+        assert_eq!(k, affinity_key(&chat("Be brief.", "Another question")));
+        assert_ne!(k, affinity_key(&chat("Be verbose.", "Hi")));
+        let session = |s: &str, sys: &str| TaskRequest {
+            session_id: Some(s.into()),
+            ..chat(sys, "q")
+        };
+        assert_eq!(
+            affinity_key(&session("s1", "x")),
+            affinity_key(&session("s1", "y"))
+        );
+        assert_ne!(
+            affinity_key(&session("s1", "x")),
+            affinity_key(&session("s2", "x"))
+        );
+        let long = "é".repeat(3000); // the 2 KiB cut lands inside a character: no panic
+        assert_eq!(
+            affinity_key(&chat(&long, "a")),
+            affinity_key(&chat(&long, "b"))
+        );
     }
 
     #[test]
@@ -310,7 +408,7 @@ mod tests {
         let order: Vec<_> = std::iter::from_fn(|| take(&mut r, &[])).collect();
         assert_eq!(order, ["w1", "w2", "w3", "w1", "w2"]);
         r.release("w2");
-        assert_eq!(r.pick("m", &[]).as_deref(), Some("w2"));
+        assert_eq!(r.pick("m", &[], None).as_deref(), Some("w2"));
     }
 
     #[test]
@@ -323,17 +421,17 @@ mod tests {
     #[test]
     fn avoid_unhealthy_and_models() {
         let mut r = registry(Placement::LeastLoaded);
-        assert_eq!(r.pick("m", &["w1".into()]).as_deref(), Some("w2"));
-        assert_eq!(r.pick("m-alias", &[]).as_deref(), Some("w1"));
-        assert_eq!(r.pick("other", &[]), None);
+        assert_eq!(r.pick("m", &["w1".into()], None).as_deref(), Some("w2"));
+        assert_eq!(r.pick("m-alias", &[], None).as_deref(), Some("w1"));
+        assert_eq!(r.pick("other", &[], None), None);
         assert!(r.mark_unhealthy("w1"));
-        assert_eq!(r.pick("m", &[]).as_deref(), Some("w2"));
+        assert_eq!(r.pick("m", &[], None).as_deref(), Some("w2"));
         // Every fresh worker full: fall back to an avoided one rather than wait forever.
         r.mark_unhealthy("w2");
         r.mark_unhealthy("w3");
-        assert_eq!(r.pick("m", &[]), None);
+        assert_eq!(r.pick("m", &[], None), None);
         r.touch("w3", 1);
-        assert_eq!(r.pick("m", &["w3".into()]).as_deref(), Some("w3"));
+        assert_eq!(r.pick("m", &["w3".into()], None).as_deref(), Some("w3"));
         assert_eq!(r.counts(), (1, 3));
     }
 

@@ -39,7 +39,8 @@ pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
             let core = &mut *guard;
             let registry = &mut core.registry;
             let chosen = if registry.any_free_slot() {
-                core.queue.select(|e| registry.pick(&e.model, &e.avoid))
+                core.queue
+                    .select(|e| registry.pick(&e.model, &e.avoid, e.affinity))
             } else {
                 None
             };

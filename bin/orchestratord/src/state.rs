@@ -282,6 +282,7 @@ impl Orchestrator {
             priority: task.request.priority,
             enqueued: task.created,
             avoid: task.avoid(),
+            affinity: Some(crate::registry::affinity_key(&task.request)),
         };
         self.core().queue.push_front(entry);
         self.persist(task);

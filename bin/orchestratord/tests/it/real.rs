@@ -254,3 +254,63 @@ async fn death_before_first_token_completes_on_the_real_worker() {
     );
     assert_eq!(end.data["attempts"], 2);
 }
+
+/// Placement keeps a conversation's prefix warm: with both workers idle, a task whose system
+/// prompt another task used goes to the worker that ran that task, where the worker's prompt
+/// cache serves the shared prefix (`tokens_cached`). Load still comes first.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_sharing_a_system_prompt_go_where_it_is_cached() {
+    let _serial = SERIAL.lock().await;
+    let o = Orchd::start(&[]);
+    let Some((_w1, model)) = real_worker("affinity", &o, "real-1").await else {
+        return;
+    };
+    let Some((_w2, _)) = real_worker("affinity", &o, "real-2").await else {
+        return;
+    };
+    let system = "You are the harbour office assistant. Answer in one short sentence, and say \
+                  so plainly when you do not know.";
+    let ask = |q: &str| {
+        json!({"model": model, "max_tokens": 4, "temperature": 0,
+               "messages": [{"role": "system", "content": system}, {"role": "user", "content": q}]})
+    };
+    // real-1 is busy with a long task, so the first question goes to real-2
+    let long = submit_ok(
+        &o,
+        json!({"model": model, "prompt": PROMPT, "max_tokens": 2000}),
+    )
+    .await;
+    let mut s = EventStream::open(&o, &long, None).await;
+    while s.next().await.unwrap().kind != "token" {}
+    let first = submit_ok(&o, ask("When is high tide?")).await;
+    let evs = all_events(&o, &first).await;
+    assert_eq!(
+        single_terminal(&evs).data["worker_id"],
+        "real-2",
+        "{evs:#?}"
+    );
+    let r = client()
+        .post(o.url(&format!("/v2/tasks/{long}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    s.rest().await;
+    for id in ["real-1", "real-2"] {
+        let start = Instant::now();
+        while get_json(&o.url(&format!("/v2/workers/{id}"))).await.1["slots_busy"] != 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "{id} stays busy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // both idle: the id order would say real-1; the shared system prompt says real-2
+    let second = submit_ok(&o, ask("Where can I moor a dinghy?")).await;
+    let evs = all_events(&o, &second).await;
+    let end = single_terminal(&evs);
+    assert_eq!(end.data["worker_id"], "real-2", "{evs:#?}");
+    assert!(
+        end.data["tokens_cached"].as_u64().unwrap_or(0) > 10,
+        "the system prompt came from real-2's prompt cache: {}",
+        end.data
+    );
+}

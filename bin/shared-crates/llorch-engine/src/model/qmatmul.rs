@@ -199,7 +199,10 @@ impl<B: WeightBlock> QMatrix<B> {
     /// Read `n × k` weights of type `B::DTYPE` straight from a reader (a GGUF file positioned
     /// at the tensor's data), converting a slice at a time: no second copy of the tensor.
     pub fn from_reader(r: &mut impl std::io::Read, n: usize, k: usize) -> Result<Self> {
-        ensure!(k.is_multiple_of(QK), "row length {k} is not a multiple of {QK}");
+        ensure!(
+            k.is_multiple_of(QK),
+            "row length {k} is not a multiple of {QK}"
+        );
         let total = n * k / QK;
         let mut blocks = Vec::with_capacity(total);
         let mut buf = vec![0u8; 4096 * B::BYTES];
