@@ -101,7 +101,7 @@ mod tests {
     use crate::stop::StopMatcher;
     use candle_core::Device;
 
-    /// A finished sequence whose cache holds `tokens` (1 layer, 1 head of 4: 32 bytes each).
+    /// A finished sequence whose cache holds `tokens` (1 layer, 1 head of 4, F16: 16 bytes each).
     fn seq(tokens: Vec<u32>) -> Sequence {
         let mut cache = KvCache::new(1, 1, 4, tokens.len() + 4, &Device::Cpu).unwrap();
         cache.advance(tokens.len());
@@ -120,8 +120,8 @@ mod tests {
         let mut b = a.clone();
         b[18] = 99; // shares 18 tokens with `a`
         let c: Vec<u32> = (100..120).collect();
-        assert_eq!(seq(a.clone()).cache.bytes_per_position(), 32);
-        let mut pc = PromptCache::new(2 * 20 * 32); // room for two 20-token sequences
+        assert_eq!(seq(a.clone()).cache.bytes_per_position(), 16);
+        let mut pc = PromptCache::new(2 * 20 * 16); // room for two 20-token sequences
         pc.insert(seq(a.clone()));
         pc.insert(seq((0..10).collect())); // too short to be worth keeping
         assert_eq!(pc.len(), 1);
@@ -136,7 +136,7 @@ mod tests {
         pc.insert(seq(b.clone()));
         pc.insert(seq(c.clone()));
         assert_eq!(pc.len(), 2, "the oldest went");
-        assert_eq!(pc.bytes(), 2 * 20 * 32);
+        assert_eq!(pc.bytes(), 2 * 20 * 16);
         assert_eq!(
             pc.lookup(&query).map(|(_, n)| n),
             Some(18),

@@ -10,22 +10,40 @@
 //! alone.
 
 use anyhow::{bail, Result};
-use candle_core::{Device, Storage, Tensor};
+use candle_core::{DType, Device, Storage, Tensor, WithDType};
+use half::f16;
 use rayon::prelude::*;
 
 /// Below this many multiply-adds a call runs on one thread (rayon's overhead would dominate).
 const PARALLEL_WORK: usize = 1 << 16;
 
-/// Borrow a CPU F32 tensor's elements and its (start offset, strides).
-fn with_f32<T>(t: &Tensor, f: impl FnOnce(&[f32], usize, &[usize]) -> Result<T>) -> Result<T> {
+/// Borrow a CPU tensor's elements of type `E` and its (start offset, strides).
+fn with_slice<E: WithDType, T>(
+    t: &Tensor,
+    f: impl FnOnce(&[E], usize, &[usize]) -> Result<T>,
+) -> Result<T> {
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        Storage::Cpu(cpu) => f(
-            cpu.as_slice::<f32>()?,
-            layout.start_offset(),
-            layout.stride(),
-        ),
+        Storage::Cpu(cpu) => f(cpu.as_slice::<E>()?, layout.start_offset(), layout.stride()),
         _ => bail!("cpu attention called with a tensor on another device"),
+    }
+}
+
+/// A cache element type: rows are widened to f32 before use.
+trait KvElem: WithDType + Sync {
+    fn widen(src: &[Self], dst: &mut [f32]);
+}
+
+impl KvElem for f32 {
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl KvElem for f16 {
+    fn widen(src: &[f16], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
     }
 }
 
@@ -49,7 +67,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Softmax attention of `n` query rows at absolute positions `pos..pos+n`.
 ///
 /// - `q`: `(n_head, n, head_dim)`, contiguous.
-/// - `k`, `v`: `(n_kv_head, pos + n, head_dim)` views of the cache (rows contiguous).
+/// - `k`, `v`: `(n_kv_head, pos + n, head_dim)` views of the cache (rows contiguous), F16 or
+///   F32.
 /// - `window`: a sliding-window layer sees only the last `window` positions.
 ///
 /// Returns `(n, n_head * head_dim)`.
@@ -70,46 +89,80 @@ pub fn attend_cpu(
         k.dims()
     );
     let q = q.contiguous()?;
+    let out = match k.dtype() {
+        DType::F16 => attend_typed::<f16>(&q, k, v, pos, scale, window)?,
+        DType::F32 => attend_typed::<f32>(&q, k, v, pos, scale, window)?,
+        other => bail!("cpu attention: unsupported cache type {other:?}"),
+    };
+    Ok(Tensor::from_vec(out, (n, nh * hd), &Device::Cpu)?)
+}
+
+fn attend_typed<E: KvElem>(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pos: usize,
+    scale: f32,
+    window: Option<usize>,
+) -> Result<Vec<f32>> {
+    let (nh, n, hd) = q.dims3()?;
+    let (nkv, t, _) = k.dims3()?;
     let rep = nh / nkv;
     let mut out = vec![0f32; n * nh * hd];
-    with_f32(&q, |qs, q0, _| {
-        with_f32(k, |ks, k0, kst| {
-            with_f32(v, |vs, v0, vst| {
+    with_slice::<f32, _>(q, |qs, q0, _| {
+        with_slice::<E, _>(k, |ks, k0, kst| {
+            with_slice::<E, _>(v, |vs, v0, vst| {
                 anyhow::ensure!(kst[2] == 1 && vst[2] == 1, "cache rows must be contiguous");
-                // one task per (query row, head): out[i][h*hd..(h+1)*hd]
+                // One task per (query row, KV head): the `rep` query heads sharing that KV
+                // head are adjacent in the output row, and each cache row is widened once for
+                // all of them. Each head's arithmetic is the same whatever the grouping.
                 let task = |(idx, o): (usize, &mut [f32])| {
-                    let (i, h) = (idx / nh, idx % nh);
-                    let kv = h / rep;
+                    let (i, kv) = (idx / nkv, idx % nkv);
                     let qpos = pos + i;
                     let lo = window.map_or(0, |w| (qpos + 1).saturating_sub(w));
-                    let qrow = &qs[q0 + (h * n + i) * hd..][..hd];
+                    let span = qpos + 1 - lo;
+                    let qrow = |r: usize| &qs[q0 + ((kv * rep + r) * n + i) * hd..][..hd];
                     let krow = |j: usize| &ks[k0 + kv * kst[0] + j * kst[1]..][..hd];
                     let vrow = |j: usize| &vs[v0 + kv * vst[0] + j * vst[1]..][..hd];
-                    let scores: Vec<f32> =
-                        (lo..=qpos).map(|j| dot(qrow, krow(j)) * scale).collect();
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    o.fill(0.0);
-                    for (j, s) in (lo..=qpos).zip(&scores) {
-                        let p = (s - max).exp();
-                        sum += p;
-                        for (od, vd) in o.iter_mut().zip(vrow(j)) {
-                            *od = p.mul_add(*vd, *od);
+                    let mut row = vec![0f32; hd];
+                    let mut scores = vec![0f32; rep * span];
+                    for (c, j) in (lo..=qpos).enumerate() {
+                        E::widen(krow(j), &mut row);
+                        for r in 0..rep {
+                            scores[r * span + c] = dot(qrow(r), &row) * scale;
                         }
                     }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|x| *x *= inv);
+                    for r in 0..rep {
+                        let s = &mut scores[r * span..(r + 1) * span];
+                        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        s.iter_mut().for_each(|x| *x = (*x - max).exp());
+                    }
+                    o.fill(0.0);
+                    for (c, j) in (lo..=qpos).enumerate() {
+                        E::widen(vrow(j), &mut row);
+                        for (r, oh) in o.chunks_exact_mut(hd).enumerate() {
+                            let p = scores[r * span + c];
+                            for (od, vd) in oh.iter_mut().zip(&row) {
+                                *od = p.mul_add(*vd, *od);
+                            }
+                        }
+                    }
+                    for (r, oh) in o.chunks_exact_mut(hd).enumerate() {
+                        let sum: f32 = scores[r * span..(r + 1) * span].iter().sum();
+                        let inv = 1.0 / sum;
+                        oh.iter_mut().for_each(|x| *x *= inv);
+                    }
                 };
                 if n * nh * t * hd >= PARALLEL_WORK {
-                    out.par_chunks_mut(hd).enumerate().for_each(task);
+                    out.par_chunks_mut(rep * hd).enumerate().for_each(task);
                 } else {
-                    out.chunks_mut(hd).enumerate().for_each(task);
+                    out.chunks_mut(rep * hd).enumerate().for_each(task);
                 }
                 Ok(())
             })
         })
     })?;
-    Ok(Tensor::from_vec(out, (n, nh * hd), &Device::Cpu)?)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
 //! Per-sequence key/value cache: preallocated for the sequence's known length, written in place.
+//! F16 on the CPU (half the memory of F32, as llama.cpp keeps it; the attention kernel widens
+//! each row on use), F32 on GPUs (candle's attention there wants one dtype).
 
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor};
@@ -10,6 +12,7 @@ pub struct KvCache {
     v: Vec<Tensor>,
     len: usize,
     capacity: usize,
+    dtype: DType,
 }
 
 impl KvCache {
@@ -21,7 +24,12 @@ impl KvCache {
         capacity: usize,
         device: &Device,
     ) -> Result<Self> {
-        let mk = || Tensor::zeros((n_kv_head, capacity, head_dim), DType::F32, device);
+        let dtype = if device.is_cpu() {
+            DType::F16
+        } else {
+            DType::F32
+        };
+        let mk = || Tensor::zeros((n_kv_head, capacity, head_dim), dtype, device);
         let mut k = Vec::with_capacity(n_layer);
         let mut v = Vec::with_capacity(n_layer);
         for _ in 0..n_layer {
@@ -33,6 +41,7 @@ impl KvCache {
             v,
             len: 0,
             capacity,
+            dtype,
         })
     }
 
@@ -75,8 +84,8 @@ impl KvCache {
             "KV cache overflow: {pos} + {n} > {}",
             self.capacity
         );
-        self.k[layer].slice_set(k, 1, pos)?;
-        self.v[layer].slice_set(v, 1, pos)?;
+        self.k[layer].slice_set(&k.to_dtype(self.dtype)?, 1, pos)?;
+        self.v[layer].slice_set(&v.to_dtype(self.dtype)?, 1, pos)?;
         Ok((
             self.k[layer].narrow(1, 0, pos + n)?,
             self.v[layer].narrow(1, 0, pos + n)?,
