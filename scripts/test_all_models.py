@@ -64,7 +64,7 @@ FORBIDDEN = ["\ufffd", "<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>"]
 BUDGETS = {
     "smollm2-135m": {"load_ms": 2000, "peak_rss_mb": 400, "peak_rss_with_prompt_logprobs_mb": 400,
                      "prefill_tps": 60, "decode_tps": 20, "eos_min": 1},
-    # after the parity requests the worker's prompt cache holds their sequences (Gemma: 36 KB
+    # after the parity requests the worker's prompt cache holds their sequences (Gemma: 18 KB
     # per token, ~60 MB for the fixture's prompts), hence 700 there
     "gemma3-270m": {"load_ms": 2000, "peak_rss_mb": 600, "peak_rss_with_prompt_logprobs_mb": 700,
                     "prefill_tps": 60, "decode_tps": 12, "eos_min": 3, "capital_answer": True},

@@ -378,7 +378,7 @@ impl<'a> Running<'a> {
             }
             StopCheck::EndOfTurn { release } => (release, Some((StopReason::Eos, None))),
             StopCheck::Continue(text) if self.tokens_out >= self.max_tokens => (
-                text + &self.decoder.finish() + &self.seq.stop.finish(),
+                text + &self.decoder.cut() + &self.seq.stop.finish(),
                 Some((StopReason::MaxTokens, None)),
             ),
             StopCheck::Continue(text) => (text, None),

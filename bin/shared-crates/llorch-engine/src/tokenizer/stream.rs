@@ -70,6 +70,14 @@ impl<'a> StreamDecoder<'a> {
         out
     }
 
+    /// Generation was cut off (`max_tokens`): drop an incomplete character rather than send a
+    /// U+FFFD for bytes whose continuation was never generated. Returns what is left to send
+    /// (always empty: everything else was sent by `push`).
+    pub fn cut(&mut self) -> String {
+        self.pending.clear();
+        String::new()
+    }
+
     /// Whether bytes of an incomplete character are held back.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()

@@ -149,6 +149,15 @@ fn stream_decoder_matches_decode_on_invalid_bytes() {
         out.push_str(&dec.finish());
         assert_eq!(out, tok.decode(&ids, false), "{ids:?}");
     }
+    // cut off by max_tokens inside a character: its bytes are dropped, not sent as U+FFFD
+    let mut dec = StreamDecoder::new(&tok, false);
+    let mut out = dec.push(SPM_HELLO);
+    out.push_str(&dec.push(b(0xE6)));
+    out.push_str(&dec.push(b(0x9D)));
+    assert!(dec.has_pending());
+    out.push_str(&dec.cut());
+    assert_eq!(out, tok.decode(&[SPM_HELLO], false));
+    assert!(!dec.has_pending());
 }
 
 /// Byte-level BPE: bytes a, b, space (Ġ), "1", "2", merges a+b, Ġ+ab, 1+2 and a bad merge.
