@@ -197,8 +197,18 @@ fn schemas() -> Value {
     })
 }
 
-/// The whole document.
+/// The whole document: `/v2` and the OpenAI-compatible `/v1`.
 pub fn document() -> Value {
+    let mut paths = paths();
+    let mut schemas = schemas();
+    for (dst, src) in [
+        (&mut paths, crate::openai::openapi::paths()),
+        (&mut schemas, crate::openai::openapi::schemas()),
+    ] {
+        if let (Some(d), Value::Object(s)) = (dst.as_object_mut(), src) {
+            d.extend(s);
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": { "title": "llama-orch orchestratord", "version": API_VERSION,
@@ -206,10 +216,10 @@ pub fn document() -> Value {
                 Every response carries X-Correlation-Id. With an API token configured, every route except \
                 /health, /ready and /v2/openapi.json needs `Authorization: Bearer <token>`." },
         "components": {
-            "schemas": schemas(),
+            "schemas": schemas,
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
         "security": [{ "bearer": [] }],
-        "paths": paths()
+        "paths": paths
     })
 }
 
@@ -231,5 +241,9 @@ mod tests {
         }
         assert_eq!(doc["info"]["version"], API_VERSION);
         assert!(doc["paths"]["/v2/tasks"]["post"]["responses"]["429"].is_object());
+        assert!(doc["paths"]["/v1/chat/completions"]["post"]["responses"]["429"].is_object());
+        assert!(
+            doc["components"]["schemas"]["ChatCompletionRequest"]["properties"]["user"].is_object()
+        );
     }
 }

@@ -9,6 +9,7 @@ mod completions;
 mod error;
 mod follow;
 mod models;
+pub mod openapi;
 mod request;
 
 use std::sync::Arc;
