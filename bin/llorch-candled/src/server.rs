@@ -174,6 +174,11 @@ async fn serve(
         };
         tokio::spawn(r.run(http.clone(), load))
     });
+    // Events are small writes: without TCP_NODELAY a token written right after `started` waits
+    // for the peer's delayed ACK (up to 40 ms on Linux) on a kept-alive connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
@@ -403,6 +408,7 @@ fn health_of(st: &AppState) -> WorkerHealth {
         active_jobs: active,
         queued_jobs: queued,
         slots_total: st.engine.slots_total(),
+        parallel: st.engine.parallel(),
         uptime_s: st.started.elapsed().as_secs_f64(),
         load_time_ms: st.load_time_ms,
         version: env!("CARGO_PKG_VERSION").into(),

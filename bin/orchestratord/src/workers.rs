@@ -178,7 +178,12 @@ pub async fn probe_static(orch: Arc<Orchestrator>) {
                     model: h.model.clone(),
                     aliases: Vec::new(),
                     backend: h.backend.clone(),
-                    slots_total: h.slots_total.max(1),
+                    // generation slots; the worker's own queue is not capacity to fill
+                    slots_total: if h.parallel > 0 {
+                        h.parallel
+                    } else {
+                        h.slots_total.max(1)
+                    },
                     context_length: h.context_length,
                 };
                 let now = unix_ms();

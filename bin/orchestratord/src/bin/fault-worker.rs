@@ -80,6 +80,7 @@ fn health(a: &Args) -> WorkerHealth {
         active_jobs: 0,
         queued_jobs: 0,
         slots_total: a.slots,
+        parallel: a.slots,
         uptime_s: 0.0,
         load_time_ms: 0.0,
         version: env!("CARGO_PKG_VERSION").into(),

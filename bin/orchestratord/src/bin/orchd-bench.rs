@@ -1,7 +1,9 @@
 //! `orchd-bench`: what orchestratord costs. Starts a real worker and an orchestratord, then
 //! 1. relay overhead: the same greedy request, alternately direct to the worker and through
 //!    orchestratord (submit + SSE), comparing TTFT p50 and decode tok/s in the same run;
-//! 2. admission throughput: concurrent submits until the queue answers 429.
+//! 2. concurrent load: N clients at once (each its own prompt) through orchestratord, aggregate
+//!    generated tokens/s and TTFT p50 (the worker batches them, `--parallel`);
+//! 3. admission throughput: concurrent submits until the queue answers 429.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -150,8 +152,18 @@ async fn via_orchd(
     model: &str,
     max_tokens: u32,
 ) -> anyhow::Result<Sample> {
+    via_orchd_prompt(http, orchd, model, max_tokens, PROMPT).await
+}
+
+async fn via_orchd_prompt(
+    http: &reqwest::Client,
+    orchd: &str,
+    model: &str,
+    max_tokens: u32,
+    prompt: &str,
+) -> anyhow::Result<Sample> {
     let body =
-        json!({"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0});
+        json!({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0});
     let t0 = Instant::now();
     let acc: Value = http
         .post(format!("{orchd}/v2/tasks"))
@@ -325,6 +337,41 @@ async fn main() -> anyhow::Result<()> {
         otp / dtp
     );
 
+    println!(
+        "concurrent load ({} tokens each, distinct prompts, greedy)",
+        a.max_tokens
+    );
+    let mut load = Vec::new();
+    for clients in [1usize, 2, 4] {
+        let t0 = Instant::now();
+        let runs = (0..clients).map(|c| {
+            let (http, orchd, model_id) = (http.clone(), orchd.clone(), model_id.clone());
+            async move {
+                let mut out = Vec::new();
+                for r in 0..3 {
+                    let prompt = format!(
+                        "<|im_start|>user\nStory {c}-{r}{}: write about a robot.<|im_end|>\n<|im_start|>assistant\n",
+                        clients
+                    );
+                    out.push(via_orchd_prompt(&http, &orchd, &model_id, a.max_tokens, &prompt).await?);
+                }
+                anyhow::Ok(out)
+            }
+        });
+        let samples: Vec<Sample> = futures::future::try_join_all(runs)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let secs = t0.elapsed().as_secs_f64();
+        let tokens: usize = samples.iter().map(|s| s.ids.len()).sum();
+        let mut ttfts: Vec<f64> = samples.iter().map(|s| s.ttft_ms).collect();
+        let agg = tokens as f64 / secs;
+        let ttft_p50 = percentile(&mut ttfts, 0.5);
+        println!("  {clients} clients: {agg:7.1} tok/s aggregate, TTFT p50 {ttft_p50:7.1} ms");
+        load.push(json!({"clients": clients, "tok_s": agg, "ttft_p50_ms": ttft_p50}));
+    }
+
     let (n, secs, mut lat) = admission(
         &orchd,
         &model_id,
@@ -358,7 +405,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let summary = json!({"ttft_p50_direct_ms": dt, "ttft_p50_orchd_ms": ot, "ttft_overhead_ms": ot - dt, "ttft_minus_prefill_overhead_ms": or - dr,
         "tok_s_p50_direct": dtp, "tok_s_p50_orchd": otp, "tok_s_ratio": otp / dtp, "same_tokens": same,
-        "admission_accepted": n, "admission_per_s": n as f64 / secs, "admission_p50_ms": p50, "admission_p99_ms": p99});
+        "concurrent_load": load, "admission_accepted": n, "admission_per_s": n as f64 / secs, "admission_p50_ms": p50, "admission_p99_ms": p99});
     println!("{summary}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

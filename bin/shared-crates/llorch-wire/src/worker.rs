@@ -46,6 +46,9 @@ pub struct WorkerHealth {
     /// Jobs the worker accepts at once (`--parallel` generating + `--max-queue` waiting);
     /// beyond that it answers 503.
     pub slots_total: u32,
+    /// Jobs the worker generates at once (`--parallel`); 0 from workers that predate it.
+    #[serde(default)]
+    pub parallel: u32,
     pub uptime_s: f64,
     /// Wall time from process start to ready.
     pub load_time_ms: f64,
