@@ -438,6 +438,28 @@ impl<'a> Running<'a> {
     }
 }
 
+/// Free-running greedy generation of at most `n` tokens after `prompt`; a stop id, if reached,
+/// is included. For parity checks against reference engines.
+pub fn greedy(lm: &LoadedModel, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
+    let mut cache = lm.model.new_cache(prompt.len() + n)?;
+    let never = AtomicBool::new(false);
+    let (mut logits, _) = prefill(lm, prompt, &mut cache, None, &never)?.expect("not cancelled");
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = crate::sampler::argmax(&logits);
+        out.push(id);
+        if lm.tokenizer.stop_ids().contains(&id) {
+            break;
+        }
+        logits = lm
+            .model
+            .forward(&[id], &mut cache, Logits::Last)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
+    }
+    Ok(out)
+}
+
 /// Teacher forcing: feed `prompt`, then `forced` one token at a time; return the log-prob entry
 /// (with `top_n` alternatives) of each forced token. Used for parity checks and scoring.
 pub fn teacher_force(

@@ -6,14 +6,13 @@
 //! Skips locally (fails under CI=true) without the model: `scripts/fetch-test-model.sh gemma3`.
 //! `LLORCH_TEST_DEVICE=cuda:0` (or `metal:0`) runs it on a GPU build (`--features cuda`).
 
-use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use candle_core::Device;
 use llorch_engine::chat::ChatTemplate;
 use llorch_engine::chat_choice::UNTRAINED_LOGPROB;
-use llorch_engine::generate::{prefill, teacher_force};
+use llorch_engine::generate::teacher_force;
 use llorch_engine::model::Logits;
 use llorch_engine::sampler::argmax;
 use llorch_engine::{load, LoadOptions, LoadedModel};
@@ -90,21 +89,7 @@ fn last_logits(
 
 /// Free-running greedy generation of at most `n` tokens; a stop id, if reached, is included.
 fn greedy(lm: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut cache = lm.model.new_cache(prompt.len() + n).unwrap();
-    let never = AtomicBool::new(false);
-    let (mut logits, _) = prefill(lm, prompt, &mut cache, None, &never)
-        .unwrap()
-        .unwrap();
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let id = argmax(&logits);
-        out.push(id);
-        if lm.tokenizer.stop_ids().contains(&id) {
-            break;
-        }
-        logits = last_logits(lm, &mut cache, &[id]);
-    }
-    out
+    llorch_engine::generate::greedy(lm, prompt, n).unwrap()
 }
 
 #[test]

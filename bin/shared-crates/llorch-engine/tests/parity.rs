@@ -3,38 +3,14 @@
 //! within tolerance. Run for the GGUF path and for the same weights exported to safetensors.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
-use llorch_engine::generate::{prefill, teacher_force};
-use llorch_engine::model::Logits;
-use llorch_engine::sampler::argmax;
+use llorch_engine::generate::teacher_force;
 use llorch_engine::{load, LoadOptions, LoadedModel};
 use serde_json::Value;
 
 /// Free-running greedy generation of `n` tokens (stops at a stop id).
 fn greedy(lm: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut cache = lm.model.new_cache(prompt.len() + n).unwrap();
-    let never = AtomicBool::new(false);
-    let (mut logits, _) = prefill(lm, prompt, &mut cache, None, &never)
-        .unwrap()
-        .unwrap();
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let id = argmax(&logits);
-        out.push(id);
-        if lm.tokenizer.stop_ids().contains(&id) {
-            break;
-        }
-        logits = lm
-            .model
-            .forward(&[id], &mut cache, Logits::Last)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-    }
-    out
+    llorch_engine::generate::greedy(lm, prompt, n).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
