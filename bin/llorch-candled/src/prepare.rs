@@ -12,7 +12,7 @@ use llorch_wire::{ErrorCode, ErrorEnvelope, ExecuteRequest, FieldError};
 pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelope> {
     req.validate().map_err(ErrorEnvelope::invalid)?;
     let ids = prompt_ids(lm, &req)?;
-    let chat = req.messages.is_some();
+    let chat = req.gen.messages.is_some();
     let max_tokens = req.max_tokens_or_default();
     let ctx = lm.info.context_length;
     if ids.len() + max_tokens as usize > ctx {
@@ -35,15 +35,15 @@ pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelo
             .unwrap_or_else(|| format!("job-{}", uuid::Uuid::new_v4())),
         prompt_ids: ids,
         max_tokens,
-        sampling: req.sampling,
+        sampling: req.gen.sampling,
         turn_stops: if chat {
             lm.chat.turn_stops().to_vec()
         } else {
             Vec::new()
         },
         trim_reply_start: chat && !lm.chat.turn_stops().is_empty(),
-        stop: req.stop,
-        logprobs: req.logprobs,
+        stop: req.gen.stop,
+        logprobs: req.gen.logprobs,
         prompt_logprobs: req.prompt_logprobs,
         cancel: Arc::new(AtomicBool::new(false)),
         enqueued_at: Instant::now(),
@@ -55,7 +55,7 @@ pub fn prompt_ids(lm: &LoadedModel, req: &ExecuteRequest) -> Result<Vec<u32>, Er
     let invalid = |field: &str, msg: String| {
         ErrorEnvelope::invalid(vec![FieldError::new(field, "valid", msg)])
     };
-    if let Some(ids) = &req.prompt_ids {
+    if let Some(ids) = &req.gen.prompt_ids {
         let vocab = lm.info.vocab_size as u32;
         if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
             return Err(invalid(
@@ -65,7 +65,7 @@ pub fn prompt_ids(lm: &LoadedModel, req: &ExecuteRequest) -> Result<Vec<u32>, Er
         }
         return Ok(ids.clone());
     }
-    let text = match (&req.prompt, &req.messages) {
+    let text = match (&req.gen.prompt, &req.gen.messages) {
         (Some(p), _) => p.clone(),
         (None, Some(m)) => lm
             .chat

@@ -31,12 +31,15 @@ fn health(w: &WorkerProcess) -> llorch_wire::WorkerHealth {
 /// Greedy chat: the streamed text and the end event's stop reason and matched stop string.
 fn chat(w: &WorkerProcess, question: &str) -> (String, StopReason, Option<String>) {
     let req = ExecuteRequest {
-        messages: Some(vec![ChatMessage {
-            role: "user".into(),
-            content: question.into(),
-        }]),
-        max_tokens: Some(48),
-        sampling: SamplingParams::greedy(),
+        gen: llorch_wire::Generation {
+            messages: Some(vec![ChatMessage {
+                role: "user".into(),
+                content: question.into(),
+            }]),
+            max_tokens: Some(48),
+            sampling: SamplingParams::greedy(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let client = WorkerClient::new(&w.url());

@@ -40,9 +40,12 @@ async fn collect(client: &WorkerClient, req: &ExecuteRequest) -> Vec<(WorkerEven
 
 fn greedy_req(prompt: &str, max_tokens: u32) -> ExecuteRequest {
     ExecuteRequest {
-        prompt: Some(prompt.into()),
-        max_tokens: Some(max_tokens),
-        sampling: SamplingParams::greedy(),
+        gen: llorch_wire::Generation {
+            prompt: Some(prompt.into()),
+            max_tokens: Some(max_tokens),
+            sampling: SamplingParams::greedy(),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -146,9 +149,12 @@ fn chat_messages_render_with_the_models_template() {
         .collect();
     assert_eq!(tok.ids, want);
     let req = ExecuteRequest {
-        messages: Some(messages),
-        max_tokens: Some(8),
-        sampling: SamplingParams::greedy(),
+        gen: llorch_wire::Generation {
+            messages: Some(messages),
+            max_tokens: Some(8),
+            sampling: SamplingParams::greedy(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let events = rt().block_on(collect(&client, &req));
@@ -461,7 +467,7 @@ fn stop_strings_are_never_streamed_and_seeds_reproduce() {
     let full = text_of(&rt.block_on(collect(&client, &greedy_req("The quick brown fox", 12))));
     let stop = full.split_whitespace().nth(2).unwrap().to_string();
     let mut req = greedy_req("The quick brown fox", 12);
-    req.stop = vec![stop.clone()];
+    req.gen.stop = vec![stop.clone()];
     let events = rt.block_on(collect(&client, &req));
     let text = text_of(&events);
     assert!(
@@ -482,7 +488,7 @@ fn stop_strings_are_never_streamed_and_seeds_reproduce() {
     // sampling with a seed is reproducible and the seed is echoed
     let sampled = |seed| {
         let mut r = greedy_req("Once upon a time", 16);
-        r.sampling = SamplingParams {
+        r.gen.sampling = SamplingParams {
             temperature: 0.9,
             top_p: 0.95,
             top_k: 40,
@@ -507,7 +513,7 @@ fn logprobs_and_prompt_logprobs_over_http() {
     };
     let client = WorkerClient::new(&w.url());
     let mut req = greedy_req("The quick brown fox", 3);
-    req.logprobs = Some(3);
+    req.gen.logprobs = Some(3);
     req.prompt_logprobs = Some(2);
     let events = rt().block_on(collect(&client, &req));
     let WorkerEvent::Started {

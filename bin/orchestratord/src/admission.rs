@@ -56,13 +56,13 @@ pub fn parse(body: &[u8]) -> Result<TaskRequest, ApiError> {
 
 /// Upper bound on the prompt's tokens without tokenizing (each token covers at least a byte).
 fn prompt_tokens_upper_bound(req: &TaskRequest) -> usize {
-    if let Some(ids) = &req.prompt_ids {
+    if let Some(ids) = &req.gen.prompt_ids {
         return ids.len();
     }
-    if let Some(p) = &req.prompt {
+    if let Some(p) = &req.gen.prompt {
         return p.len() + 2;
     }
-    let msgs = req.messages.as_deref().unwrap_or_default();
+    let msgs = req.gen.messages.as_deref().unwrap_or_default();
     msgs.iter()
         .map(|m| m.role.len() + m.content.len() + TOKENS_PER_MESSAGE)
         .sum::<usize>()
@@ -87,7 +87,7 @@ async fn check_context(
     ctx: u32,
     urls: Vec<String>,
 ) -> Result<(), ApiError> {
-    let max_new = req.max_tokens.unwrap_or(1);
+    let max_new = req.gen.max_tokens.unwrap_or(1);
     if max_new >= ctx {
         return Err(too_long(&req.model, 1, max_new, ctx));
     }
@@ -95,12 +95,12 @@ async fn check_context(
     if upper + max_new as usize <= ctx as usize {
         return Ok(());
     }
-    if req.prompt_ids.is_some() {
+    if req.gen.prompt_ids.is_some() {
         return Err(too_long(&req.model, upper, max_new, ctx));
     }
     let treq = TokenizeRequest {
-        text: req.prompt.clone(),
-        messages: req.messages.clone(),
+        text: req.gen.prompt.clone(),
+        messages: req.gen.messages.clone(),
         add_special_tokens: true,
         with_pieces: false,
     };
@@ -316,12 +316,18 @@ mod tests {
     #[test]
     fn token_upper_bounds() {
         let req = TaskRequest {
-            prompt: Some("abcd".into()),
+            gen: llorch_wire::Generation {
+                prompt: Some("abcd".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(prompt_tokens_upper_bound(&req), 6);
         let req = TaskRequest {
-            prompt_ids: Some(vec![1, 2, 3]),
+            gen: llorch_wire::Generation {
+                prompt_ids: Some(vec![1, 2, 3]),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(prompt_tokens_upper_bound(&req), 3);

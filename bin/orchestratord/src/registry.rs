@@ -73,12 +73,12 @@ pub fn affinity_key(req: &llorch_wire::tasks::TaskRequest) -> u64 {
     req.model.hash(&mut h);
     if let Some(s) = &req.session_id {
         ("session", s).hash(&mut h);
-    } else if let Some(m) = req.messages.as_ref().and_then(|m| m.first()) {
+    } else if let Some(m) = req.gen.messages.as_ref().and_then(|m| m.first()) {
         let text = &m.content[..floor_char_boundary(&m.content, 2048)];
         ("messages", &m.role, text).hash(&mut h);
-    } else if let Some(p) = &req.prompt {
+    } else if let Some(p) = &req.gen.prompt {
         ("prompt", &p[..floor_char_boundary(p, 2048)]).hash(&mut h);
-    } else if let Some(ids) = &req.prompt_ids {
+    } else if let Some(ids) = &req.gen.prompt_ids {
         ("ids", &ids[..ids.len().min(512)]).hash(&mut h);
     }
     h.finish()
@@ -377,7 +377,10 @@ mod tests {
         };
         let chat = |sys: &str, q: &str| TaskRequest {
             model: "m".into(),
-            messages: Some(vec![msg(sys), msg(q)]),
+            gen: llorch_wire::Generation {
+                messages: Some(vec![msg(sys), msg(q)]),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let k = affinity_key(&chat("Be brief.", "Hi"));

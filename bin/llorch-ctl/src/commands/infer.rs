@@ -28,9 +28,12 @@ pub fn build_request(a: &InferArgs) -> Result<ExecuteRequest, CliError> {
 /// The generation fields of the flags (no job id); `Usage` errors name every bad field.
 pub fn generation(a: &GenArgs) -> Result<ExecuteRequest, CliError> {
     let mut req = ExecuteRequest {
-        prompt: a.prompt.clone(),
-        max_tokens: a.max_tokens,
-        stop: a.stop.clone(),
+        gen: llorch_wire::Generation {
+            prompt: a.prompt.clone(),
+            max_tokens: a.max_tokens,
+            stop: a.stop.clone(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     if !a.messages.is_empty() {
@@ -46,9 +49,9 @@ pub fn generation(a: &GenArgs) -> Result<ExecuteRequest, CliError> {
                 content: content.to_string(),
             });
         }
-        req.messages = Some(msgs);
+        req.gen.messages = Some(msgs);
     }
-    let s = &mut req.sampling;
+    let s = &mut req.gen.sampling;
     if let Some(v) = a.temperature {
         s.temperature = v;
     }
@@ -357,14 +360,14 @@ mod tests {
             "\n",
         ]);
         let r = build_request(&a).unwrap();
-        let m = r.messages.unwrap();
+        let m = r.gen.messages.unwrap();
         assert_eq!(
             (m[0].role.as_str(), m[0].content.as_str()),
             ("system", "Be: brief")
         );
-        assert_eq!(r.sampling.temperature, 0.0);
-        assert_eq!(r.sampling.seed, Some(3));
-        assert_eq!(r.stop, ["\n"]);
+        assert_eq!(r.gen.sampling.temperature, 0.0);
+        assert_eq!(r.gen.sampling.seed, Some(3));
+        assert_eq!(r.gen.stop, ["\n"]);
         assert!(r.job_id.unwrap().starts_with("llorch-"));
     }
 

@@ -12,13 +12,7 @@ use crate::orchestrator::OrchClient;
 pub fn task_request(model: String, gen: ExecuteRequest) -> TaskRequest {
     TaskRequest {
         model,
-        prompt: gen.prompt,
-        messages: gen.messages,
-        prompt_ids: gen.prompt_ids,
-        max_tokens: gen.max_tokens,
-        sampling: gen.sampling,
-        stop: gen.stop,
-        logprobs: gen.logprobs,
+        gen: gen.gen,
         ..Default::default()
     }
 }

@@ -7,7 +7,7 @@ use llorch_wire::openai::{
     PromptInput,
 };
 use llorch_wire::tasks::{is_valid_id, TaskRequest};
-use llorch_wire::{ChatMessage, FieldError, SamplingParams};
+use llorch_wire::{ChatMessage, FieldError, Generation, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -32,21 +32,17 @@ pub fn chat(body: &[u8]) -> Result<Prepared, ApiError> {
         .enumerate()
         .filter_map(|(i, m)| message(i, m).map_err(|e| errors.push(e)).ok())
         .collect();
-    let task = TaskRequest {
-        messages: Some(messages),
-        max_tokens: r.max_completion_tokens.or(r.gen.max_tokens),
-        ..base(r.model, &r.gen, "chatcmpl")
-    };
+    let mut task = base(r.model, &r.gen, "chatcmpl");
+    task.gen.messages = Some(messages);
+    task.gen.max_tokens = r.max_completion_tokens.or(r.gen.max_tokens);
     finish(task, &r.gen, Kind::Chat, errors)
 }
 
 /// Parse `POST /v1/completions`.
 pub fn completion(body: &[u8]) -> Result<Prepared, ApiError> {
     let r: CompletionRequest = typed(body, CompletionRequest::FIELDS)?;
-    let mut task = TaskRequest {
-        max_tokens: r.gen.max_tokens,
-        ..base(r.model, &r.gen, "cmpl")
-    };
+    let mut task = base(r.model, &r.gen, "cmpl");
+    task.gen.max_tokens = r.gen.max_tokens;
     let mut errors = Vec::new();
     let one = |n: usize| {
         (n == 1).then_some(()).ok_or_else(|| {
@@ -58,14 +54,14 @@ pub fn completion(body: &[u8]) -> Result<Prepared, ApiError> {
         })
     };
     match r.prompt {
-        PromptInput::Text(p) => task.prompt = Some(p),
-        PromptInput::Ids(ids) => task.prompt_ids = Some(ids),
+        PromptInput::Text(p) => task.gen.prompt = Some(p),
+        PromptInput::Ids(ids) => task.gen.prompt_ids = Some(ids),
         PromptInput::Texts(mut v) => match one(v.len()) {
-            Ok(()) => task.prompt = v.pop(),
+            Ok(()) => task.gen.prompt = v.pop(),
             Err(e) => errors.push(e),
         },
         PromptInput::IdLists(mut v) => match one(v.len()) {
-            Ok(()) => task.prompt_ids = v.pop(),
+            Ok(()) => task.gen.prompt_ids = v.pop(),
             Err(e) => errors.push(e),
         },
     }
@@ -78,15 +74,18 @@ fn base(model: String, g: &GenerationFields, prefix: &str) -> TaskRequest {
         model,
         task_id: Some(format!("{prefix}-{}", uuid::Uuid::new_v4())),
         session_id: g.user.clone().filter(|u| is_valid_id(u)),
-        sampling: SamplingParams {
-            temperature: g.temperature.unwrap_or(1.0),
-            top_p: g.top_p.unwrap_or(1.0),
-            top_k: g.top_k.unwrap_or(0),
-            min_p: g.min_p.unwrap_or(0.0),
-            repetition_penalty: g.repetition_penalty.unwrap_or(1.0),
-            seed: g.seed,
+        gen: Generation {
+            sampling: SamplingParams {
+                temperature: g.temperature.unwrap_or(1.0),
+                top_p: g.top_p.unwrap_or(1.0),
+                top_k: g.top_k.unwrap_or(0),
+                min_p: g.min_p.unwrap_or(0.0),
+                repetition_penalty: g.repetition_penalty.unwrap_or(1.0),
+                seed: g.seed,
+            },
+            stop: g.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
+            ..Default::default()
         },
-        stop: g.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -264,15 +263,15 @@ mod tests {
             "response_format":{"type":"text"},"stream":true,"stream_options":{"include_usage":true}}"#,
         )
         .unwrap();
-        let m = p.task.messages.as_ref().unwrap();
+        let m = p.task.gen.messages.as_ref().unwrap();
         assert_eq!(
             (m[0].role.as_str(), m[1].content.as_str()),
             ("system", "ab")
         );
-        assert_eq!(p.task.max_tokens, Some(7));
-        assert_eq!(p.task.sampling.temperature, 0.0);
-        assert_eq!(p.task.sampling.top_k, 4);
-        assert_eq!(p.task.stop, ["x"]);
+        assert_eq!(p.task.gen.max_tokens, Some(7));
+        assert_eq!(p.task.gen.sampling.temperature, 0.0);
+        assert_eq!(p.task.gen.sampling.top_k, 4);
+        assert_eq!(p.task.gen.stop, ["x"]);
         assert_eq!(p.task.session_id.as_deref(), Some("alice"));
         assert!(p.meta.id.starts_with("chatcmpl-"));
         assert_eq!(p.task.task_id.as_deref(), Some(p.meta.id.as_str()));
@@ -282,10 +281,10 @@ mod tests {
     #[test]
     fn completion_prompts() {
         let p = completion(br#"{"model":"m","prompt":["hi"]}"#).unwrap();
-        assert_eq!(p.task.prompt.as_deref(), Some("hi"));
+        assert_eq!(p.task.gen.prompt.as_deref(), Some("hi"));
         assert!(p.meta.id.starts_with("cmpl-") && !p.meta.include_usage);
         let p = completion(br#"{"model":"m","prompt":[[1,2]]}"#).unwrap();
-        assert_eq!(p.task.prompt_ids, Some(vec![1, 2]));
+        assert_eq!(p.task.gen.prompt_ids, Some(vec![1, 2]));
         let e = completion(br#"{"model":"m","prompt":["a","b"]}"#).unwrap_err();
         assert_eq!(params(&e), [("prompt", "unsupported_value")]);
     }

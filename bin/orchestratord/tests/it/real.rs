@@ -55,9 +55,12 @@ async fn real_worker(test: &str, o: &Orchd, id: &str) -> Option<(WorkerProcess, 
 
 async fn direct_greedy_ids(url: &str, max_tokens: u32) -> Vec<u64> {
     let req = ExecuteRequest {
-        prompt: Some(PROMPT.into()),
-        max_tokens: Some(max_tokens),
-        sampling: SamplingParams::greedy(),
+        gen: llorch_wire::Generation {
+            prompt: Some(PROMPT.into()),
+            max_tokens: Some(max_tokens),
+            sampling: SamplingParams::greedy(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let stream = WorkerClient::new(url).execute(&req).await.unwrap();

@@ -126,12 +126,11 @@ impl SamplingParams {
     }
 }
 
-/// Body of `POST /execute`. Exactly one of `prompt`, `messages`, `prompt_ids` must be given.
+/// What to generate: the prompt (exactly one of `prompt`, `messages`, `prompt_ids`), how long,
+/// how to sample, where to stop, which log-probabilities to return. The worker's `/execute` and
+/// the orchestrator's `/v2/tasks` both carry it (flattened: its fields sit at the top level).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ExecuteRequest {
-    /// Caller's id for the job (used by `/cancel`); generated when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
+pub struct Generation {
     /// Raw prompt text; special tokens written in it (e.g. `<|im_start|>`) are parsed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
@@ -152,6 +151,16 @@ pub struct ExecuteRequest {
     /// Return the top-N log-probabilities with each generated token (0..=20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u32>,
+}
+
+/// Body of `POST /execute`: a [`Generation`] plus the job id and prompt log-probabilities.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    /// Caller's id for the job (used by `/cancel`); generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(flatten)]
+    pub gen: Generation,
     /// Return the top-N log-probabilities for every prompt token given its prefix (0..=20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_logprobs: Option<u32>,
@@ -160,24 +169,14 @@ pub struct ExecuteRequest {
 /// Default `max_tokens` when the request leaves it out.
 pub const DEFAULT_MAX_TOKENS: u32 = 256;
 
-impl ExecuteRequest {
+impl Generation {
     /// `max_tokens` with its default applied.
     pub fn max_tokens_or_default(&self) -> u32 {
         self.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)
     }
 
-    /// Check every field against [`LIMITS`]; returns all problems at once.
-    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Vec::new();
-        if let Some(id) = &self.job_id {
-            if id.is_empty() || id.len() > LIMITS.max_job_id_len {
-                errors.push(FieldError::new(
-                    "job_id",
-                    format!("length(1..={})", LIMITS.max_job_id_len),
-                    format!("job_id must be 1 to {} bytes long", LIMITS.max_job_id_len),
-                ));
-            }
-        }
+    /// Append an error for every field outside [`LIMITS`].
+    pub fn validate_into(&self, errors: &mut Vec<FieldError>) {
         let given = [
             self.prompt.is_some(),
             self.messages.is_some(),
@@ -262,7 +261,7 @@ impl ExecuteRequest {
                 );
             }
         }
-        self.sampling.validate_into(&mut errors);
+        self.sampling.validate_into(errors);
         if self.stop.len() > LIMITS.max_stop {
             errors.push(FieldError::new(
                 "stop",
@@ -286,30 +285,53 @@ impl ExecuteRequest {
                 ));
             }
         }
-        for (name, v) in [
-            ("logprobs", self.logprobs),
-            ("prompt_logprobs", self.prompt_logprobs),
-        ] {
-            if let Some(n) = v {
-                if n > LIMITS.max_logprobs {
-                    errors.push(
-                        FieldError::new(
-                            name,
-                            format!("range(0..={})", LIMITS.max_logprobs),
-                            format!(
-                                "{name} must be between 0 and {}, got {n}",
-                                LIMITS.max_logprobs
-                            ),
-                        )
-                        .with_value(n),
-                    );
-                }
+        check_logprobs("logprobs", self.logprobs, errors);
+    }
+}
+
+impl ExecuteRequest {
+    /// `max_tokens` with its default applied.
+    pub fn max_tokens_or_default(&self) -> u32 {
+        self.gen.max_tokens_or_default()
+    }
+
+    /// Check every field against [`LIMITS`]; returns all problems at once.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if let Some(id) = &self.job_id {
+            if id.is_empty() || id.len() > LIMITS.max_job_id_len {
+                errors.push(FieldError::new(
+                    "job_id",
+                    format!("length(1..={})", LIMITS.max_job_id_len),
+                    format!("job_id must be 1 to {} bytes long", LIMITS.max_job_id_len),
+                ));
             }
         }
+        self.gen.validate_into(&mut errors);
+        check_logprobs("prompt_logprobs", self.prompt_logprobs, &mut errors);
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors)
+        }
+    }
+}
+
+/// `logprobs` / `prompt_logprobs`: at most [`Limits::max_logprobs`].
+fn check_logprobs(name: &str, v: Option<u32>, errors: &mut Vec<FieldError>) {
+    if let Some(n) = v {
+        if n > LIMITS.max_logprobs {
+            errors.push(
+                FieldError::new(
+                    name,
+                    format!("range(0..={})", LIMITS.max_logprobs),
+                    format!(
+                        "{name} must be between 0 and {}, got {n}",
+                        LIMITS.max_logprobs
+                    ),
+                )
+                .with_value(n),
+            );
         }
     }
 }
@@ -449,17 +471,30 @@ mod tests {
     #[test]
     fn validate_collects_every_bad_field() {
         let req = ExecuteRequest {
-            max_tokens: Some(0),
-            sampling: SamplingParams {
-                temperature: -1.0,
-                top_p: 2.0,
+            gen: Generation {
+                max_tokens: Some(0),
+                sampling: SamplingParams {
+                    temperature: -1.0,
+                    top_p: 2.0,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
+            prompt_logprobs: Some(21),
             ..Default::default()
         };
         let errs = req.validate().unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["prompt", "max_tokens", "temperature", "top_p"]);
+        assert_eq!(
+            fields,
+            [
+                "prompt",
+                "max_tokens",
+                "temperature",
+                "top_p",
+                "prompt_logprobs"
+            ]
+        );
         assert!(errs[2].message.contains("between 0.0 and 2.0"));
     }
 
@@ -467,10 +502,16 @@ mod tests {
     fn sampling_fields_are_flat_and_defaulted() {
         let req: ExecuteRequest =
             serde_json::from_str(r#"{"prompt":"hi","temperature":0,"seed":7}"#).unwrap();
-        assert_eq!(req.sampling.temperature, 0.0);
-        assert_eq!(req.sampling.top_p, 1.0);
-        assert_eq!(req.sampling.seed, Some(7));
+        assert_eq!(req.gen.prompt.as_deref(), Some("hi"));
+        assert_eq!(req.gen.sampling.temperature, 0.0);
+        assert_eq!(req.gen.sampling.top_p, 1.0);
+        assert_eq!(req.gen.sampling.seed, Some(7));
         assert!(req.validate().is_ok());
+        // flattened both ways: the JSON has no `gen` or `sampling` object
+        let back = serde_json::to_value(&req).unwrap();
+        assert_eq!(back["prompt"], "hi");
+        assert_eq!(back["seed"], 7);
+        assert!(back.get("gen").is_none() && back.get("sampling").is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorCode, FieldError};
-use crate::execute::{ChatMessage, ExecuteRequest, SamplingParams, StopReason, TokenLogprob};
+use crate::execute::{ExecuteRequest, Generation, StopReason, TokenLogprob};
 
 /// API version reported by `/v2/meta/capabilities` and the OpenAPI `info.version`.
 pub const API_VERSION: &str = "2.0.0";
@@ -69,20 +69,9 @@ pub struct TaskRequest {
     /// The task must end within this many ms of submission, else `DEADLINE_EXCEEDED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages: Option<Vec<ChatMessage>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_ids: Option<Vec<u32>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u32>,
+    /// The prompt and how to generate: the same fields as the worker's `/execute`.
     #[serde(flatten)]
-    pub sampling: SamplingParams,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stop: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<u32>,
+    pub gen: Generation,
 }
 
 impl TaskRequest {
@@ -111,23 +100,15 @@ impl TaskRequest {
     pub fn to_execute(&self, job_id: String) -> ExecuteRequest {
         ExecuteRequest {
             job_id: Some(job_id),
-            prompt: self.prompt.clone(),
-            messages: self.messages.clone(),
-            prompt_ids: self.prompt_ids.clone(),
-            max_tokens: self.max_tokens,
-            sampling: self.sampling.clone(),
-            stop: self.stop.clone(),
-            logprobs: self.logprobs,
+            gen: self.gen.clone(),
             prompt_logprobs: None,
         }
     }
 
     /// Check every field; returns all problems at once.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = match self.to_execute("validate".into()).validate() {
-            Ok(()) => Vec::new(),
-            Err(e) => e,
-        };
+        let mut errors = Vec::new();
+        self.gen.validate_into(&mut errors);
         if self.model.is_empty() {
             errors.insert(0, FieldError::new("model", "required", "model is required"));
         }
@@ -523,7 +504,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(req.priority, Priority::Batch);
-        assert_eq!(req.sampling.temperature, 0.0);
+        assert_eq!(req.gen.sampling.temperature, 0.0);
         assert!(req.validate().is_ok());
         let bad = TaskRequest {
             task_id: Some("a b".into()),
@@ -560,16 +541,18 @@ mod tests {
             task_id: Some("t".into()),
             session_id: Some("s".into()),
             deadline_ms: Some(1),
-            prompt: Some("p".into()),
-            messages: Some(vec![]),
-            prompt_ids: Some(vec![1]),
-            max_tokens: Some(1),
-            sampling: SamplingParams {
-                seed: Some(1),
-                ..Default::default()
+            gen: Generation {
+                prompt: Some("p".into()),
+                messages: Some(vec![]),
+                prompt_ids: Some(vec![1]),
+                max_tokens: Some(1),
+                sampling: crate::SamplingParams {
+                    seed: Some(1),
+                    ..Default::default()
+                },
+                stop: vec!["x".into()],
+                logprobs: Some(1),
             },
-            stop: vec!["x".into()],
-            logprobs: Some(1),
             ..Default::default()
         };
         let v = serde_json::to_value(&full).unwrap();
