@@ -49,6 +49,47 @@ fn truncated_gguf_fails_clearly() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let (code, err) = run_worker(&cut, &[]);
     assert_clean_failure(code, &err, &["cut.gguf", "truncated"]);
+    // as on a developer machine: candle attaches backtraces to its errors, none may show
+    for (dir_name, bytes) in [
+        ("cut-header", &bytes[..4096]),
+        ("cut-half", &bytes[..bytes.len() / 2]),
+    ] {
+        let path = dir.path().join(format!("{dir_name}.gguf"));
+        std::fs::write(&path, bytes).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_llorch-candled"))
+            .arg("--model")
+            .arg(&path)
+            .args(["--port", &llorch_testkit::free_port().to_string()])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(error_lines.len(), 1, "one error line:\n{err}");
+        assert!(
+            !err.lines().any(|l| {
+                let t = l.trim_start();
+                t.len() < l.len()
+                    && (t.starts_with("at ")
+                        || t.split_once(": ")
+                            .is_some_and(|(n, _)| n.bytes().all(|b| b.is_ascii_digit())))
+            }),
+            "backtrace frames on stderr:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_network_bind_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("any.gguf");
+    for host in ["0.0.0.0", "192.0.2.1"] {
+        let (code, err) = run_worker(&model, &["--host", host]);
+        assert_clean_failure(code, &err, &["refusing to listen", "LLORCH_WORKER_TOKEN"]);
+    }
+    let (code, err) = run_worker(&model, &["--api-token", "short"]);
+    assert_clean_failure(code, &err, &["at least 16 characters"]);
 }
 
 /// A minimal GGUF v3 file with one tensor of the given ggml type id.

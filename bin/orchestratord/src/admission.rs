@@ -85,9 +85,10 @@ async fn check_context(
     orch: &Orchestrator,
     req: &TaskRequest,
     ctx: u32,
-    urls: Vec<String>,
+    urls: Vec<(String, Option<String>)>,
 ) -> Result<(), ApiError> {
-    let max_new = req.gen.max_tokens.unwrap_or(1);
+    // the worker's default, so admission and the worker agree on what fits
+    let max_new = req.gen.max_tokens_or_default();
     if max_new >= ctx {
         return Err(too_long(&req.model, 1, max_new, ctx));
     }
@@ -104,8 +105,8 @@ async fn check_context(
         add_special_tokens: true,
         with_pieces: false,
     };
-    for url in urls {
-        let client = WorkerClient::with_client(&url, orch.http.clone());
+    for (url, token) in urls {
+        let client = WorkerClient::with_client(&url, orch.http.clone()).with_token(token);
         if let Ok(Ok(resp)) = tokio::time::timeout(TOKENIZE_TIMEOUT, client.tokenize(&treq)).await {
             if resp.count + max_new as usize > ctx as usize {
                 return Err(too_long(&req.model, resp.count, max_new, ctx));

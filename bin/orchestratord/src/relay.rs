@@ -19,6 +19,8 @@ use crate::task::{ms_since, Task};
 pub struct Target {
     pub worker_id: String,
     pub url: String,
+    /// The worker's API token (from its registration), sent on `/execute` and `/cancel`.
+    pub token: Option<llorch_wire::tasks::Secret>,
 }
 
 /// How an attempt ended.
@@ -111,7 +113,10 @@ fn connect_failure(orch: &Orchestrator, task: &Arc<Task>, err: ClientError) -> O
             status, envelope, ..
         } => {
             let e = envelope.error;
-            if status == 503 || e.retriable {
+            if e.code == ErrorCode::EngineFailed {
+                // the worker is up but cannot generate: no more tasks there
+                retry(e.code, e.message, true)
+            } else if status == 503 || e.retriable {
                 retry(e.code, e.message, false)
             } else {
                 // The request itself is wrong for this worker (e.g. context too long): final.
@@ -140,7 +145,8 @@ async fn relay(
     mut abort: oneshot::Receiver<()>,
     dispatched: Instant,
 ) -> Outcome {
-    let client = WorkerClient::with_client(&target.url, orch.http.clone());
+    let client = WorkerClient::with_client(&target.url, orch.http.clone())
+        .with_token(target.token.as_ref().map(|t| t.expose().to_string()));
     let job_id = format!("{}.{attempt}", task.id);
     let req = task.request.to_execute(job_id.clone());
     let stall = Duration::from_millis(orch.cfg.stall_timeout_ms);

@@ -421,6 +421,7 @@ mod tests {
             backend: "cpu".into(),
             slots_total: 1,
             context_length: 8,
+            api_token: None,
         };
         store.put_worker(WorkerRow {
             reg,

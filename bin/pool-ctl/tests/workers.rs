@@ -386,6 +386,7 @@ fn record_for(env: &Env, id: &str, pid: u32, pid_start: Option<u64>) {
         started_at: llorch_catalog::unix_now(),
         log: env.home().join(format!("logs/{id}.log")),
         worker_bin: "/bin/sh".into(),
+        api_token: None,
     };
     llorch_catalog::WorkerStore::new(env.home().join("workers"))
         .put(&rec)

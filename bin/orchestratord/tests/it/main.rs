@@ -6,4 +6,5 @@ mod api;
 mod common;
 mod faults;
 mod real;
+mod reliability;
 mod state;

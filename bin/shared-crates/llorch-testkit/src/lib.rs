@@ -164,6 +164,17 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Start `llorch-candled --model MODEL --port P` plus `extra` args and wait for `/health`.
     pub fn start(bin: &Path, model: &Path, extra: &[&str]) -> WorkerProcess {
+        Self::start_with_env(bin, model, extra, &[])
+    }
+
+    /// [`WorkerProcess::start`] with extra environment variables (e.g. `LLORCH_WORKER_TOKEN`,
+    /// or a `LLORCH_FAULT_*` fault injection).
+    pub fn start_with_env(
+        bin: &Path,
+        model: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("llorch-test-worker-{port}.log"));
         let logf = std::fs::File::create(&log).unwrap();
@@ -172,6 +183,7 @@ impl WorkerProcess {
             .arg(model)
             .args(["--port", &port.to_string(), "--threads", "2"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
@@ -222,5 +234,76 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Every `program ...` command line inside the fenced code blocks of a Markdown text, split
+/// into arguments as a POSIX shell would for simple lines (single and double quotes,
+/// backslash-newline continuations); `# comments` and anything after `|`, `&&`, `;` or `>`
+/// are dropped. Used to check that documented commands parse.
+pub fn doc_commands(markdown: &str, program: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            pending.clear();
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let line = line.trim();
+        if pending.is_empty() && !line.starts_with(&format!("{program} ")) {
+            continue;
+        }
+        if let Some(head) = line.strip_suffix('\\') {
+            pending.push_str(head);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(line);
+        out.push(shell_words(&std::mem::take(&mut pending)));
+    }
+    out
+}
+
+/// Split one simple shell line into words (see [`doc_commands`]).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                cur.get_or_insert_with(String::new);
+            }
+            (None, '#' | '|' | ';' | '>' | '&') if cur.is_none() => break,
+            (None, c) if c.is_whitespace() => words.extend(cur.take()),
+            (None, c) => cur.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(cur);
+    words
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_found_and_split() {
+        let md = "text\n```sh\nllorch a 'b c' \"d\" # note\nother x\nllorch e \\\n  --f g | jq\n```\nllorch outside\n";
+        assert_eq!(
+            doc_commands(md, "llorch"),
+            vec![
+                vec!["llorch", "a", "b c", "d"],
+                vec!["llorch", "e", "--f", "g"]
+            ]
+        );
     }
 }

@@ -10,7 +10,7 @@ pub mod openai;
 pub mod tasks;
 pub mod worker;
 
-pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldError};
+pub use error::{human_message, ErrorBody, ErrorCode, ErrorEnvelope, FieldError};
 pub use execute::{
     ChatMessage, ExecuteRequest, Generation, SamplingParams, StopReason, TokenLogprob, TopLogprob,
     WorkerEvent, LIMITS,

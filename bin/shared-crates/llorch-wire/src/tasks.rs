@@ -376,6 +376,29 @@ pub struct WorkerRegistration {
     pub slots_total: u32,
     /// Context window the worker serves.
     pub context_length: u32,
+    /// Bearer token the orchestrator must send on the worker's `/execute`, `/cancel` and
+    /// `/tokenize` (absent for a worker without `--api-token`). Never shown by `GET /v2/workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<Secret>,
+}
+
+/// A credential: serialized as the plain string, but `Debug` never prints it, so a logged
+/// struct cannot leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The credential itself (to put in a header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// Answer of a registration.
@@ -396,6 +419,13 @@ pub struct WorkerHeartbeat {
     pub active_jobs: u32,
     #[serde(default)]
     pub queued_jobs: u32,
+    /// The worker's `/health` status: `ready`, or `failed` when its engine died (the
+    /// orchestrator then stops sending it tasks until a heartbeat says `ready` again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Why the worker failed (with `status: failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// Answer of a heartbeat.
@@ -441,6 +471,9 @@ pub struct WorkerInfo {
     pub source: WorkerSource,
     /// Unix ms of the last heartbeat or successful health probe.
     pub last_seen_ms: u64,
+    /// Why the worker is unhealthy, when it said so itself (e.g. its engine died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// `GET /v2/workers`.
