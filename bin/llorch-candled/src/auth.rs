@@ -41,7 +41,7 @@ impl ApiTokens {
             .collect();
         if let Some(i) = tokens.iter().position(|t| t.len() < MIN_TOKEN_LEN) {
             anyhow::bail!(
-                "--api-token: token {} is {} characters long; use at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 32`)",
+                "--api-token: token {} is {} characters long; use at least {MIN_TOKEN_LEN} characters (e.g. `openssl rand -hex 32`)",
                 i + 1,
                 tokens[i].len()
             );
