@@ -18,6 +18,8 @@ const TOKENS_PER_MESSAGE: usize = 16;
 const TEMPLATE_TOKENS: usize = 128;
 /// Longest wait for a worker's `/tokenize` during admission.
 const TOKENIZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for an admitted task's request to be committed to the database.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parse the body into a [`TaskRequest`], rejecting unknown keys and invalid values.
 pub fn parse(body: &[u8]) -> Result<TaskRequest, ApiError> {
@@ -259,6 +261,11 @@ async fn admit(
         }
         Admit::Accepted { position } => position,
     };
+    // sent before anything can end the task, so its deletion is always written after it
+    let durable = orch
+        .cfg
+        .persist_requests
+        .then(|| orch.store.put_pending(&id, &task.request, correlation_id));
     task.set_position(position);
     task.push(&TaskEvent::Queued {
         task_id: id.clone(),
@@ -270,6 +277,16 @@ async fn admit(
         spawn_deadline(Arc::downgrade(orch), Arc::downgrade(&task), deadline);
     }
     orch.wake.notify_one();
+    if let Some(committed) = durable {
+        // accepted means kept: answer only once the request is in the database (committed to
+        // its WAL: it survives a crash of this process, not a power loss)
+        if !matches!(
+            tokio::time::timeout(COMMIT_TIMEOUT, committed).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!(task_id = %id, "could not store the task's request; it will not survive a restart");
+        }
+    }
     tracing::info!(task_id = %id, %correlation_id, model = %task.request.model,
         priority = task.request.priority.as_str(), position, "task admitted");
     let accepted = TaskAccepted {
@@ -283,7 +300,7 @@ async fn admit(
 }
 
 /// End the task with `DEADLINE_EXCEEDED` when its deadline passes (no-op if it ended before).
-fn spawn_deadline(orch: Weak<Orchestrator>, task: Weak<Task>, deadline: Instant) {
+pub(crate) fn spawn_deadline(orch: Weak<Orchestrator>, task: Weak<Task>, deadline: Instant) {
     tokio::spawn(async move {
         tokio::time::sleep_until(deadline.into()).await;
         if let (Some(orch), Some(task)) = (orch.upgrade(), task.upgrade()) {

@@ -104,6 +104,10 @@ pub struct Args {
     /// Static workers, comma-separated base URLs (polled via /health).
     #[arg(long, env = "LLORCH_ORCH_WORKERS", value_delimiter = ',')]
     pub workers: Option<Vec<String>>,
+    /// Keep accepted tasks' requests (prompts included) in the database until they end, so a
+    /// crash does not lose them (default true; false keeps prompts off the disk).
+    #[arg(long, env = "LLORCH_ORCH_PERSIST_REQUESTS", value_name = "true|false")]
+    pub persist_requests: Option<bool>,
 }
 
 /// One `[[workers]]` entry of the config file.
@@ -134,6 +138,7 @@ pub struct FileConfig {
     pub finished_tasks_in_memory: Option<usize>,
     pub history_retention_days: Option<u32>,
     pub workers: Option<Vec<StaticWorker>>,
+    pub persist_requests: Option<bool>,
 }
 
 /// Validated configuration.
@@ -158,6 +163,8 @@ pub struct Config {
     pub finished_tasks_in_memory: usize,
     pub history_retention_days: u32,
     pub workers: Vec<StaticWorker>,
+    /// Keep accepted, unfinished tasks' requests in SQLite (see `durable`).
+    pub persist_requests: bool,
 }
 
 /// A configuration that cannot be used; the message says what to change.
@@ -202,6 +209,7 @@ impl Default for Config {
             finished_tasks_in_memory: 1000,
             history_retention_days: 7,
             workers: Vec::new(),
+            persist_requests: true,
         }
     }
 }
@@ -312,6 +320,10 @@ impl Config {
                 .history_retention_days
                 .unwrap_or(d.history_retention_days),
             workers,
+            persist_requests: args
+                .persist_requests
+                .or(file.persist_requests)
+                .unwrap_or(d.persist_requests),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -4,6 +4,7 @@
 
 mod api;
 mod common;
+mod crash;
 mod faults;
 mod real;
 mod reliability;
