@@ -163,3 +163,51 @@ fn port_in_use_and_missing_backend_fail_clearly() {
         assert_clean_failure(code, &err, &["--features cuda"]);
     }
 }
+
+/// Fuzz-style (bounded to 200 cases or 30 s, seeded): the first 2 MB of the real SmolLM2
+/// GGUF (header, metadata, tokenizer arrays) with random bytes flipped, random 8-byte fields
+/// set to huge counts, or cut at random: the worker always exits 1 with one message, never a
+/// panic, an abort or an out-of-memory kill.
+#[test]
+fn mutated_gguf_headers_fail_cleanly() {
+    let Some(model) = llorch_testkit::require_smollm2("mutated_gguf_headers_fail_cleanly") else {
+        return;
+    };
+    let mut file = std::fs::File::open(&model).unwrap();
+    let mut head = vec![0u8; 2 << 20];
+    std::io::Read::read_exact(&mut file, &mut head).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fuzz.gguf");
+    let mut rng = llorch_testkit::FuzzRng::new(2026);
+    let start = std::time::Instant::now();
+    let mut cases = 0;
+    while cases < 200 && start.elapsed() < std::time::Duration::from_secs(30) {
+        let mut bytes = head.clone();
+        let what = match rng.below(3) {
+            0 => {
+                for _ in 0..1 + rng.below(8) {
+                    let i = rng.below(64 << 10);
+                    bytes[i] = rng.next_u64() as u8;
+                }
+                "flipped bytes"
+            }
+            1 => {
+                let i = rng.below((64 << 10) - 8);
+                let v = *rng.pick(&[u64::MAX, 1 << 40, 1 << 32, u32::MAX as u64, 0]);
+                bytes[i..i + 8].copy_from_slice(&v.to_le_bytes());
+                "a huge field"
+            }
+            _ => {
+                bytes.truncate(rng.below(bytes.len()));
+                "cut"
+            }
+        };
+        std::fs::write(&path, &bytes).unwrap();
+        let (code, err) = run_worker(&path, &[]);
+        assert_eq!(code, 1, "case {cases} ({what}): {err}");
+        assert!(!err.contains("panicked"), "case {cases} ({what}): {err}");
+        assert!(err.contains("error:"), "case {cases} ({what}): {err}");
+        cases += 1;
+    }
+    eprintln!("mutated_gguf_headers_fail_cleanly: {cases} cases");
+}

@@ -350,4 +350,67 @@ mod tests {
         };
         assert_eq!(prompt_tokens_upper_bound(&req), 3);
     }
+
+    /// Fuzz-style (bounded, seeded): random values in every field of `/v2/tasks`, the OpenAI
+    /// requests and the worker's `ExecuteRequest` are rejected or accepted, never a panic, and
+    /// a rejection names a field.
+    #[test]
+    fn random_request_bodies_never_panic() {
+        let mut rng = llorch_testkit::FuzzRng::new(7);
+        let fields = [
+            "model",
+            "prompt",
+            "messages",
+            "prompt_ids",
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "repetition_penalty",
+            "seed",
+            "stop",
+            "logprobs",
+            "prompt_logprobs",
+            "priority",
+            "task_id",
+            "session_id",
+            "deadline_ms",
+            "stream",
+            "n",
+            "user",
+            "stream_options",
+            "job_id",
+        ];
+        let (mut accepted, mut rejected) = (0, 0);
+        for _ in 0..3000 {
+            let mut body = serde_json::json!({"model": "m", "prompt": "hi"});
+            for _ in 0..rng.below(5) {
+                let key = *rng.pick(&fields);
+                body[key] = rng.json(2);
+            }
+            if rng.below(10) == 0 {
+                body = rng.json(3);
+            }
+            let bytes = serde_json::to_vec(&body).unwrap();
+            match parse(&bytes) {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    assert_eq!(e.status, 400, "{body}");
+                    rejected += 1;
+                }
+            }
+            let _ = crate::openai::request::chat(&bytes);
+            let _ = crate::openai::request::completion(&bytes);
+            if let Ok(r) = serde_json::from_slice::<llorch_wire::ExecuteRequest>(&bytes) {
+                let _ = r.validate();
+            }
+            let _ = parse(&bytes[..rng.below(bytes.len() + 1)]);
+        }
+        assert!(
+            accepted > 0 && rejected > 0,
+            "{accepted} accepted, {rejected} rejected"
+        );
+    }
 }

@@ -307,3 +307,84 @@ mod doc_tests {
         );
     }
 }
+
+/// A small deterministic random generator (xorshift64*) for bounded fuzz-style tests: the same
+/// seed gives the same cases, so a failure names a reproducible case.
+#[derive(Debug, Clone)]
+pub struct FuzzRng(u64);
+
+impl FuzzRng {
+    /// A generator from `seed` (0 is replaced by a fixed non-zero value).
+    pub fn new(seed: u64) -> Self {
+        Self(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// A random JSON value at most `depth` levels deep: every JSON type, with edge cases
+    /// (huge and negative numbers, long and non-ASCII strings, empty containers).
+    pub fn json(&mut self, depth: u32) -> serde_json::Value {
+        use serde_json::{json, Value};
+        let kinds = if depth == 0 { 6 } else { 8 };
+        match self.below(kinds) {
+            0 => Value::Null,
+            1 => Value::Bool(self.below(2) == 1),
+            2 => json!(*self.pick(&[
+                0i64,
+                1,
+                -1,
+                2,
+                255,
+                256,
+                65_536,
+                i64::MAX,
+                i64::MIN,
+                4_294_967_296
+            ])),
+            3 => json!(*self.pick(&[
+                0.0f64,
+                0.5,
+                -0.5,
+                1.0,
+                2.0,
+                2.0001,
+                1e300,
+                -1e-300,
+                f64::MAX
+            ])),
+            4 => json!(*self.pick(&["", "a", "user", "🙂", "<|im_end|>", "\u{0}", "x:y", "  "])),
+            5 => Value::String("é".repeat(self.below(3000))),
+            6 => Value::Array((0..self.below(4)).map(|_| self.json(depth - 1)).collect()),
+            _ => Value::Object(
+                (0..self.below(4))
+                    .map(|_| {
+                        let k = *self.pick(&["role", "content", "text", "x", "type", ""]);
+                        (k.to_string(), self.json(depth - 1))
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
