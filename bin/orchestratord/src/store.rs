@@ -72,6 +72,13 @@ pub enum StoreError {
         path: String,
         source: rusqlite::Error,
     },
+    #[error(
+        "cannot create state database {path} readable by its owner only (mode 0600): {source}"
+    )]
+    Mode {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot create directory for state database {path}: {source}")]
     Dir {
         path: String,
@@ -92,6 +99,18 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Store")
     }
+}
+
+/// Create the database file readable by its owner only (it holds prompts of queued tasks and
+/// workers' API tokens); SQLite gives its `-wal` and `-shm` files the same mode.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -278,6 +297,10 @@ impl Store {
             path: shown.clone(),
             source,
         };
+        restrict_to_owner(path).map_err(|source| StoreError::Mode {
+            path: shown.clone(),
+            source,
+        })?;
         let mut conn = open_conn(path).map_err(sq)?;
         migrate(&mut conn).map_err(sq)?;
         let recovery = crate::durable::recover(&mut conn).map_err(sq)?;
@@ -492,6 +515,11 @@ mod tests {
         let path = dir.path().join("sub").join("state.sqlite");
         let (store, failed) = Store::open(&path).unwrap();
         assert_eq!(failed, 0);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "prompts and tokens: owner only");
+        }
         let reg = WorkerRegistration {
             worker_id: "w1".into(),
             url: "http://x".into(),

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod execute;
 pub mod openai;
+pub mod secret;
 pub mod tasks;
 pub mod worker;
 

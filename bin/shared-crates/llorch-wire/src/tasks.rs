@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::secret::Secret;
+
 use crate::error::{ErrorCode, FieldError};
 use crate::execute::{ExecuteRequest, Generation, StopReason, TokenLogprob};
 
@@ -380,25 +382,6 @@ pub struct WorkerRegistration {
     /// `/tokenize` (absent for a worker without `--api-token`). Never shown by `GET /v2/workers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token: Option<Secret>,
-}
-
-/// A credential: serialized as the plain string, but `Debug` never prints it, so a logged
-/// struct cannot leak it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Secret {
-    /// The credential itself (to put in a header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// Answer of a registration.
