@@ -115,6 +115,10 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 pub struct StaticWorker {
     pub url: String,
+    /// The worker's API token (its `LLORCH_WORKER_TOKEN`), sent on its `/execute`, `/cancel`
+    /// and `/tokenize`. Workers listed with `--workers` have none.
+    #[serde(default)]
+    pub api_token: Option<llorch_wire::tasks::Secret>,
 }
 
 /// The TOML file: every key optional, same names as the flags (with `_`).
@@ -263,7 +267,10 @@ impl Config {
             Some(urls) => urls
                 .into_iter()
                 .filter(|u| !u.trim().is_empty())
-                .map(|url| StaticWorker { url })
+                .map(|url| StaticWorker {
+                    url,
+                    api_token: None,
+                })
                 .collect(),
             None => file.workers.unwrap_or_default(),
         };
@@ -386,7 +393,8 @@ mod tests {
         assert_eq!(
             cfg.workers,
             vec![StaticWorker {
-                url: "http://a:1".into()
+                url: "http://a:1".into(),
+                api_token: None,
             }]
         );
         assert_eq!(cfg.heartbeat_timeout_ms, 15000);
@@ -416,5 +424,18 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::merge(args, FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn static_workers_may_carry_their_token() {
+        let file: FileConfig = toml::from_str(
+            "persist_requests = false\n[[workers]]\nurl = \"http://a:1\"\napi_token = \"tok-0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let cfg = Config::merge(Args::default(), file).unwrap();
+        assert!(!cfg.persist_requests);
+        let t = cfg.workers[0].api_token.as_ref().unwrap();
+        assert_eq!(t.expose(), "tok-0123456789abcdef");
+        assert!(!format!("{cfg:?}").contains("tok-0123"));
     }
 }

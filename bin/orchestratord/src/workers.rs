@@ -221,7 +221,7 @@ pub async fn probe_static(orch: Arc<Orchestrator>) {
                         h.slots_total.max(1)
                     },
                     context_length: h.context_length,
-                    api_token: None,
+                    api_token: sw.api_token.clone(),
                 };
                 let now = unix_ms();
                 let mut core = orch.core();
