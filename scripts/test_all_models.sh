@@ -8,13 +8,15 @@
 # model already in the local Hugging Face cache.
 #
 # usage: scripts/test_all_models.sh [--bin-dir DIR] [--report FILE] [--backends cpu,cuda]
-#                                   [--threads N] [--markdown] [--no-hf-cache]
+#                                   [--threads N] [--markdown] [--no-hf-cache] [--budgets ci|bench]
 #   --bin-dir   target/release (default) or target/debug: llorch-pool and llorch-candled are
 #               (re)built there first with cargo, a no-op when up to date (CI passes
 #               target/debug after its own build; the engine and dependencies are optimised in
 #               dev builds too)
 #   --report    default target/model-report.json
 #   --markdown  also regenerate MODEL_SUPPORT.md from the report
+#   --budgets   ci (default): correctness, and time bounds a 3x slower machine meets;
+#               bench: this machine kind's tight load-time and tok/s budgets (scripts/bench.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,9 +29,9 @@ while [ $# -gt 0 ]; do
     --bin-dir) BIN_DIR="$2"; shift 2 ;;
     --report) REPORT="$2"; shift 2 ;;
     --markdown) MARKDOWN=1; shift ;;
-    --backends|--threads) PASS+=("$1" "$2"); shift 2 ;;
+    --backends|--threads|--budgets) PASS+=("$1" "$2"); shift 2 ;;
     --no-hf-cache) PASS+=("$1"); shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -1,7 +1,7 @@
 //! Catalog behaviour through the real binary: concurrent registers, unreadable catalogs,
 //! import validation, exit codes.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 
