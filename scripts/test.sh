@@ -13,11 +13,28 @@ log() { echo "== test.sh: $*" >&2; }
 
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 not found" >&2; exit 1; }
-# Print the table when test.sh is run on its own; under .ci/run, .ci/run prints it once at the end.
-if [ -z "${LLORCH_CI_RUN:-}" ]; then
-  : >"$LLORCH_STEPS_FILE" 2>/dev/null || true
-  trap steps_summary EXIT
-fi
+# Every test that skips (locally only: under CI=true a missing prerequisite fails) is listed
+# again at the end, loudly (llorch-testkit's skip_or_fail appends to this file).
+export LLORCH_SKIP_LOG="$PWD/target/skipped-tests.txt"
+mkdir -p target
+: >"$LLORCH_SKIP_LOG"
+report_skips() {
+  if [ -s "$LLORCH_SKIP_LOG" ]; then
+    echo "==================================================================" >&2
+    echo "== $(wc -l <"$LLORCH_SKIP_LOG") TEST(S) SKIPPED (they would fail under CI=true):" >&2
+    sed 's/^/==   /' "$LLORCH_SKIP_LOG" >&2
+    echo "==================================================================" >&2
+  fi
+}
+finish() {
+  local status=$?
+  report_skips
+  [ -n "${LLORCH_CI_RUN:-}" ] || steps_summary
+  exit "$status"
+}
+# The step table is printed here when test.sh runs on its own; .ci/run prints it once at its end.
+[ -n "${LLORCH_CI_RUN:-}" ] || : >"$LLORCH_STEPS_FILE" 2>/dev/null || true
+trap finish EXIT
 
 # System packages the tests use: a real sshd for the SSH control-plane tests.
 install_sshd() { scripts/ci-sshd.sh install >&2 || log "sshd unavailable: SSH tests skip locally and fail under CI=true"; }
