@@ -45,8 +45,9 @@ step "tests: fetch test models" sh -c 'scripts/fetch-test-model.sh all >/dev/nul
 step "tests: cargo fmt --check" cargo fmt --all -- --check
 
 # Release profile for everything: the quickstart's build already compiled the dependencies.
-step "tests: build all binaries and tests (release)" \
-  cargo build --release --workspace --bins --tests --quiet
+# --examples: the model matrix runs llorch-engine's export_safetensors example.
+step "tests: build all binaries, tests and examples (release)" \
+  cargo build --release --workspace --bins --tests --examples --quiet
 
 step "tests: cargo clippy -D warnings" \
   cargo clippy --release --workspace --all-targets --quiet -- -D warnings

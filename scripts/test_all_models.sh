@@ -44,8 +44,10 @@ case "$BIN_DIR" in
   *) echo "--bin-dir must be target/release or target/debug" >&2; exit 2 ;;
 esac
 # LLORCH_FEATURES, e.g. llorch-candled/cuda (scripts/gpu-check.sh sets it).
-log "building llorch-pool and llorch-candled (${profile_flag[*]:-dev}${LLORCH_FEATURES:+, $LLORCH_FEATURES})"
-cargo build --quiet "${profile_flag[@]}" -p pool-ctl -p llorch-candled ${LLORCH_FEATURES:+--features "$LLORCH_FEATURES"}
+log "building the workspace's binaries and examples (${profile_flag[*]:-dev}${LLORCH_FEATURES:+, $LLORCH_FEATURES})"
+# The whole workspace, as scripts/test.sh builds it (a no-op after it): `-p` would resolve the
+# dependencies' features for those packages alone and compile candle a second time.
+cargo build --quiet "${profile_flag[@]}" --workspace --bins --examples ${LLORCH_FEATURES:+--features "$LLORCH_FEATURES"}
 
 log "fetching test models"
 mapfile -t paths < <(scripts/fetch-test-model.sh all)
@@ -58,7 +60,7 @@ stamp="$(sha256sum "$SMOL" | cut -d' ' -f1)"
 if [ "$(cat "$ST_DIR/.source-sha256" 2>/dev/null)" != "$stamp" ]; then
   log "exporting SmolLM2 to safetensors"
   rm -rf "$ST_DIR"
-  cargo run --quiet "${profile_flag[@]}" -p llorch-engine --example export_safetensors -- "$SMOL" "$ST_DIR" >/dev/null
+  "$BIN_DIR/examples/export_safetensors" "$SMOL" "$ST_DIR" >/dev/null
   echo "$stamp" > "$ST_DIR/.source-sha256"
 fi
 
