@@ -3,6 +3,7 @@
 
 mod events;
 mod meta;
+mod pools;
 mod tasks;
 mod workers;
 
@@ -48,6 +49,10 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
             "/v2/workers/{id}",
             axum::routing::delete(workers::deregister).get(workers::show),
         )
+        .route("/v2/pools", get(pools::list))
+        .route("/v2/pools/{name}", get(pools::show))
+        .route("/v2/pools/{name}/drain", post(pools::drain))
+        .route("/v2/pools/{name}/undrain", post(pools::undrain))
         .route("/v2/meta/capabilities", get(meta::capabilities))
         .route("/v2/openapi.json", get(meta::openapi))
         .route("/health", get(meta::health))

@@ -1,0 +1,650 @@
+//! The reconciler: probe every pool, adopt running fleet workers, notice dead ones, and compare
+//! what is deployed with what runs: start workers (placement, download, spawn) with capped
+//! exponential backoff, stop idle ones after `idle_ttl_s`, stop drained ones once idle.
+//!
+//! Locks: the orchestrator core lock and the fleet state lock are never held together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llorch_catalog::{FitView, StatusView, WorkerView as PoolWorker};
+use llorch_wire::tasks::TaskEvent;
+use llorch_wire::ErrorCode;
+
+use super::config::{BackendChoice, Deployment};
+use super::placement::{Candidate, IdleWorker};
+use super::start::start_worker;
+use super::transport::PoolCallError;
+use super::{ManagedWorker, WorkerPhase, WORKER_PREFIX};
+use crate::state::{error_event, Orchestrator};
+
+/// Time allowed for quick pool commands (status, fit, stop) beyond the ssh connect timeout.
+const QUICK_CALL: Duration = Duration::from_secs(20);
+/// Seconds a stopped worker gets between SIGTERM and SIGKILL.
+const STOP_GRACE_S: &str = "5";
+/// Assumed load time before one was measured.
+pub(super) const DEFAULT_LOAD_MS: f64 = 5000.0;
+
+/// Run until shutdown.
+pub async fn run(orch: Arc<Orchestrator>) {
+    let fleet = &orch.fleet;
+    let interval = Duration::from_millis(fleet.settings.probe_interval_ms);
+    let mut last_probe: Option<Instant> = None;
+    loop {
+        if orch.is_shutting_down() {
+            for t in fleet.transports.values() {
+                t.close().await;
+            }
+            fleet.shutdown();
+            return;
+        }
+        if last_probe.is_none_or(|t| t.elapsed() >= interval) {
+            probe_all(&orch).await;
+            last_probe = Some(Instant::now());
+        }
+        reconcile(&orch);
+        let wait = interval.saturating_sub(last_probe.map_or(Duration::ZERO, |t| t.elapsed()));
+        tokio::select! {
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}
+            _ = fleet.wake.notified() => {}
+        }
+    }
+}
+
+pub(super) fn quick(orch: &Orchestrator) -> Duration {
+    QUICK_CALL + Duration::from_secs(orch.fleet.settings.connect_timeout_s)
+}
+
+/// Probe every pool at once (`status --json`), then sync workers.
+async fn probe_all(orch: &Arc<Orchestrator>) {
+    let fleet = &orch.fleet;
+    let calls = fleet.transports.values().map(|t| async move {
+        let r = t
+            .call::<StatusView>(&["status".to_string()], quick(orch))
+            .await;
+        (t.name.clone(), r)
+    });
+    let results = futures::future::join_all(calls).await;
+    for (pool, r) in results {
+        match r {
+            Ok((status, took)) => {
+                let ms = took.as_secs_f64() * 1000.0;
+                orch.metrics
+                    .observe("orchd_fleet_probe_ms", &[("pool", &pool)], ms);
+                orch.metrics
+                    .set("orchd_fleet_pool_reachable", &[("pool", &pool)], 1.0);
+                if let Some(m) = &status.machine {
+                    orch.metrics.set(
+                        "orchd_fleet_memory_total_bytes",
+                        &[("pool", &pool), ("device", "cpu")],
+                        m.mem_total_bytes as f64,
+                    );
+                    orch.metrics.set(
+                        "orchd_fleet_memory_free_bytes",
+                        &[("pool", &pool), ("device", "cpu")],
+                        m.mem_available_bytes as f64,
+                    );
+                }
+                sync_workers(orch, &pool, &status.workers);
+                let mut st = fleet.state();
+                let ps = st.pools.entry(pool.clone()).or_default();
+                if ps.reachable != Some(true) {
+                    tracing::info!(%pool, probe_ms = ms, "pool reachable");
+                }
+                ps.reachable = Some(true);
+                ps.last_error = None;
+                ps.probed_at = Some(Instant::now());
+                ps.probe_ms = Some(ms);
+                ps.status = Some(status);
+            }
+            Err(e) => {
+                orch.metrics
+                    .set("orchd_fleet_pool_reachable", &[("pool", &pool)], 0.0);
+                let mut st = fleet.state();
+                let ps = st.pools.entry(pool.clone()).or_default();
+                if ps.reachable != Some(false) || ps.last_error.as_deref() != Some(&e.to_string()) {
+                    tracing::warn!(%pool, error = %e, "pool probe failed");
+                }
+                ps.reachable = Some(false);
+                ps.last_error = Some(e.to_string());
+            }
+        }
+    }
+    fleet.state().inventoried = true;
+}
+
+/// Adopt running fleet workers we do not know; notice ours that are gone.
+fn sync_workers(orch: &Arc<Orchestrator>, pool: &str, listed: &[PoolWorker]) {
+    let fleet = &orch.fleet;
+    let alive: HashMap<&str, &PoolWorker> = listed
+        .iter()
+        .filter(|w| w.alive)
+        .map(|w| (w.record.id.as_str(), w))
+        .collect();
+    let mut dead = Vec::new();
+    {
+        let mut st = fleet.state();
+        let known_estimates: HashMap<String, u64> = st
+            .pools
+            .values()
+            .flat_map(|p| p.estimates.iter().map(|(m, f)| (m.clone(), f.total_bytes)))
+            .collect();
+        for w in st.workers.values_mut().filter(|w| w.pool == pool) {
+            match alive.get(w.id.as_str()) {
+                Some(pw) => w.rss_bytes = pw.rss_bytes,
+                None if w.phase == WorkerPhase::Running => dead.push(w.id.clone()),
+                None => {}
+            }
+        }
+        for (id, pw) in &alive {
+            if !id.starts_with(WORKER_PREFIX) || st.workers.contains_key(*id) {
+                continue;
+            }
+            if fleet.deployment(&pw.record.model).is_none() {
+                continue;
+            }
+            let estimate = known_estimates
+                .get(&pw.record.model)
+                .copied()
+                .or(pw.rss_bytes)
+                .unwrap_or(0);
+            tracing::info!(worker_id = %id, %pool, model = %pw.record.model, "adopted a running fleet worker");
+            orch.metrics.inc(
+                "orchd_fleet_worker_starts_total",
+                &[("pool", pool), ("reason", "adopted")],
+            );
+            st.workers.insert(
+                id.to_string(),
+                ManagedWorker {
+                    id: id.to_string(),
+                    pool: pool.to_string(),
+                    model: pw.record.model.clone(),
+                    phase: WorkerPhase::Running,
+                    estimate_bytes: estimate,
+                    url: Some(pw.record.url.clone()),
+                    rss_bytes: pw.rss_bytes,
+                    adopted: true,
+                    last_used: Instant::now(),
+                    started: Instant::now(),
+                },
+            );
+        }
+    }
+    let has_dead_records = listed
+        .iter()
+        .any(|w| !w.alive && w.record.id.starts_with(WORKER_PREFIX));
+    for id in dead {
+        worker_died(orch, pool, &id);
+    }
+    if has_dead_records {
+        let orch = orch.clone();
+        let pool = pool.to_string();
+        tokio::spawn(async move {
+            if let Some(t) = orch.fleet.transports.get(&pool) {
+                let _ = t
+                    .call::<serde_json::Value>(&["worker".into(), "cleanup".into()], quick(&orch))
+                    .await;
+            }
+        });
+    }
+}
+
+/// A running fleet worker is gone: forget it everywhere and count a failure.
+fn worker_died(orch: &Arc<Orchestrator>, pool: &str, id: &str) {
+    {
+        let mut core = orch.core();
+        core.registry.remove(id);
+    }
+    orch.store.delete_worker(id);
+    let fleet = &orch.fleet;
+    let mut st = fleet.state();
+    let Some(w) = st.workers.remove(id) else {
+        return;
+    };
+    tracing::warn!(worker_id = %id, %pool, model = %w.model, "fleet worker died; restarting as deployed");
+    orch.metrics.inc(
+        "orchd_fleet_worker_stops_total",
+        &[("pool", pool), ("reason", "died")],
+    );
+    let msg = format!("worker {id} on pool {pool} died");
+    let failed = record_failure(orch, &mut st, &w.model, msg, None);
+    drop(st);
+    if let Some(message) = failed {
+        fail_queued(orch, &w.model, ErrorCode::ModelLoadFailed, &message);
+    }
+    fleet.wake.notify_one();
+}
+
+/// Count a failure of `model`'s deployment: backoff, and `failed` after too many in the window.
+/// Returns the message to end queued tasks with when the deployment just failed.
+pub(super) fn record_failure(
+    orch: &Orchestrator,
+    st: &mut super::FleetState,
+    model: &str,
+    message: String,
+    log_tail: Option<String>,
+) -> Option<String> {
+    let s = &orch.fleet.settings;
+    let now = Instant::now();
+    let ds = st.deployments.entry(model.to_string()).or_default();
+    ds.failures.push_back(now);
+    let window = Duration::from_secs(s.failure_window_s);
+    while ds
+        .failures
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > window)
+    {
+        ds.failures.pop_front();
+    }
+    let n = ds.failures.len() as u32;
+    let backoff = s
+        .restart_backoff_ms
+        .saturating_mul(1u64 << (n.saturating_sub(1)).min(20))
+        .min(s.restart_backoff_max_ms);
+    ds.next_attempt = Some(now + Duration::from_millis(backoff));
+    ds.last_error = Some(message.clone());
+    if log_tail.is_some() {
+        ds.log_tail = log_tail;
+    }
+    ds.died = true;
+    if n >= s.max_failures && !ds.failed {
+        ds.failed = true;
+        tracing::error!(%model, failures = n, "deployment failed");
+        return Some(format!(
+            "deployment {model:?} failed {n} times within {} s; last error: {message}",
+            s.failure_window_s
+        ));
+    }
+    None
+}
+
+/// End every queued task for `model` with `code`.
+pub(super) fn fail_queued(orch: &Orchestrator, model: &str, code: ErrorCode, message: &str) {
+    let ids = orch.core().queue.of_model(model);
+    for (id, _) in ids {
+        let Some(task) = orch.task(&id) else { continue };
+        let removed = orch.core().queue.remove(&id);
+        if removed {
+            orch.core().positions_dirty = true;
+            orch.finish(&task, error_event(&task, code, message.to_string(), 0));
+        }
+    }
+}
+
+/// Tell queued tasks of `model` what the start is doing.
+pub(super) fn announce_phase(orch: &Orchestrator, model: &str, phase: &str, pool: &str) {
+    let ids = orch.core().queue.of_model(model);
+    let load_ms = orch
+        .fleet
+        .state()
+        .deployments
+        .get(model)
+        .and_then(|d| d.load_ms)
+        .unwrap_or(DEFAULT_LOAD_MS);
+    if let Some(ds) = orch.fleet.state().deployments.get_mut(model) {
+        ds.starting = Some((phase.to_string(), pool.to_string()));
+    }
+    for (id, position) in ids {
+        if let Some(task) = orch.task(&id) {
+            task.push(&TaskEvent::Queued {
+                task_id: id,
+                queue_position: position,
+                predicted_start_ms: load_ms as u64,
+                phase: Some(phase.to_string()),
+                pool: (!pool.is_empty()).then(|| pool.to_string()),
+            });
+        }
+    }
+}
+
+/// One pass of desired-versus-actual (no I/O here: actions are spawned).
+fn reconcile(orch: &Arc<Orchestrator>) {
+    let fleet = &orch.fleet;
+    let now = Instant::now();
+    let ids: Vec<String> = fleet.state().workers.keys().cloned().collect();
+    let drained: HashMap<String, bool> = fleet
+        .state()
+        .pools
+        .iter()
+        .map(|(n, p)| (n.clone(), p.drained))
+        .collect();
+    let pool_of: HashMap<String, String> = fleet
+        .state()
+        .workers
+        .values()
+        .map(|w| (w.id.clone(), w.pool.clone()))
+        .collect();
+    {
+        let mut core = orch.core();
+        for id in &ids {
+            let d = pool_of
+                .get(id)
+                .and_then(|p| drained.get(p))
+                .copied()
+                .unwrap_or(false);
+            core.registry.set_draining(id, d);
+        }
+    }
+    let (busy, queued) = load_facts(orch);
+    let mut to_start = Vec::new();
+    let mut to_stop = Vec::new();
+    {
+        let mut guard = fleet.state();
+        if !guard.inventoried {
+            return;
+        }
+        let st = &mut *guard;
+        for w in st.workers.values_mut() {
+            if busy.get(&w.id).copied().unwrap_or(0) > 0
+                || queued.get(&w.model).copied().unwrap_or(0) > 0
+            {
+                w.last_used = now;
+            }
+        }
+        for d in &fleet.deployments {
+            let q = queued.get(&d.id).copied().unwrap_or(0);
+            let live: Vec<&ManagedWorker> = st
+                .workers
+                .values()
+                .filter(|w| w.model == d.id && w.phase != WorkerPhase::Stopping)
+                .collect();
+            let running: Vec<&&ManagedWorker> = live
+                .iter()
+                .filter(|w| w.phase == WorkerPhase::Running)
+                .collect();
+            let all_busy = running
+                .iter()
+                .all(|w| busy.get(&w.id).copied().unwrap_or(0) > 0);
+            let mut want = d.min_replicas;
+            if q > 0 {
+                want = want.max(1);
+                if all_busy && !running.is_empty() {
+                    want = want.max(live.len() as u32 + 1);
+                }
+            }
+            let want = want.min(d.max_replicas);
+            let ds = st.deployments.entry(d.id.clone()).or_default();
+            let window = Duration::from_secs(fleet.settings.failure_window_s);
+            while ds
+                .failures
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
+                ds.failures.pop_front();
+            }
+            if ds.failed && (ds.failures.len() as u32) < fleet.settings.max_failures {
+                ds.failed = false;
+            }
+            let may_start =
+                !ds.failed && ds.starting.is_none() && ds.next_attempt.is_none_or(|t| t <= now);
+            let live_n = live.len() as u32;
+            if live_n < want && may_start {
+                ds.starting = Some(("placing".into(), String::new()));
+                to_start.push(d.clone());
+            }
+            if let Some(ttl) = d.idle_ttl_s {
+                let mut keep = live_n;
+                for w in &running {
+                    if keep <= d.min_replicas || q > 0 {
+                        break;
+                    }
+                    if busy.get(&w.id).copied().unwrap_or(0) == 0
+                        && w.last_used.elapsed() >= Duration::from_secs(ttl)
+                    {
+                        to_stop.push((w.id.clone(), "idle"));
+                        keep -= 1;
+                    }
+                }
+            }
+        }
+        for w in st.workers.values() {
+            let on_drained = drained.get(&w.pool).copied().unwrap_or(false);
+            if on_drained
+                && w.phase == WorkerPhase::Running
+                && busy.get(&w.id).copied().unwrap_or(0) == 0
+                && !to_stop.iter().any(|(id, _)| id == &w.id)
+            {
+                to_stop.push((w.id.clone(), "drain"));
+            }
+        }
+    }
+    for (id, reason) in to_stop {
+        let orch = orch.clone();
+        tokio::spawn(async move {
+            stop_worker(&orch, &id, reason).await;
+        });
+    }
+    for d in to_start {
+        let orch = orch.clone();
+        tokio::spawn(async move {
+            start_worker(&orch, &d).await;
+            orch.fleet.wake.notify_one();
+        });
+    }
+}
+
+/// Stop a fleet worker unless it is busy. Returns whether it was stopped.
+pub async fn stop_worker(orch: &Arc<Orchestrator>, id: &str, reason: &'static str) -> bool {
+    {
+        let mut core = orch.core();
+        if core.registry.get(id).is_some_and(|w| w.busy > 0) {
+            return false;
+        }
+        core.registry.remove(id);
+    }
+    orch.store.delete_worker(id);
+    let pool = {
+        let mut st = orch.fleet.state();
+        let Some(w) = st.workers.get_mut(id) else {
+            return false;
+        };
+        if w.phase != WorkerPhase::Running {
+            return false;
+        }
+        w.phase = WorkerPhase::Stopping;
+        w.pool.clone()
+    };
+    tracing::info!(worker_id = %id, %pool, reason, "stopping fleet worker");
+    let r = match orch.fleet.transports.get(&pool) {
+        Some(t) => t
+            .call::<serde_json::Value>(
+                &[
+                    "worker".into(),
+                    "stop".into(),
+                    id.into(),
+                    "--grace".into(),
+                    STOP_GRACE_S.into(),
+                ],
+                quick(orch),
+            )
+            .await
+            .map(|_| ()),
+        None => Ok(()),
+    };
+    let mut st = orch.fleet.state();
+    match r {
+        Ok(()) | Err(PoolCallError::Failed { .. }) => {
+            st.workers.remove(id);
+            orch.metrics.inc(
+                "orchd_fleet_worker_stops_total",
+                &[("pool", &pool), ("reason", reason)],
+            );
+            if reason == "evicted" {
+                orch.metrics
+                    .inc("orchd_fleet_evictions_total", &[("pool", &pool)]);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(worker_id = %id, %pool, error = %e, "stop failed; will retry");
+            if let Some(w) = st.workers.get_mut(id) {
+                w.phase = WorkerPhase::Running;
+            }
+            false
+        }
+    }
+}
+
+/// The backend a deployment gets on a pool.
+pub(super) fn backend_for(d: &Deployment, status: Option<&StatusView>) -> &'static str {
+    match d.backend {
+        BackendChoice::Cpu => "cpu",
+        BackendChoice::Cuda => "cuda",
+        BackendChoice::Metal => "metal",
+        BackendChoice::Auto => {
+            let gpus = status.and_then(|s| s.machine.as_ref()).map(|m| &m.gpus);
+            match gpus.and_then(|g| g.first()) {
+                Some(g) if g.backend == "cuda" => "cuda",
+                Some(g) if g.backend == "metal" => "metal",
+                _ => "cpu",
+            }
+        }
+    }
+}
+
+/// Fetch missing `models fit` answers for `d` on every eligible pool; return the need.
+pub(super) async fn estimate(
+    orch: &Arc<Orchestrator>,
+    d: &Deployment,
+    pools: &[String],
+) -> Option<u64> {
+    let mut asks = Vec::new();
+    {
+        let st = orch.fleet.state();
+        for p in pools {
+            let Some(ps) = st.pools.get(p) else { continue };
+            let present = present_on(ps.status.as_ref(), &d.id);
+            let stale = ps.estimates.get(&d.id).is_none_or(|f| f.present != present);
+            if stale && ps.reachable == Some(true) {
+                asks.push((p.clone(), backend_for(d, ps.status.as_ref())));
+            }
+        }
+    }
+    for (pool, backend) in asks {
+        let Some(t) = orch.fleet.transports.get(&pool) else {
+            continue;
+        };
+        let mut args: Vec<String> = ["models", "fit", &d.id, "--backend", backend]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(c) = d.ctx_size {
+            args.extend(["--ctx".into(), c.to_string()]);
+        }
+        if let Some(p) = d.parallel {
+            args.extend(["--parallel".into(), p.to_string()]);
+        }
+        if let Some(m) = d.prompt_cache_mb {
+            args.extend(["--prompt-cache-mb".into(), m.to_string()]);
+        }
+        match t.call::<FitView>(&args, quick(orch)).await {
+            Ok((fit, _)) => {
+                if let Some(ps) = orch.fleet.state().pools.get_mut(&pool) {
+                    ps.estimates.insert(d.id.clone(), fit);
+                }
+            }
+            Err(e) => tracing::warn!(%pool, model = %d.id, error = %e, "models fit failed"),
+        }
+    }
+    let st = orch.fleet.state();
+    let fits: Vec<&FitView> = st
+        .pools
+        .values()
+        .filter_map(|p| p.estimates.get(&d.id))
+        .collect();
+    // A pool with the file read its header (KV cache included): trust it over catalog sizes.
+    fits.iter()
+        .filter(|f| f.present)
+        .map(|f| f.total_bytes)
+        .max()
+        .or_else(|| fits.iter().map(|f| f.total_bytes).max())
+}
+
+/// Busy slots per fleet worker and queued tasks per deployed model.
+fn load_facts(orch: &Orchestrator) -> (HashMap<String, u32>, HashMap<String, usize>) {
+    let ids: Vec<String> = orch.fleet.state().workers.keys().cloned().collect();
+    let core = orch.core();
+    let busy = ids
+        .iter()
+        .filter_map(|id| core.registry.get(id).map(|w| (id.clone(), w.busy)))
+        .collect();
+    let queued = orch
+        .fleet
+        .deployments
+        .iter()
+        .map(|d| (d.id.clone(), core.queue.of_model(&d.id).len()))
+        .collect();
+    (busy, queued)
+}
+
+pub(super) fn present_on(status: Option<&StatusView>, model: &str) -> bool {
+    status.is_some_and(|s| s.models.iter().any(|m| m.spec.id == model && m.downloaded))
+}
+
+/// Build the placement view of every pool for `d`. Idle = running, no task on it and none
+/// queued for its model.
+pub fn candidates(orch: &Orchestrator, d: &Deployment) -> Vec<Candidate> {
+    let (busy, queued) = load_facts(orch);
+    let st = orch.fleet.state();
+    orch.fleet
+        .pools
+        .iter()
+        .map(|p| {
+            let ps = st.pools.get(&p.name).cloned().unwrap_or_default();
+            let allowed = d.pools.as_ref().is_none_or(|l| l.contains(&p.name));
+            let excluded = if !allowed {
+                Some("not in the deployment's pools".to_string())
+            } else if ps.drained {
+                Some("drained".to_string())
+            } else if ps.reachable != Some(true) {
+                Some(format!(
+                    "unreachable ({})",
+                    ps.last_error.as_deref().unwrap_or("not probed yet")
+                ))
+            } else {
+                None
+            };
+            let workers: Vec<&ManagedWorker> =
+                st.workers.values().filter(|w| w.pool == p.name).collect();
+            let backend = backend_for(d, ps.status.as_ref());
+            let available = ps
+                .status
+                .as_ref()
+                .and_then(|s| s.machine.as_ref())
+                .map(|m| match backend {
+                    "cpu" => m.mem_available_bytes,
+                    b => m
+                        .gpus
+                        .iter()
+                        .filter(|g| g.backend == b)
+                        .map(|g| g.mem_free_bytes)
+                        .max()
+                        .unwrap_or(0),
+                })
+                .unwrap_or(0);
+            Candidate {
+                name: p.name.clone(),
+                excluded,
+                present: present_on(ps.status.as_ref(), &d.id),
+                available,
+                cap: p.max_memory_bytes,
+                planned: workers.iter().map(|w| w.estimate_bytes).sum(),
+                idle: workers
+                    .iter()
+                    .filter(|w| {
+                        w.phase == WorkerPhase::Running
+                            && w.model != d.id
+                            && busy.get(&w.id).copied().unwrap_or(0) == 0
+                            && queued.get(&w.model).copied().unwrap_or(0) == 0
+                    })
+                    .map(|w| IdleWorker {
+                        id: w.id.clone(),
+                        bytes: w.estimate_bytes,
+                        last_used: w.last_used,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
