@@ -20,6 +20,8 @@ pub struct WorkerEntry {
     pub busy: u32,
     /// Draining (its pool or itself): running tasks finish, no new ones come.
     pub draining: bool,
+    /// When a task last started or ended on it (for least-recently-used eviction).
+    pub last_busy: Option<Instant>,
     pub last_seen: Instant,
     /// Unix ms of `last_seen`.
     pub last_seen_ms: u64,
@@ -117,12 +119,14 @@ impl Registry {
         let old = self.workers.get(&reg.worker_id);
         let busy = old.map_or(0, |w| w.busy);
         let draining = old.is_some_and(|w| w.draining);
+        let last_busy = old.and_then(|w| w.last_busy);
         let entry = WorkerEntry {
             reg,
             source,
             status,
             busy,
             draining,
+            last_busy,
             last_seen: Instant::now(),
             last_seen_ms: seen_ms,
         };
@@ -310,6 +314,7 @@ impl Registry {
     pub fn acquire(&mut self, id: &str) {
         if let Some(w) = self.workers.get_mut(id) {
             w.busy += 1;
+            w.last_busy = Some(Instant::now());
         }
     }
 
@@ -317,6 +322,7 @@ impl Registry {
     pub fn release(&mut self, id: &str) {
         if let Some(w) = self.workers.get_mut(id) {
             w.busy = w.busy.saturating_sub(1);
+            w.last_busy = Some(Instant::now());
         }
     }
 

@@ -561,20 +561,36 @@ pub(super) async fn estimate(
         .or_else(|| fits.iter().map(|f| f.total_bytes).max())
 }
 
-/// Busy slots per fleet worker and queued tasks per deployed model.
+/// Busy slots per fleet worker and queued tasks per deployed model; the workers' last use is
+/// brought up to date from the registry on the way.
 fn load_facts(orch: &Orchestrator) -> (HashMap<String, u32>, HashMap<String, usize>) {
     let ids: Vec<String> = orch.fleet.state().workers.keys().cloned().collect();
-    let core = orch.core();
-    let busy = ids
-        .iter()
-        .filter_map(|id| core.registry.get(id).map(|w| (id.clone(), w.busy)))
-        .collect();
-    let queued = orch
-        .fleet
-        .deployments
-        .iter()
-        .map(|d| (d.id.clone(), core.queue.of_model(&d.id).len()))
-        .collect();
+    let (busy, last, queued) = {
+        let core = orch.core();
+        let mut busy = HashMap::new();
+        let mut last = HashMap::new();
+        for id in &ids {
+            if let Some(w) = core.registry.get(id) {
+                busy.insert(id.clone(), w.busy);
+                if let Some(t) = w.last_busy {
+                    last.insert(id.clone(), t);
+                }
+            }
+        }
+        let queued: HashMap<String, usize> = orch
+            .fleet
+            .deployments
+            .iter()
+            .map(|d| (d.id.clone(), core.queue.of_model(&d.id).len()))
+            .collect();
+        (busy, last, queued)
+    };
+    let mut st = orch.fleet.state();
+    for (id, t) in last {
+        if let Some(w) = st.workers.get_mut(&id) {
+            w.last_used = w.last_used.max(t);
+        }
+    }
     (busy, queued)
 }
 

@@ -5,5 +5,6 @@
 mod api;
 mod common;
 mod faults;
+mod fleet;
 mod real;
 mod state;
