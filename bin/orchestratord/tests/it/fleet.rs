@@ -280,7 +280,7 @@ async fn fleet_local_idle_ttl_stops_and_the_next_task_starts_again() {
     assert_ne!(w1, w2, "a new worker served the next task");
     let m = get_text(&o.url("/metrics")).await;
     assert!(
-        m.contains("orchd_fleet_worker_stops_total{pool=\"a\",reason=\"idle\"} 1"),
+        m.contains("orchd_fleet_worker_stops_total{component=\"orchestratord\",pool=\"a\",reason=\"idle\"} 1"),
         "{m}"
     );
 }
@@ -423,7 +423,10 @@ async fn fleet_memory_caps_place_evict_idle_and_name_needed_vs_available() {
     assert_eq!(deployment(&v, "m1")["replicas"], 1, "{v:#}");
     assert_eq!(deployment(&v, "m3")["replicas"], 1, "{v:#}");
     let m = get_text(&o.url("/metrics")).await;
-    assert!(m.contains("orchd_fleet_evictions_total{pool=\""), "{m}");
+    assert!(
+        m.contains("orchd_fleet_evictions_total{component=\"orchestratord\",pool=\""),
+        "{m}"
+    );
 }
 
 async fn get_text(url: &str) -> String {
