@@ -73,7 +73,7 @@ pub enum DeployState {
 }
 
 /// What the reconciler remembers about one deployment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DeploymentState {
     pub failures: VecDeque<Instant>,
     pub restarts: u32,
@@ -91,22 +91,6 @@ pub struct DeploymentState {
     pub starting: Option<(String, String)>,
 }
 
-impl Default for DeploymentState {
-    fn default() -> Self {
-        Self {
-            failures: VecDeque::new(),
-            restarts: 0,
-            starts: 0,
-            next_attempt: None,
-            last_error: None,
-            log_tail: None,
-            failed: false,
-            died: false,
-            load_ms: None,
-            starting: None,
-        }
-    }
-}
 
 /// What the reconciler knows about one pool.
 #[derive(Debug, Clone, Default)]
