@@ -91,7 +91,6 @@ pub struct DeploymentState {
     pub starting: Option<(String, String)>,
 }
 
-
 /// What the reconciler knows about one pool.
 #[derive(Debug, Clone, Default)]
 pub struct PoolState {

@@ -210,6 +210,30 @@ mod tests {
     }
 
     #[test]
+    fn twenty_pools_decide_quickly() {
+        let pools: Vec<Candidate> = (0..20)
+            .map(|i| {
+                let mut c = pool(&format!("p{i:02}"), 32_000 * M, Some(4000 * M), 3900 * M);
+                c.idle = (0..8)
+                    .map(|j| idle(&format!("p{i}-w{j}"), 450 * M, (i * 8 + j) as u64))
+                    .collect();
+                c
+            })
+            .collect();
+        let t = Instant::now();
+        let mut last = None;
+        for _ in 0..100 {
+            last = Some(plan(1000 * M, &pools));
+        }
+        let per = t.elapsed() / 100;
+        eprintln!("placement over 20 pools x 8 idle workers: {per:?} per decision");
+        // 20 pools, every one needing 2 stops: the least recently used pair wins (p19's oldest).
+        let (p, evict) = place(last.as_ref().unwrap());
+        assert_eq!((p, evict.len()), ("p19", 2));
+        assert!(per < Duration::from_millis(50), "{per:?}");
+    }
+
+    #[test]
     fn no_fit_names_needed_and_available() {
         let mut a = pool("a", 20_000 * M, Some(600 * M), 500 * M);
         a.idle = vec![idle("x", 50 * M, 5)];

@@ -269,8 +269,11 @@ async fn fleet_local_idle_ttl_stops_and_the_next_task_starts_again() {
     let (evs, ttft) = run_task(&o, "smollm2-135m").await;
     let w1 = assert_end(&evs, &o);
     eprintln!("fleet local: cold start to first token {ttft:.0} ms");
+    // Gone from the fleet's view only once the pool confirmed the stop.
     let v = wait_pools(&o, "idle worker stopped", |v| {
-        deployment(v, "smollm2-135m")["replicas"] == 0
+        pool(v, "a")["workers"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
     })
     .await;
     assert_eq!(deployment(&v, "smollm2-135m")["state"], "idle", "{v:#}");
@@ -334,6 +337,52 @@ async fn fleet_restarts_a_killed_worker_and_adopts_after_orchestratord_sigkill()
     let (evs, _) = run_task(&o, "smollm2-135m").await;
     assert_eq!(assert_end(&evs, &o), served_by, "the adopted worker serves");
     assert_eq!(env.workers(0).len(), 1, "no duplicate spawn");
+
+    // Drain: the idle worker stops and nothing starts there; undrain brings min_replicas back.
+    let r = client()
+        .post(o.url("/v2/pools/a/drain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_pools(&o, "drained pool emptied", |v| {
+        pool(v, "a")["drained"] == true
+            && pool(v, "a")["workers"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert!(
+        env.workers(0).is_empty(),
+        "the drained pool's worker was stopped"
+    );
+    if let Some(llorch) = require_bin("fleet_restart_adopt", "llorch") {
+        let out = Command::new(llorch)
+            .args(["fleet", "status", "--json", "--orchestrator", &o.base])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(pool(&v, "a")["drained"], true, "{v:#}");
+        let out = Command::new(require_bin("fleet", "llorch").unwrap())
+            .args(["fleet", "status", "--orchestrator", &o.base])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("POOL") && text.contains("smollm2-135m"),
+            "{text}"
+        );
+    }
+    let r = client()
+        .post(o.url("/v2/pools/a/undrain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_pools(&o, "min_replicas back after undrain", |v| {
+        deployment(v, "smollm2-135m")["state"] == "ready"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -427,6 +476,79 @@ async fn fleet_memory_caps_place_evict_idle_and_name_needed_vs_available() {
         m.contains("orchd_fleet_evictions_total{component=\"orchestratord\",pool=\""),
         "{m}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_deployment_fails_after_repeated_start_failures_with_the_log_tail() {
+    let _serial = SERIAL.lock().await;
+    let Some(env) = Env::new(
+        "fleet_failed_deployment",
+        &[("a", &["smollm2-135m"])],
+        false,
+    ) else {
+        return;
+    };
+    // A pool whose worker binary dies at once with a telling message.
+    let dir = env._tmp.path();
+    let worker = dir.join("broken-worker.sh");
+    write_exec(
+        &worker,
+        "echo 'boom: this worker cannot load anything' >&2; exit 3",
+    );
+    let wrapper = dir.join("pool.sh");
+    write_exec(
+        &wrapper,
+        &format!(
+            "LLORCH_WORKER_BIN={:?} exec {:?} \"$@\"",
+            worker.display().to_string(),
+            env.pool_bin.display().to_string()
+        ),
+    );
+    let toml = format!(
+        "[[pools]]\nname = \"a\"\nllorch_pool = {:?}\nhome = {:?}\n\
+         [[models]]\nid = \"smollm2-135m\"\n",
+        wrapper.display().to_string(),
+        env.home(0).display().to_string()
+    );
+    let path = dir.join("orchd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[fleet]\nprobe_interval_ms = 300\nrestart_backoff_ms = 100\nmax_failures = 2\n{toml}"
+        ),
+    )
+    .unwrap();
+    let o = Orchd::start(&["--config", path.to_str().unwrap()]);
+    let (evs, _) = run_task(&o, "smollm2-135m").await;
+    let end = single_terminal(&evs);
+    assert_eq!(end.kind, "error", "{evs:#?}");
+    assert_eq!(end.data["code"], "MODEL_LOAD_FAILED", "{evs:#?}");
+    let v = wait_pools(&o, "deployment failed", |v| {
+        deployment(v, "smollm2-135m")["state"] == "failed"
+    })
+    .await;
+    let d = deployment(&v, "smollm2-135m");
+    assert!(
+        d["log_tail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("boom: this worker cannot load"),
+        "{d:#}"
+    );
+    assert_eq!(d["failures_in_window"], 2, "{d:#}");
+    // New tasks are refused while failed.
+    let (status, _, body) = submit(&o, greedy("smollm2-135m")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (500, Some("MODEL_LOAD_FAILED")),
+        "{body}"
+    );
+}
+
+fn write_exec(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 async fn get_text(url: &str) -> String {

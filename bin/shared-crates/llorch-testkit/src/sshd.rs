@@ -156,10 +156,15 @@ impl Sshd {
     /// Stop the server (the listener and every session it forked, so existing connections
     /// drop too). [`Sshd::restart`] brings it back on the same port.
     pub fn stop(&mut self) {
-        // sshd forks one process per connection (and those fork the user's session): kill
-        // them before the listener, while they are still its descendants.
+        // sshd forks one process per connection: kill those before the listener, while they
+        // are still its descendants, so open connections drop too. The users' shells are left
+        // alone: they see their connection close and exit through their own cleanup (a shell
+        // killed mid-startup can leave rc-file locks behind, e.g. pyenv's rehash lock).
         for p in descendants(self.child.id()) {
-            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            if comm.trim() == "sshd" || comm.trim().starts_with("sshd-") {
+                let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
