@@ -12,7 +12,7 @@ pub mod reconcile;
 mod start;
 pub mod transport;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,8 @@ pub struct FleetState {
     pub deployments: BTreeMap<String, DeploymentState>,
     /// Whether the first probe of every pool (and adoption) happened.
     pub inventoried: bool,
+    /// Fleet workers drained one by one (`POST /v2/workers/{id}/drain`).
+    pub drained_workers: BTreeSet<String>,
 }
 
 /// The fleet: configuration, transports, state.

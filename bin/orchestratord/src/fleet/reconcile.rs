@@ -309,20 +309,22 @@ fn reconcile(orch: &Arc<Orchestrator>) {
         .iter()
         .map(|(n, p)| (n.clone(), p.drained))
         .collect();
-    let pool_of: HashMap<String, String> = fleet
-        .state()
-        .workers
-        .values()
-        .map(|w| (w.id.clone(), w.pool.clone()))
-        .collect();
+    // A worker drains when its pool does or when it was drained itself.
+    let worker_drained: HashMap<String, bool> = {
+        let st = fleet.state();
+        st.workers
+            .values()
+            .map(|w| {
+                let d = drained.get(&w.pool).copied().unwrap_or(false)
+                    || st.drained_workers.contains(&w.id);
+                (w.id.clone(), d)
+            })
+            .collect()
+    };
     {
         let mut core = orch.core();
         for id in &ids {
-            let d = pool_of
-                .get(id)
-                .and_then(|p| drained.get(p))
-                .copied()
-                .unwrap_or(false);
+            let d = worker_drained.get(id).copied().unwrap_or(false);
             core.registry.set_draining(id, d);
         }
     }
@@ -399,7 +401,7 @@ fn reconcile(orch: &Arc<Orchestrator>) {
             }
         }
         for w in st.workers.values() {
-            let on_drained = drained.get(&w.pool).copied().unwrap_or(false);
+            let on_drained = worker_drained.get(&w.id).copied().unwrap_or(false);
             if on_drained
                 && w.phase == WorkerPhase::Running
                 && busy.get(&w.id).copied().unwrap_or(0) == 0
@@ -466,6 +468,7 @@ pub async fn stop_worker(orch: &Arc<Orchestrator>, id: &str, reason: &'static st
     match r {
         Ok(()) | Err(PoolCallError::Failed { .. }) => {
             st.workers.remove(id);
+            st.drained_workers.remove(id);
             orch.metrics.inc(
                 "orchd_fleet_worker_stops_total",
                 &[("pool", &pool), ("reason", reason)],

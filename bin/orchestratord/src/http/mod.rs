@@ -45,6 +45,8 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
         .route("/v2/workers", get(workers::list))
         .route("/v2/workers/register", post(workers::register))
         .route("/v2/workers/{id}/heartbeat", post(workers::heartbeat))
+        .route("/v2/workers/{id}/drain", post(workers::drain))
+        .route("/v2/workers/{id}/undrain", post(workers::undrain))
         .route(
             "/v2/workers/{id}",
             axum::routing::delete(workers::deregister).get(workers::show),

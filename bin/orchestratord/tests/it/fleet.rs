@@ -281,6 +281,20 @@ async fn fleet_local_idle_ttl_stops_and_the_next_task_starts_again() {
     let (evs, _) = run_task(&o, "smollm2-135m").await;
     let w2 = assert_end(&evs, &o);
     assert_ne!(w1, w2, "a new worker served the next task");
+    // Draining one worker: it gets no new task and the fleet stops it once idle.
+    let r = client()
+        .post(o.url(&format!("/v2/workers/{w2}/drain")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_pools(&o, "drained worker stopped", |v| {
+        pool(v, "a")["workers"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await;
+    assert!(env.workers(0).is_empty());
     let m = get_text(&o.url("/metrics")).await;
     assert!(
         m.contains("orchd_fleet_worker_stops_total{component=\"orchestratord\",pool=\"a\",reason=\"idle\"} 1"),
