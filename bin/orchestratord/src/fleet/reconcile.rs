@@ -8,12 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use llorch_catalog::{FitView, StatusView, WorkerView as PoolWorker};
+use llorch_catalog::{StatusView, WorkerView as PoolWorker};
 use llorch_wire::tasks::TaskEvent;
 use llorch_wire::ErrorCode;
 
-use super::config::{BackendChoice, Deployment};
-use super::placement::{Candidate, IdleWorker};
 use super::start::start_worker;
 use super::transport::PoolCallError;
 use super::{ManagedWorker, WorkerPhase, WORKER_PREFIX};
@@ -321,13 +319,29 @@ fn reconcile(orch: &Arc<Orchestrator>) {
             })
             .collect()
     };
-    {
+    // Workers the registry can use now (registered and ready).
+    let ready: HashMap<String, bool> = {
         let mut core = orch.core();
         for id in &ids {
             let d = worker_drained.get(id).copied().unwrap_or(false);
             core.registry.set_draining(id, d);
         }
-    }
+        ids.iter()
+            .map(|id| {
+                let ok = core
+                    .registry
+                    .get(id)
+                    .is_some_and(|w| w.status == llorch_wire::tasks::WorkerStatus::Ready);
+                (id.clone(), ok)
+            })
+            .collect()
+    };
+    let reachable: HashMap<String, bool> = fleet
+        .state()
+        .pools
+        .iter()
+        .map(|(n, p)| (n.clone(), p.reachable != Some(false)))
+        .collect();
     let (busy, queued) = load_facts(orch);
     let mut to_start = Vec::new();
     let mut to_stop = Vec::new();
@@ -346,10 +360,17 @@ fn reconcile(orch: &Arc<Orchestrator>) {
         }
         for d in &fleet.deployments {
             let q = queued.get(&d.id).copied().unwrap_or(0);
+            // A worker on an unreachable pool that the registry cannot use either (host down?)
+            // does not count: another pool gets a replica meanwhile.
             let live: Vec<&ManagedWorker> = st
                 .workers
                 .values()
                 .filter(|w| w.model == d.id && w.phase != WorkerPhase::Stopping)
+                .filter(|w| {
+                    w.phase == WorkerPhase::Starting
+                        || reachable.get(&w.pool).copied().unwrap_or(true)
+                        || ready.get(&w.id).copied().unwrap_or(false)
+                })
                 .collect();
             let running: Vec<&&ManagedWorker> = live
                 .iter()
@@ -489,84 +510,9 @@ pub async fn stop_worker(orch: &Arc<Orchestrator>, id: &str, reason: &'static st
     }
 }
 
-/// The backend a deployment gets on a pool.
-pub(super) fn backend_for(d: &Deployment, status: Option<&StatusView>) -> &'static str {
-    match d.backend {
-        BackendChoice::Cpu => "cpu",
-        BackendChoice::Cuda => "cuda",
-        BackendChoice::Metal => "metal",
-        BackendChoice::Auto => {
-            let gpus = status.and_then(|s| s.machine.as_ref()).map(|m| &m.gpus);
-            match gpus.and_then(|g| g.first()) {
-                Some(g) if g.backend == "cuda" => "cuda",
-                Some(g) if g.backend == "metal" => "metal",
-                _ => "cpu",
-            }
-        }
-    }
-}
-
-/// Fetch missing `models fit` answers for `d` on every eligible pool; return the need.
-pub(super) async fn estimate(
-    orch: &Arc<Orchestrator>,
-    d: &Deployment,
-    pools: &[String],
-) -> Option<u64> {
-    let mut asks = Vec::new();
-    {
-        let st = orch.fleet.state();
-        for p in pools {
-            let Some(ps) = st.pools.get(p) else { continue };
-            let present = present_on(ps.status.as_ref(), &d.id);
-            let stale = ps.estimates.get(&d.id).is_none_or(|f| f.present != present);
-            if stale && ps.reachable == Some(true) {
-                asks.push((p.clone(), backend_for(d, ps.status.as_ref())));
-            }
-        }
-    }
-    for (pool, backend) in asks {
-        let Some(t) = orch.fleet.transports.get(&pool) else {
-            continue;
-        };
-        let mut args: Vec<String> = ["models", "fit", &d.id, "--backend", backend]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        if let Some(c) = d.ctx_size {
-            args.extend(["--ctx".into(), c.to_string()]);
-        }
-        if let Some(p) = d.parallel {
-            args.extend(["--parallel".into(), p.to_string()]);
-        }
-        if let Some(m) = d.prompt_cache_mb {
-            args.extend(["--prompt-cache-mb".into(), m.to_string()]);
-        }
-        match t.call::<FitView>(&args, quick(orch)).await {
-            Ok((fit, _)) => {
-                if let Some(ps) = orch.fleet.state().pools.get_mut(&pool) {
-                    ps.estimates.insert(d.id.clone(), fit);
-                }
-            }
-            Err(e) => tracing::warn!(%pool, model = %d.id, error = %e, "models fit failed"),
-        }
-    }
-    let st = orch.fleet.state();
-    let fits: Vec<&FitView> = st
-        .pools
-        .values()
-        .filter_map(|p| p.estimates.get(&d.id))
-        .collect();
-    // A pool with the file read its header (KV cache included): trust it over catalog sizes.
-    fits.iter()
-        .filter(|f| f.present)
-        .map(|f| f.total_bytes)
-        .max()
-        .or_else(|| fits.iter().map(|f| f.total_bytes).max())
-}
-
 /// Busy slots per fleet worker and queued tasks per deployed model; the workers' last use is
 /// brought up to date from the registry on the way.
-fn load_facts(orch: &Orchestrator) -> (HashMap<String, u32>, HashMap<String, usize>) {
+pub(super) fn load_facts(orch: &Orchestrator) -> (HashMap<String, u32>, HashMap<String, usize>) {
     let ids: Vec<String> = orch.fleet.state().workers.keys().cloned().collect();
     let (busy, last, queued) = {
         let core = orch.core();
@@ -595,75 +541,4 @@ fn load_facts(orch: &Orchestrator) -> (HashMap<String, u32>, HashMap<String, usi
         }
     }
     (busy, queued)
-}
-
-pub(super) fn present_on(status: Option<&StatusView>, model: &str) -> bool {
-    status.is_some_and(|s| s.models.iter().any(|m| m.spec.id == model && m.downloaded))
-}
-
-/// Build the placement view of every pool for `d`. Idle = running, no task on it and none
-/// queued for its model.
-pub fn candidates(orch: &Orchestrator, d: &Deployment) -> Vec<Candidate> {
-    let (busy, queued) = load_facts(orch);
-    let st = orch.fleet.state();
-    orch.fleet
-        .pools
-        .iter()
-        .map(|p| {
-            let ps = st.pools.get(&p.name).cloned().unwrap_or_default();
-            let allowed = d.pools.as_ref().is_none_or(|l| l.contains(&p.name));
-            let excluded = if !allowed {
-                Some("not in the deployment's pools".to_string())
-            } else if ps.drained {
-                Some("drained".to_string())
-            } else if ps.reachable != Some(true) {
-                Some(format!(
-                    "unreachable ({})",
-                    ps.last_error.as_deref().unwrap_or("not probed yet")
-                ))
-            } else {
-                None
-            };
-            let workers: Vec<&ManagedWorker> =
-                st.workers.values().filter(|w| w.pool == p.name).collect();
-            let backend = backend_for(d, ps.status.as_ref());
-            let available = ps
-                .status
-                .as_ref()
-                .and_then(|s| s.machine.as_ref())
-                .map(|m| match backend {
-                    "cpu" => m.mem_available_bytes,
-                    b => m
-                        .gpus
-                        .iter()
-                        .filter(|g| g.backend == b)
-                        .map(|g| g.mem_free_bytes)
-                        .max()
-                        .unwrap_or(0),
-                })
-                .unwrap_or(0);
-            Candidate {
-                name: p.name.clone(),
-                excluded,
-                present: present_on(ps.status.as_ref(), &d.id),
-                available,
-                cap: p.max_memory_bytes,
-                planned: workers.iter().map(|w| w.estimate_bytes).sum(),
-                idle: workers
-                    .iter()
-                    .filter(|w| {
-                        w.phase == WorkerPhase::Running
-                            && w.model != d.id
-                            && busy.get(&w.id).copied().unwrap_or(0) == 0
-                            && queued.get(&w.model).copied().unwrap_or(0) == 0
-                    })
-                    .map(|w| IdleWorker {
-                        id: w.id.clone(),
-                        bytes: w.estimate_bytes,
-                        last_used: w.last_used,
-                    })
-                    .collect(),
-            }
-        })
-        .collect()
 }

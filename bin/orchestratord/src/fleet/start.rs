@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use llorch_catalog::WorkerView as PoolWorker;
+use llorch_catalog::{FitView, StatusView, WorkerView as PoolWorker};
 use llorch_wire::ErrorCode;
 
-use super::config::Deployment;
-use super::placement::{self, Plan};
+use super::config::{BackendChoice, Deployment};
+use super::placement::{self, Candidate, IdleWorker, Plan};
 use super::reconcile::{
-    announce_phase, backend_for, candidates, estimate, fail_queued, record_failure, stop_worker,
+    announce_phase, fail_queued, load_facts, quick, record_failure, stop_worker,
 };
 use super::transport::PoolCallError;
 use super::{ManagedWorker, WorkerPhase, WORKER_PREFIX};
@@ -136,7 +136,7 @@ async fn place_and_spawn(
         .pools
         .get(&pool)
         .and_then(|p| p.status.clone());
-    if !super::reconcile::present_on(status.as_ref(), &d.id) {
+    if !present_on(status.as_ref(), &d.id) {
         announce_phase(orch, &d.id, "downloading", &pool);
         let args = vec!["models".to_string(), "download".into(), d.id.clone()];
         if let Err(e) = t.call::<serde_json::Value>(&args, DOWNLOAD_CALL).await {
@@ -263,6 +263,148 @@ async fn place_and_spawn(
             })
         }
     }
+}
+
+/// The backend a deployment gets on a pool.
+fn backend_for(d: &Deployment, status: Option<&StatusView>) -> &'static str {
+    match d.backend {
+        BackendChoice::Cpu => "cpu",
+        BackendChoice::Cuda => "cuda",
+        BackendChoice::Metal => "metal",
+        BackendChoice::Auto => {
+            let gpus = status.and_then(|s| s.machine.as_ref()).map(|m| &m.gpus);
+            match gpus.and_then(|g| g.first()) {
+                Some(g) if g.backend == "cuda" => "cuda",
+                Some(g) if g.backend == "metal" => "metal",
+                _ => "cpu",
+            }
+        }
+    }
+}
+
+/// Fetch missing `models fit` answers for `d` on every eligible pool; return the need.
+async fn estimate(orch: &Arc<Orchestrator>, d: &Deployment, pools: &[String]) -> Option<u64> {
+    let mut asks = Vec::new();
+    {
+        let st = orch.fleet.state();
+        for p in pools {
+            let Some(ps) = st.pools.get(p) else { continue };
+            let present = present_on(ps.status.as_ref(), &d.id);
+            let stale = ps.estimates.get(&d.id).is_none_or(|f| f.present != present);
+            if stale && ps.reachable == Some(true) {
+                asks.push((p.clone(), backend_for(d, ps.status.as_ref())));
+            }
+        }
+    }
+    for (pool, backend) in asks {
+        let Some(t) = orch.fleet.transports.get(&pool) else {
+            continue;
+        };
+        let mut args: Vec<String> = ["models", "fit", &d.id, "--backend", backend]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if let Some(c) = d.ctx_size {
+            args.extend(["--ctx".into(), c.to_string()]);
+        }
+        if let Some(p) = d.parallel {
+            args.extend(["--parallel".into(), p.to_string()]);
+        }
+        if let Some(m) = d.prompt_cache_mb {
+            args.extend(["--prompt-cache-mb".into(), m.to_string()]);
+        }
+        match t.call::<FitView>(&args, quick(orch)).await {
+            Ok((fit, _)) => {
+                if let Some(ps) = orch.fleet.state().pools.get_mut(&pool) {
+                    ps.estimates.insert(d.id.clone(), fit);
+                }
+            }
+            Err(e) => tracing::warn!(%pool, model = %d.id, error = %e, "models fit failed"),
+        }
+    }
+    let st = orch.fleet.state();
+    let fits: Vec<&FitView> = st
+        .pools
+        .values()
+        .filter_map(|p| p.estimates.get(&d.id))
+        .collect();
+    // A pool with the file read its header (KV cache included): trust it over catalog sizes.
+    fits.iter()
+        .filter(|f| f.present)
+        .map(|f| f.total_bytes)
+        .max()
+        .or_else(|| fits.iter().map(|f| f.total_bytes).max())
+}
+
+fn present_on(status: Option<&StatusView>, model: &str) -> bool {
+    status.is_some_and(|s| s.models.iter().any(|m| m.spec.id == model && m.downloaded))
+}
+
+/// Build the placement view of every pool for `d`. Idle = running, no task on it and none
+/// queued for its model.
+fn candidates(orch: &Orchestrator, d: &Deployment) -> Vec<Candidate> {
+    let (busy, queued) = load_facts(orch);
+    let st = orch.fleet.state();
+    orch.fleet
+        .pools
+        .iter()
+        .map(|p| {
+            let ps = st.pools.get(&p.name).cloned().unwrap_or_default();
+            let allowed = d.pools.as_ref().is_none_or(|l| l.contains(&p.name));
+            let excluded = if !allowed {
+                Some("not in the deployment's pools".to_string())
+            } else if ps.drained {
+                Some("drained".to_string())
+            } else if ps.reachable != Some(true) {
+                Some(format!(
+                    "unreachable ({})",
+                    ps.last_error.as_deref().unwrap_or("not probed yet")
+                ))
+            } else {
+                None
+            };
+            let workers: Vec<&ManagedWorker> =
+                st.workers.values().filter(|w| w.pool == p.name).collect();
+            let backend = backend_for(d, ps.status.as_ref());
+            let available = ps
+                .status
+                .as_ref()
+                .and_then(|s| s.machine.as_ref())
+                .map(|m| match backend {
+                    "cpu" => m.mem_available_bytes,
+                    b => m
+                        .gpus
+                        .iter()
+                        .filter(|g| g.backend == b)
+                        .map(|g| g.mem_free_bytes)
+                        .max()
+                        .unwrap_or(0),
+                })
+                .unwrap_or(0);
+            Candidate {
+                name: p.name.clone(),
+                excluded,
+                present: present_on(ps.status.as_ref(), &d.id),
+                available,
+                cap: p.max_memory_bytes,
+                planned: workers.iter().map(|w| w.estimate_bytes).sum(),
+                idle: workers
+                    .iter()
+                    .filter(|w| {
+                        w.phase == WorkerPhase::Running
+                            && w.model != d.id
+                            && busy.get(&w.id).copied().unwrap_or(0) == 0
+                            && queued.get(&w.model).copied().unwrap_or(0) == 0
+                    })
+                    .map(|w| IdleWorker {
+                        id: w.id.clone(),
+                        bytes: w.estimate_bytes,
+                        last_used: w.last_used,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

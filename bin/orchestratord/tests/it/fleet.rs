@@ -195,12 +195,15 @@ async fn fleet_on_demand_over_ssh_reuses_the_worker_and_survives_sshd_outage() {
     let test = "fleet_on_demand_over_ssh";
     // A hostile pool home: spaces, quotes, $() and backticks reach llorch-pool as data.
     let evil = "home 'q' \"d\" $(touch pwned) `touch pwned2`";
-    let Some(env) = Env::new(test, &[(evil, &["smollm2-135m"])], true) else {
+    let model: &[&str] = &["smollm2-135m"];
+    let Some(env) = Env::new(test, &[(evil, model), ("near", model)], true) else {
         return;
     };
+    // "near" (this host) has a cap well below what "far" reports free, so "far" is preferred.
     let toml = format!(
-        "{}[[models]]\nid = \"smollm2-135m\"\nparallel = 2\n",
-        env.pool_toml("far", 0, "#ssh")
+        "{}{}[[models]]\nid = \"smollm2-135m\"\nparallel = 2\n",
+        env.pool_toml("far", 0, "#ssh"),
+        env.pool_toml("near", 1, "max_memory_bytes = 2000000000")
     );
     let o = orchd(env._tmp.path(), &toml);
     let (evs, ttft) = run_task(&o, "smollm2-135m").await;
@@ -237,7 +240,8 @@ async fn fleet_on_demand_over_ssh_reuses_the_worker_and_survives_sshd_outage() {
     assert_eq!(deployment(&v, "smollm2-135m")["starts"], 1, "{v:#}");
     eprintln!("probe over ssh: {} ms", pool(&v, "far")["probe_ms"]);
 
-    // sshd stops: the pool is marked unreachable within a few probes; back when it returns.
+    // sshd stops (and, as when a host goes down, its worker dies): the pool is marked
+    // unreachable within a few probes and the next task gets a worker on the other pool.
     let mut env = env;
     env.sshd.as_mut().unwrap().stop();
     let t = Instant::now();
@@ -246,13 +250,38 @@ async fn fleet_on_demand_over_ssh_reuses_the_worker_and_survives_sshd_outage() {
     })
     .await;
     eprintln!("unreachable noticed after {} ms", t.elapsed().as_millis());
+    let pid = env.workers(0)[0]["pid"].as_u64().unwrap();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let (evs, _) = run_task(&o, "smollm2-135m").await;
+    let w_near = assert_end(&evs, &o);
+    assert!(w_near.starts_with("fleet-near-"), "{w_near}");
+    // sshd is back: the pool is used again (near drained, so the next start must go far).
     env.sshd.as_mut().unwrap().restart();
     wait_pools(&o, "pool far reachable again", |v| {
         pool(v, "far")["reachable"] == true
+            && pool(v, "far")["workers"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+    })
+    .await;
+    let r = client()
+        .post(o.url("/v2/pools/near/drain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_pools(&o, "near emptied", |v| {
+        pool(v, "near")["workers"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
     })
     .await;
     let (evs, _) = run_task(&o, "smollm2-135m").await;
-    assert_eq!(assert_end(&evs, &o), w1, "used again after it came back");
+    let w_far = assert_end(&evs, &o);
+    assert!(w_far.starts_with("fleet-far-") && w_far != w1, "{w_far}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
