@@ -199,11 +199,11 @@ async fn fleet_on_demand_over_ssh_reuses_the_worker_and_survives_sshd_outage() {
     let Some(env) = Env::new(test, &[(evil, model), ("near", model)], true) else {
         return;
     };
-    // "near" (this host) has a cap well below what "far" reports free, so "far" is preferred.
+    // "near" has a cap below what "far" reports free (and "far" wins a tie by name): far first.
     let toml = format!(
         "{}{}[[models]]\nid = \"smollm2-135m\"\nparallel = 2\n",
         env.pool_toml("far", 0, "#ssh"),
-        env.pool_toml("near", 1, "max_memory_bytes = 2000000000")
+        env.pool_toml("near", 1, "max_memory_bytes = 1200000000")
     );
     let o = orchd(env._tmp.path(), &toml);
     let (evs, ttft) = run_task(&o, "smollm2-135m").await;
