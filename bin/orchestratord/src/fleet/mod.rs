@@ -128,6 +128,8 @@ pub struct Fleet {
     /// Wakes the reconciler (a task arrived for a deployed model, a drain, a worker died).
     pub wake: Notify,
     control: Mutex<Option<llorch_ssh::control::ControlDir>>,
+    /// Whether a pass fetching memory estimates runs (one at a time).
+    pub prewarming: std::sync::atomic::AtomicBool,
 }
 
 impl Fleet {
@@ -174,6 +176,7 @@ impl Fleet {
             state: Mutex::new(st),
             wake: Notify::new(),
             control: Mutex::new(control),
+            prewarming: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

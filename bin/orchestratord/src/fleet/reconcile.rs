@@ -40,6 +40,8 @@ pub async fn run(orch: Arc<Orchestrator>) {
         if last_probe.is_none_or(|t| t.elapsed() >= interval) {
             probe_all(&orch).await;
             last_probe = Some(Instant::now());
+            let o = orch.clone();
+            tokio::spawn(async move { super::start::prewarm_estimates(&o).await });
         }
         reconcile(&orch);
         let wait = interval.saturating_sub(last_probe.map_or(Duration::ZERO, |t| t.elapsed()));

@@ -22,6 +22,26 @@ const DOWNLOAD_CALL: Duration = Duration::from_secs(6 * 3600);
 /// Marker llorch-pool puts before a failed worker's log tail.
 const TAIL_MARKER: &str = "\n--- last lines of ";
 
+/// Fetch the memory estimates of every deployment on every reachable pool that lacks one, so
+/// an on-demand start does not wait for them (one pass at a time).
+pub async fn prewarm_estimates(orch: &Arc<Orchestrator>) {
+    use std::sync::atomic::Ordering;
+    if orch.fleet.prewarming.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    for d in &orch.fleet.deployments {
+        let allowed: Vec<String> = orch
+            .fleet
+            .pools
+            .iter()
+            .filter(|p| d.pools.as_ref().is_none_or(|l| l.contains(&p.name)))
+            .map(|p| p.name.clone())
+            .collect();
+        estimate(orch, d, &allowed).await;
+    }
+    orch.fleet.prewarming.store(false, Ordering::SeqCst);
+}
+
 /// Start one worker for `d` (called with the deployment marked `starting`; clears it).
 pub async fn start_worker(orch: &Arc<Orchestrator>, d: &Deployment) {
     let t0 = Instant::now();
@@ -283,7 +303,11 @@ fn backend_for(d: &Deployment, status: Option<&StatusView>) -> &'static str {
 }
 
 /// Fetch missing `models fit` answers for `d` on every eligible pool; return the need.
-async fn estimate(orch: &Arc<Orchestrator>, d: &Deployment, pools: &[String]) -> Option<u64> {
+pub(super) async fn estimate(
+    orch: &Arc<Orchestrator>,
+    d: &Deployment,
+    pools: &[String],
+) -> Option<u64> {
     let mut asks = Vec::new();
     {
         let st = orch.fleet.state();
