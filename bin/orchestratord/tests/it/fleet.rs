@@ -239,6 +239,25 @@ async fn fleet_on_demand_over_ssh_reuses_the_worker_and_survives_sshd_outage() {
     .await;
     assert_eq!(deployment(&v, "smollm2-135m")["starts"], 1, "{v:#}");
     eprintln!("probe over ssh: {} ms", pool(&v, "far")["probe_ms"]);
+    // One persistent connection: many probes and commands, one login.
+    let calls = get_text(&o.url("/metrics")).await;
+    let probes = calls
+        .lines()
+        .find(|l| l.starts_with("orchd_fleet_probe_ms_count") && l.contains("pool=\"far\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let logins = env
+        .sshd
+        .as_ref()
+        .unwrap()
+        .log()
+        .matches("Accepted publickey")
+        .count();
+    eprintln!("ssh: {probes} probes + spawn/fit over {logins} login(s)");
+    assert!(
+        probes >= 2 && logins <= 2,
+        "{probes} probes, {logins} logins"
+    );
 
     // sshd stops (and, as when a host goes down, its worker dies): the pool is marked
     // unreachable within a few probes and the next task gets a worker on the other pool.
