@@ -29,6 +29,7 @@ impl ControlDir {
             .map(PathBuf::from)
             .filter(|p| p.is_dir())
             .unwrap_or_else(std::env::temp_dir);
+        remove_stale(&base);
         let pid = std::process::id();
         let mut last = None;
         for n in 0..100u32 {
@@ -74,6 +75,34 @@ impl Drop for ControlDir {
         }
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Remove `llorch-ssh-<pid>-<n>` directories left by processes that no longer run (killed
+/// before they could clean up; their masters exit on their own after `ControlPersist`).
+fn remove_stale(base: &Path) {
+    let Ok(rd) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("llorch-ssh-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !pid_alive(pid) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks whether the process exists; pid > 0.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The argv after `ssh` that starts a background master for `host` (persisting `persist` idle).
@@ -219,5 +248,12 @@ mod tests {
         let p = dir.path().to_path_buf();
         drop(dir);
         assert!(!p.exists());
+        // A directory of a process that is gone is removed by the next create().
+        let base = p.parent().unwrap().to_path_buf();
+        let stale = base.join(format!("llorch-ssh-{}-7", i32::MAX - 1));
+        std::fs::create_dir_all(&stale).unwrap();
+        let d2 = ControlDir::create().unwrap();
+        assert!(!stale.exists());
+        drop(d2);
     }
 }
