@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use crate::fleet::config::{Deployment, FleetSettings, PoolConfig};
+
 /// What happens when a priority class of the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -134,6 +136,12 @@ pub struct FileConfig {
     pub finished_tasks_in_memory: Option<usize>,
     pub history_retention_days: Option<u32>,
     pub workers: Option<Vec<StaticWorker>>,
+    /// Hosts whose `llorch-pool` the fleet drives (`.specs/fleet.md`).
+    pub pools: Option<Vec<PoolConfig>>,
+    /// Models the fleet keeps available.
+    pub models: Option<Vec<Deployment>>,
+    /// Reconciler timing.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// Validated configuration.
@@ -158,6 +166,9 @@ pub struct Config {
     pub finished_tasks_in_memory: usize,
     pub history_retention_days: u32,
     pub workers: Vec<StaticWorker>,
+    pub pools: Vec<PoolConfig>,
+    pub models: Vec<Deployment>,
+    pub fleet: FleetSettings,
 }
 
 /// A configuration that cannot be used; the message says what to change.
@@ -202,6 +213,9 @@ impl Default for Config {
             finished_tasks_in_memory: 1000,
             history_retention_days: 7,
             workers: Vec::new(),
+            pools: Vec::new(),
+            models: Vec::new(),
+            fleet: FleetSettings::default(),
         }
     }
 }
@@ -312,6 +326,9 @@ impl Config {
                 .history_retention_days
                 .unwrap_or(d.history_retention_days),
             workers,
+            pools: file.pools.unwrap_or_default(),
+            models: file.models.unwrap_or_default(),
+            fleet: file.fleet.unwrap_or_default(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -346,6 +363,8 @@ impl Config {
                 )));
             }
         }
+        crate::fleet::config::validate(&self.pools, &self.models, &self.fleet)
+            .map_err(ConfigError::Invalid)?;
         if !self.bind.ip().is_loopback() && self.api_tokens.is_empty() {
             return Err(ConfigError::PublicBindWithoutToken(self.bind));
         }

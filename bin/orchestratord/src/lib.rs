@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod openai;
@@ -53,6 +54,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let restored = workers::restore(&orch);
     tokio::spawn(scheduler::run(orch.clone()));
     tokio::spawn(scheduler::maintenance(orch.clone()));
+    if orch.fleet.enabled() {
+        tokio::spawn(fleet::reconcile::run(orch.clone()));
+    }
     tracing::info!(%addr, restored_workers = restored, db = %orch.cfg.db.display(),
         auth = !orch.cfg.api_tokens.is_empty(), "orchestratord listening");
     let app = http::router(orch.clone());
@@ -77,6 +81,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         r = server => r?,
         _ = deadline => tracing::warn!("streams still open after the shutdown grace period; exiting"),
     }
+    orch.fleet.shutdown();
     orch.store.close();
     Ok(())
 }

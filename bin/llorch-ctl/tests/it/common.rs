@@ -2,150 +2,35 @@
 //! run the built `llorch` against it with a private config file.
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-use llorch_testkit::{free_port, repo_root, skip_or_fail};
-
-pub const SSHD: &str = "/usr/sbin/sshd";
 
 /// The `llorch` binary under test.
 pub fn llorch_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_llorch"))
 }
 
-fn run_ok(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+/// The shared throwaway sshd (`llorch_testkit::sshd`) plus llorch helpers.
+pub struct Sshd(pub llorch_testkit::sshd::Sshd);
 
-fn openssh_present() -> bool {
-    let runs = |prog: &str, arg: &str| {
-        Command::new(prog)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    };
-    Path::new(SSHD).is_file() && runs("ssh", "-V") && runs("ssh-keygen", "-?")
-}
-
-/// Make sure sshd, ssh and ssh-keygen exist: run `scripts/ci-sshd.sh install` when one is
-/// missing. `None` (after skip-or-fail) when they are still missing.
-pub fn ensure_sshd(test: &str) -> Option<()> {
-    if openssh_present() {
-        return Some(());
+impl std::ops::Deref for Sshd {
+    type Target = llorch_testkit::sshd::Sshd;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-    let script = repo_root().join("scripts/ci-sshd.sh");
-    let out = Command::new("bash").arg(&script).arg("install").output();
-    if openssh_present() {
-        return Some(());
-    }
-    let why = match out {
-        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-        Err(e) => e.to_string(),
-    };
-    skip_or_fail(
-        test,
-        &format!("OpenSSH ({SSHD}, ssh, ssh-keygen) missing and `scripts/ci-sshd.sh install` failed: {why}"),
-    )
 }
 
-/// A running throwaway sshd; killed on drop.
-pub struct Sshd {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    pub user: String,
-    child: Child,
+impl std::ops::DerefMut for Sshd {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Sshd {
     /// Start sshd on a free loopback port, or skip-or-fail when sshd is unavailable.
     pub fn start(test: &str) -> Option<Sshd> {
-        ensure_sshd(test)?;
-        let dir = tempfile::Builder::new()
-            .prefix("llorch-sshd-")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        for (name, comment) in [
-            ("host_ed25519", "test-host"),
-            ("id_ed25519", "test-user"),
-            ("id_stranger", "stranger"),
-        ] {
-            run_ok(
-                Command::new("ssh-keygen")
-                    .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-                    .arg(d.join(name)),
-                "ssh-keygen",
-            );
-        }
-        std::fs::copy(d.join("id_ed25519.pub"), d.join("authorized_keys")).unwrap();
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string();
-        let uid = String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string();
-        if uid == "0" {
-            std::fs::create_dir_all("/run/sshd").unwrap();
-        }
-        let host_pub = std::fs::read_to_string(d.join("host_ed25519.pub")).unwrap();
-        let key: Vec<&str> = host_pub.split_whitespace().take(2).collect();
-        let mut last_log = String::new();
-        // A free port can be taken by another test before sshd binds it: try a few.
-        for _ in 0..3 {
-            let port = free_port();
-            let known = format!("[127.0.0.1]:{port} {}\n", key.join(" "));
-            std::fs::write(d.join("known_hosts"), known).unwrap();
-            std::fs::write(d.join("sshd_config"), sshd_config(d, port, &user)).unwrap();
-            let log = std::fs::File::create(d.join("sshd.log")).unwrap();
-            let mut child = Command::new(SSHD)
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(d.join("sshd_config"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {SSHD}: {e}"));
-            match wait_banner(&mut child, port) {
-                Ok(()) => {
-                    return Some(Sshd {
-                        dir,
-                        port,
-                        user,
-                        child,
-                    })
-                }
-                Err(why) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
-                    last_log = format!("{why}\n{log}");
-                }
-            }
-        }
-        panic!("sshd did not start: {last_log}");
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default()
+        llorch_testkit::sshd::Sshd::start(test).map(Sshd)
     }
 
     /// The llorch config file this harness uses.
@@ -199,44 +84,6 @@ impl Sshd {
     /// A `llorch` command using this harness's config and no ambient host settings.
     pub fn llorch(&self, args: &[&str]) -> Command {
         llorch_with_config(&self.config(), args)
-    }
-}
-
-fn sshd_config(d: &Path, port: u16, user: &str) -> String {
-    let d = d.display();
-    format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
-         AuthorizedKeysFile {d}/authorized_keys\nAllowUsers {user}\nPubkeyAuthentication yes\n\
-         PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-         PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nPrintMotd no\nLogLevel VERBOSE\n"
-    )
-}
-
-/// Wait for the `SSH-` greeting; `Err` when sshd exits or stays silent.
-fn wait_banner(child: &mut Child, port: u16) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Err(format!("sshd exited ({st})"));
-        }
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let mut buf = [0u8; 4];
-            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
-                return Ok(());
-            }
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            return Err("sshd not answering after 15 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -5,6 +5,7 @@
 mod api;
 mod common;
 mod faults;
+mod fleet;
 mod openai;
 mod real;
 mod state;

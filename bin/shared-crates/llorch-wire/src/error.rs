@@ -36,6 +36,9 @@ pub enum ErrorCode {
     Cancelled,
     /// The server is shutting down.
     ShuttingDown,
+    /// No pool has memory for a worker of the model, even after stopping idle workers; the
+    /// message names what was needed and what each pool had (HTTP 503).
+    NoCapacity,
     /// Anything else.
     Internal,
 }
@@ -49,7 +52,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::QueueFull => 429,
             ErrorCode::Cancelled => 499,
-            ErrorCode::WorkerBusy | ErrorCode::ShuttingDown => 503,
+            ErrorCode::WorkerBusy | ErrorCode::ShuttingDown | ErrorCode::NoCapacity => 503,
             ErrorCode::DeadlineExceeded => 504,
             ErrorCode::ModelLoadFailed
             | ErrorCode::InferenceFailed
@@ -68,6 +71,7 @@ impl ErrorCode {
                 | ErrorCode::WorkerLost
                 | ErrorCode::Evicted
                 | ErrorCode::ShuttingDown
+                | ErrorCode::NoCapacity
                 | ErrorCode::Internal
         )
     }
@@ -89,6 +93,7 @@ impl ErrorCode {
             ErrorCode::Evicted => "EVICTED",
             ErrorCode::Cancelled => "CANCELLED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::NoCapacity => "NO_CAPACITY",
             ErrorCode::Internal => "INTERNAL",
         }
     }
