@@ -51,7 +51,7 @@ scripts/fetch-test-model.sh all >/dev/null
 log "engine test on cuda:$GPU (Gemma 3)"
 status=0
 LLORCH_TEST_DEVICE="cuda:$GPU" CI=true cargo test --release -p llorch-engine --features cuda \
-  --test gemma3 -- --test-threads=1 2>&1 | tee "$OUT/gpu-engine-test.log" | tail -20 >&2 || status=1
+  --test it gemma3:: -- --test-threads=1 2>&1 | tee "$OUT/gpu-engine-test.log" | tail -20 >&2 || status=1
 
 log "model matrix on cpu and cuda"
 LLORCH_FEATURES=llorch-candled/cuda CUDA_VISIBLE_DEVICES="$GPU" scripts/test_all_models.sh --bin-dir target/release --backends cpu,cuda \

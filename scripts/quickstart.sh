@@ -23,6 +23,7 @@ AUTH=()
 [ -n "${LLORCH_API_TOKEN:-}" ] && AUTH=(-H "Authorization: Bearer $LLORCH_API_TOKEN")
 
 log() { echo "== quickstart: $*" >&2; }
+. scripts/lib/steps.sh
 die() { echo "quickstart: $*" >&2; exit 1; }
 with_timeout() { if command -v timeout >/dev/null; then timeout "$@"; else shift; "$@"; fi; }
 orch_alive() {
@@ -65,7 +66,9 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 for tool in curl python3; do command -v $tool >/dev/null || die "$tool not found"; done
 T0=$(date +%s)
 log "building release binaries (first run: several minutes)"
-cargo build --release --quiet --bin orchestratord --bin llorch-candled --bin llorch-pool --bin llorch
+# Every binary of the workspace, in the release profile that scripts/test.sh builds its tests in.
+step "quickstart: build release binaries" cargo build --release --quiet --workspace --bins
+T1=$(date +%s)
 
 mkdir -p "$STATE"
 if ! pool --json models info "$MODEL_ID" 2>/dev/null | grep -q '"downloaded": *true'; then
@@ -138,6 +141,8 @@ usage = usage or {}
 print("--- {} tokens (prompt {}), finish_reason {}, then data: [DONE]".format(
     usage.get("completion_tokens"), usage.get("prompt_tokens"), finish), file=sys.stderr)
 '
+
+step_since "quickstart: model, stack start, streamed answer" "$T1"
 
 TASKS_FLAG=""
 [ "$PORT" = 8080 ] || TASKS_FLAG=" --orchestrator $ORCH"

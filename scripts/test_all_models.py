@@ -52,16 +52,20 @@ PERF_ROUNDS = 2
 # Text that must never reach the client: decoding errors and raw end-of-turn markers.
 FORBIDDEN = ["\ufffd", "<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>"]
 
-# Per-model budgets (CPU, 2 threads). Load and RSS bounds are acceptance limits; throughput
-# minimums sit at about a quarter of what this machine kind measured with release and debug
-# builds (MODEL_SUPPORT.md), so only a real regression (a lost SIMD kernel, a copy per token)
-# trips them; other jobs at normal priority on the same 2 cores can cost 4x as well.
+# Per-model bounds (CPU, 2 threads), in two sets.
+# - BENCH_BUDGETS (`--budgets bench`, what scripts/bench.sh runs on a release build): the tight
+#   acceptance limits this machine kind meets when quiet. A missed time budget is reported but
+#   not judged while other processes take more than MAX_OTHER_CPU of the CPUs.
+# - CI_BOUNDS (the default, what scripts/test.sh runs): correctness plus bounds that a machine
+#   three times slower, or one whose other core is saturated, still meets. They catch a lost SIMD
+#   kernel or a copy per token (10x), never a busy day. Memory is not a speed: the RSS limits are
+#   the same in both sets.
 # eos_min: how many of the CHAT answers must end at end-of-turn; capital_answer: whether the
 # greedy chat answer to the capital question must name Paris. SmolLM2-135M's greedy chat answer
 # to it wanders (in llama.cpp too: fixtures/smollm2-greedy.json) and runs to max_tokens on the
 # Q8_0 safetensors path. The Gemma file is a base model served through the transcript template:
 # all three answers end when it starts the next dialogue line, and it names Paris.
-BUDGETS = {
+BENCH_BUDGETS = {
     "smollm2-135m": {"load_ms": 2000, "peak_rss_mb": 400, "peak_rss_with_prompt_logprobs_mb": 400,
                      "prefill_tps": 60, "decode_tps": 20, "eos_min": 1},
     # after the parity requests the worker's prompt cache holds their sequences (Gemma: 18 KB
@@ -71,10 +75,16 @@ BUDGETS = {
     "smollm2-135m-st": {"load_ms": 5000, "peak_rss_mb": 1400, "peak_rss_with_prompt_logprobs_mb": 1400,
                         "prefill_tps": 60, "decode_tps": 20, "eos_min": 1},
 }
+CI_BOUNDS = {
+    model: {**b, "load_ms": 10000 if b["load_ms"] <= 2000 else 20000, "prefill_tps": 10, "decode_tps": 4}
+    for model, b in BENCH_BUDGETS.items()
+}
 DEFAULT_BUDGET = {"eos_min": 1}
-# Above this share of the CPUs taken by other processes while a worker loads or runs the
-# throughput requests, a missed load-time or tok/s budget is reported but not enforced.
+# With --budgets bench: above this share of the CPUs taken by other processes while a worker
+# loads or runs the throughput requests, a missed load-time or tok/s budget is reported but not
+# enforced. The CI bounds are always enforced.
 MAX_OTHER_CPU = 0.15
+BUDGET_SETS = {"ci": CI_BOUNDS, "bench": BENCH_BUDGETS}
 
 
 def log(msg):
@@ -279,7 +289,7 @@ def run_perf(url, pid, checks):
     return best
 
 
-def budget_checks(metrics, budget, checks):
+def budget_checks(metrics, budget, checks, lenient_when_busy):
     for key, label, upper, share in [("load_ms", "load time (ms)", True, "load_other_cpu_share"),
                                      ("peak_rss_mb", "peak RSS (MB)", True, None),
                                      ("peak_rss_with_prompt_logprobs_mb", "peak RSS with prompt_logprobs (MB)",
@@ -289,7 +299,7 @@ def budget_checks(metrics, budget, checks):
         if key not in budget or metrics.get(key) is None:
             continue
         busy = (metrics.get(share) or 0.0) if share else 0.0
-        if busy > MAX_OTHER_CPU and (metrics[key] > budget[key] if upper else metrics[key] < budget[key]):
+        if lenient_when_busy and busy > MAX_OTHER_CPU and (metrics[key] > budget[key] if upper else metrics[key] < budget[key]):
             # A missed time budget says little about the code when other jobs take the CPUs.
             checks.add(f"budget/{key}", True, f"{label} {metrics[key]:.1f} misses {budget[key]}, not judged: "
                                               f"other processes used {busy:.0%} of the CPUs meanwhile "
@@ -300,12 +310,12 @@ def budget_checks(metrics, budget, checks):
         checks.add(f"budget/{key}", ok, f"{label} {v:.1f} {'<=' if upper else '>='} {lim}")
 
 
-def test_one(pool, model, backend, threads):
+def test_one(pool, model, backend, threads, budget_set):
     """Spawn, test, stop. Returns the result record."""
     rec = {"model": model["key"], "model_id": model["id"], "backend": backend, "checks": [], "samples": [],
            "metrics": {}}
     checks, samples = Checks(), rec["samples"]
-    budget = BUDGETS.get(model["id"], DEFAULT_BUDGET)
+    budget = BUDGET_SETS[budget_set].get(model["id"], DEFAULT_BUDGET)
     if backend != "cpu":  # the CPU time and memory budgets say nothing about a GPU
         budget = {k: v for k, v in budget.items() if k in ("eos_min", "capital_answer")}
     log(f"{model['key']} on {backend}")
@@ -348,7 +358,7 @@ def test_one(pool, model, backend, threads):
             # prompt_logprobs keeps every position's logits of a prefill chunk: reported apart.
             hwm = proc_status_kb(pid, "VmHWM")
             rec["metrics"]["peak_rss_with_prompt_logprobs_mb"] = hwm / 1024 if hwm else None
-        budget_checks(rec["metrics"], budget, checks)
+        budget_checks(rec["metrics"], budget, checks, lenient_when_busy=budget_set == "bench")
         rec["worker_cpu_s"] = cpu_seconds(pid)
     except Exception as e:  # noqa: BLE001 - any failure is a failed cell, reported with its reason
         checks.add("run", False, str(e)[-3000:])
@@ -401,6 +411,9 @@ def main():
                          "llama.cpp reference in fixtures/ that applies to it")
     ap.add_argument("--backends", default="", help="comma list (default: every available backend)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--budgets", choices=sorted(BUDGET_SETS), default="ci",
+                    help="ci: correctness and bounds a 3x slower machine meets (default); "
+                         "bench: this machine kind's tight time budgets (scripts/bench.sh)")
     ap.add_argument("--no-hf-cache", action="store_true", help="skip catalog models found in the HF cache")
     a = ap.parse_args()
 
@@ -434,7 +447,7 @@ def main():
                                 "metrics": {}})
                 continue
             for b in use:
-                rec = test_one(pool, m, b, a.threads)
+                rec = test_one(pool, m, b, a.threads, a.budgets)
                 rec["size_mb"] = round((m.get("size_bytes") or 0) / 1e6, 1)
                 results.append(rec)
     finally:
@@ -461,6 +474,7 @@ def main():
         "host": {"cpu": cpu, "logical_cpus": os.cpu_count(), "os": platform.platform(),
                  "other_cpu_share": other_share},
         "bin_dir": str(a.bin_dir),
+        "budgets": a.budgets,
         "duration_s": round(time.monotonic() - started, 1),
         "results": results,
         "backends_not_run": not_run,

@@ -64,6 +64,44 @@ pub enum Command {
     Infer(InferArgs),
     /// Tasks on orchestratord: submit | status | cancel | list
     Tasks(TasksArgs),
+    /// The fleet orchestratord manages: pools, deployments, workers; drain | undrain a pool
+    Fleet(FleetArgs),
+}
+
+/// `llorch fleet ...`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// orchestratord base URL (token: $LLORCH_API_TOKEN)
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "LLORCH_ORCHESTRATOR_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub orchestrator: String,
+    /// Print JSON (the API's own bodies)
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub action: FleetAction,
+}
+
+/// `llorch fleet` actions.
+#[derive(Debug, Subcommand)]
+pub enum FleetAction {
+    /// Pools (reachability, memory, workers) and deployments (state, replicas, restarts, errors)
+    Status,
+    /// No new tasks or workers on a pool; its workers stop once their tasks finish
+    Drain {
+        /// Pool name
+        pool: String,
+    },
+    /// Use a drained pool again
+    Undrain {
+        /// Pool name
+        pool: String,
+    },
 }
 
 /// `llorch pool [--host H] ARGS...`.

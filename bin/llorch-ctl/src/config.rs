@@ -64,26 +64,23 @@ impl HostProfile {
         }
     }
 
+    /// The ssh part of the profile.
+    pub fn ssh_destination(&self) -> llorch_ssh::Destination {
+        llorch_ssh::Destination {
+            target: self.target.clone(),
+            user: self.user.clone(),
+            port: self.port,
+            identity: self.identity.clone(),
+            ssh_config: self.ssh_config.clone(),
+            ssh_options: self.ssh_options.clone(),
+        }
+    }
+
     /// Reject values that would change the meaning of the ssh or env command line.
     pub fn validate(&self) -> Result<(), String> {
-        validate_target(&self.target)?;
-        if let Some(user) = &self.user {
-            if user.is_empty()
-                || user.starts_with('-')
-                || user
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || c == '@')
-            {
-                return Err(format!("invalid ssh user {user:?}"));
-            }
-        }
+        self.ssh_destination().validate()?;
         for key in self.env.keys() {
-            let mut chars = key.chars();
-            let ok = chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok {
+            if !llorch_ssh::valid_env_name(key) {
                 return Err(format!("invalid environment variable name {key:?}"));
             }
         }
@@ -96,39 +93,16 @@ impl HostProfile {
                 return Err(format!("invalid feature name {f:?}"));
             }
         }
-        for o in &self.ssh_options {
-            if !o.contains('=') || o.starts_with('-') {
-                return Err(format!("ssh option {o:?} must look like Name=value"));
-            }
-        }
         Ok(())
     }
 
     /// `user@target:port` as ssh will use it (for messages).
     pub fn destination(&self) -> String {
-        let mut s = String::new();
-        if let Some(u) = &self.user {
-            s.push_str(u);
-            s.push('@');
-        }
-        s.push_str(&self.target);
-        if let Some(p) = self.port {
-            s.push_str(&format!(":{p}"));
-        }
-        s
+        self.ssh_destination().display()
     }
 }
 
-/// An ssh destination must not look like an option nor contain blanks or control characters.
-pub fn validate_target(target: &str) -> Result<(), String> {
-    if target.is_empty()
-        || target.starts_with('-')
-        || target.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(format!("invalid ssh destination {target:?}"));
-    }
-    Ok(())
-}
+pub use llorch_ssh::validate_target;
 
 /// Profile names: letters, digits, `.`, `_`, `-`; `local` is reserved (it means "this machine").
 pub fn validate_profile_name(name: &str) -> Result<(), String> {

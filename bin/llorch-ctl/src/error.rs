@@ -13,16 +13,9 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// its exit code is passed through).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// ssh exited 255 and said why: unreachable, refused, auth, host key...
-    #[error("host {host}: {cause}")]
-    Ssh { host: String, cause: String },
-    /// The `ssh` program itself could not be started.
-    #[error("host {host}: cannot run ssh: {source}")]
-    SshSpawn {
-        host: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// ssh could not run the command: unreachable, refused, auth, host key, no `ssh`...
+    #[error(transparent)]
+    Ssh(#[from] llorch_ssh::SshError),
     /// The config file is unreadable, malformed or could not be written.
     #[error("config {}: {message}", .path.display())]
     Config { path: PathBuf, message: String },
@@ -75,22 +68,14 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Ssh { .. } | CliError::SshSpawn { .. } => EXIT_SSH,
+            CliError::Ssh(_) => EXIT_SSH,
             CliError::Usage(_) => EXIT_USAGE,
             _ => 1,
         }
     }
 }
 
-/// A child's exit status as our exit code (128 + signal when it was killed).
-pub fn exit_code_of(status: std::process::ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => c.clamp(0, 255) as u8,
-        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-        (None, None) => 1,
-    }
-}
+pub use llorch_ssh::ssh::exit_code_of;
 
 /// Result of a command: the exit code to return, or an error to print.
 pub type CliResult = Result<u8, CliError>;

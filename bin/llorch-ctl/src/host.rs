@@ -1,9 +1,10 @@
 //! Which machine a command runs on: `--host`, else `LLORCH_REMOTE_HOST`, else the config's
 //! `default_host`, else this machine. A host is a profile name or a plain ssh destination.
 
+use llorch_ssh::{quote, RemoteCommand, SshHost};
+
 use crate::config::{self, Config, HostProfile};
 use crate::error::CliError;
-use crate::quote;
 
 /// The value of `--host` that means "this machine".
 pub const LOCAL: &str = "local";
@@ -49,42 +50,31 @@ impl Remote {
         }
     }
 
-    /// `exec env K=V ...` (or just `exec`) prefixed to a remote command.
-    pub fn exec_prefix(&self) -> String {
-        let mut s = String::from("exec");
-        if !self.profile.env.is_empty() {
-            s.push_str(" env");
-            for (k, v) in &self.profile.env {
-                s.push(' ');
-                s.push_str(&quote::quote_assignment(k, v));
-            }
+    /// How ssh reaches this host (one connection per command).
+    pub fn ssh(&self) -> SshHost {
+        SshHost::new(
+            &self.name,
+            self.profile.ssh_destination(),
+            self.connect_timeout_s,
+        )
+    }
+
+    fn remote_command(&self) -> RemoteCommand {
+        RemoteCommand {
+            env: self.profile.env.clone(),
         }
-        s
     }
 
     /// The remote command line that runs `llorch-pool ARGS...`.
     pub fn pool_command(&self, args: &[String]) -> String {
-        let mut s = format!("{} {}", self.exec_prefix(), self.pool_bin_word());
-        if !args.is_empty() {
-            s.push(' ');
-            s.push_str(&quote::join(args));
-        }
-        s
+        self.remote_command()
+            .program_word(&self.pool_bin_word(), args)
     }
 
     /// The remote command line that runs a POSIX `sh` script with positional words (already
     /// quoted by the caller), independent of the login shell.
     pub fn script_command(&self, script: &str, words: &[String]) -> String {
-        let mut s = format!(
-            "{} sh -c {} llorch",
-            self.exec_prefix(),
-            quote::quote(script)
-        );
-        for w in words {
-            s.push(' ');
-            s.push_str(w);
-        }
-        s
+        self.remote_command().script(script, words)
     }
 }
 

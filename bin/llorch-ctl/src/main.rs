@@ -6,7 +6,6 @@ mod config;
 mod error;
 mod host;
 mod orchestrator;
-mod quote;
 mod ssh;
 
 use std::io::IsTerminal;
@@ -35,6 +34,7 @@ fn run(cli: Cli) -> CliResult {
     match cli.command {
         Command::Infer(args) => commands::infer::run(args),
         Command::Tasks(args) => commands::tasks::run(args),
+        Command::Fleet(args) => commands::fleet::run(args),
         Command::Pool(args) => commands::pool::run(args, &ctx()?),
         Command::Hosts(cmd) => commands::hosts::run(cmd, &ctx()?),
     }

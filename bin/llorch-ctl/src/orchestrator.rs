@@ -118,6 +118,23 @@ impl OrchClient {
     }
 
     /// `GET /v2/meta/capabilities`.
+    /// `GET /v2/pools` as JSON.
+    pub async fn pools(&self) -> Result<serde_json::Value, CliError> {
+        self.json(self.http.get(format!("{}/v2/pools", self.base)))
+            .await
+    }
+
+    /// `POST /v2/pools/{name}/drain` (or `undrain`).
+    pub async fn drain(&self, pool: &str, drain: bool) -> Result<serde_json::Value, CliError> {
+        let verb = if drain { "drain" } else { "undrain" };
+        self.json(
+            self.http
+                .post(format!("{}/v2/pools/{pool}/{verb}", self.base)),
+        )
+        .await
+    }
+
+    /// `GET /v2/meta/capabilities`.
     pub async fn capabilities(&self) -> Result<Capabilities, CliError> {
         let url = format!("{}/v2/meta/capabilities", self.base);
         self.json(self.http.get(url)).await

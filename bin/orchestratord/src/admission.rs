@@ -173,11 +173,17 @@ async fn admit(
         ));
     }
     let created = Instant::now();
+    if let Some(why) = orch.fleet.refusal(&req.model) {
+        return Err(ApiError::new(ErrorCode::ModelLoadFailed, why));
+    }
+    let deployed = orch.fleet.deployment(&req.model).cloned();
     let (ctx, urls) = {
         let core = orch.core();
         let reg = &core.registry;
-        if !reg.knows_model(&req.model) {
+        if !reg.knows_model(&req.model) && deployed.is_none() {
             let mut names: Vec<String> = reg.models().into_iter().map(|m| m.model).collect();
+            names.extend(orch.fleet.deployments.iter().map(|d| d.id.clone()));
+            names.sort();
             names.dedup();
             let available = if names.is_empty() {
                 "none (no worker registered)".into()
@@ -192,8 +198,12 @@ async fn admit(
                 ),
             ));
         }
+        let deployed_ctx = deployed
+            .as_ref()
+            .and_then(|d| d.ctx_size)
+            .map_or(u32::MAX, |c| u32::try_from(c).unwrap_or(u32::MAX));
         (
-            reg.context_length(&req.model).unwrap_or(u32::MAX),
+            reg.context_length(&req.model).unwrap_or(deployed_ctx),
             reg.ready_urls(&req.model),
         )
     };
@@ -268,6 +278,8 @@ async fn admit(
         .then(|| orch.store.put_pending(&id, &task.request, correlation_id));
     task.set_position(position);
     task.push(&TaskEvent::Queued {
+        phase: None,
+        pool: None,
         task_id: id.clone(),
         queue_position: position,
         predicted_start_ms: predicted,
@@ -286,6 +298,10 @@ async fn admit(
         ) {
             tracing::warn!(task_id = %id, "could not store the task's request; it will not survive a restart");
         }
+    }
+    if deployed.is_some() {
+        // On-demand start: the reconciler sees the queued task and places a worker.
+        orch.fleet.wake.notify_one();
     }
     tracing::info!(task_id = %id, %correlation_id, model = %task.request.model,
         priority = task.request.priority.as_str(), position, "task admitted");

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use crate::fleet::config::{Deployment, FleetSettings, PoolConfig};
+
 /// What happens when a priority class of the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -143,6 +145,12 @@ pub struct FileConfig {
     pub history_retention_days: Option<u32>,
     pub workers: Option<Vec<StaticWorker>>,
     pub persist_requests: Option<bool>,
+    /// Hosts whose `llorch-pool` the fleet drives (`.specs/fleet.md`).
+    pub pools: Option<Vec<PoolConfig>>,
+    /// Models the fleet keeps available.
+    pub models: Option<Vec<Deployment>>,
+    /// Reconciler timing.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// Validated configuration.
@@ -169,6 +177,9 @@ pub struct Config {
     pub workers: Vec<StaticWorker>,
     /// Keep accepted, unfinished tasks' requests in SQLite (see `durable`).
     pub persist_requests: bool,
+    pub pools: Vec<PoolConfig>,
+    pub models: Vec<Deployment>,
+    pub fleet: FleetSettings,
 }
 
 /// A configuration that cannot be used; the message says what to change.
@@ -214,6 +225,9 @@ impl Default for Config {
             history_retention_days: 7,
             workers: Vec::new(),
             persist_requests: true,
+            pools: Vec::new(),
+            models: Vec::new(),
+            fleet: FleetSettings::default(),
         }
     }
 }
@@ -331,6 +345,9 @@ impl Config {
                 .persist_requests
                 .or(file.persist_requests)
                 .unwrap_or(d.persist_requests),
+            pools: file.pools.unwrap_or_default(),
+            models: file.models.unwrap_or_default(),
+            fleet: file.fleet.unwrap_or_default(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -365,6 +382,8 @@ impl Config {
                 )));
             }
         }
+        crate::fleet::config::validate(&self.pools, &self.models, &self.fleet)
+            .map_err(ConfigError::Invalid)?;
         if !self.bind.ip().is_loopback() && self.api_tokens.is_empty() {
             return Err(ConfigError::PublicBindWithoutToken(self.bind));
         }

@@ -187,6 +187,8 @@ pub fn resume(orch: &Arc<Orchestrator>) -> usize {
         }
         task.set_position(position);
         task.push(&TaskEvent::Queued {
+            phase: None,
+            pool: None,
             task_id: task.id.clone(),
             queue_position: position,
             predicted_start_ms: 0,
@@ -200,6 +202,8 @@ pub fn resume(orch: &Arc<Orchestrator>) -> usize {
     }
     if n > 0 {
         orch.wake.notify_one();
+        // models served on demand: the reconciler places workers for the queued tasks
+        orch.fleet.wake.notify_one();
     }
     n
 }

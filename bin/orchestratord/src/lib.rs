@@ -10,6 +10,7 @@ pub mod admission;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod openai;
@@ -61,6 +62,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(scheduler::run(orch.clone()));
     tokio::spawn(scheduler::maintenance(orch.clone()));
+    if orch.fleet.enabled() {
+        tokio::spawn(fleet::reconcile::run(orch.clone()));
+    }
     tracing::info!(%addr, restored_workers = restored, db = %orch.cfg.db.display(),
         auth = !orch.cfg.api_tokens.is_empty(), "orchestratord listening");
     let app = http::router(orch.clone());
@@ -85,6 +89,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         r = server => r?,
         _ = deadline => tracing::warn!("streams still open after the shutdown grace period; exiting"),
     }
+    orch.fleet.shutdown();
     orch.store.close();
     Ok(())
 }

@@ -134,6 +134,66 @@ pub const FAMILIES: &[Family] = &[
         help: "Submission to terminal event, per model.",
         buckets: MS_BUCKETS,
     },
+    Family {
+        name: "orchd_fleet_pool_reachable",
+        kind: Kind::Gauge,
+        help: "Whether the last probe of a pool answered (1) or not (0).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_fleet_probe_ms",
+        kind: Kind::Histogram,
+        help: "Duration of one pool probe (llorch-pool status over the pool's transport).",
+        buckets: MS_BUCKETS,
+    },
+    Family {
+        name: "orchd_fleet_memory_total_bytes",
+        kind: Kind::Gauge,
+        help: "Memory of a pool's device as its last probe reported.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_fleet_memory_free_bytes",
+        kind: Kind::Gauge,
+        help: "Free (available) memory of a pool's device as its last probe reported.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_fleet_worker_starts_total",
+        kind: Kind::Counter,
+        help: "Fleet workers started, by pool and reason (start|restart|adopted).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_fleet_worker_stops_total",
+        kind: Kind::Counter,
+        help: "Fleet workers stopped or lost, by pool and reason (idle|evicted|drain|died).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_fleet_evictions_total",
+        kind: Kind::Counter,
+        help: "Idle workers stopped to make room for another model, per pool.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_fleet_placement_failures_total",
+        kind: Kind::Counter,
+        help: "Starts refused because no pool had room (NO_CAPACITY), per model.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_fleet_placement_ms",
+        kind: Kind::Histogram,
+        help: "Time of one placement decision.",
+        buckets: FAST_BUCKETS,
+    },
+    Family {
+        name: "orchd_fleet_start_ms",
+        kind: Kind::Histogram,
+        help: "On-demand start of a worker: placement to ready (ssh, spawn, load), per model.",
+        buckets: MS_BUCKETS,
+    },
 ];
 
 /// The process's metrics: the shared `llorch-metrics` registry with every family declared and

@@ -140,6 +140,17 @@ impl TaskQueue {
             .collect()
     }
 
+    /// Queued tasks asking for `model`, with their positions, in dispatch order.
+    pub fn of_model(&self, model: &str) -> Vec<(String, u32)> {
+        self.interactive
+            .iter()
+            .chain(self.batch.iter())
+            .enumerate()
+            .filter(|(_, e)| e.model == model)
+            .map(|(i, e)| (e.task_id.clone(), i as u32))
+            .collect()
+    }
+
     /// Take the first task that `place` can put on a worker: interactive first, unless
     /// `starvation_bound` interactive tasks went in a row while a batch task waited.
     /// `place` is asked at most once per model per call.

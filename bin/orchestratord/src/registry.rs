@@ -18,6 +18,10 @@ pub struct WorkerEntry {
     pub status: WorkerStatus,
     /// Tasks the orchestrator runs on it now.
     pub busy: u32,
+    /// Draining (its pool or itself): running tasks finish, no new ones come.
+    pub draining: bool,
+    /// When a task last started or ended on it (for least-recently-used eviction).
+    pub last_busy: Option<Instant>,
     pub last_seen: Instant,
     /// Unix ms of `last_seen`.
     pub last_seen_ms: u64,
@@ -37,7 +41,7 @@ impl WorkerEntry {
     }
 
     fn has_free_slot(&self) -> bool {
-        self.status == WorkerStatus::Ready && self.busy < self.reg.slots_total
+        self.status == WorkerStatus::Ready && !self.draining && self.busy < self.reg.slots_total
     }
 
     /// The API view.
@@ -120,17 +124,33 @@ impl Registry {
         status: WorkerStatus,
         seen_ms: u64,
     ) {
-        let busy = self.workers.get(&reg.worker_id).map_or(0, |w| w.busy);
+        let old = self.workers.get(&reg.worker_id);
+        let busy = old.map_or(0, |w| w.busy);
+        let draining = old.is_some_and(|w| w.draining);
+        let last_busy = old.and_then(|w| w.last_busy);
         let entry = WorkerEntry {
             reg,
             source,
             status,
             busy,
+            draining,
+            last_busy,
             last_seen: Instant::now(),
             last_seen_ms: seen_ms,
             failure: None,
         };
         self.workers.insert(entry.reg.worker_id.clone(), entry);
+    }
+
+    /// Start or stop draining a worker; false for an unknown id.
+    pub fn set_draining(&mut self, id: &str, draining: bool) -> bool {
+        match self.workers.get_mut(id) {
+            Some(w) => {
+                w.draining = draining;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forget a worker.
@@ -322,6 +342,7 @@ impl Registry {
     pub fn acquire(&mut self, id: &str) {
         if let Some(w) = self.workers.get_mut(id) {
             w.busy += 1;
+            w.last_busy = Some(Instant::now());
         }
     }
 
@@ -329,6 +350,7 @@ impl Registry {
     pub fn release(&mut self, id: &str) {
         if let Some(w) = self.workers.get_mut(id) {
             w.busy = w.busy.saturating_sub(1);
+            w.last_busy = Some(Instant::now());
         }
     }
 

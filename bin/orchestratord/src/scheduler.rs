@@ -99,6 +99,8 @@ fn announce_positions(orch: &Orchestrator) {
         if let Some(task) = orch.task(&id) {
             if task.set_position(position) {
                 task.push(&TaskEvent::Queued {
+                    phase: None,
+                    pool: None,
                     task_id: id,
                     queue_position: position,
                     predicted_start_ms: eta,

@@ -68,6 +68,8 @@ pub struct Orchestrator {
     pub wake: Notify,
     shutting_down: AtomicBool,
     pub started: Instant,
+    /// Pools and deployments (empty without `[[pools]]`).
+    pub fleet: crate::fleet::Fleet,
 }
 
 impl Orchestrator {
@@ -90,7 +92,10 @@ impl Orchestrator {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .expect("HTTP client");
+        let fleet =
+            crate::fleet::Fleet::new(cfg.pools.clone(), cfg.models.clone(), cfg.fleet.clone());
         Arc::new(Self {
+            fleet,
             cfg,
             core: Mutex::new(core),
             tasks: Mutex::new(TaskTable::default()),

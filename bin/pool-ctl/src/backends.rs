@@ -109,6 +109,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         backends: detect(),
         models: models::local_views(&cat),
         workers: worker::views(ctx),
+        machine: Some(crate::machine::inventory()),
     };
     if ctx.json {
         print_json(&view);
@@ -124,6 +125,24 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         .map(|b| b.name.as_str())
         .collect();
     println!("backends: {}", avail.join(", "));
+    if let Some(m) = &view.machine {
+        println!(
+            "machine:  {} cores, {} of {} memory available",
+            m.cpu_cores,
+            human_bytes(m.mem_available_bytes),
+            human_bytes(m.mem_total_bytes)
+        );
+        for g in &m.gpus {
+            println!(
+                "  {}:{} {} ({} free of {})",
+                g.backend,
+                g.index,
+                g.name,
+                human_bytes(g.mem_free_bytes),
+                human_bytes(g.mem_total_bytes)
+            );
+        }
+    }
     println!("models:   {}", view.models.len());
     for m in &view.models {
         let size = m.local.as_ref().map(|l| l.size_bytes).unwrap_or(0);
@@ -133,11 +152,12 @@ pub fn status(ctx: &Ctx) -> Result<()> {
     println!("workers:  {} ({} alive)", view.workers.len(), alive);
     for w in &view.workers {
         println!(
-            "  {} {} pid {} {}",
+            "  {} {} pid {} {} {}",
             w.record.id,
             w.record.url,
             w.record.pid,
-            if w.alive { "alive" } else { "dead" }
+            if w.alive { "alive" } else { "dead" },
+            w.rss_bytes.map(human_bytes).unwrap_or_default()
         );
     }
     Ok(())

@@ -68,6 +68,9 @@ pub enum ModelsCmd {
         /// Model id.
         id: String,
     },
+    /// Memory one worker of the model needs (weights + KV cache + prompt cache + overhead) and
+    /// whether it fits on each device of this host.
+    Fit(FitArgs),
     /// Re-hash a model's files and compare with the recorded sha256.
     Verify {
         /// Model id.
@@ -97,6 +100,25 @@ pub enum ModelsCmd {
         #[arg(long)]
         name: Option<String>,
     },
+}
+
+/// Arguments of `models fit`.
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// Model id.
+    pub id: String,
+    /// Backend whose devices are checked.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
+    /// Context length per sequence [default: the model's, at most 8192, as the worker does].
+    #[arg(long, value_name = "N")]
+    pub ctx: Option<u64>,
+    /// Sequences generated at once (the worker's --parallel) [default: 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: Option<u32>,
+    /// The worker's prompt cache budget in MiB [default: 512, the worker's default].
+    #[arg(long, value_name = "MIB")]
+    pub prompt_cache_mb: Option<u64>,
 }
 
 /// Weight format for `models register`.
@@ -160,7 +182,7 @@ impl Backend {
 #[derive(Debug, Subcommand)]
 pub enum WorkerCmd {
     /// Start a worker and wait until it answers `/health` with status `ready`.
-    Spawn(SpawnArgs),
+    Spawn(Box<SpawnArgs>),
     /// Recorded workers with liveness, memory and uptime.
     List,
     /// Stop a worker: SIGTERM, then SIGKILL after the grace period; removes its record.
@@ -222,6 +244,12 @@ pub struct SpawnArgs {
     /// Requests the worker generates at once (its `--parallel`; default 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub parallel: Option<u32>,
+    /// Largest context per sequence (the worker's `--ctx-size`).
+    #[arg(long, value_name = "N")]
+    pub ctx_size: Option<u64>,
+    /// Prompt cache budget in MiB (the worker's `--prompt-cache-mb`).
+    #[arg(long, value_name = "MIB")]
+    pub prompt_cache_mb: Option<u64>,
     /// Chat template (the worker's `--chat-template`: auto, model, chatml, gemma, transcript
     /// or a .jinja path).
     #[arg(long, value_name = "NAME|FILE")]

@@ -32,6 +32,7 @@ pub fn run(ctx: &Ctx, cmd: ModelsCmd) -> Result<()> {
         }
         ModelsCmd::Rm { id } => rm(ctx, &id),
         ModelsCmd::Verify { id } => verify(ctx, &id),
+        ModelsCmd::Fit(args) => crate::fit::run(ctx, args),
         ModelsCmd::Download {
             id,
             retries,

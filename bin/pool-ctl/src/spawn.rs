@@ -104,6 +104,12 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
     if let Some(n) = a.parallel {
         cmd.args(["--parallel", &n.to_string()]);
     }
+    if let Some(n) = a.ctx_size {
+        cmd.args(["--ctx-size", &n.to_string()]);
+    }
+    if let Some(n) = a.prompt_cache_mb {
+        cmd.args(["--prompt-cache-mb", &n.to_string()]);
+    }
     if let Some(t) = &a.chat_template {
         cmd.args(["--chat-template", t]);
     }

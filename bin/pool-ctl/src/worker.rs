@@ -18,7 +18,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Run one `worker` subcommand.
 pub fn run(ctx: &Ctx, cmd: WorkerCmd) -> Result<()> {
     match cmd {
-        WorkerCmd::Spawn(args) => spawn(ctx, args),
+        WorkerCmd::Spawn(args) => spawn(ctx, *args),
         WorkerCmd::List => list(ctx),
         WorkerCmd::Stop { id, grace } => {
             let rec = ctx

@@ -9,8 +9,8 @@ use super::Context;
 use crate::cli::{GitAction, GitArgs};
 use crate::error::{CliError, CliResult};
 use crate::host::{self, Place, Remote};
-use crate::quote;
 use crate::ssh;
+use llorch_ssh::quote;
 
 /// `$1` = checkout. Fast-forward only: a diverged checkout is reported, never merged.
 const PULL: &str = r#"cd "$1" || exit 1

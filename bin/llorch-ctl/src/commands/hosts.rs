@@ -10,8 +10,8 @@ use crate::cli::{HostAddArgs, HostsCommand};
 use crate::config::{self, HostProfile};
 use crate::error::{CliError, CliResult};
 use crate::host::{self, Remote};
-use crate::quote;
 use crate::ssh;
+use llorch_ssh::quote;
 
 /// Run a `hosts` subcommand.
 pub fn run(cmd: HostsCommand, ctx: &Context) -> CliResult {

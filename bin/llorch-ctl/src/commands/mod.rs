@@ -1,5 +1,6 @@
 //! One module per top-level command.
 
+pub mod fleet;
 pub mod git;
 pub mod hosts;
 pub mod infer;

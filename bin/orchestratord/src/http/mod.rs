@@ -3,6 +3,7 @@
 
 mod events;
 mod meta;
+mod pools;
 mod tasks;
 mod workers;
 
@@ -44,10 +45,16 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
         .route("/v2/workers", get(workers::list))
         .route("/v2/workers/register", post(workers::register))
         .route("/v2/workers/{id}/heartbeat", post(workers::heartbeat))
+        .route("/v2/workers/{id}/drain", post(workers::drain))
+        .route("/v2/workers/{id}/undrain", post(workers::undrain))
         .route(
             "/v2/workers/{id}",
             axum::routing::delete(workers::deregister).get(workers::show),
         )
+        .route("/v2/pools", get(pools::list))
+        .route("/v2/pools/{name}", get(pools::show))
+        .route("/v2/pools/{name}/drain", post(pools::drain))
+        .route("/v2/pools/{name}/undrain", post(pools::undrain))
         .route("/v2/meta/capabilities", get(meta::capabilities))
         .route("/v2/openapi.json", get(meta::openapi))
         .route("/health", get(meta::health))

@@ -55,6 +55,54 @@ pub async fn heartbeat(
     workers::heartbeat(&orch, &id, &hb).map(Json)
 }
 
+/// `POST /v2/workers/{id}/drain`: no new tasks; running ones finish; a fleet worker is then
+/// stopped (any other worker keeps running, without tasks, until undrained).
+pub async fn drain(
+    State(orch): State<Arc<Orchestrator>>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerInfo>, ApiError> {
+    set_draining(&orch, &id, true)
+}
+
+/// `POST /v2/workers/{id}/undrain`.
+pub async fn undrain(
+    State(orch): State<Arc<Orchestrator>>,
+    Path(id): Path<String>,
+) -> Result<Json<WorkerInfo>, ApiError> {
+    set_draining(&orch, &id, false)
+}
+
+fn set_draining(
+    orch: &Arc<Orchestrator>,
+    id: &str,
+    on: bool,
+) -> Result<Json<WorkerInfo>, ApiError> {
+    {
+        let mut st = orch.fleet.state();
+        if on {
+            st.drained_workers.insert(id.to_string());
+        } else {
+            st.drained_workers.remove(id);
+        }
+    }
+    let info = {
+        let mut core = orch.core();
+        if !core.registry.set_draining(id, on) {
+            drop(core);
+            orch.fleet.state().drained_workers.remove(id);
+            return Err(ApiError::not_found("worker", id));
+        }
+        core.registry.get(id).map(|w| w.info())
+    };
+    orch.fleet.wake.notify_one();
+    if !on {
+        orch.wake.notify_one();
+    }
+    tracing::info!(worker_id = %id, draining = on, "worker drain changed");
+    info.map(Json)
+        .ok_or_else(|| ApiError::not_found("worker", id))
+}
+
 /// Forget a worker (it shuts down).
 pub async fn deregister(
     State(orch): State<Arc<Orchestrator>>,

@@ -79,7 +79,7 @@ impl Orchd {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(20),
+                start.elapsed() < Duration::from_secs(60),
                 "orchestratord not up:\n{}",
                 self.log_text()
             );
@@ -151,7 +151,7 @@ impl FaultWorker {
             Ok((200, _))
         ) {
             assert!(
-                start.elapsed() < Duration::from_secs(10),
+                start.elapsed() < Duration::from_secs(30),
                 "fault-worker not up"
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -335,7 +335,7 @@ pub async fn wait_task(o: &Orchd, id: &str, pred: impl Fn(&Value) -> bool) -> Va
             return v;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(30),
             "task {id} never matched; last: {v}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

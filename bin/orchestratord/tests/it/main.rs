@@ -6,6 +6,8 @@ mod api;
 mod common;
 mod crash;
 mod faults;
+mod fleet;
+mod openai;
 mod real;
 mod reliability;
 mod state;

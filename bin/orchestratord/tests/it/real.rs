@@ -198,7 +198,7 @@ async fn wait_cancelled_on_worker(url: &str, at_least: f64) {
     let start = Instant::now();
     while worker_cancelled_count(url).await < at_least {
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(30),
             "worker never reported the job cancelled"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -313,7 +313,7 @@ async fn tasks_sharing_a_system_prompt_go_where_it_is_cached() {
     for id in ["real-1", "real-2"] {
         let start = Instant::now();
         while get_json(&o.url(&format!("/v2/workers/{id}"))).await.1["slots_busy"] != 0 {
-            assert!(start.elapsed() < Duration::from_secs(10), "{id} stays busy");
+            assert!(start.elapsed() < Duration::from_secs(30), "{id} stays busy");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

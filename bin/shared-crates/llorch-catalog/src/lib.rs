@@ -18,7 +18,10 @@ pub use error::CatalogError;
 pub use home::PoolHome;
 pub use model::{LocalFile, LocalModel, ModelFormat, ModelSource, ModelSpec};
 pub use store::{Catalog, CatalogStore, CATALOG_VERSION};
-pub use views::{BackendView, ErrorView, ModelView, StatusView, WorkerView};
+pub use views::{
+    BackendView, DeviceFit, ErrorView, FitView, GpuView, MachineView, ModelView, StatusView,
+    WorkerView,
+};
 pub use workers::{WorkerRecord, WorkerStore};
 
 /// Seconds since the Unix epoch (0 if the clock is before 1970).

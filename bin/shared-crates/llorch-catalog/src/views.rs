@@ -67,6 +67,76 @@ pub struct StatusView {
     /// Models whose files are on this host.
     pub models: Vec<ModelView>,
     pub workers: Vec<WorkerView>,
+    /// CPU, memory and GPUs of this host (absent from llorch-pool before 0.1 fleet support).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineView>,
+}
+
+/// What a host has for placement (`status --json` field `machine`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineView {
+    /// Logical CPUs usable by this process.
+    pub cpu_cores: u32,
+    /// `MemTotal` of `/proc/meminfo` (other systems: total physical memory).
+    pub mem_total_bytes: u64,
+    /// `MemAvailable` of `/proc/meminfo`: what new processes can use without swapping.
+    pub mem_available_bytes: u64,
+    /// Every GPU found (CUDA via `nvidia-smi`; Apple unified memory is the system memory).
+    pub gpus: Vec<GpuView>,
+}
+
+/// One GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuView {
+    /// `cuda` or `metal`.
+    pub backend: String,
+    /// Device index as the worker's `--device` takes it.
+    pub index: u32,
+    /// Product name.
+    pub name: String,
+    pub mem_total_bytes: u64,
+    pub mem_free_bytes: u64,
+}
+
+/// `models fit ID --json`: the memory estimate of one worker and where it fits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FitView {
+    pub model: String,
+    /// `cpu`, `cuda` or `metal`.
+    pub backend: String,
+    /// Context length per sequence the estimate assumes.
+    pub ctx: u64,
+    /// Sequences generated at once (the worker's `--parallel`).
+    pub parallel: u32,
+    /// Whether the model's files are on this host.
+    pub present: bool,
+    /// Size of the weight files.
+    pub weights_bytes: u64,
+    /// Transformer blocks, KV heads, head dimension and bytes per cached element.
+    pub layers: u64,
+    pub kv_heads: u64,
+    pub head_dim: u64,
+    pub kv_bytes_per_elem: u64,
+    /// 2 (K and V) x layers x kv_heads x head_dim x ctx x parallel x bytes per element.
+    pub kv_cache_bytes: u64,
+    /// Prompt cache budget of the worker (`--prompt-cache-mb`).
+    pub prompt_cache_bytes: u64,
+    /// Fixed runtime overhead (buffers, tokenizer, activations).
+    pub overhead_bytes: u64,
+    /// weights + kv cache + prompt cache + overhead.
+    pub total_bytes: u64,
+    /// Every device of the backend with its free memory and whether the estimate fits.
+    pub devices: Vec<DeviceFit>,
+}
+
+/// Whether one device can hold the estimate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceFit {
+    /// `cpu`, `cuda:0`, `metal:0`.
+    pub device: String,
+    pub mem_total_bytes: u64,
+    pub mem_free_bytes: u64,
+    pub fits: bool,
 }
 
 /// Printed on stdout instead of a result when a command fails under `--json`.

@@ -4,6 +4,8 @@
 //! Locally a test may skip, and then prints why. Use [`require_model`], [`require_bin`] or
 //! [`skip_or_fail`] to apply that rule.
 
+pub mod sshd;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,12 +17,27 @@ pub fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
 }
 
-/// In CI: panic with `why`. Locally: print why the test is skipped. Returns `None` for `?`-style use.
+/// In CI: panic with `why`. Locally: print why the test is skipped, and append the line to the
+/// file named by `LLORCH_SKIP_LOG` (scripts/test.sh sets it and prints every skip at the end, so
+/// a skip cannot hide in the middle of the output). Returns `None` for `?`-style use.
 pub fn skip_or_fail<T>(test: &str, why: &str) -> Option<T> {
     if in_ci() {
         panic!("{test}: {why} (CI=true: missing prerequisites fail instead of skipping)");
     }
     eprintln!("SKIPPED {test}: {why}");
+    if let Some(log) = std::env::var_os("LLORCH_SKIP_LOG") {
+        let line = format!("{test}: {why}\n");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log);
+        if let Err(e) = file.and_then(|mut f| f.write_all(line.as_bytes())) {
+            eprintln!(
+                "could not record the skip in {}: {e}",
+                Path::new(&log).display()
+            );
+        }
+    }
     None
 }
 

@@ -41,6 +41,9 @@ pub enum ErrorCode {
     /// The worker's engine thread has died (HTTP 503): the worker cannot generate until it is
     /// restarted; its `/health` says `failed` and why.
     EngineFailed,
+    /// No pool has memory for a worker of the model, even after stopping idle workers; the
+    /// message names what was needed and what each pool had (HTTP 503).
+    NoCapacity,
     /// Anything else.
     Internal,
 }
@@ -55,7 +58,10 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::QueueFull => 429,
             ErrorCode::Cancelled => 499,
-            ErrorCode::WorkerBusy | ErrorCode::ShuttingDown | ErrorCode::EngineFailed => 503,
+            ErrorCode::WorkerBusy
+            | ErrorCode::ShuttingDown
+            | ErrorCode::EngineFailed
+            | ErrorCode::NoCapacity => 503,
             ErrorCode::DeadlineExceeded => 504,
             ErrorCode::ModelLoadFailed
             | ErrorCode::InferenceFailed
@@ -75,6 +81,7 @@ impl ErrorCode {
                 | ErrorCode::Evicted
                 | ErrorCode::ShuttingDown
                 | ErrorCode::EngineFailed
+                | ErrorCode::NoCapacity
                 | ErrorCode::Internal
         )
     }
@@ -98,6 +105,7 @@ impl ErrorCode {
             ErrorCode::Cancelled => "CANCELLED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::EngineFailed => "ENGINE_FAILED",
+            ErrorCode::NoCapacity => "NO_CAPACITY",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -275,6 +275,13 @@ pub enum TaskEvent {
         task_id: String,
         queue_position: u32,
         predicted_start_ms: u64,
+        /// While a worker is being started for the task's model (fleet on-demand start):
+        /// `placing`, `downloading` or `loading`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phase: Option<String>,
+        /// The pool the worker is being started on, with the phase.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
     },
     /// A worker runs the task (sent with the first token, so a retry stays invisible).
     Started {
@@ -539,6 +546,8 @@ mod tests {
     #[test]
     fn events_are_type_tagged() {
         let ev = TaskEvent::Queued {
+            phase: None,
+            pool: None,
             task_id: "t".into(),
             queue_position: 2,
             predicted_start_ms: 10,

@@ -2,7 +2,7 @@
 //! cancel, rejected jobs), plus a scripted SSE peer for the one path a healthy worker cannot be
 //! made to take on demand: an `error` event in the middle of a stream.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -160,7 +160,7 @@ fn ctrl_c_cancels_the_job_and_exits_130() {
         .unwrap();
     assert_eq!(status.code(), Some(130), "stderr: {err}");
     assert!(
-        sent.elapsed() < Duration::from_secs(5),
+        sent.elapsed() < Duration::from_secs(30),
         "exit took {:?}",
         sent.elapsed()
     );
@@ -177,7 +177,7 @@ fn ctrl_c_cancels_the_job_and_exits_130() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(30),
             "job still active: {body}"
         );
         std::thread::sleep(Duration::from_millis(50));

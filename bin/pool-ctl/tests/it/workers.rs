@@ -2,7 +2,7 @@
 //! `cargo build --workspace --bins`): import → spawn (returns only once ready) → completion →
 //! list → stop (SIGTERM) → stop-all; spawn failures leave no record and show the log tail.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

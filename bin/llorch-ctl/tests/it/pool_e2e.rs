@@ -1,7 +1,7 @@
 //! `llorch pool` against the real `llorch-pool` (and `llorch-candled`) behind a real sshd, with
 //! the pool home in a temp dir (`LLORCH_HOME` set through the host profile's `env`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

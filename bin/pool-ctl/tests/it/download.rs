@@ -2,7 +2,7 @@
 //! (within one run and across runs), sha256 mismatch, 404 repo, safetensors repos via listing,
 //! and the built-in smollm2-135m entry served from a local mirror.
 
-mod support;
+use crate::support;
 
 use support::hub::{HubFile, HubServer, COMMIT};
 use support::{find_files, text, tiny_gguf, tiny_safetensors, Env};

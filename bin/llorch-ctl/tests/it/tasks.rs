@@ -1,7 +1,7 @@
 //! `llorch infer --orchestrator` and `llorch tasks submit|status|cancel|list` against a real
 //! orchestratord with one real `llorch-candled` worker (SmolLM2) registered to it.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
@@ -45,7 +45,7 @@ fn stack(test: &str) -> Option<Stack> {
     let start = Instant::now();
     while !matches!(http_get(&addr, "/health"), Ok((200, _))) {
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            start.elapsed() < Duration::from_secs(60),
             "orchestratord not up"
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -153,7 +153,7 @@ fn infer_and_tasks_through_the_orchestrator() {
     assert_eq!(task_json(&s, &["cancel", "long-count"])["cancelled"], true);
     let start = Instant::now();
     while task_json(&s, &["status", "long-count"])["state"] != "cancelled" {
-        assert!(start.elapsed() < Duration::from_secs(5), "never cancelled");
+        assert!(start.elapsed() < Duration::from_secs(30), "never cancelled");
         std::thread::sleep(Duration::from_millis(50));
     }
     let r = run(llorch(&[

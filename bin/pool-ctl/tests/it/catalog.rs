@@ -1,7 +1,7 @@
 //! Catalog behaviour through the real binary: concurrent registers, unreadable catalogs,
 //! import validation, exit codes.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 
@@ -274,4 +274,65 @@ fn import_of_the_test_model_matches_the_builtin_entry() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
+}
+
+#[test]
+fn fit_estimates_weights_kv_cache_and_overhead_and_status_reports_the_machine() {
+    let Some(model) = llorch_testkit::require_smollm2(
+        "fit_estimates_weights_kv_cache_and_overhead_and_status_reports_the_machine",
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    env.json(&["models", "import", model.to_str().unwrap()]);
+    let v = env.json(&[
+        "models",
+        "fit",
+        "smollm2-135m",
+        "--ctx",
+        "2048",
+        "--parallel",
+        "4",
+    ]);
+    // SmolLM2-135M: 30 layers, 3 KV heads of 64 (from the GGUF header), F16 cache.
+    assert_eq!(
+        (
+            v["layers"].as_u64(),
+            v["kv_heads"].as_u64(),
+            v["head_dim"].as_u64()
+        ),
+        (Some(30), Some(3), Some(64)),
+        "{v}"
+    );
+    assert_eq!(v["kv_cache_bytes"], 2 * 30 * 3 * 64 * 2048 * 4 * 2);
+    let size = std::fs::metadata(&model).unwrap().len();
+    assert_eq!(v["weights_bytes"], size);
+    let total = size
+        + v["kv_cache_bytes"].as_u64().unwrap()
+        + v["prompt_cache_bytes"].as_u64().unwrap()
+        + v["overhead_bytes"].as_u64().unwrap();
+    assert_eq!(v["total_bytes"], total);
+    assert_eq!(v["present"], true);
+    assert_eq!(v["devices"][0]["device"], "cpu");
+    assert!(v["devices"][0]["mem_total_bytes"].as_u64().unwrap() > 0);
+    // Defaults: the model's context (8192) and 4 sequences; human output names every term.
+    let d = env.json(&["models", "fit", "smollm2-135m"]);
+    assert_eq!(
+        (d["ctx"].as_u64(), d["parallel"].as_u64()),
+        (Some(8192), Some(4))
+    );
+    let human = env.ok(&["models", "fit", "smollm2-135m", "--ctx", "2048"]);
+    assert!(
+        human.contains("kv cache") && human.contains("30 layers"),
+        "{human}"
+    );
+    let out = env.run(&["models", "fit", "nope", "--json"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("model_not_found"));
+
+    let st = env.json(&["status"]);
+    let m = &st["machine"];
+    assert!(m["cpu_cores"].as_u64().unwrap() >= 1, "{st}");
+    assert!(m["mem_total_bytes"].as_u64().unwrap() >= m["mem_available_bytes"].as_u64().unwrap());
+    assert!(m["gpus"].is_array());
+    assert_eq!(st["models"][0]["id"], "smollm2-135m");
 }

@@ -3,9 +3,7 @@
 //! `llorch-candled` + SmolLM2 (greedy parity with `/v2/tasks`, usage, disconnect → cancel on the
 //! worker). The official `openai` Python package is exercised by `tests/python/test_openai.py`.
 
-#[allow(dead_code)]
-#[path = "it/common.rs"]
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -64,7 +62,7 @@ async fn fault_stack(args: &[&str], delay_ms: &str) -> (Orchd, FaultWorker) {
     let start = Instant::now();
     while get_json(&o.url("/v2/workers/fw-1")).await.1["status"] != "ready" {
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(30),
             "never registered"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -244,7 +242,10 @@ async fn queue_full_is_429_with_retry_after_and_auth_uses_the_openai_shape() {
         .as_array()
         .is_none_or(|t| t.is_empty())
     {
-        assert!(start.elapsed() < Duration::from_secs(5), "never dispatched");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never dispatched"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let queued = send(200).await.unwrap();
@@ -289,7 +290,7 @@ async fn wait_orchd_cancelled(o: &Orchd, n: f64) {
             return;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(30),
             "no task was cancelled"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -446,7 +447,7 @@ async fn real_greedy_chat_equals_v2_and_disconnect_cancels_on_the_worker() {
     let start = Instant::now();
     while worker_cancelled(&w.url()).await < before + 1.0 {
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(30),
             "the worker never cancelled the job"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -9,7 +9,6 @@ use llorch_wire::{
     ChatMessage, ErrorEnvelope, ExecuteRequest, SamplingParams, StopReason, WorkerEvent,
 };
 
-#[path = "http_api/reliability.rs"]
 mod reliability;
 
 /// A prompt SmolLM2 continues for hundreds of tokens without an end-of-sequence.
@@ -218,7 +217,7 @@ fn cancel_and_disconnect_stop_a_long_generation() {
             break;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(5),
+            t.elapsed() < Duration::from_secs(30),
             "job still running after disconnect"
         );
         std::thread::sleep(Duration::from_millis(20));
@@ -246,7 +245,7 @@ fn health_answers_during_generation() {
         let t = Instant::now();
         let h = client.health().await.unwrap();
         assert!(
-            t.elapsed() < Duration::from_millis(500),
+            t.elapsed() < Duration::from_secs(3),
             "health took {:?}",
             t.elapsed()
         );

@@ -1,21 +1,16 @@
-//! Test harness: a real OpenSSH server on a loopback port with throwaway keys, and helpers to
-//! run the built `llorch` against it with a private config file.
-#![allow(dead_code)]
+//! A throwaway OpenSSH server on a loopback port, running as the current user with its own
+//! host key, user key, `authorized_keys` and `known_hosts` (the llorch and fleet tests reach
+//! "remote" pools through it). `scripts/ci-sshd.sh` does the same from the shell.
 
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use llorch_testkit::{free_port, repo_root, skip_or_fail};
+use crate::{free_port, repo_root, skip_or_fail};
 
 pub const SSHD: &str = "/usr/sbin/sshd";
-
-/// The `llorch` binary under test.
-pub fn llorch_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_llorch"))
-}
 
 fn run_ok(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -148,57 +143,48 @@ impl Sshd {
         std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default()
     }
 
-    /// The llorch config file this harness uses.
-    pub fn config(&self) -> PathBuf {
-        self.path("llorch.toml")
-    }
-
-    /// `llorch hosts add NAME 127.0.0.1 ...` with this server's port, key and known_hosts,
-    /// plus `extra` options (e.g. `--pool-bin`, `--env`).
-    pub fn add_host(&self, name: &str, extra: &[&str]) {
-        let port = self.port.to_string();
-        let identity = self.path("id_ed25519");
-        let known = format!("UserKnownHostsFile={}", self.path("known_hosts").display());
-        let mut args: Vec<String> = [
-            "hosts",
-            "add",
-            name,
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--user",
-            &self.user,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        if !extra.contains(&"--identity") {
-            args.extend(["--identity".into(), identity.display().to_string()]);
-        }
-        args.extend(["--ssh-config".into(), "/dev/null".into()]);
-        if !extra.iter().any(|e| e.starts_with("UserKnownHostsFile=")) {
-            args.extend(["--ssh-option".into(), known]);
-        }
-        args.extend(["--ssh-option".into(), "StrictHostKeyChecking=yes".into()]);
-        args.extend([
-            "--ssh-option".into(),
+    /// The ssh options that reach this server: `(port, user, identity file, -o options)`;
+    /// `-F /dev/null` is expected as the client config.
+    pub fn client_options(&self) -> Vec<String> {
+        vec![
+            format!("UserKnownHostsFile={}", self.path("known_hosts").display()),
+            "StrictHostKeyChecking=yes".into(),
             "GlobalKnownHostsFile=/dev/null".into(),
-        ]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let out = self
-            .llorch(&args.iter().map(String::as_str).collect::<Vec<_>>())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "hosts add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ]
     }
 
-    /// A `llorch` command using this harness's config and no ambient host settings.
-    pub fn llorch(&self, args: &[&str]) -> Command {
-        llorch_with_config(&self.config(), args)
+    /// Stop the server (the listener and every session it forked, so existing connections
+    /// drop too). [`Sshd::restart`] brings it back on the same port.
+    pub fn stop(&mut self) {
+        // sshd forks one process per connection: kill those before the listener, while they
+        // are still its descendants, so open connections drop too. The users' shells are left
+        // alone: they see their connection close and exit through their own cleanup (a shell
+        // killed mid-startup can leave rc-file locks behind, e.g. pyenv's rehash lock).
+        for p in descendants(self.child.id()) {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            if comm.trim() == "sshd" || comm.trim().starts_with("sshd-") {
+                let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start again on the same port, keys and config after [`Sshd::stop`].
+    pub fn restart(&mut self) {
+        let log = std::fs::File::create(self.path("sshd.log")).unwrap();
+        let mut child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(self.path("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {SSHD}: {e}"));
+        wait_banner(&mut child, self.port).unwrap_or_else(|e| panic!("sshd restart: {e}"));
+        self.child = child;
     }
 }
 
@@ -235,44 +221,38 @@ fn wait_banner(child: &mut Child, port: u16) -> Result<(), String> {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
-/// `llorch ARGS` with `LLORCH_CONFIG` set and `LLORCH_REMOTE_HOST` cleared.
-pub fn llorch_with_config(config: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(llorch_bin());
-    cmd.args(args)
-        .env("LLORCH_CONFIG", config)
-        .env_remove("LLORCH_REMOTE_HOST")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// Output with both streams as text, for assertions.
-pub struct Run {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-pub fn run(mut cmd: Command) -> Run {
-    let start = Instant::now();
-    let out: Output = cmd.output().expect("run llorch");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: start.elapsed(),
+/// Every descendant of `pid` (children first found, then theirs), from `/proc/*/stat`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid ...`; comm may contain spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u32>().ok());
+            if let Some(pp) = ppid {
+                parent_of.push((p, pp));
+            }
+        }
     }
-}
-
-/// Write an executable shell script.
-pub fn write_script(path: &Path, body: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut out = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(cur) = frontier.pop() {
+        for &(p, pp) in &parent_of {
+            if pp == cur && !out.contains(&p) {
+                out.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    out
 }

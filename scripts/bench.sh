@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Benchmarks (release builds): the speed budgets that do not belong in tests. Prints tokens/s and
+# latencies; exits 1 when a budget of this machine kind is missed on a quiet machine.
+#
+#   1. the model matrix with --budgets bench (load time, prompt and generation tok/s per model;
+#      MODEL_SUPPORT.md regenerated with --markdown)
+#   2. llorch-bench on SmolLM2: pp128/tg128 and continuous batching 1,2,4,8, and the worker
+#      process (cold start, TTFT, cancel latency)
+#
+# Compare with llama.cpp only in the same run (see ../shared/reference/perf-baseline.md):
+# on a shared machine a ratio to a number from another day means nothing.
+#
+# usage: scripts/bench.sh [--markdown] [--rounds N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { echo "== bench.sh: $*" >&2; }
+MD=()
+ROUNDS=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --markdown) MD=(--markdown); shift ;;
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+status=0
+log "model matrix with the bench budgets"
+scripts/test_all_models.sh --bin-dir target/release --budgets bench --report target/model-report-bench.json \
+  "${MD[@]}" || status=1
+
+log "llorch-bench (SmolLM2 Q4_1, 2 threads)"
+cargo build --release --quiet -p llorch-candled --bin llorch-bench --bin llorch-candled
+SMOL=$(scripts/fetch-test-model.sh smollm2)
+target/release/llorch-bench --model "$SMOL" --threads 2 --rounds "$ROUNDS" --batch 1,2,4,8 --worker || status=1
+exit "$status"
