@@ -57,9 +57,22 @@ pub struct Args {
     #[arg(long, default_value_t = 8001)]
     pub port: u16,
 
-    /// Address to bind; loopback unless you say otherwise.
+    /// Address to bind; loopback unless you say otherwise. A non-loopback address needs
+    /// `--api-token`.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+
+    /// Bearer token(s) every route but /health requires (comma-separated for several, e.g.
+    /// during a rotation; at least 16 characters each). The first is given to the orchestrator
+    /// at registration. Prefer the environment variable: arguments are visible to `ps`.
+    #[arg(
+        long,
+        env = "LLORCH_WORKER_TOKEN",
+        hide_env_values = true,
+        value_delimiter = ',',
+        value_name = "TOKEN[,TOKEN]"
+    )]
+    pub api_token: Vec<String>,
 
     /// Worker id reported in /health and to the orchestrator (default: worker-<port>).
     #[arg(long)]

@@ -1,5 +1,6 @@
 //! llorch-candled: the llama-orch worker daemon. Loads one model and serves it over HTTP/SSE.
 
+mod auth;
 mod cli;
 mod metrics;
 mod prepare;
@@ -16,7 +17,9 @@ fn main() -> ExitCode {
     match server::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("llorch-candled: error: {e:#}");
+            // one message: candle's errors carry a backtrace when RUST_BACKTRACE is set
+            let msg = llorch_wire::human_message(&format!("{e:#}"));
+            eprintln!("llorch-candled: error: {msg}");
             ExitCode::FAILURE
         }
     }

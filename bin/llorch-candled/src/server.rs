@@ -64,6 +64,9 @@ fn device(args: &Args) -> Result<candle_core::Device> {
 /// Load the model, bind, serve until SIGTERM/SIGINT.
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
+    // before the (slow) model load: a refused configuration fails at once
+    let tokens = crate::auth::ApiTokens::new(&args.api_token)?;
+    crate::auth::check_bind(&args.host, &tokens)?;
     let threads = args
         .threads
         .unwrap_or_else(|| {
@@ -102,11 +105,16 @@ pub fn run(args: Args) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(args, lm, threads, device_name, started))
+    rt.block_on(serve(args, tokens, lm, threads, device_name, started))
 }
+
+/// FAULT INJECTION (tests only): `LLORCH_FAULT_ENGINE_PANIC_AFTER_JOBS=N` makes the engine
+/// thread panic when it admits job N+1, to test that a dead engine is reported.
+const FAULT_ENGINE_PANIC_ENV: &str = "LLORCH_FAULT_ENGINE_PANIC_AFTER_JOBS";
 
 async fn serve(
     args: Args,
+    tokens: crate::auth::ApiTokens,
     lm: llorch_engine::LoadedModel,
     threads: usize,
     device_name: String,
@@ -130,6 +138,10 @@ async fn serve(
             queue_capacity: args.max_queue,
             parallel: args.parallel,
             prompt_cache_bytes: args.prompt_cache_mb << 20,
+            fault_panic_after_jobs: std::env::var(FAULT_ENGINE_PANIC_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .inspect(|n| tracing::warn!("FAULT INJECTION: {FAULT_ENGINE_PANIC_ENV}={n}")),
         },
     );
     let state = Arc::new(AppState {
@@ -142,8 +154,8 @@ async fn serve(
         started,
         load_time_ms: started.elapsed().as_secs_f64() * 1e3,
     });
-    let app = router(state.clone());
-    tracing::info!(%addr, worker_id, ready_ms = format!("{:.0}", state.load_time_ms), "worker ready");
+    let app = router(state.clone(), tokens.clone());
+    tracing::info!(%addr, worker_id, auth = tokens.required(), ready_ms = format!("{:.0}", state.load_time_ms), "worker ready");
     let http = reqwest::Client::new();
     let registration = args.orchestrator_url.as_ref().map(|o| Registration {
         orchestrator_url: o.clone(),
@@ -164,13 +176,21 @@ async fn serve(
             // jobs the engine batches together; queueing beyond that is the orchestrator's job
             slots_total: args.parallel,
             context_length: ctx,
+            api_token: tokens
+                .first()
+                .map(|t| llorch_wire::tasks::Secret(t.to_string())),
         },
     });
     let reg_task = registration.clone().map(|r| {
         let st = state.clone();
-        let load = move || WorkerHeartbeat {
-            active_jobs: st.engine.status().active.load(Ordering::SeqCst),
-            queued_jobs: st.engine.status().queued.load(Ordering::SeqCst),
+        let load = move || {
+            let failure = st.engine.status().failure();
+            WorkerHeartbeat {
+                active_jobs: st.engine.status().active.load(Ordering::SeqCst),
+                queued_jobs: st.engine.status().queued.load(Ordering::SeqCst),
+                status: Some(if failure.is_some() { "failed" } else { "ready" }.into()),
+                failure,
+            }
         };
         tokio::spawn(r.run(http.clone(), load))
     });
@@ -202,7 +222,7 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-fn router(state: Shared) -> Router {
+fn router(state: Shared, tokens: crate::auth::ApiTokens) -> Router {
     Router::new()
         .route("/execute", post(execute))
         .route("/cancel", post(cancel))
@@ -210,7 +230,12 @@ fn router(state: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
-        .fallback(|| async { error(ErrorEnvelope::new(ErrorCode::NotFound, "no such route")) })
+        .fallback(crate::auth::unknown_route)
+        .method_not_allowed_fallback(crate::auth::wrong_method)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(tokens),
+            crate::auth::require_token,
+        ))
         .layer(middleware::from_fn(correlation_id))
         .with_state(state)
 }
@@ -317,6 +342,10 @@ async fn execute(State(st): State<Shared>, body: Bytes) -> Response {
             SubmitError::Stopped => {
                 ErrorEnvelope::new(ErrorCode::ShuttingDown, "worker is shutting down")
             }
+            SubmitError::Failed(reason) => ErrorEnvelope::new(
+                ErrorCode::EngineFailed,
+                format!("this worker's engine has failed and it must be restarted: {reason}"),
+            ),
         };
         return error(env);
     }
@@ -385,8 +414,10 @@ fn health_of(st: &AppState) -> WorkerHealth {
     let info = &st.engine.model().info;
     let active = st.engine.status().active.load(Ordering::SeqCst);
     let queued = st.engine.status().queued.load(Ordering::SeqCst);
+    let failure = st.engine.status().failure();
     WorkerHealth {
-        status: "ready".into(),
+        status: if failure.is_some() { "failed" } else { "ready" }.into(),
+        failure,
         state: if active + queued > 0 {
             WorkerState::Busy
         } else {

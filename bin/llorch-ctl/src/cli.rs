@@ -249,6 +249,15 @@ pub struct InferArgs {
     /// Worker address: HOST:PORT or http://HOST:PORT
     #[arg(long, value_name = "HOST:PORT")]
     pub worker: Option<String>,
+    /// The worker's API token (with --worker; `llorch pool worker token ID --host H` prints
+    /// the token of a pool-spawned worker)
+    #[arg(
+        long,
+        env = "LLORCH_WORKER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub worker_token: Option<String>,
     /// orchestratord base URL, e.g. http://127.0.0.1:8080 (token: $LLORCH_API_TOKEN)
     #[arg(long, value_name = "URL")]
     pub orchestrator: Option<String>,
@@ -365,4 +374,31 @@ pub struct SubmitArgs {
     /// The task must end within this many ms of submission
     #[arg(long)]
     pub deadline_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use clap::Parser;
+
+    /// Every `llorch ...` example in the READMEs parses (a renamed flag breaks this test).
+    #[test]
+    fn readme_commands_parse() {
+        let docs = [
+            ("README.md", include_str!("../../../README.md")),
+            (
+                "bin/pool-ctl/README.md",
+                include_str!("../../pool-ctl/README.md"),
+            ),
+        ];
+        let mut n = 0;
+        for (file, text) in docs {
+            for argv in llorch_testkit::doc_commands(text, "llorch") {
+                if let Err(e) = super::Cli::try_parse_from(&argv) {
+                    panic!("{file}: `{}` does not parse:\n{e}", argv.join(" "));
+                }
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "found only {n} llorch commands in the READMEs");
+    }
 }

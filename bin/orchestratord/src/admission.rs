@@ -18,6 +18,8 @@ const TOKENS_PER_MESSAGE: usize = 16;
 const TEMPLATE_TOKENS: usize = 128;
 /// Longest wait for a worker's `/tokenize` during admission.
 const TOKENIZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for an admitted task's request to be committed to the database.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parse the body into a [`TaskRequest`], rejecting unknown keys and invalid values.
 pub fn parse(body: &[u8]) -> Result<TaskRequest, ApiError> {
@@ -85,9 +87,10 @@ async fn check_context(
     orch: &Orchestrator,
     req: &TaskRequest,
     ctx: u32,
-    urls: Vec<String>,
+    urls: Vec<(String, Option<String>)>,
 ) -> Result<(), ApiError> {
-    let max_new = req.gen.max_tokens.unwrap_or(1);
+    // the worker's default, so admission and the worker agree on what fits
+    let max_new = req.gen.max_tokens_or_default();
     if max_new >= ctx {
         return Err(too_long(&req.model, 1, max_new, ctx));
     }
@@ -104,8 +107,8 @@ async fn check_context(
         add_special_tokens: true,
         with_pieces: false,
     };
-    for url in urls {
-        let client = WorkerClient::with_client(&url, orch.http.clone());
+    for (url, token) in urls {
+        let client = WorkerClient::with_client(&url, orch.http.clone()).with_token(token);
         if let Ok(Ok(resp)) = tokio::time::timeout(TOKENIZE_TIMEOUT, client.tokenize(&treq)).await {
             if resp.count + max_new as usize > ctx as usize {
                 return Err(too_long(&req.model, resp.count, max_new, ctx));
@@ -268,6 +271,11 @@ async fn admit(
         }
         Admit::Accepted { position } => position,
     };
+    // sent before anything can end the task, so its deletion is always written after it
+    let durable = orch
+        .cfg
+        .persist_requests
+        .then(|| orch.store.put_pending(&id, &task.request, correlation_id));
     task.set_position(position);
     task.push(&TaskEvent::Queued {
         phase: None,
@@ -281,6 +289,16 @@ async fn admit(
         spawn_deadline(Arc::downgrade(orch), Arc::downgrade(&task), deadline);
     }
     orch.wake.notify_one();
+    if let Some(committed) = durable {
+        // accepted means kept: answer only once the request is in the database (committed to
+        // its WAL: it survives a crash of this process, not a power loss)
+        if !matches!(
+            tokio::time::timeout(COMMIT_TIMEOUT, committed).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!(task_id = %id, "could not store the task's request; it will not survive a restart");
+        }
+    }
     if deployed.is_some() {
         // On-demand start: the reconciler sees the queued task and places a worker.
         orch.fleet.wake.notify_one();
@@ -298,7 +316,7 @@ async fn admit(
 }
 
 /// End the task with `DEADLINE_EXCEEDED` when its deadline passes (no-op if it ended before).
-fn spawn_deadline(orch: Weak<Orchestrator>, task: Weak<Task>, deadline: Instant) {
+pub(crate) fn spawn_deadline(orch: Weak<Orchestrator>, task: Weak<Task>, deadline: Instant) {
     tokio::spawn(async move {
         tokio::time::sleep_until(deadline.into()).await;
         if let (Some(orch), Some(task)) = (orch.upgrade(), task.upgrade()) {
@@ -347,5 +365,68 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(prompt_tokens_upper_bound(&req), 3);
+    }
+
+    /// Fuzz-style (bounded, seeded): random values in every field of `/v2/tasks`, the OpenAI
+    /// requests and the worker's `ExecuteRequest` are rejected or accepted, never a panic, and
+    /// a rejection names a field.
+    #[test]
+    fn random_request_bodies_never_panic() {
+        let mut rng = llorch_testkit::FuzzRng::new(7);
+        let fields = [
+            "model",
+            "prompt",
+            "messages",
+            "prompt_ids",
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "repetition_penalty",
+            "seed",
+            "stop",
+            "logprobs",
+            "prompt_logprobs",
+            "priority",
+            "task_id",
+            "session_id",
+            "deadline_ms",
+            "stream",
+            "n",
+            "user",
+            "stream_options",
+            "job_id",
+        ];
+        let (mut accepted, mut rejected) = (0, 0);
+        for _ in 0..3000 {
+            let mut body = serde_json::json!({"model": "m", "prompt": "hi"});
+            for _ in 0..rng.below(5) {
+                let key = *rng.pick(&fields);
+                body[key] = rng.json(2);
+            }
+            if rng.below(10) == 0 {
+                body = rng.json(3);
+            }
+            let bytes = serde_json::to_vec(&body).unwrap();
+            match parse(&bytes) {
+                Ok(_) => accepted += 1,
+                Err(e) => {
+                    assert_eq!(e.status, 400, "{body}");
+                    rejected += 1;
+                }
+            }
+            let _ = crate::openai::request::chat(&bytes);
+            let _ = crate::openai::request::completion(&bytes);
+            if let Ok(r) = serde_json::from_slice::<llorch_wire::ExecuteRequest>(&bytes) {
+                let _ = r.validate();
+            }
+            let _ = parse(&bytes[..rng.below(bytes.len() + 1)]);
+        }
+        assert!(
+            accepted > 0 && rejected > 0,
+            "{accepted} accepted, {rejected} rejected"
+        );
     }
 }

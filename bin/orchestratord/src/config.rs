@@ -106,6 +106,10 @@ pub struct Args {
     /// Static workers, comma-separated base URLs (polled via /health).
     #[arg(long, env = "LLORCH_ORCH_WORKERS", value_delimiter = ',')]
     pub workers: Option<Vec<String>>,
+    /// Keep accepted tasks' requests (prompts included) in the database until they end, so a
+    /// crash does not lose them (default true; false keeps prompts off the disk).
+    #[arg(long, env = "LLORCH_ORCH_PERSIST_REQUESTS", value_name = "true|false")]
+    pub persist_requests: Option<bool>,
 }
 
 /// One `[[workers]]` entry of the config file.
@@ -113,6 +117,10 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 pub struct StaticWorker {
     pub url: String,
+    /// The worker's API token (its `LLORCH_WORKER_TOKEN`), sent on its `/execute`, `/cancel`
+    /// and `/tokenize`. Workers listed with `--workers` have none.
+    #[serde(default)]
+    pub api_token: Option<llorch_wire::tasks::Secret>,
 }
 
 /// The TOML file: every key optional, same names as the flags (with `_`).
@@ -136,6 +144,7 @@ pub struct FileConfig {
     pub finished_tasks_in_memory: Option<usize>,
     pub history_retention_days: Option<u32>,
     pub workers: Option<Vec<StaticWorker>>,
+    pub persist_requests: Option<bool>,
     /// Hosts whose `llorch-pool` the fleet drives (`.specs/fleet.md`).
     pub pools: Option<Vec<PoolConfig>>,
     /// Models the fleet keeps available.
@@ -166,6 +175,8 @@ pub struct Config {
     pub finished_tasks_in_memory: usize,
     pub history_retention_days: u32,
     pub workers: Vec<StaticWorker>,
+    /// Keep accepted, unfinished tasks' requests in SQLite (see `durable`).
+    pub persist_requests: bool,
     pub pools: Vec<PoolConfig>,
     pub models: Vec<Deployment>,
     pub fleet: FleetSettings,
@@ -213,6 +224,7 @@ impl Default for Config {
             finished_tasks_in_memory: 1000,
             history_retention_days: 7,
             workers: Vec::new(),
+            persist_requests: true,
             pools: Vec::new(),
             models: Vec::new(),
             fleet: FleetSettings::default(),
@@ -269,7 +281,10 @@ impl Config {
             Some(urls) => urls
                 .into_iter()
                 .filter(|u| !u.trim().is_empty())
-                .map(|url| StaticWorker { url })
+                .map(|url| StaticWorker {
+                    url,
+                    api_token: None,
+                })
                 .collect(),
             None => file.workers.unwrap_or_default(),
         };
@@ -326,6 +341,10 @@ impl Config {
                 .history_retention_days
                 .unwrap_or(d.history_retention_days),
             workers,
+            persist_requests: args
+                .persist_requests
+                .or(file.persist_requests)
+                .unwrap_or(d.persist_requests),
             pools: file.pools.unwrap_or_default(),
             models: file.models.unwrap_or_default(),
             fleet: file.fleet.unwrap_or_default(),
@@ -393,7 +412,8 @@ mod tests {
         assert_eq!(
             cfg.workers,
             vec![StaticWorker {
-                url: "http://a:1".into()
+                url: "http://a:1".into(),
+                api_token: None,
             }]
         );
         assert_eq!(cfg.heartbeat_timeout_ms, 15000);
@@ -423,5 +443,18 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::merge(args, FileConfig::default()).is_err());
+    }
+
+    #[test]
+    fn static_workers_may_carry_their_token() {
+        let file: FileConfig = toml::from_str(
+            "persist_requests = false\n[[workers]]\nurl = \"http://a:1\"\napi_token = \"tok-0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let cfg = Config::merge(Args::default(), file).unwrap();
+        assert!(!cfg.persist_requests);
+        let t = cfg.workers[0].api_token.as_ref().unwrap();
+        assert_eq!(t.expose(), "tok-0123456789abcdef");
+        assert!(!format!("{cfg:?}").contains("tok-0123"));
     }
 }

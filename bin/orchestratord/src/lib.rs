@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod fleet;
 pub mod http;
@@ -52,6 +53,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let orch = Orchestrator::new(cfg, store);
     let restored = workers::restore(&orch);
+    let resumed = durable::resume(&orch);
+    if resumed > 0 {
+        tracing::warn!(
+            tasks = resumed,
+            "tasks the previous run accepted and had not started are queued again"
+        );
+    }
     tokio::spawn(scheduler::run(orch.clone()));
     tokio::spawn(scheduler::maintenance(orch.clone()));
     if orch.fleet.enabled() {

@@ -25,12 +25,19 @@ pub struct WorkerEntry {
     pub last_seen: Instant,
     /// Unix ms of `last_seen`.
     pub last_seen_ms: u64,
+    /// Why the worker said it cannot serve (its engine died); cleared when it says `ready`.
+    pub failure: Option<String>,
 }
 
 impl WorkerEntry {
     /// Whether tasks naming `model` may run here.
     pub fn serves(&self, model: &str) -> bool {
         self.reg.model == model || self.reg.aliases.iter().any(|a| a == model)
+    }
+
+    /// The token the worker gave at registration, for its `/execute`, `/cancel`, `/tokenize`.
+    pub fn token(&self) -> Option<String> {
+        self.reg.api_token.as_ref().map(|t| t.expose().to_string())
     }
 
     fn has_free_slot(&self) -> bool {
@@ -51,6 +58,7 @@ impl WorkerEntry {
             status: self.status,
             source: self.source,
             last_seen_ms: self.last_seen_ms,
+            failure: self.failure.clone(),
         }
     }
 }
@@ -129,6 +137,7 @@ impl Registry {
             last_busy,
             last_seen: Instant::now(),
             last_seen_ms: seen_ms,
+            failure: None,
         };
         self.workers.insert(entry.reg.worker_id.clone(), entry);
     }
@@ -156,7 +165,25 @@ impl Registry {
                 w.last_seen = Instant::now();
                 w.last_seen_ms = seen_ms;
                 w.status = WorkerStatus::Ready;
+                w.failure = None;
                 true
+            }
+            None => false,
+        }
+    }
+
+    /// The worker is alive but says it cannot serve (`reason`): no tasks go to it until it
+    /// says `ready` again. True if it was ready or had another reason.
+    pub fn fail(&mut self, id: &str, reason: &str, seen_ms: u64) -> bool {
+        match self.workers.get_mut(id) {
+            Some(w) => {
+                w.last_seen = Instant::now();
+                w.last_seen_ms = seen_ms;
+                let changed =
+                    w.status == WorkerStatus::Ready || w.failure.as_deref() != Some(reason);
+                w.status = WorkerStatus::Unhealthy;
+                w.failure = Some(reason.to_string());
+                changed
             }
             None => false,
         }
@@ -212,12 +239,13 @@ impl Registry {
             .min()
     }
 
-    /// Ready workers serving `model`, in id order (for tokenization at admission).
-    pub fn ready_urls(&self, model: &str) -> Vec<String> {
+    /// Ready workers serving `model` (URL and API token), in id order (for tokenization at
+    /// admission).
+    pub fn ready_urls(&self, model: &str) -> Vec<(String, Option<String>)> {
         self.workers
             .values()
             .filter(|w| w.status == WorkerStatus::Ready && w.serves(model))
-            .map(|w| w.reg.url.clone())
+            .map(|w| (w.reg.url.clone(), w.token()))
             .collect()
     }
 
@@ -350,6 +378,7 @@ mod tests {
             backend: "cpu".into(),
             slots_total: slots,
             context_length: 2048,
+            api_token: None,
         }
     }
 

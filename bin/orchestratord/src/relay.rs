@@ -19,6 +19,8 @@ use crate::task::{ms_since, Task};
 pub struct Target {
     pub worker_id: String,
     pub url: String,
+    /// The worker's API token (from its registration), sent on `/execute` and `/cancel`.
+    pub token: Option<llorch_wire::tasks::Secret>,
 }
 
 /// How an attempt ended.
@@ -111,7 +113,10 @@ fn connect_failure(orch: &Orchestrator, task: &Arc<Task>, err: ClientError) -> O
             status, envelope, ..
         } => {
             let e = envelope.error;
-            if status == 503 || e.retriable {
+            if e.code == ErrorCode::EngineFailed {
+                // the worker is up but cannot generate: no more tasks there
+                retry(e.code, e.message, true)
+            } else if status == 503 || e.retriable {
                 retry(e.code, e.message, false)
             } else {
                 // The request itself is wrong for this worker (e.g. context too long): final.
@@ -140,8 +145,13 @@ async fn relay(
     mut abort: oneshot::Receiver<()>,
     dispatched: Instant,
 ) -> Outcome {
-    let client = WorkerClient::with_client(&target.url, orch.http.clone());
-    let job_id = format!("{}.{attempt}", task.id);
+    let client = WorkerClient::with_client(&target.url, orch.http.clone())
+        .with_token(target.token.as_ref().map(|t| t.expose().to_string()));
+    // a task queued again after a crash may still have a job of the same attempt number there
+    let job_id = match task.event_base / crate::durable::EVENT_ID_STRIDE {
+        0 => format!("{}.{attempt}", task.id),
+        restarts => format!("{}.r{restarts}.{attempt}", task.id),
+    };
     let req = task.request.to_execute(job_id.clone());
     let stall = Duration::from_millis(orch.cfg.stall_timeout_ms);
     let headers = [("x-correlation-id", task.correlation_id.as_str())];
@@ -224,6 +234,9 @@ async fn relay(
                 p.tokens_cached = tokens_cached;
             }
             WorkerEvent::Token { i, id, t, logprob } => {
+                if p.sent == 0 {
+                    mark_sent(orch, task).await;
+                }
                 on_token(orch, task, wid, attempt, queue_time_ms, &mut p);
                 if !task.push(&TaskEvent::Token { i, id, t, logprob }) {
                     cancel_on_worker(&client, &job_id);
@@ -244,6 +257,7 @@ async fn relay(
                 ..
             } => {
                 if p.sent == 0 {
+                    mark_sent(orch, task).await;
                     p.started.get_or_insert((seed, tokens_in));
                     on_token(orch, task, wid, attempt, queue_time_ms, &mut p);
                 }
@@ -283,6 +297,15 @@ async fn relay(
                 return Outcome::Done;
             }
         }
+    }
+}
+
+/// The task's first event is about to reach its clients: from now on a restart must not run it
+/// again, so that is committed first (see `durable`).
+async fn mark_sent(orch: &Orchestrator, task: &Task) {
+    if orch.cfg.persist_requests {
+        let committed = orch.store.pending_token_sent(&task.id);
+        let _ = tokio::time::timeout(Duration::from_secs(5), committed).await;
     }
 }
 

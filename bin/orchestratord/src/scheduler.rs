@@ -48,12 +48,19 @@ pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
                 core.registry.acquire(&worker_id);
                 core.running += 1;
                 core.drain.record(Instant::now());
-                let url = core
+                let (url, token) = core
                     .registry
                     .get(&worker_id)
-                    .map(|w| w.reg.url.clone())
+                    .map(|w| (w.reg.url.clone(), w.reg.api_token.clone()))
                     .unwrap_or_default();
-                (entry, Target { worker_id, url })
+                (
+                    entry,
+                    Target {
+                        worker_id,
+                        url,
+                        token,
+                    },
+                )
             })
         };
         let Some((entry, target)) = picked else { break };

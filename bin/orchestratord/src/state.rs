@@ -196,6 +196,7 @@ impl Orchestrator {
         tracing::info!(task_id = %task.id, correlation_id = %task.correlation_id, %outcome,
             tokens_out = task.tokens_out(), e2e_ms = ms_since(task.created) as u64, "task finished");
         self.persist(task);
+        self.store.delete_pending(&task.id);
         let mut t = self.table();
         t.finished.push_back(task.id.clone());
         while t.finished.len() > self.cfg.finished_tasks_in_memory {

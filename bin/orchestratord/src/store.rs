@@ -11,8 +11,11 @@ use llorch_wire::tasks::{TaskEvent, TaskState, TaskStatus, WorkerRegistration, W
 use llorch_wire::ErrorCode;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::durable::{PendingOp, PendingRow, Recovery};
+
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE workers (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE workers (
         worker_id TEXT PRIMARY KEY,
         registration TEXT NOT NULL,
         source TEXT NOT NULL,
@@ -30,7 +33,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE workers (
         terminal_event TEXT
     );
     CREATE INDEX tasks_state ON tasks(state);
-    CREATE INDEX tasks_finished ON tasks(finished_at_ms);"];
+    CREATE INDEX tasks_finished ON tasks(finished_at_ms);",
+    crate::durable::MIGRATION,
+];
 
 /// A task row: its status, and its terminal event with the SSE id once it ended.
 #[derive(Debug, Clone)]
@@ -54,6 +59,9 @@ enum Op {
     PutTask(Box<TaskRow>),
     Prune(u64),
     Flush(mpsc::SyncSender<()>),
+    Pending(PendingOp),
+    /// Answered once the batch holding it (and every earlier write) is committed.
+    Committed(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Why the store could not be opened.
@@ -63,6 +71,13 @@ pub enum StoreError {
     Sqlite {
         path: String,
         source: rusqlite::Error,
+    },
+    #[error(
+        "cannot create state database {path} readable by its owner only (mode 0600): {source}"
+    )]
+    Mode {
+        path: String,
+        source: std::io::Error,
     },
     #[error("cannot create directory for state database {path}: {source}")]
     Dir {
@@ -74,6 +89,8 @@ pub enum StoreError {
 /// Handle to the database.
 pub struct Store {
     tx: Mutex<Option<mpsc::Sender<Op>>>,
+    /// Tasks of the previous process to queue again (taken once, at start).
+    resumable: Mutex<Vec<PendingRow>>,
     read: Mutex<Connection>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -82,6 +99,18 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Store")
     }
+}
+
+/// Create the database file readable by its owner only (it holds prompts of queued tasks and
+/// workers' API tokens); SQLite gives its `-wal` and `-shm` files the same mode.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -103,8 +132,15 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Mark tasks a previous process left queued or running as failed, with a terminal event.
-fn fail_unfinished(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<usize> {
+/// Mark tasks a previous process left queued or running as failed, with a terminal event,
+/// except those `recovery` queues again; running ones that had sent tokens get `WORKER_LOST`.
+fn fail_unfinished(
+    conn: &mut Connection,
+    now_ms: u64,
+    recovery: &Recovery,
+) -> rusqlite::Result<usize> {
+    let resumed: std::collections::HashSet<&str> =
+        recovery.resume.iter().map(|r| r.task_id.as_str()).collect();
     let rows: Vec<(String, String)> = {
         let mut st =
             conn.prepare("SELECT task_id, status FROM tasks WHERE state IN ('queued', 'running')")?;
@@ -112,29 +148,42 @@ fn fail_unfinished(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<usize
         it.collect::<rusqlite::Result<_>>()?
     };
     let tx = conn.transaction()?;
+    let mut failed = 0;
     for (id, status_json) in &rows {
+        if resumed.contains(id.as_str()) {
+            continue;
+        }
         let Ok(mut status) = serde_json::from_str::<TaskStatus>(status_json) else {
             continue;
         };
-        let message = format!(
-            "orchestratord stopped while the task was {}; submit it again",
-            status.state.as_str()
-        );
+        failed += 1;
+        let (code, message) = if recovery.lost.contains(id) {
+            (
+                ErrorCode::WorkerLost,
+                "orchestratord stopped while the task was streaming; it cannot continue the stream"
+                    .to_string(),
+            )
+        } else {
+            (
+                ErrorCode::ShuttingDown,
+                format!(
+                    "orchestratord stopped while the task was {}; submit it again",
+                    status.state.as_str()
+                ),
+            )
+        };
         let ev = TaskEvent::Error {
             task_id: id.clone(),
-            code: ErrorCode::ShuttingDown,
+            code,
             message: message.clone(),
-            retriable: true,
+            retriable: code.retriable(),
             tokens_out: status.usage.tokens_out,
             worker_id: status.worker_id.clone(),
         };
         status.state = TaskState::Failed;
         status.queue_position = None;
         status.finished_at_ms = Some(now_ms);
-        status.error = Some(llorch_wire::tasks::TaskError {
-            code: ErrorCode::ShuttingDown,
-            message,
-        });
+        status.error = Some(llorch_wire::tasks::TaskError { code, message });
         // The old event count is unknown; a high id keeps Last-Event-ID resumes from skipping it.
         let ev_id = 1_000_000_000u64;
         tx.execute(
@@ -144,7 +193,7 @@ fn fail_unfinished(conn: &mut Connection, now_ms: u64) -> rusqlite::Result<usize
         )?;
     }
     tx.commit()?;
-    Ok(rows.len())
+    Ok(failed)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -193,7 +242,8 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
                 params![*before_ms as i64],
             )?;
         }
-        Op::Flush(_) => {}
+        Op::Pending(p) => crate::durable::apply(conn, p)?,
+        Op::Flush(_) | Op::Committed(_) => {}
     }
     Ok(())
 }
@@ -213,12 +263,20 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>) {
             }
             tx.commit()
         });
+        let ok = result.is_ok();
         if let Err(e) = result {
             tracing::error!(error = %e, ops = batch.len(), "state database write failed");
         }
         for op in batch {
-            if let Op::Flush(done) = op {
-                let _ = done.send(());
+            match op {
+                Op::Flush(done) => {
+                    let _ = done.send(());
+                }
+                // dropped unanswered when the commit failed: the waiter sees an error
+                Op::Committed(done) if ok => {
+                    let _ = done.send(());
+                }
+                _ => {}
             }
         }
     }
@@ -239,9 +297,14 @@ impl Store {
             path: shown.clone(),
             source,
         };
+        restrict_to_owner(path).map_err(|source| StoreError::Mode {
+            path: shown.clone(),
+            source,
+        })?;
         let mut conn = open_conn(path).map_err(sq)?;
         migrate(&mut conn).map_err(sq)?;
-        let failed = fail_unfinished(&mut conn, crate::task::unix_ms()).map_err(sq)?;
+        let recovery = crate::durable::recover(&mut conn).map_err(sq)?;
+        let failed = fail_unfinished(&mut conn, crate::task::unix_ms(), &recovery).map_err(sq)?;
         let read = open_conn(path).map_err(sq)?;
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -250,6 +313,7 @@ impl Store {
             .expect("spawn store writer");
         let store = Store {
             tx: Mutex::new(Some(tx)),
+            resumable: Mutex::new(recovery.resume),
             read: Mutex::new(read),
             writer: Mutex::new(Some(writer)),
         };
@@ -280,6 +344,44 @@ impl Store {
     /// Insert or update a task.
     pub fn put_task(&self, row: TaskRow) {
         self.send(Op::PutTask(Box::new(row)));
+    }
+
+    /// Keep an admitted task's request until it ends; the receiver answers once committed.
+    pub fn put_pending(
+        &self,
+        task_id: &str,
+        request: &llorch_wire::tasks::TaskRequest,
+        correlation_id: &str,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        self.send(Op::Pending(PendingOp::Put {
+            task_id: task_id.to_string(),
+            request: to_json(request),
+            correlation_id: correlation_id.to_string(),
+        }));
+        self.committed()
+    }
+
+    /// Note that the task's first event goes to its clients; the receiver answers once
+    /// committed (from then on a restart cannot run it again).
+    pub fn pending_token_sent(&self, task_id: &str) -> tokio::sync::oneshot::Receiver<()> {
+        self.send(Op::Pending(PendingOp::TokenSent(task_id.to_string())));
+        self.committed()
+    }
+
+    /// The task ended: forget its request.
+    pub fn delete_pending(&self, task_id: &str) {
+        self.send(Op::Pending(PendingOp::Delete(task_id.to_string())));
+    }
+
+    fn committed(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Op::Committed(tx));
+        rx
+    }
+
+    /// The tasks of the previous process to queue again (once; empty afterwards).
+    pub fn take_resumable(&self) -> Vec<PendingRow> {
+        std::mem::take(&mut *self.resumable.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Delete tasks that finished before `before_ms`.
@@ -413,6 +515,11 @@ mod tests {
         let path = dir.path().join("sub").join("state.sqlite");
         let (store, failed) = Store::open(&path).unwrap();
         assert_eq!(failed, 0);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "prompts and tokens: owner only");
+        }
         let reg = WorkerRegistration {
             worker_id: "w1".into(),
             url: "http://x".into(),
@@ -421,6 +528,7 @@ mod tests {
             backend: "cpu".into(),
             slots_total: 1,
             context_length: 8,
+            api_token: None,
         };
         store.put_worker(WorkerRow {
             reg,

@@ -59,6 +59,9 @@ pub struct Task {
     pub created: Instant,
     pub created_at_ms: u64,
     pub deadline: Option<Instant>,
+    /// SSE id of this process's first event minus one: 0, or above every id an earlier
+    /// process gave when the task was queued again after a crash (see `durable`).
+    pub event_base: usize,
     inner: Mutex<Inner>,
     len: watch::Sender<usize>,
 }
@@ -89,6 +92,7 @@ impl Task {
             created,
             created_at_ms: unix_ms(),
             deadline,
+            event_base: 0,
             inner: Mutex::new(Inner {
                 state: TaskState::Queued,
                 events: Vec::new(),
@@ -108,6 +112,17 @@ impl Task {
             }),
             len: watch::channel(0).0,
         }
+    }
+
+    /// Number this process's events after `base` (a task queued again after a crash).
+    pub fn with_event_base(mut self, base: usize) -> Self {
+        self.event_base = base;
+        self
+    }
+
+    /// The index into this process's events after SSE id `last_event_id`.
+    pub fn index_after(&self, last_event_id: usize) -> usize {
+        last_event_id.saturating_sub(self.event_base)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -299,13 +314,15 @@ impl Task {
         g.subscribers == 0 && g.subscribe_generation == generation && !g.terminal
     }
 
-    /// The terminal event with its 1-based id, once there is one.
+    /// The terminal event with its SSE id, once there is one.
     pub fn terminal_event(&self) -> Option<(usize, StoredEvent)> {
         let g = self.lock();
         if !g.terminal {
             return None;
         }
-        g.events.last().map(|e| (g.events.len(), e.clone()))
+        g.events
+            .last()
+            .map(|e| (self.event_base + g.events.len(), e.clone()))
     }
 
     /// The API view.

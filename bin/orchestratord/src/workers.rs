@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use llorch_client::WorkerClient;
 use llorch_wire::tasks::{
-    is_valid_id, WorkerHeartbeatAck, WorkerRegistered, WorkerRegistration, WorkerSource,
-    WorkerStatus,
+    is_valid_id, WorkerHeartbeat, WorkerHeartbeatAck, WorkerRegistered, WorkerRegistration,
+    WorkerSource, WorkerStatus,
 };
 use llorch_wire::{ErrorCode, FieldError};
 
@@ -93,16 +93,40 @@ pub fn register(
     })
 }
 
-/// `POST /v2/workers/{id}/heartbeat`; 404 tells the worker to register again.
-pub fn heartbeat(orch: &Orchestrator, id: &str) -> Result<WorkerHeartbeatAck, ApiError> {
+/// Why a heartbeat or `/health` says the worker cannot serve, if it does (`status: failed`).
+fn failure_of(status: Option<&str>, failure: Option<&str>) -> Option<String> {
+    match status {
+        Some("ready") | None => None,
+        Some(s) => Some(failure.map_or_else(|| format!("worker status {s:?}"), str::to_string)),
+    }
+}
+
+/// `POST /v2/workers/{id}/heartbeat`; 404 tells the worker to register again. A heartbeat
+/// saying `failed` keeps the worker out of placement (with its reason) until one says `ready`.
+pub fn heartbeat(
+    orch: &Orchestrator,
+    id: &str,
+    hb: &WorkerHeartbeat,
+) -> Result<WorkerHeartbeatAck, ApiError> {
     let now = unix_ms();
-    let (known, was_ready) = {
+    let failure = failure_of(hb.status.as_deref(), hb.failure.as_deref());
+    let (known, was_ready, newly_failed) = {
         let mut core = orch.core();
         let was_ready = core
             .registry
             .get(id)
             .map(|w| w.status == WorkerStatus::Ready);
-        (core.registry.touch(id, now), was_ready.unwrap_or(false))
+        match &failure {
+            Some(reason) => {
+                let changed = core.registry.fail(id, reason, now);
+                (was_ready.is_some(), true, changed)
+            }
+            None => (
+                core.registry.touch(id, now),
+                was_ready.unwrap_or(false),
+                false,
+            ),
+        }
     };
     if !known {
         return Err(ApiError::new(
@@ -111,7 +135,10 @@ pub fn heartbeat(orch: &Orchestrator, id: &str) -> Result<WorkerHeartbeatAck, Ap
         ));
     }
     orch.store.touch_worker(id, now);
-    if !was_ready {
+    if newly_failed {
+        tracing::error!(worker_id = %id, reason = failure.as_deref().unwrap_or_default(),
+            "worker reports it has failed; no tasks go to it");
+    } else if !was_ready {
         tracing::info!(worker_id = %id, "worker is back");
         orch.wake.notify_one();
     }
@@ -154,7 +181,10 @@ pub fn restore(orch: &Arc<Orchestrator>) -> usize {
         tokio::spawn(async move {
             let client = WorkerClient::with_client(&url, orch.http.clone());
             if let Ok(Ok(h)) = tokio::time::timeout(PROBE_TIMEOUT, client.health()).await {
-                if h.worker_id == id && orch.core().registry.touch(&id, unix_ms()) {
+                if h.worker_id == id
+                    && h.status == "ready"
+                    && orch.core().registry.touch(&id, unix_ms())
+                {
                     tracing::info!(worker_id = %id, "restored worker answers");
                     orch.wake.notify_one();
                 }
@@ -171,6 +201,12 @@ pub async fn probe_static(orch: Arc<Orchestrator>) {
         let url = sw.url.trim_end_matches('/').to_string();
         let client = WorkerClient::with_client(&url, orch.http.clone());
         match tokio::time::timeout(PROBE_TIMEOUT, client.health()).await {
+            Ok(Ok(h)) if failure_of(Some(&h.status), h.failure.as_deref()).is_some() => {
+                let reason = failure_of(Some(&h.status), h.failure.as_deref()).unwrap_or_default();
+                if orch.core().registry.fail(&h.worker_id, &reason, unix_ms()) {
+                    tracing::error!(worker_id = %h.worker_id, %reason, "static worker reports it has failed");
+                }
+            }
             Ok(Ok(h)) => {
                 let reg = WorkerRegistration {
                     worker_id: h.worker_id.clone(),
@@ -185,6 +221,7 @@ pub async fn probe_static(orch: Arc<Orchestrator>) {
                         h.slots_total.max(1)
                     },
                     context_length: h.context_length,
+                    api_token: sw.api_token.clone(),
                 };
                 let now = unix_ms();
                 let mut core = orch.core();

@@ -182,7 +182,7 @@ impl Backend {
 #[derive(Debug, Subcommand)]
 pub enum WorkerCmd {
     /// Start a worker and wait until it answers `/health` with status `ready`.
-    Spawn(SpawnArgs),
+    Spawn(Box<SpawnArgs>),
     /// Recorded workers with liveness, memory and uptime.
     List,
     /// Stop a worker: SIGTERM, then SIGKILL after the grace period; removes its record.
@@ -212,6 +212,11 @@ pub enum WorkerCmd {
     },
     /// Drop the records (and logs) of workers that are no longer running.
     Cleanup,
+    /// Print a worker's API token (for `llorch infer --worker-token`).
+    Token {
+        /// Worker id.
+        id: String,
+    },
 }
 
 /// Arguments of `worker spawn`.
@@ -252,6 +257,16 @@ pub struct SpawnArgs {
     /// Orchestrator the worker registers with.
     #[arg(long, value_name = "URL")]
     pub orchestrator_url: Option<String>,
+    /// API token the worker requires on every route but /health (its `LLORCH_WORKER_TOKEN`).
+    /// Default: a random one when `--bind` is not a loopback address, none on loopback.
+    /// Stored in the worker record (mode 0600); `worker token ID` prints it.
+    #[arg(
+        long,
+        env = "LLORCH_WORKER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub api_token: Option<String>,
     /// Worker id (default: `<model>-<backend>-<port>`).
     #[arg(long)]
     pub id: Option<String>,
@@ -268,4 +283,49 @@ pub struct SpawnArgs {
 pub enum BackendsCmd {
     /// cpu (always), cuda (NVIDIA device present), metal (macOS).
     List,
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use clap::Parser;
+
+    /// Every `llorch-pool ...` example in the READMEs, and every `llorch pool ...` one as the
+    /// remote llorch-pool receives it (without `--host H`), parses.
+    #[test]
+    fn readme_commands_parse() {
+        let docs = [
+            ("README.md", include_str!("../../../README.md")),
+            ("bin/pool-ctl/README.md", include_str!("../README.md")),
+        ];
+        let mut n = 0;
+        for (file, text) in docs {
+            let direct = llorch_testkit::doc_commands(text, "llorch-pool");
+            let remote = llorch_testkit::doc_commands(text, "llorch")
+                .into_iter()
+                .filter(|a| a.get(1).map(String::as_str) == Some("pool"))
+                .filter(|a| a.get(2).map(String::as_str) != Some("git"))
+                .map(|a| {
+                    let mut out = vec!["llorch-pool".to_string()];
+                    let mut it = a.into_iter().skip(2);
+                    while let Some(w) = it.next() {
+                        if w == "--host" {
+                            it.next();
+                        } else if !w.starts_with("--host=") {
+                            out.push(w);
+                        }
+                    }
+                    out
+                });
+            for argv in direct.into_iter().chain(remote) {
+                if let Err(e) = super::Cli::try_parse_from(&argv) {
+                    panic!("{file}: `{}` does not parse:\n{e}", argv.join(" "));
+                }
+                n += 1;
+            }
+        }
+        assert!(
+            n >= 10,
+            "found only {n} llorch-pool commands in the READMEs"
+        );
+    }
 }

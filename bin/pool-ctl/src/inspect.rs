@@ -75,8 +75,11 @@ fn inspect_gguf(path: &Path) -> Result<Inspected> {
         .map_err(|e| PoolError::io("stat", path, e))?
         .len();
     let mut reader = BufReader::new(file);
-    let content = gguf_file::Content::read(&mut reader)
-        .map_err(|e| invalid(path, format!("bad GGUF header: {e}")))?;
+    let content = gguf_file::Content::read(&mut reader).map_err(|e| {
+        // candle attaches a backtrace under RUST_BACKTRACE: keep only the message
+        let msg = llorch_wire::human_message(&e.to_string());
+        invalid(path, format!("bad GGUF header: {msg}"))
+    })?;
     let meta_str = |k: &str| {
         content
             .metadata

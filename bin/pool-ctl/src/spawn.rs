@@ -117,6 +117,17 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         // register under the catalog id, which is what tasks name
         cmd.args(["--orchestrator-url", u, "--model-id", &a.model]);
     }
+    let api_token = match &a.api_token {
+        Some(t) => Some(t.clone()),
+        None if !is_loopback(&a.bind) => Some(random_token()?),
+        None => None,
+    };
+    if let Some(t) = &api_token {
+        // by environment, never as an argument: the log's first line and `ps` show arguments
+        cmd.env("LLORCH_WORKER_TOKEN", t);
+    } else {
+        cmd.env_remove("LLORCH_WORKER_TOKEN");
+    }
     let logf = open_log(&log, &cmd)?;
     let err_log = logf
         .try_clone()
@@ -142,6 +153,7 @@ pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
         started_at: llorch_catalog::unix_now(),
         log: log.clone(),
         worker_bin: bin,
+        api_token,
     };
     ctx.workers.put(&rec)?;
     drop(spawn_lock);
@@ -261,6 +273,25 @@ fn open_log(path: &Path, cmd: &Command) -> Result<File> {
     Ok(f)
 }
 
+/// Whether the worker's bind address is loopback (then it needs no token).
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// 32 random bytes from the OS, hex-encoded.
+fn random_token() -> Result<String> {
+    use std::io::Read;
+    let path = Path::new("/dev/urandom");
+    let mut buf = [0u8; 32];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| PoolError::io("read", path, e))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// URL clients use: the bind address, or this host's name for wildcard binds.
 fn public_url(host: &str, port: u16) -> String {
     match host {
@@ -271,7 +302,7 @@ fn public_url(host: &str, port: u16) -> String {
 }
 
 /// Address llorch-pool polls: loopback for wildcard binds.
-fn probe_addr(host: &str, port: u16) -> String {
+pub fn probe_addr(host: &str, port: u16) -> String {
     match host {
         "0.0.0.0" => format!("127.0.0.1:{port}"),
         "::" | "[::]" => format!("[::1]:{port}"),

@@ -18,7 +18,7 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// Run one `worker` subcommand.
 pub fn run(ctx: &Ctx, cmd: WorkerCmd) -> Result<()> {
     match cmd {
-        WorkerCmd::Spawn(args) => spawn(ctx, args),
+        WorkerCmd::Spawn(args) => spawn(ctx, *args),
         WorkerCmd::List => list(ctx),
         WorkerCmd::Stop { id, grace } => {
             let rec = ctx
@@ -44,6 +44,7 @@ pub fn run(ctx: &Ctx, cmd: WorkerCmd) -> Result<()> {
         }
         WorkerCmd::Logs { id, follow, lines } => logs(ctx, &id, follow, lines),
         WorkerCmd::Cleanup => cleanup(ctx),
+        WorkerCmd::Token { id } => token(ctx, &id),
     }
 }
 
@@ -51,13 +52,19 @@ fn grace_duration(secs: f64) -> Duration {
     Duration::from_secs_f64(secs.max(0.0))
 }
 
-/// A record with live facts.
-pub fn view(record: WorkerRecord) -> WorkerView {
+/// A record with live facts (the API token left out: `worker token` prints it).
+pub fn view(mut record: WorkerRecord) -> WorkerView {
+    record.api_token = None;
     let alive = procs::is_alive(record.pid, record.pid_start);
     let rss_bytes = if alive {
         procs::rss_bytes(record.pid)
     } else {
         None
+    };
+    let (health, failure) = if alive {
+        probe_health(&record)
+    } else {
+        (None, None)
     };
     let uptime_s = llorch_catalog::unix_now().saturating_sub(record.started_at);
     WorkerView {
@@ -65,7 +72,49 @@ pub fn view(record: WorkerRecord) -> WorkerView {
         alive,
         rss_bytes,
         uptime_s,
+        health,
+        failure,
     }
+}
+
+/// Longest wait for a live worker's `/health` in `worker list`.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The worker's `/health` status and failure reason (`unreachable` when it does not answer).
+fn probe_health(rec: &WorkerRecord) -> (Option<String>, Option<String>) {
+    let url = format!(
+        "http://{}/health",
+        crate::spawn::probe_addr(&rec.host, rec.port)
+    );
+    let answer = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(HEALTH_TIMEOUT)
+        .build()
+        .ok()
+        .and_then(|c| c.get(&url).send().ok())
+        .and_then(|r| r.json::<serde_json::Value>().ok());
+    match answer {
+        Some(v) => (
+            v["status"].as_str().map(str::to_string),
+            v["failure"].as_str().map(str::to_string),
+        ),
+        None => (Some("unreachable".into()), None),
+    }
+}
+
+/// `worker token ID`: print the worker's API token (for `llorch infer --worker-token`).
+fn token(ctx: &Ctx, id: &str) -> Result<()> {
+    let rec = ctx
+        .workers
+        .get(id)?
+        .ok_or_else(|| PoolError::WorkerNotFound(id.to_string()))?;
+    let Some(token) = rec.api_token else {
+        return Err(PoolError::Usage(format!(
+            "worker {id} has no API token (it was spawned on a loopback address without --api-token)"
+        )));
+    };
+    ctx.done(&json!({ "worker_id": id, "api_token": token }), &token);
+    Ok(())
 }
 
 /// Views of every recorded worker (unreadable records are reported on stderr).
@@ -93,10 +142,13 @@ fn list(ctx: &Ctx) -> Result<()> {
                 r.backend.clone(),
                 r.port.to_string(),
                 r.pid.to_string(),
-                if w.alive {
-                    "alive".into()
-                } else {
-                    "dead".into()
+                match (w.alive, w.health.as_deref()) {
+                    (false, _) => "dead".into(),
+                    (true, Some("failed")) => {
+                        format!("FAILED: {}", w.failure.as_deref().unwrap_or("see the log"))
+                    }
+                    (true, Some("unreachable")) => "alive (not answering)".into(),
+                    (true, _) => "alive".into(),
                 },
                 w.rss_bytes.map(human_bytes).unwrap_or_else(|| "-".into()),
                 human_duration(w.uptime_s),

@@ -9,6 +9,8 @@ use llorch_wire::{
     ChatMessage, ErrorEnvelope, ExecuteRequest, SamplingParams, StopReason, WorkerEvent,
 };
 
+mod reliability;
+
 /// A prompt SmolLM2 continues for hundreds of tokens without an end-of-sequence.
 const COUNTING: &str = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,";
 

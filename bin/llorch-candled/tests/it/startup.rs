@@ -49,6 +49,47 @@ fn truncated_gguf_fails_clearly() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let (code, err) = run_worker(&cut, &[]);
     assert_clean_failure(code, &err, &["cut.gguf", "truncated"]);
+    // as on a developer machine: candle attaches backtraces to its errors, none may show
+    for (dir_name, bytes) in [
+        ("cut-header", &bytes[..4096]),
+        ("cut-half", &bytes[..bytes.len() / 2]),
+    ] {
+        let path = dir.path().join(format!("{dir_name}.gguf"));
+        std::fs::write(&path, bytes).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_llorch-candled"))
+            .arg("--model")
+            .arg(&path)
+            .args(["--port", &llorch_testkit::free_port().to_string()])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(error_lines.len(), 1, "one error line:\n{err}");
+        assert!(
+            !err.lines().any(|l| {
+                let t = l.trim_start();
+                t.len() < l.len()
+                    && (t.starts_with("at ")
+                        || t.split_once(": ")
+                            .is_some_and(|(n, _)| n.bytes().all(|b| b.is_ascii_digit())))
+            }),
+            "backtrace frames on stderr:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_network_bind_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("any.gguf");
+    for host in ["0.0.0.0", "192.0.2.1"] {
+        let (code, err) = run_worker(&model, &["--host", host]);
+        assert_clean_failure(code, &err, &["refusing to listen", "LLORCH_WORKER_TOKEN"]);
+    }
+    let (code, err) = run_worker(&model, &["--api-token", "short"]);
+    assert_clean_failure(code, &err, &["at least 16 characters"]);
 }
 
 /// A minimal GGUF v3 file with one tensor of the given ggml type id.
@@ -121,4 +162,52 @@ fn port_in_use_and_missing_backend_fail_clearly() {
         let (code, err) = run_worker(&model, &["--backend", "cuda"]);
         assert_clean_failure(code, &err, &["--features cuda"]);
     }
+}
+
+/// Fuzz-style (bounded to 200 cases or 30 s, seeded): the first 2 MB of the real SmolLM2
+/// GGUF (header, metadata, tokenizer arrays) with random bytes flipped, random 8-byte fields
+/// set to huge counts, or cut at random: the worker always exits 1 with one message, never a
+/// panic, an abort or an out-of-memory kill.
+#[test]
+fn mutated_gguf_headers_fail_cleanly() {
+    let Some(model) = llorch_testkit::require_smollm2("mutated_gguf_headers_fail_cleanly") else {
+        return;
+    };
+    let mut file = std::fs::File::open(&model).unwrap();
+    let mut head = vec![0u8; 2 << 20];
+    std::io::Read::read_exact(&mut file, &mut head).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fuzz.gguf");
+    let mut rng = llorch_testkit::FuzzRng::new(2026);
+    let start = std::time::Instant::now();
+    let mut cases = 0;
+    while cases < 200 && start.elapsed() < std::time::Duration::from_secs(30) {
+        let mut bytes = head.clone();
+        let what = match rng.below(3) {
+            0 => {
+                for _ in 0..1 + rng.below(8) {
+                    let i = rng.below(64 << 10);
+                    bytes[i] = rng.next_u64() as u8;
+                }
+                "flipped bytes"
+            }
+            1 => {
+                let i = rng.below((64 << 10) - 8);
+                let v = *rng.pick(&[u64::MAX, 1 << 40, 1 << 32, u32::MAX as u64, 0]);
+                bytes[i..i + 8].copy_from_slice(&v.to_le_bytes());
+                "a huge field"
+            }
+            _ => {
+                bytes.truncate(rng.below(bytes.len()));
+                "cut"
+            }
+        };
+        std::fs::write(&path, &bytes).unwrap();
+        let (code, err) = run_worker(&path, &[]);
+        assert_eq!(code, 1, "case {cases} ({what}): {err}");
+        assert!(!err.contains("panicked"), "case {cases} ({what}): {err}");
+        assert!(err.contains("error:"), "case {cases} ({what}): {err}");
+        cases += 1;
+    }
+    eprintln!("mutated_gguf_headers_fail_cleanly: {cases} cases");
 }

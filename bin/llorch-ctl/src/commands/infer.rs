@@ -84,7 +84,10 @@ pub fn run(a: InferArgs) -> CliResult {
     let req = build_request(&a)?;
     let rt = runtime()?;
     match (&a.worker, &a.orchestrator) {
-        (Some(worker), _) => rt.block_on(stream_job(worker, req, a.json)),
+        (Some(worker), _) => {
+            let client = WorkerClient::new(worker).with_token(a.worker_token.clone());
+            rt.block_on(stream_job(client, req, a.json))
+        }
         (None, Some(url)) => rt.block_on(super::infer_orch::run(url, a.model.clone(), req, a.json)),
         (None, None) => Err(CliError::Usage(
             "give --worker HOST:PORT or --orchestrator URL".into(),
@@ -109,8 +112,7 @@ struct Tally {
     ends_with_newline: bool,
 }
 
-async fn stream_job(worker: &str, req: ExecuteRequest, json: bool) -> CliResult {
-    let client = WorkerClient::new(worker);
+async fn stream_job(client: WorkerClient, req: ExecuteRequest, json: bool) -> CliResult {
     let job_id = req.job_id.clone().expect("job id set");
     let worker_label = client.base_url().to_string();
     let mut tally = Tally {

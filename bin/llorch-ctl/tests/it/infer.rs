@@ -25,6 +25,41 @@ fn worker(test: &str, extra: &[&str]) -> Option<WorkerProcess> {
 }
 
 #[test]
+fn a_worker_with_a_token_needs_worker_token() {
+    let test = "a_worker_with_a_token_needs_worker_token";
+    let (Some(model), Some(bin)) = (require_smollm2(test), require_bin(test, "llorch-candled"))
+    else {
+        return;
+    };
+    let token = "infer-test-token-0123456789";
+    let w = WorkerProcess::start_with_env(&bin, &model, &[], &[("LLORCH_WORKER_TOKEN", token)]);
+    let args = [
+        "infer",
+        "--worker",
+        &w.addr,
+        "-p",
+        "Hi",
+        "--max-tokens",
+        "2",
+    ];
+    let mut cmd = llorch(&args);
+    cmd.env_remove("LLORCH_WORKER_TOKEN");
+    let r = run(cmd);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("UNAUTHORIZED"), "{}", r.stderr);
+    let mut with_flag = args.to_vec();
+    with_flag.extend(["--worker-token", token]);
+    let mut cmd = llorch(&with_flag);
+    cmd.env_remove("LLORCH_WORKER_TOKEN");
+    let r = run(cmd);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let mut cmd = llorch(&args);
+    cmd.env("LLORCH_WORKER_TOKEN", token);
+    let r = run(cmd);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+}
+
+#[test]
 fn streams_tokens_and_prints_a_summary() {
     let Some(w) = worker("streams_tokens_and_prints_a_summary", &[]) else {
         return;

@@ -63,6 +63,7 @@ struct Args {
 fn health(a: &Args) -> WorkerHealth {
     WorkerHealth {
         status: "ready".into(),
+        failure: None,
         state: WorkerState::Idle,
         worker_id: a.worker_id.clone(),
         model: a.model.clone(),
@@ -172,6 +173,7 @@ async fn register_loop(a: Arc<Args>, base: String) {
         backend: "cpu".into(),
         slots_total: a.slots,
         context_length: a.context_length,
+        api_token: None,
     };
     let mut registered = false;
     loop {

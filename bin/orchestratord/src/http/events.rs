@@ -55,7 +55,10 @@ impl Drop for Subscription {
 
 struct Cursor {
     sub: Subscription,
+    /// Index of the next event to send.
     next: usize,
+    /// SSE id of event index 0, minus one.
+    base: usize,
     len: watch::Receiver<usize>,
     first: bool,
     done: bool,
@@ -80,9 +83,11 @@ fn live(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     task.subscribe();
     let len = task.watch_len();
+    let base = task.event_base;
     let cursor = Cursor {
         sub: Subscription { orch, task },
         next: from,
+        base,
         len,
         first: true,
         done: false,
@@ -100,7 +105,7 @@ fn live(
                 let out: Vec<Result<Event, Infallible>> = evs
                     .iter()
                     .enumerate()
-                    .map(|(k, e)| Ok(sse_event(e, start + k + 1, first && k == 0)))
+                    .map(|(k, e)| Ok(sse_event(e, c.base + start + k + 1, first && k == 0)))
                     .collect();
                 c.done = terminal;
                 return Some((stream::iter(out), c));
@@ -134,7 +139,8 @@ pub async fn stream(
         .or(q.last_event_id)
         .unwrap_or(0);
     if let Some(task) = orch.task(&id) {
-        return Ok(sse(live(orch, task, last)));
+        let from = task.index_after(last);
+        return Ok(sse(live(orch, task, from)));
     }
     // Gone from memory: only the terminal event remains, in the history.
     let row = orch

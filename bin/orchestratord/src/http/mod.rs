@@ -61,6 +61,8 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
         .route("/ready", get(meta::ready))
         .route("/metrics", get(meta::metrics))
         .merge(crate::openai::routes())
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(orch.clone(), auth))
         .layer(middleware::from_fn(correlation))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -142,6 +144,32 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, req: Request, next: Next) -
         HeaderValue::from_static("Bearer"),
     );
     resp
+}
+
+/// The error as a response: OpenAI's error shape under `/v1`, the envelope elsewhere.
+fn shaped(path: &str, err: ApiError) -> Response {
+    if openai::is_openai_path(path) {
+        openai::OaiError(err).into_response()
+    } else {
+        err.into_response()
+    }
+}
+
+/// Unknown route: 404 `NOT_FOUND` naming it.
+async fn unknown_route(req: Request) -> Response {
+    let path = req.uri().path();
+    let msg = format!(
+        "no route {} {path} (routes: GET /v2/openapi.json)",
+        req.method()
+    );
+    shaped(path, ApiError::new(ErrorCode::NotFound, msg))
+}
+
+/// Known route, wrong method: 405 `METHOD_NOT_ALLOWED`.
+async fn wrong_method(req: Request) -> Response {
+    let path = req.uri().path();
+    let msg = format!("{path} does not accept {}", req.method());
+    shaped(path, ApiError::new(ErrorCode::MethodNotAllowed, msg))
 }
 
 /// Parse a JSON body into `T`, answering with the error envelope when it does not fit.

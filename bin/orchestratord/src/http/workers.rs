@@ -47,10 +47,12 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<WorkerHeartbeatAck>, ApiError> {
-    if !body.is_empty() {
-        let _: WorkerHeartbeat = parse_json(&body)?;
-    }
-    workers::heartbeat(&orch, &id).map(Json)
+    let hb: WorkerHeartbeat = if body.is_empty() {
+        WorkerHeartbeat::default()
+    } else {
+        parse_json(&body)?
+    };
+    workers::heartbeat(&orch, &id, &hb).map(Json)
 }
 
 /// `POST /v2/workers/{id}/drain`: no new tasks; running ones finish; a fleet worker is then

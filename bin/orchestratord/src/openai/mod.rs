@@ -10,7 +10,7 @@ mod error;
 mod follow;
 mod models;
 pub mod openapi;
-mod request;
+pub(crate) mod request;
 
 use std::sync::Arc;
 

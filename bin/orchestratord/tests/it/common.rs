@@ -240,12 +240,17 @@ pub struct EventStream {
 impl EventStream {
     /// Open `GET /v2/tasks/{id}/events`, optionally resuming after `last`.
     pub async fn open(o: &Orchd, task_id: &str, last: Option<u64>) -> EventStream {
+        Self::open_at(&o.base, task_id, last).await
+    }
+
+    /// [`EventStream::open`] on the orchestratord at `base` (e.g. from a spawned task).
+    pub async fn open_at(base: &str, task_id: &str, last: Option<u64>) -> EventStream {
         // No total timeout: streams may run long; `next` bounds the wait per event instead.
         let sse_client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        let mut rb = sse_client.get(o.url(&format!("/v2/tasks/{task_id}/events")));
+        let mut rb = sse_client.get(format!("{base}/v2/tasks/{task_id}/events"));
         if let Some(l) = last {
             rb = rb.header("Last-Event-ID", l.to_string());
         }

@@ -4,8 +4,10 @@
 
 mod api;
 mod common;
+mod crash;
 mod faults;
 mod fleet;
 mod openai;
 mod real;
+mod reliability;
 mod state;

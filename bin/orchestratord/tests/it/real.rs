@@ -21,9 +21,19 @@ const PROMPT: &str = "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start
 /// `--parallel 1 --max-queue 0`: one job at a time, so every waiting task sits in the
 /// orchestrator's queue.
 async fn real_worker(test: &str, o: &Orchd, id: &str) -> Option<(WorkerProcess, String)> {
+    real_worker_env(test, o, id, &[]).await
+}
+
+/// [`real_worker`] with extra environment variables for the worker.
+pub(crate) async fn real_worker_env(
+    test: &str,
+    o: &Orchd,
+    id: &str,
+    env: &[(&str, &str)],
+) -> Option<(WorkerProcess, String)> {
     let bin = require_bin(test, "llorch-candled")?;
     let model = require_smollm2(test)?;
-    let w = WorkerProcess::start(
+    let w = WorkerProcess::start_with_env(
         &bin,
         &model,
         &[
@@ -36,6 +46,7 @@ async fn real_worker(test: &str, o: &Orchd, id: &str) -> Option<(WorkerProcess, 
             "--max-queue",
             "0",
         ],
+        env,
     );
     let start = Instant::now();
     loop {

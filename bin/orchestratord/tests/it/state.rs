@@ -21,7 +21,7 @@ async fn wait_worker_ready(o: &Orchd, id: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn restart_restores_registry_and_history_and_fails_running_tasks() {
+async fn restart_restores_registry_and_history_and_ends_streaming_tasks() {
     let o = Orchd::start(&["--heartbeat-interval-ms", "200"]);
     let _w = FaultWorker::start(
         "slow",
@@ -57,10 +57,11 @@ async fn restart_restores_registry_and_history_and_fails_running_tasks() {
     let (st, old) = get_json(&o.url(&format!("/v2/tasks/{done}"))).await;
     assert_eq!((st, old["state"].as_str()), (200, Some("completed")));
     assert_eq!(old["usage"]["tokens_out"], 3);
+    // it had sent tokens: it cannot run again (see reliability.rs for queued tasks)
     let (_, lost) = get_json(&o.url(&format!("/v2/tasks/{running}"))).await;
     assert_eq!(
         (lost["state"].as_str(), lost["error"]["code"].as_str()),
-        (Some("failed"), Some("SHUTTING_DOWN"))
+        (Some("failed"), Some("WORKER_LOST"))
     );
     // Finished tasks replay their terminal event after the restart.
     let replay = all_events(&o, &done).await;
@@ -72,7 +73,7 @@ async fn restart_restores_registry_and_history_and_fails_running_tasks() {
     let replay = all_events(&o, &running).await;
     assert_eq!(
         (replay[0].kind.as_str(), replay[0].data["code"].as_str()),
-        ("error", Some("SHUTTING_DOWN"))
+        ("error", Some("WORKER_LOST"))
     );
     // The registry came back and the worker serves again.
     let (_, workers) = get_json(&o.url("/v2/workers")).await;

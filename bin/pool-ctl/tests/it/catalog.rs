@@ -251,6 +251,29 @@ fn import_of_the_test_model_matches_the_builtin_entry() {
         "{}",
         text(&out)
     );
+    // As a new user on a developer machine: RUST_BACKTRACE=1 and a file cut short. The error
+    // is one human message, in `error.message` and on stderr, never backtrace frames.
+    let bytes = std::fs::read(&model).unwrap();
+    for (name, len) in [
+        ("cut-header.gguf", 4096),
+        ("cut-half.gguf", bytes.len() / 2),
+    ] {
+        let cut = env.dir.path().join(name);
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let out = env
+            .cmd()
+            .args(["--json", "models", "import", cut.to_str().unwrap()])
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(!msg.contains('\n'), "one line: {msg:?}");
+        assert!(msg.contains(name), "{msg}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
 }
 
 #[test]

@@ -386,6 +386,7 @@ fn record_for(env: &Env, id: &str, pid: u32, pid_start: Option<u64>) {
         started_at: llorch_catalog::unix_now(),
         log: env.home().join(format!("logs/{id}.log")),
         worker_bin: "/bin/sh".into(),
+        api_token: None,
     };
     llorch_catalog::WorkerStore::new(env.home().join("workers"))
         .put(&rec)
@@ -440,4 +441,87 @@ fn stop_escalates_to_sigkill_and_never_signals_a_reused_pid() {
     );
     other.kill().unwrap();
     other.wait().unwrap();
+}
+
+/// POST /execute with an optional bearer token; the raw answer.
+fn execute_with(addr: &str, token: Option<&str>, body: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST /execute HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_network_worker_gets_a_token_and_a_dead_engine_shows_in_list() {
+    let test = "a_network_worker_gets_a_token_and_a_dead_engine_shows_in_list";
+    let Some((model, bin)) = prerequisites(test) else {
+        return;
+    };
+    let env = Env::new();
+    let _guard = StopAll(&env);
+    env.json(&["models", "import", model.to_str().unwrap()]);
+    let port = llorch_testkit::free_port().to_string();
+    // FAULT INJECTION (inherited by the worker): its engine panics on its first job.
+    let out = env
+        .cmd()
+        .args([
+            "--json",
+            "worker",
+            "spawn",
+            "cpu",
+            "--model",
+            "smollm2-135m",
+        ])
+        .args(["--threads", "1", "--bind", "0.0.0.0", "--port", &port])
+        .args(["--worker-bin", bin.to_str().unwrap()])
+        .env("LLORCH_FAULT_ENGINE_PANIC_AFTER_JOBS", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = w["id"].as_str().unwrap().to_string();
+    assert!(w.get("api_token").is_none(), "the token is not shown: {w}");
+    let record = env.home().join("workers").join(format!("{id}.json"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&record).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let token = env.json(&["worker", "token", &id])["api_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    let log = std::fs::read_to_string(w["log"].as_str().unwrap()).unwrap();
+    assert!(!log.contains(&token), "token in the log:\n{log}");
+    let addr = format!("127.0.0.1:{port}");
+    let body = r#"{"prompt":"Hi","max_tokens":2}"#;
+    assert!(execute_with(&addr, None, body).starts_with("HTTP/1.1 401"));
+    let answer = execute_with(&addr, Some(&token), body);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut listed = serde_json::Value::Null;
+    let failed = wait_for(|| {
+        listed = env.json(&["worker", "list"])["workers"][0].clone();
+        listed["health"] == "failed"
+    });
+    assert!(failed, "{listed}");
+    assert!(
+        listed["failure"]
+            .as_str()
+            .unwrap()
+            .contains("fault injection"),
+        "{listed}"
+    );
+    let table = env.ok(&["worker", "list"]);
+    assert!(table.contains("FAILED: engine thread panicked"), "{table}");
 }

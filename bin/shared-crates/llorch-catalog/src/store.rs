@@ -184,12 +184,36 @@ fn parse_catalog(path: &Path, text: &str) -> Result<Catalog, CatalogError> {
 
 /// Write `bytes` to a temporary file next to `path`, fsync it, and rename it over `path`.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), CatalogError> {
+    write_atomic(path, bytes, None)
+}
+
+/// [`write_file_atomic`] with Unix permission bits `mode` on the new file (e.g. `0o600` for a
+/// file holding a secret: the temporary file has them before the first byte is written).
+pub fn write_file_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CatalogError> {
+    write_atomic(path, bytes, Some(mode))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), CatalogError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(dir).map_err(|e| CatalogError::io("create directory", dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = match mode {
+            None => File::create(&tmp)?,
+            Some(mode) => {
+                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(mode)
+                    .open(&tmp)?;
+                // the umask may have narrowed `mode` at creation; set it exactly
+                f.set_permissions(fs::Permissions::from_mode(mode))?;
+                f
+            }
+        };
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

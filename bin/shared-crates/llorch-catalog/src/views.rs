@@ -32,6 +32,13 @@ pub struct WorkerView {
     pub rss_bytes: Option<u64>,
     /// Seconds since the worker was started.
     pub uptime_s: u64,
+    /// The worker's own `/health` status when it answers: `ready`, or `failed` (its engine
+    /// died; `failure` says why); `unreachable` when alive but not answering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Why the worker failed (with `health: failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// One compute backend on this host (`backends list`, `status`).

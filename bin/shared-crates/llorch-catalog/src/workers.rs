@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CatalogError;
-use crate::store::write_file_atomic;
+use crate::store::write_file_atomic_mode;
 
 /// What `llorch-pool worker spawn` remembers about a worker it started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,10 @@ pub struct WorkerRecord {
     pub log: PathBuf,
     /// Worker binary that was started.
     pub worker_bin: PathBuf,
+    /// The worker's API token (`LLORCH_WORKER_TOKEN`); the record file is mode 0600.
+    /// Never part of `worker list` output (see `llorch-pool worker token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
 }
 
 /// Reads and writes `workers/<id>.json`.
@@ -61,7 +65,8 @@ impl WorkerStore {
     pub fn put(&self, rec: &WorkerRecord) -> Result<(), CatalogError> {
         let mut text = serde_json::to_string_pretty(rec).expect("record serialises");
         text.push('\n');
-        write_file_atomic(&self.path(&rec.id), text.as_bytes())
+        // mode 0600: the record holds the worker's API token
+        write_file_atomic_mode(&self.path(&rec.id), text.as_bytes(), 0o600)
     }
 
     /// The record of `id`, if any.
@@ -146,8 +151,17 @@ mod tests {
             started_at: 1,
             log: "/l".into(),
             worker_bin: "/bin/llorch-candled".into(),
+            api_token: Some("secret-token-0123456789".into()),
         };
         store.put(&rec).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("workers/w1.json"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the record holds a token");
+        }
         fs::write(dir.path().join("workers/bad.json"), "{").unwrap();
         assert_eq!(store.get("w1").unwrap(), Some(rec.clone()));
         let (records, errors) = store.list();

@@ -104,4 +104,64 @@ mod tests {
         let evs = p.push(&bytes[8..]);
         assert_eq!(evs[0].data, "🙂");
     }
+
+    /// Fuzz-style (bounded, seeded): random events written with random line endings and
+    /// comments, cut into random chunks (also inside UTF-8 characters), come out exactly; random
+    /// bytes never panic the parser.
+    #[test]
+    fn random_streams_and_garbage() {
+        let mut rng = llorch_testkit::FuzzRng::new(12);
+        let texts = ["", "a", "{\"t\":\"🙂\"}", "x y", "é:é", " lead", "data"];
+        for case in 0..2000 {
+            let n = 1 + rng.below(4);
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for _ in 0..n {
+                let eol: &[u8] = if rng.below(2) == 0 { b"\n" } else { b"\r\n" };
+                let mut ev = SseEvent::default();
+                if rng.below(2) == 0 {
+                    ev.event = (*rng.pick(&["token", "end", "x"])).to_string();
+                    wire.extend_from_slice(format!("event: {}", ev.event).as_bytes());
+                    wire.extend_from_slice(eol);
+                }
+                if rng.below(3) == 0 {
+                    wire.extend_from_slice(b": keep-alive");
+                    wire.extend_from_slice(eol);
+                }
+                if rng.below(2) == 0 {
+                    ev.id = Some(rng.below(1000).to_string());
+                    wire.extend_from_slice(format!("id: {}", ev.id.as_ref().unwrap()).as_bytes());
+                    wire.extend_from_slice(eol);
+                }
+                let lines: Vec<&str> = (0..1 + rng.below(3)).map(|_| *rng.pick(&texts)).collect();
+                for l in &lines {
+                    wire.extend_from_slice(format!("data: {l}").as_bytes());
+                    wire.extend_from_slice(eol);
+                }
+                ev.data = lines.join("\n");
+                wire.extend_from_slice(eol);
+                expected.push(ev);
+            }
+            let mut p = SseParser::new();
+            let mut got = Vec::new();
+            let mut rest = &wire[..];
+            while !rest.is_empty() {
+                let k = 1 + rng.below(rest.len().min(9));
+                got.extend(p.push(&rest[..k]));
+                rest = &rest[k..];
+            }
+            assert_eq!(
+                got,
+                expected,
+                "case {case}: {:?}",
+                String::from_utf8_lossy(&wire)
+            );
+        }
+        for _ in 0..2000 {
+            let bytes: Vec<u8> = (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect();
+            let mut p = SseParser::new();
+            let _ = p.push(&bytes);
+            let _ = p.push(b"\n\n");
+        }
+    }
 }

@@ -31,10 +31,21 @@ pub enum ClientError {
 }
 
 /// Client for one worker base URL (e.g. `http://127.0.0.1:8001`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerClient {
     base: String,
     http: reqwest::Client,
+    /// Bearer token for workers started with `--api-token`.
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for WorkerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerClient")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl WorkerClient {
@@ -53,6 +64,21 @@ impl WorkerClient {
         Self {
             base: base.trim_end_matches('/').to_string(),
             http,
+            token: None,
+        }
+    }
+
+    /// Send `Authorization: Bearer <token>` on every call (workers with `--api-token`).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.post(format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
         }
     }
 
@@ -106,8 +132,7 @@ impl WorkerClient {
     /// `POST /tokenize`.
     pub async fn tokenize(&self, req: &TokenizeRequest) -> Result<TokenizeResponse, ClientError> {
         let resp = self
-            .http
-            .post(format!("{}/tokenize", self.base))
+            .post("/tokenize")
             .json(req)
             .send()
             .await
@@ -121,8 +146,7 @@ impl WorkerClient {
     /// `POST /cancel`; `Ok(false)` when the worker does not know the job (404).
     pub async fn cancel(&self, job_id: &str) -> Result<bool, ClientError> {
         let resp = self
-            .http
-            .post(format!("{}/cancel", self.base))
+            .post("/cancel")
             .json(&CancelRequest {
                 job_id: job_id.to_string(),
             })
@@ -146,7 +170,7 @@ impl WorkerClient {
         headers: &[(&str, &str)],
     ) -> Result<impl Stream<Item = Result<WorkerEvent, ClientError>> + Send + 'static, ClientError>
     {
-        let mut rb = self.http.post(format!("{}/execute", self.base)).json(req);
+        let mut rb = self.post("/execute").json(req);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }

@@ -33,6 +33,9 @@ pub enum SubmitError {
     DuplicateJobId(String),
     #[error("engine thread has stopped")]
     Stopped,
+    /// The engine thread died (a panic); nothing can run until the worker restarts.
+    #[error("engine failed: {0}")]
+    Failed(String),
 }
 
 struct Queued {
@@ -51,13 +54,35 @@ pub struct EngineStatus {
     pub peak_batch: AtomicU32,
     /// Admitted jobs (running + waiting) with their cancel flags.
     jobs: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Why the engine thread died, once it has.
+    failure: Mutex<Option<String>>,
 }
 
 impl EngineStatus {
     fn release(&self, job_id: &str) {
-        self.jobs.lock().unwrap().remove(job_id);
+        lock(&self.jobs).remove(job_id);
         self.active.fetch_sub(1, Ordering::SeqCst);
     }
+
+    /// Why the engine thread died (a panic, or it stopped on its own); `None` while it runs.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+}
+
+/// Lock, recovering the data from a poisoned mutex: every guarded value here stays consistent
+/// across a panic (plain maps and options, changed in one statement).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Forwards a job's events and frees its slot just before the terminal one.
@@ -95,6 +120,9 @@ pub struct EngineOptions {
     pub parallel: u32,
     /// Memory for finished sequences' keys and values kept for prefix reuse (0: none).
     pub prompt_cache_bytes: usize,
+    /// FAULT INJECTION for tests only: the engine thread panics when it admits job number
+    /// `n + 1` (after `n` jobs were admitted). `None` in production.
+    pub fault_panic_after_jobs: Option<u64>,
 }
 
 impl Default for EngineOptions {
@@ -103,6 +131,7 @@ impl Default for EngineOptions {
             queue_capacity: 16,
             parallel: 4,
             prompt_cache_bytes: 512 << 20,
+            fault_panic_after_jobs: None,
         }
     }
 }
@@ -138,11 +167,25 @@ impl Engine {
         let parallel = opts.parallel.max(1);
         let st = status.clone();
         let m = model.clone();
+        let fault = opts.fault_panic_after_jobs;
         std::thread::Builder::new()
             .name("llorch-engine".into())
             .spawn(move || {
                 let mut cache = PromptCache::new(opts.prompt_cache_bytes);
-                schedule(&m, &rx, &st, parallel as usize, &mut cache)
+                let run = std::panic::AssertUnwindSafe(|| {
+                    schedule(&m, &rx, &st, parallel as usize, &mut cache, fault)
+                });
+                // Unwinding dropped every job's sink: their streams end without a terminal
+                // event, and the receiver is gone, so new submissions fail at once.
+                let reason = match std::panic::catch_unwind(run) {
+                    Ok(()) => return,
+                    Err(p) => format!("engine thread panicked: {}", panic_message(&*p)),
+                };
+                tracing::error!(%reason, "engine failed; this worker must be restarted");
+                *lock(&st.failure) = Some(reason);
+                lock(&st.jobs).clear();
+                st.active.store(0, Ordering::SeqCst);
+                st.queued.store(0, Ordering::SeqCst);
             })
             .expect("spawn engine thread");
         Engine {
@@ -176,8 +219,11 @@ impl Engine {
 
     /// Queue a job; its events go to `sink`. Never blocks.
     pub fn submit(&self, job: Job, sink: Box<dyn EventSink>) -> Result<(), SubmitError> {
+        if let Some(reason) = self.status.failure() {
+            return Err(SubmitError::Failed(reason));
+        }
         {
-            let mut jobs = self.status.jobs.lock().unwrap();
+            let mut jobs = lock(&self.status.jobs);
             if jobs.contains_key(&job.job_id) {
                 return Err(SubmitError::DuplicateJobId(job.job_id));
             }
@@ -190,8 +236,11 @@ impl Engine {
         let id = job.job_id.clone();
         if self.tx.send(Queued { job, sink }).is_err() {
             self.status.queued.fetch_sub(1, Ordering::SeqCst);
-            self.status.jobs.lock().unwrap().remove(&id);
-            return Err(SubmitError::Stopped);
+            lock(&self.status.jobs).remove(&id);
+            return Err(match self.status.failure() {
+                Some(reason) => SubmitError::Failed(reason),
+                None => SubmitError::Stopped,
+            });
         }
         Ok(())
     }
@@ -199,7 +248,7 @@ impl Engine {
     /// Ask a running or queued job to stop; false when the id is unknown. The job ends with
     /// `stop_reason: cancelled` at its next decode step.
     pub fn cancel(&self, job_id: &str) -> bool {
-        match self.status.jobs.lock().unwrap().get(job_id) {
+        match lock(&self.status.jobs).get(job_id) {
             Some(flag) => {
                 flag.store(true, Ordering::SeqCst);
                 true
@@ -221,7 +270,9 @@ fn schedule(
     st: &Arc<EngineStatus>,
     parallel: usize,
     prompt_cache: &mut PromptCache,
+    fault_panic_after_jobs: Option<u64>,
 ) {
+    let mut admitted: u64 = 0;
     let mut running: Vec<Running<'_>> = Vec::with_capacity(parallel);
     let mut open = true;
     loop {
@@ -242,6 +293,10 @@ fn schedule(
             };
             st.queued.fetch_sub(1, Ordering::SeqCst);
             st.active.fetch_add(1, Ordering::SeqCst);
+            if fault_panic_after_jobs.is_some_and(|n| admitted >= n) {
+                panic!("fault injection: engine panic after {admitted} jobs");
+            }
+            admitted += 1;
             let sink = SlotSink {
                 inner: sink,
                 status: st.clone(),

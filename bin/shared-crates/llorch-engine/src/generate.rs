@@ -256,11 +256,11 @@ impl<'a> Running<'a> {
         let cache = match cache {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(job_id = %job.job_id, error = %format!("{e:#}"), "inference failed");
+                tracing::error!(job_id = %job.job_id, error = %llorch_wire::human_message(&format!("{e:#}")), "inference failed");
                 sink.send(WorkerEvent::Error {
                     job_id: job.job_id.clone(),
                     code: ErrorCode::InferenceFailed,
-                    message: format!("{e:#}"),
+                    message: llorch_wire::human_message(&format!("{e:#}")),
                     retriable: false,
                     tokens_out: 0,
                 });
@@ -403,11 +403,11 @@ impl<'a> Running<'a> {
 
     /// End the job with an `error` event (the forward pass failed).
     pub fn fail(&mut self, e: &anyhow::Error) {
-        tracing::error!(job_id = %self.job_id, error = %format!("{e:#}"), "inference failed");
+        tracing::error!(job_id = %self.job_id, error = %llorch_wire::human_message(&format!("{e:#}")), "inference failed");
         self.sink.send(WorkerEvent::Error {
             job_id: self.job_id.clone(),
             code: ErrorCode::InferenceFailed,
-            message: format!("{e:#}"),
+            message: llorch_wire::human_message(&format!("{e:#}")),
             retriable: false,
             tokens_out: self.tokens_out,
         });

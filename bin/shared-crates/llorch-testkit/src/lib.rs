@@ -181,6 +181,17 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Start `llorch-candled --model MODEL --port P` plus `extra` args and wait for `/health`.
     pub fn start(bin: &Path, model: &Path, extra: &[&str]) -> WorkerProcess {
+        Self::start_with_env(bin, model, extra, &[])
+    }
+
+    /// [`WorkerProcess::start`] with extra environment variables (e.g. `LLORCH_WORKER_TOKEN`,
+    /// or a `LLORCH_FAULT_*` fault injection).
+    pub fn start_with_env(
+        bin: &Path,
+        model: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("llorch-test-worker-{port}.log"));
         let logf = std::fs::File::create(&log).unwrap();
@@ -189,6 +200,7 @@ impl WorkerProcess {
             .arg(model)
             .args(["--port", &port.to_string(), "--threads", "2"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
@@ -239,5 +251,157 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Every `program ...` command line inside the fenced code blocks of a Markdown text, split
+/// into arguments as a POSIX shell would for simple lines (single and double quotes,
+/// backslash-newline continuations); `# comments` and anything after `|`, `&&`, `;` or `>`
+/// are dropped. Used to check that documented commands parse.
+pub fn doc_commands(markdown: &str, program: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            pending.clear();
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let line = line.trim();
+        if pending.is_empty() && !line.starts_with(&format!("{program} ")) {
+            continue;
+        }
+        if let Some(head) = line.strip_suffix('\\') {
+            pending.push_str(head);
+            pending.push(' ');
+            continue;
+        }
+        pending.push_str(line);
+        out.push(shell_words(&std::mem::take(&mut pending)));
+    }
+    out
+}
+
+/// Split one simple shell line into words (see [`doc_commands`]).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut quote: Option<char> = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                cur.get_or_insert_with(String::new);
+            }
+            (None, '#' | '|' | ';' | '>' | '&') if cur.is_none() => break,
+            (None, c) if c.is_whitespace() => words.extend(cur.take()),
+            (None, c) => cur.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(cur);
+    words
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_found_and_split() {
+        let md = "text\n```sh\nllorch a 'b c' \"d\" # note\nother x\nllorch e \\\n  --f g | jq\n```\nllorch outside\n";
+        assert_eq!(
+            doc_commands(md, "llorch"),
+            vec![
+                vec!["llorch", "a", "b c", "d"],
+                vec!["llorch", "e", "--f", "g"]
+            ]
+        );
+    }
+}
+
+/// A small deterministic random generator (xorshift64*) for bounded fuzz-style tests: the same
+/// seed gives the same cases, so a failure names a reproducible case.
+#[derive(Debug, Clone)]
+pub struct FuzzRng(u64);
+
+impl FuzzRng {
+    /// A generator from `seed` (0 is replaced by a fixed non-zero value).
+    pub fn new(seed: u64) -> Self {
+        Self(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    /// A random JSON value at most `depth` levels deep: every JSON type, with edge cases
+    /// (huge and negative numbers, long and non-ASCII strings, empty containers).
+    pub fn json(&mut self, depth: u32) -> serde_json::Value {
+        use serde_json::{json, Value};
+        let kinds = if depth == 0 { 6 } else { 8 };
+        match self.below(kinds) {
+            0 => Value::Null,
+            1 => Value::Bool(self.below(2) == 1),
+            2 => json!(*self.pick(&[
+                0i64,
+                1,
+                -1,
+                2,
+                255,
+                256,
+                65_536,
+                i64::MAX,
+                i64::MIN,
+                4_294_967_296
+            ])),
+            3 => json!(*self.pick(&[
+                0.0f64,
+                0.5,
+                -0.5,
+                1.0,
+                2.0,
+                2.0001,
+                1e300,
+                -1e-300,
+                f64::MAX
+            ])),
+            4 => json!(*self.pick(&["", "a", "user", "🙂", "<|im_end|>", "\u{0}", "x:y", "  "])),
+            5 => Value::String("é".repeat(self.below(3000))),
+            6 => Value::Array((0..self.below(4)).map(|_| self.json(depth - 1)).collect()),
+            _ => Value::Object(
+                (0..self.below(4))
+                    .map(|_| {
+                        let k = *self.pick(&["role", "content", "text", "x", "type", ""]);
+                        (k.to_string(), self.json(depth - 1))
+                    })
+                    .collect(),
+            ),
+        }
     }
 }

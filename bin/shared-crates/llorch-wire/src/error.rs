@@ -16,8 +16,10 @@ pub enum ErrorCode {
     WorkerBusy,
     /// The admission queue is full (HTTP 429, with `Retry-After`).
     QueueFull,
-    /// An unknown job, task, worker or model (HTTP 404).
+    /// An unknown job, task, worker or model, or an unknown route (HTTP 404).
     NotFound,
+    /// The route exists but not with this HTTP method (HTTP 405).
+    MethodNotAllowed,
     /// Unknown model id (HTTP 404).
     ModelNotFound,
     /// Missing or wrong API key (HTTP 401).
@@ -36,6 +38,9 @@ pub enum ErrorCode {
     Cancelled,
     /// The server is shutting down.
     ShuttingDown,
+    /// The worker's engine thread has died (HTTP 503): the worker cannot generate until it is
+    /// restarted; its `/health` says `failed` and why.
+    EngineFailed,
     /// No pool has memory for a worker of the model, even after stopping idle workers; the
     /// message names what was needed and what each pool had (HTTP 503).
     NoCapacity,
@@ -50,9 +55,13 @@ impl ErrorCode {
             ErrorCode::InvalidRequest | ErrorCode::ContextLengthExceeded => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::NotFound | ErrorCode::ModelNotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::QueueFull => 429,
             ErrorCode::Cancelled => 499,
-            ErrorCode::WorkerBusy | ErrorCode::ShuttingDown | ErrorCode::NoCapacity => 503,
+            ErrorCode::WorkerBusy
+            | ErrorCode::ShuttingDown
+            | ErrorCode::EngineFailed
+            | ErrorCode::NoCapacity => 503,
             ErrorCode::DeadlineExceeded => 504,
             ErrorCode::ModelLoadFailed
             | ErrorCode::InferenceFailed
@@ -71,6 +80,7 @@ impl ErrorCode {
                 | ErrorCode::WorkerLost
                 | ErrorCode::Evicted
                 | ErrorCode::ShuttingDown
+                | ErrorCode::EngineFailed
                 | ErrorCode::NoCapacity
                 | ErrorCode::Internal
         )
@@ -84,6 +94,7 @@ impl ErrorCode {
             ErrorCode::WorkerBusy => "WORKER_BUSY",
             ErrorCode::QueueFull => "QUEUE_FULL",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::ModelNotFound => "MODEL_NOT_FOUND",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::ModelLoadFailed => "MODEL_LOAD_FAILED",
@@ -93,6 +104,7 @@ impl ErrorCode {
             ErrorCode::Evicted => "EVICTED",
             ErrorCode::Cancelled => "CANCELLED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::EngineFailed => "ENGINE_FAILED",
             ErrorCode::NoCapacity => "NO_CAPACITY",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -103,6 +115,33 @@ impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// `text` as one human message: the frames of a Rust backtrace (candle attaches one to its
+/// errors when `RUST_BACKTRACE` is set: `   3: name` and `      at file:line` lines, after a
+/// `Stack backtrace:` header or not) are removed, and what remains is joined with `: ` where
+/// the error chain put line breaks. Messages in error envelopes and on stderr go through this.
+pub fn human_message(text: &str) -> String {
+    let is_frame = |line: &str| {
+        let t = line.trim_start();
+        if t.len() == line.len() {
+            return false;
+        }
+        t.starts_with("at ")
+            || t.split_once(": ")
+                .is_some_and(|(num, _)| !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() || is_frame(line) || t == "Stack backtrace:" || t == "Backtrace:" {
+            continue;
+        }
+        if parts.last() != Some(&t) {
+            parts.push(t);
+        }
+    }
+    parts.join(": ")
 }
 
 /// One invalid field: which one, which rule it broke, and a sentence for humans.
@@ -185,5 +224,18 @@ impl ErrorEnvelope {
         let mut env = Self::new(ErrorCode::InvalidRequest, message);
         env.error.fields = fields;
         env
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtraces_are_not_part_of_messages() {
+        let text = "cannot load x.gguf: file is truncated\n   0: candle_core::error::Error::bt\n             at /src/error.rs:264:25\n  23: main\n";
+        assert_eq!(human_message(text), "cannot load x.gguf: file is truncated");
+        assert_eq!(human_message("a\nb: 2"), "a: b: 2");
+        assert_eq!(human_message("plain"), "plain");
     }
 }

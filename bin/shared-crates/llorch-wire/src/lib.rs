@@ -7,10 +7,11 @@
 pub mod error;
 pub mod execute;
 pub mod openai;
+pub mod secret;
 pub mod tasks;
 pub mod worker;
 
-pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldError};
+pub use error::{human_message, ErrorBody, ErrorCode, ErrorEnvelope, FieldError};
 pub use execute::{
     ChatMessage, ExecuteRequest, Generation, SamplingParams, StopReason, TokenLogprob, TopLogprob,
     WorkerEvent, LIMITS,

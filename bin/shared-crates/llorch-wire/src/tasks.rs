@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::secret::Secret;
+
 use crate::error::{ErrorCode, FieldError};
 use crate::execute::{ExecuteRequest, Generation, StopReason, TokenLogprob};
 
@@ -383,6 +385,10 @@ pub struct WorkerRegistration {
     pub slots_total: u32,
     /// Context window the worker serves.
     pub context_length: u32,
+    /// Bearer token the orchestrator must send on the worker's `/execute`, `/cancel` and
+    /// `/tokenize` (absent for a worker without `--api-token`). Never shown by `GET /v2/workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<Secret>,
 }
 
 /// Answer of a registration.
@@ -403,6 +409,13 @@ pub struct WorkerHeartbeat {
     pub active_jobs: u32,
     #[serde(default)]
     pub queued_jobs: u32,
+    /// The worker's `/health` status: `ready`, or `failed` when its engine died (the
+    /// orchestrator then stops sending it tasks until a heartbeat says `ready` again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Why the worker failed (with `status: failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// Answer of a heartbeat.
@@ -448,6 +461,9 @@ pub struct WorkerInfo {
     pub source: WorkerSource,
     /// Unix ms of the last heartbeat or successful health probe.
     pub last_seen_ms: u64,
+    /// Why the worker is unhealthy, when it said so itself (e.g. its engine died).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// `GET /v2/workers`.

@@ -15,8 +15,13 @@ pub enum WorkerState {
 /// `GET /health`: answered from cached state, also while a job runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerHealth {
-    /// Always `"ready"` once the HTTP server answers (the model is loaded before it binds).
+    /// `"ready"` once the HTTP server answers (the model is loaded before it binds);
+    /// `"failed"` when the engine thread has died (then `failure` says why, and `/execute`
+    /// answers 503 `ENGINE_FAILED` until the worker is restarted).
     pub status: String,
+    /// Why the worker failed (with `status: "failed"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     pub state: WorkerState,
     pub worker_id: String,
     /// Model name (file stem or directory name).

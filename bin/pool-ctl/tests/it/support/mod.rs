@@ -40,6 +40,7 @@ impl Env {
             "HF_TOKEN_PATH",
             "XDG_DATA_HOME",
             "LLORCH_WORKER_BIN",
+            "LLORCH_WORKER_TOKEN",
         ] {
             c.env_remove(v);
         }
