@@ -12,8 +12,8 @@ pub mod worker;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldError};
 pub use execute::{
-    ChatMessage, ExecuteRequest, Generation, SamplingParams, StopReason, TokenLogprob, TopLogprob,
-    WorkerEvent, LIMITS,
+    ChatMessage, Constraint, ExecuteRequest, Generation, SamplingParams, StopReason, TokenLogprob,
+    TopLogprob, WorkerEvent, LIMITS,
 };
 pub use worker::{
     CancelRequest, CancelResponse, ChatTemplateReport, DetokenizeRequest, DetokenizeResponse,
