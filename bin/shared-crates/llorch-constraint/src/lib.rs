@@ -178,6 +178,19 @@ impl Compiler {
     }
 }
 
+/// A constraint for "either a JSON value valid under `schema` or free text that does not start
+/// with `{`, `[` or whitespace" (tool calling with `tool_choice: auto`: the model chooses between
+/// a call and a plain answer, and a call, once begun, is decoded under the schema).
+pub fn json_or_text(schema: &Value) -> Constraint {
+    let mut s = schema.clone();
+    if let Value::Object(o) = &mut s {
+        o.entry("x-guidance").or_insert_with(json_layout);
+    }
+    Constraint::Lark(format!(
+        "start: call | TEXT\ncall: %json {s}\nTEXT: /[^\\[{{ \\t\\r\\n](.|\\n)*/\n"
+    ))
+}
+
 /// Check that `c` compiles (against a byte-level vocabulary), without a model. The message of a
 /// bad schema names where (JSON pointer) and why.
 pub fn check(c: &Constraint) -> Result<(), ConstraintError> {

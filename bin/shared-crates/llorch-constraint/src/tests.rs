@@ -138,3 +138,33 @@ fn bad_constraints_name_where_and_why() {
     check(&Constraint::JsonObject(true)).unwrap();
     check(&Constraint::Regex("[a-z]+".into())).unwrap();
 }
+
+#[test]
+fn json_or_text_takes_either_branch() {
+    let c = vocab();
+    let schema = json!({"type": "array", "items": {"type": "object",
+        "properties": {"name": {"const": "f"}}, "required": ["name"],
+        "additionalProperties": false}, "minItems": 1, "maxItems": 1});
+    let g = json_or_text(&schema);
+    check(&g).unwrap();
+    let mut guide = c.compile(&g).unwrap();
+    // Prefers `[`: must finish a valid call.
+    let (out, ended) = run(&mut guide, &c, |_, t| match t {
+        91 => 9.0,
+        260 => 5.0,
+        t => (t % 13) as f32 * 0.1,
+    });
+    assert!(ended);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v, json!([{"name": "f"}]));
+    // Prefers letters then the end: plain text.
+    let mut guide = c.compile(&g).unwrap();
+    let (out, ended) = run(&mut guide, &c, |step, t| match t {
+        104 if step == 0 => 9.0,
+        105 if step == 1 => 9.0,
+        260 if step >= 2 => 9.0,
+        _ => 0.0,
+    });
+    assert!(ended);
+    assert_eq!(out, b"hi");
+}
