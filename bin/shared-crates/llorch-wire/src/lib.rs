@@ -8,6 +8,7 @@ pub mod error;
 pub mod execute;
 pub mod openai;
 pub mod tasks;
+pub mod tools;
 pub mod worker;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldError};
