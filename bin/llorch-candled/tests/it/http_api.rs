@@ -566,20 +566,36 @@ fn constraint_shapes_the_answer_and_a_bad_one_is_a_400_naming_where() {
         })
         .collect();
     assert!(
-        matches!(&events.last().unwrap().0, WorkerEvent::End { stop_reason: StopReason::Eos, .. }),
+        matches!(
+            &events.last().unwrap().0,
+            WorkerEvent::End {
+                stop_reason: StopReason::Eos,
+                ..
+            }
+        ),
         "{events:?}"
     );
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
-    assert!(["red", "green", "blue"].contains(&v["colour"].as_str().unwrap()), "{v}");
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    assert!(
+        ["red", "green", "blue"].contains(&v["colour"].as_str().unwrap()),
+        "{v}"
+    );
     assert!((1..=9).contains(&v["count"].as_i64().unwrap()), "{v}");
 
     req.gen.constraint = Some(llorch_wire::Constraint::JsonSchema(serde_json::json!(
         {"type": "object", "properties": {"a": {"type": "strng"}}}
     )));
     let err = rt().block_on(client.execute(&req)).err().expect("400");
-    let llorch_client::ClientError::Api { status, envelope, .. } = err else {
+    let llorch_client::ClientError::Api {
+        status, envelope, ..
+    } = err
+    else {
         panic!("{err}");
     };
     assert_eq!(status, 400);
-    assert_eq!(envelope.error.fields[0].field, "constraint.json_schema#/properties/a/type");
+    assert_eq!(
+        envelope.error.fields[0].field,
+        "constraint.json_schema#/properties/a/type"
+    );
 }
