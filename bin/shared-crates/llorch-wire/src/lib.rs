@@ -4,6 +4,7 @@
 //! This crate is serde-only on purpose: every binary depends on it, none of its types carry
 //! behaviour beyond validation helpers. The contracts are written out in `.specs/`.
 
+pub mod constraint;
 pub mod error;
 pub mod execute;
 pub mod openai;
