@@ -11,7 +11,7 @@ log() { echo "== test-openai.sh: $*" >&2; }
 
 PY="${PYTHON:-python3}"
 VENV=target/openai-venv
-PKGS=(openai==3.57.0 pytest==9.2.0)
+PKGS=(openai==3.57.0 pytest==9.2.0 jsonschema==4.26.0)
 
 if [ -z "${LLORCH_BIN_DIR:-}" ]; then
   log "building orchestratord and llorch-candled (debug)"
@@ -19,7 +19,7 @@ if [ -z "${LLORCH_BIN_DIR:-}" ]; then
   export LLORCH_BIN_DIR="$PWD/target/debug"
 fi
 
-if ! "$VENV/bin/python" -c "import openai, pytest" 2>/dev/null \
+if ! "$VENV/bin/python" -c "import openai, pytest, jsonschema" 2>/dev/null \
   || ! "$VENV/bin/python" -m pip freeze 2>/dev/null | grep -qx "${PKGS[0]}"; then
   log "installing ${PKGS[*]} into $VENV"
   rm -rf "$VENV"

@@ -199,3 +199,174 @@ def test_curl_streaming_ends_with_done(stack):
     chunks = [json.loads(d) for d in data[:-1]]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+# Structured outputs and tool calling (constrained decoding on the worker).
+
+import jsonschema  # noqa: E402
+
+S = {"type": "string", "maxLength": 24}
+
+
+def obj(props, required=None, **kw):
+    return {"type": "object", "properties": props, "required": list(props) if required is None else required,
+            "additionalProperties": False, **kw}
+
+
+SCHEMAS = [
+    ("Describe a cat.", obj({"name": S, "age": {"type": "integer", "minimum": 0, "maximum": 30}})),
+    ("Name three colours.", obj({"colours": {"type": "array", "items": S, "minItems": 3, "maxItems": 3}})),
+    ("Is the sky blue?", obj({"answer": {"enum": ["yes", "no"]}})),
+    ("Give a temperature in Celsius.", obj({"celsius": {"type": "number", "minimum": -50, "maximum": 60}})),
+    ("Describe a person and their address.",
+     obj({"person": obj({"name": S, "address": obj({"city": S, "zip": {"type": "string", "pattern": "^[0-9]{5}$"}})})})),
+    ("List two fruits with prices.",
+     obj({"items": {"type": "array", "minItems": 2, "maxItems": 2,
+                    "items": obj({"fruit": S, "price": {"type": "number", "minimum": 0, "maximum": 100}})}})),
+    ("Is water wet? Say true or false.", obj({"wet": {"type": "boolean"}})),
+    ("Describe a book.", obj({"title": S, "author": S, "year": {"type": "integer", "minimum": 1000, "maximum": 2030}},
+                             required=["title"])),
+    ("Pick a size.", obj({"size": {"enum": ["small", "medium", "large"]}, "count": {"type": "integer", "minimum": 1,
+                                                                                  "maximum": 9}})),
+    ("Rate a movie from 1 to 5.", obj({"movie": S, "stars": {"type": "integer", "minimum": 1, "maximum": 5}})),
+    ("Give a point in 2D.", obj({"x": {"type": "number", "minimum": -10, "maximum": 10},
+                                 "y": {"type": "number", "minimum": -10, "maximum": 10}})),
+    ("List up to four animals.", obj({"animals": {"type": "array", "items": S, "minItems": 1, "maxItems": 4}})),
+    ("Describe a car.", obj({"make": S, "model": S, "electric": {"type": "boolean"}})),
+    ("Give a weekday.", obj({"day": {"enum": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
+                                              "Sunday"]}})),
+    ("Describe a city.", obj({"city": S, "country": S, "population": {"type": "integer", "minimum": 0,
+                                                                        "maximum": 50000000}})),
+    ("Give a colour in RGB.", obj({"rgb": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                                           "minItems": 3, "maxItems": 3}})),
+    ("Make a to-do item.", obj({"task": S, "done": {"type": "boolean"},
+                                "tags": {"type": "array", "items": S, "maxItems": 2}}, required=["task", "done"])),
+    ("Give a phone number.", obj({"phone": {"type": "string", "pattern": "^[0-9]{3}-[0-9]{4}$"}})),
+    ("Describe the weather.", obj({"summary": S, "wind": obj({"speed": {"type": "number", "minimum": 0,
+                                                                         "maximum": 200},
+                                                               "direction": {"enum": ["N", "E", "S", "W"]}})})),
+    ("Give a user profile.", obj({"user": obj({"id": {"type": "integer", "minimum": 1, "maximum": 9999},
+                                               "email": {"type": "string", "pattern": "^[a-z]{1,8}@[a-z]{1,8}\\.com$"},
+                                               "admin": {"type": "boolean"}})})),
+]
+
+
+def schema_format(schema):
+    return {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": schema}}
+
+
+def test_twenty_json_schemas_validate_streaming_and_not(client):
+    assert len(SCHEMAS) == 20
+    for i, (q, schema) in enumerate(SCHEMAS):
+        msgs = [{"role": "user", "content": q + " Answer in JSON."}]
+        r = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=200, temperature=0,
+                                           response_format=schema_format(schema))
+        assert r.choices[0].finish_reason == "stop", (i, r.choices[0].message.content)
+        jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+        stream = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=200, temperature=0.7,
+                                                seed=i, stream=True, response_format=schema_format(schema))
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finish == ["stop"], (i, text)
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_json_object_mode(client):
+    r = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Describe a dog."}],
+                                       max_tokens=200, temperature=0, response_format={"type": "json_object"})
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city",
+    "parameters": obj({"city": S, "unit": {"enum": ["celsius", "fahrenheit"]}})}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "Current time in a time zone",
+    "parameters": obj({"zone": S})}}
+
+
+def check_calls(r, allowed):
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    assert choice.message.content is None
+    by_name = {t["function"]["name"]: t["function"]["parameters"] for t in allowed}
+    for call in choice.message.tool_calls:
+        assert call.id.startswith("call_") and call.type == "function"
+        jsonschema.validate(json.loads(call.function.arguments), by_name[call.function.name])
+    return choice.message.tool_calls
+
+
+def test_named_and_required_tool_calls_have_valid_arguments(client):
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    for seed in range(3):
+        r = client.chat.completions.create(
+            model=MODEL_ID, messages=msgs, tools=[WEATHER, TIME], max_tokens=120, temperature=0.8, seed=seed,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        calls = check_calls(r, [WEATHER])
+        assert [c.function.name for c in calls] == ["get_weather"]
+        r = client.chat.completions.create(model=MODEL_ID, messages=msgs, tools=[WEATHER, TIME], max_tokens=160,
+                                           temperature=0.8, seed=seed, tool_choice="required",
+                                           parallel_tool_calls=False)
+        assert len(check_calls(r, [WEATHER, TIME])) == 1
+    # Streamed: the call arrives as tool-call deltas.
+    stream = client.chat.completions.create(model=MODEL_ID, messages=msgs, tools=[WEATHER], max_tokens=120,
+                                            temperature=0, tool_choice="required", stream=True)
+    chunks = list(stream)
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["tool_calls"] and deltas
+    assert deltas[0].function.name == "get_weather" and deltas[0].id.startswith("call_")
+    jsonschema.validate(json.loads(deltas[0].function.arguments), WEATHER["function"]["parameters"])
+
+
+def test_auto_and_a_multi_turn_exchange_with_a_tool_result(client):
+    msgs = [{"role": "system", "content": "Use the tools when they help."},
+            {"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(model=MODEL_ID, messages=msgs, tools=[WEATHER], max_tokens=120,
+                                       temperature=0)
+    choice = r.choices[0]
+    if choice.finish_reason == "tool_calls":
+        calls = check_calls(r, [WEATHER])
+    else:  # a plain answer is allowed under auto; it is then text
+        assert choice.message.content and choice.finish_reason in ("stop", "length")
+        calls = None
+    call = calls[0] if calls else None
+    call_id = call.id if call else "call_0"
+    args = call.function.arguments if call else json.dumps({"city": "Paris", "unit": "celsius"})
+    msgs += [{"role": "assistant", "content": None, "tool_calls": [
+                 {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": args}}]},
+             {"role": "tool", "tool_call_id": call_id, "content": "18 degrees, sunny"}]
+    r = client.chat.completions.create(model=MODEL_ID, messages=msgs, tools=[WEATHER], tool_choice="none",
+                                       max_tokens=40, temperature=0)
+    assert r.choices[0].message.content and r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_bad_schemas_and_unknown_tools_are_400_in_openai_shape(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, response_format=schema_format(
+            {"type": "object", "properties": {"a": {"type": "integr"}}}))
+    assert e.value.param == "response_format.json_schema.schema#/properties/a/type"
+    assert e.value.code == "invalid_value" and "integr" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, tools=[WEATHER],
+                                       tool_choice={"type": "function", "function": {"name": "nope"}})
+    assert e.value.param == "tool_choice"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, n=9)
+    assert e.value.param == "n"
+
+
+def test_v2_tasks_constraint_and_its_400(stack):
+    text, _, end = v2_greedy(stack, {"model": MODEL_ID, "messages": [{"role": "user", "content": "A number?"}],
+                                     "max_tokens": 16, "temperature": 0, "constraint": {"regex": "[0-9]{2,4}"}})
+    assert end["type"] == "end" and end["stop_reason"] == "eos"
+    assert text.isdigit() and 2 <= len(text) <= 4, text
+    req = urllib.request.Request(f"{stack}/v2/tasks", headers={"content-type": "application/json"}, data=json.dumps(
+        {"model": MODEL_ID, "prompt": "x", "constraint": {"json_schema": {"type": "object", "properties": {
+            "a": {"type": "array", "uniqueItems": True}}}}}).encode())
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 400
+    field = json.load(e.value)["error"]["fields"][0]
+    assert field["field"] == "constraint.json_schema#/properties/a/uniqueItems", field

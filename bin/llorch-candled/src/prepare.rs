@@ -29,6 +29,14 @@ pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelo
         ));
         return Err(env);
     }
+    // A constraint compiles here, before any compute: a bad schema is a 400 naming where.
+    let guide = match &req.gen.constraint {
+        Some(c) => Some(
+            lm.compile_constraint(c)
+                .map_err(|e| ErrorEnvelope::invalid(vec![e.to_field_error()]))?,
+        ),
+        None => None,
+    };
     Ok(Job {
         job_id: req
             .job_id
@@ -45,6 +53,7 @@ pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelo
         stop: req.gen.stop,
         logprobs: req.gen.logprobs,
         prompt_logprobs: req.prompt_logprobs,
+        guide,
         cancel: Arc::new(AtomicBool::new(false)),
         enqueued_at: Instant::now(),
     })

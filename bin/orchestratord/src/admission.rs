@@ -53,7 +53,19 @@ pub fn parse(body: &[u8]) -> Result<TaskRequest, ApiError> {
         )])
     })?;
     req.validate().map_err(ApiError::invalid)?;
+    check_constraint(&req)?;
     Ok(req)
+}
+
+/// A constraint must compile (schema, regex or grammar) before the task is queued: 400 naming
+/// where and why, never a task that fails on its worker.
+pub fn check_constraint(req: &TaskRequest) -> Result<(), ApiError> {
+    match &req.gen.constraint {
+        Some(c) => {
+            llorch_constraint::check(c).map_err(|e| ApiError::invalid(vec![e.to_field_error()]))
+        }
+        None => Ok(()),
+    }
 }
 
 /// Upper bound on the prompt's tokens without tokenizing (each token covers at least a byte).

@@ -132,7 +132,12 @@ fn schemas() -> Value {
                 "repetition_penalty": { "type": "number", "exclusiveMinimum": 0, "maximum": 2, "default": 1 },
                 "seed": { "type": "integer", "minimum": 0 },
                 "stop": { "type": "array", "maxItems": 8, "items": s("string") },
-                "logprobs": { "type": "integer", "minimum": 0, "maximum": 20 } } },
+                "logprobs": { "type": "integer", "minimum": 0, "maximum": 20 },
+                "constraint": { "description": "Constrained decoding: the output matches this (400 when it does not compile)",
+                    "oneOf": [ obj(&["json_schema"], json!({ "json_schema": s("object") })),
+                        obj(&["json_object"], json!({ "json_object": { "const": true } })),
+                        obj(&["regex"], json!({ "regex": s("string") })),
+                        obj(&["lark"], json!({ "lark": s("string") })) ] } } },
         "TaskAccepted": obj(&["task_id", "queue_position", "predicted_start_ms", "events_url", "status_url"], json!({
             "task_id": s("string"), "queue_position": s("integer"), "predicted_start_ms": s("integer"),
             "events_url": s("string"), "status_url": s("string") })),

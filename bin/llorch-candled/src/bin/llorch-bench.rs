@@ -45,6 +45,10 @@ struct Args {
     /// Batch sizes for the batched-decode benchmark (aggregate tok/s of N sequences).
     #[arg(long, value_delimiter = ',')]
     batch: Vec<usize>,
+    /// Constrained decoding: schema compile time, and engine tok/s with a JSON-schema
+    /// constraint vs without, at each `--batch` size (default 1,4).
+    #[arg(long)]
+    constrained: bool,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -113,6 +117,14 @@ fn main() -> Result<()> {
         pp_med / 197.0,
         tg_med / 104.0
     );
+    if args.constrained {
+        let batches = if args.batch.is_empty() {
+            vec![1, 4]
+        } else {
+            args.batch.clone()
+        };
+        return constrained::run(std::sync::Arc::new(lm), &batches, args.tg, args.rounds);
+    }
     for &b in &args.batch {
         batched_decode(&lm, b.max(1), args.tg, args.rounds)?;
     }
@@ -159,6 +171,120 @@ fn batched_decode(
         med / b as f64
     );
     Ok(())
+}
+
+mod constrained {
+    //! Constrained decoding: compile time of a schema, and the engine's aggregate decode tok/s
+    //! with and without a JSON-schema constraint (same prompts, greedy, `tg` tokens each: the
+    //! schema asks for a long string so that neither run ends early).
+    use std::sync::mpsc::channel;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use anyhow::Result;
+    use llorch_engine::{Engine, Job, LoadedModel};
+    use llorch_wire::{ChatMessage, Constraint, SamplingParams, WorkerEvent};
+    use serde_json::json;
+
+    fn schema() -> Constraint {
+        Constraint::JsonSchema(json!({"type": "object", "properties": {
+            "title": {"type": "string", "maxLength": 40},
+            "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]}, "maxItems": 3},
+            "story": {"type": "string", "minLength": 2000}},
+            "required": ["title", "tags", "story"], "additionalProperties": false}))
+    }
+
+    pub fn run(lm: Arc<LoadedModel>, batches: &[usize], tg: usize, rounds: usize) -> Result<()> {
+        let t = Instant::now();
+        lm.constraint_compiler().map_err(anyhow::Error::msg)?;
+        println!(
+            "token trie of {} tokens: {:.1} ms",
+            lm.tokenizer.vocab_size(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        let mut compile = Vec::new();
+        for _ in 0..rounds.max(5) {
+            let t = Instant::now();
+            lm.compile_constraint(&schema())?;
+            compile.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let (_, med) = super::stats(compile);
+        println!("schema compile: median {med:.2} ms");
+        let engine = Engine::start(
+            lm.clone(),
+            16,
+            batches.iter().copied().max().unwrap_or(1) as u32,
+        );
+        for &b in batches {
+            let mut rate = [Vec::new(), Vec::new()];
+            for _ in 0..rounds {
+                for (k, constrained) in [false, true].into_iter().enumerate() {
+                    rate[k].push(round(&engine, &lm, b, tg, constrained)?);
+                }
+            }
+            let (_, free) = super::stats(rate[0].clone());
+            let (_, cons) = super::stats(rate[1].clone());
+            println!(
+                "tg{tg} x{b:<2}: unconstrained {free:7.1} tok/s, JSON schema {cons:7.1} tok/s ({:+.1}%)",
+                (cons / free - 1.0) * 100.0
+            );
+        }
+        Ok(())
+    }
+
+    /// `b` jobs at once; aggregate tokens/s over their decode phase.
+    fn round(
+        engine: &Engine,
+        lm: &LoadedModel,
+        b: usize,
+        tg: usize,
+        constrained: bool,
+    ) -> Result<f64> {
+        let (tx, rx) = channel();
+        for i in 0..b {
+            let msgs = [ChatMessage {
+                role: "user".into(),
+                content: format!("Write story number {i} as JSON."),
+            }];
+            let ids = lm.tokenizer.encode(&lm.chat.render(&msgs, true)?, false)?;
+            let mut job = Job::new(
+                format!("bench-{i}-{constrained}"),
+                ids,
+                tg as u32,
+                SamplingParams::greedy(),
+            );
+            if constrained {
+                job.guide = Some(lm.compile_constraint(&schema())?);
+            }
+            let tx = tx.clone();
+            engine
+                .submit(job, Box::new(move |e: WorkerEvent| tx.send(e).is_ok()))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        drop(tx);
+        let (mut tokens, mut first, mut ended) = (0u64, None, 0);
+        let mut last = Instant::now();
+        for e in rx {
+            match e {
+                WorkerEvent::Token { .. } => {
+                    tokens += 1;
+                    first.get_or_insert_with(Instant::now);
+                    last = Instant::now();
+                }
+                WorkerEvent::End { .. } | WorkerEvent::Error { .. } => ended += 1,
+                _ => {}
+            }
+            if ended == b {
+                break;
+            }
+        }
+        let secs = first.map_or(0.0, |f| (last - f).as_secs_f64());
+        Ok(if secs > 0.0 {
+            tokens.saturating_sub(1) as f64 / secs
+        } else {
+            0.0
+        })
+    }
 }
 
 mod worker_bench {

@@ -13,10 +13,12 @@ use llorch_wire::openai::{
     Completion, CompletionChoice, FinishReason, Usage, DONE,
 };
 use llorch_wire::tasks::TaskEvent;
-use llorch_wire::ErrorCode;
+use llorch_wire::tools::ToolCall;
+use llorch_wire::{ErrorCode, StopReason};
 
 use super::error::{body, OaiError};
 use super::follow::Follower;
+use super::tools::{parse_calls, ToolMode};
 use super::{Kind, Meta};
 use crate::error::ApiError;
 
@@ -52,6 +54,7 @@ impl Meta {
                     delta: ChatDelta {
                         role: role.then(|| "assistant".into()),
                         content: text,
+                        tool_calls: None,
                     },
                     logprobs: None,
                     finish_reason: finish,
@@ -70,6 +73,35 @@ impl Meta {
         }
     }
 
+    /// One chat chunk carrying every call, each whole.
+    fn calls_chunk(&self, calls: &[ToolCall]) -> String {
+        let deltas = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.to_delta(i as u32))
+            .collect();
+        self.chat_chunk(
+            vec![ChatChunkChoice {
+                index: 0,
+                delta: ChatDelta {
+                    tool_calls: Some(deltas),
+                    ..ChatDelta::default()
+                },
+                logprobs: None,
+                finish_reason: None,
+            }],
+            None,
+        )
+    }
+
+    /// With tools, the answer's calls: a complete list of calls that ended the turn.
+    fn calls_in(&self, text: &str, reason: StopReason) -> Option<Vec<ToolCall>> {
+        self.tools?;
+        (reason == StopReason::Eos)
+            .then(|| parse_calls(text))
+            .flatten()
+    }
+
     /// The last chunk before `[DONE]` when `stream_options.include_usage`: no choices, usage.
     fn usage_chunk(&self, usage: Usage) -> String {
         match self.kind {
@@ -79,7 +111,12 @@ impl Meta {
     }
 
     /// The non-streaming answer.
-    fn full(&self, text: String, finish: FinishReason, usage: Usage) -> Response {
+    fn full(&self, text: String, reason: StopReason, usage: Usage) -> Response {
+        let calls = self.calls_in(&text, reason);
+        let finish = match calls {
+            Some(_) => FinishReason::ToolCalls,
+            None => reason.into(),
+        };
         match self.kind {
             Kind::Chat => Json(ChatCompletion {
                 id: self.id.clone(),
@@ -90,7 +127,8 @@ impl Meta {
                     index: 0,
                     message: AssistantMessage {
                         role: "assistant".into(),
-                        content: text,
+                        content: calls.is_none().then_some(text),
+                        tool_calls: calls,
                     },
                     logprobs: None,
                     finish_reason: finish,
@@ -130,7 +168,7 @@ pub async fn collect(mut f: Follower, meta: Meta) -> Result<Response, OaiError> 
                 ..
             } => {
                 let usage = Usage::new(tokens_in, tokens_out).with_cached(tokens_cached);
-                return Ok(meta.full(text, stop_reason.into(), usage));
+                return Ok(meta.full(text, stop_reason, usage));
             }
             TaskEvent::Error { code, message, .. } => {
                 return Err(OaiError(ApiError::new(code, message)))
@@ -153,9 +191,12 @@ enum Phase {
 /// The SSE answer: chunks as the task's tokens arrive.
 pub fn stream(f: Follower, meta: Meta) -> Response {
     let data = |s: String| Ok::<_, Infallible>(Event::default().data(s));
+    // With tools, text is held back until it is known to be a plain answer (or, for calls,
+    // until the end, when the whole list is sent as tool-call deltas).
+    let held = meta.tools.map(|_| String::new());
     let events = stream::unfold(
-        (f, meta, Phase::Start),
-        move |(mut f, meta, phase)| async move {
+        (f, meta, Phase::Start, held),
+        move |(mut f, meta, phase, mut held)| async move {
             let (out, next) = match phase {
                 Phase::Done => return None,
                 Phase::Start => match meta.kind {
@@ -166,9 +207,21 @@ pub fn stream(f: Follower, meta: Meta) -> Response {
                     Kind::Completion => (Vec::new(), Phase::Run),
                 },
                 Phase::Run => match f.next().await? {
-                    TaskEvent::Token { t, .. } => {
-                        (vec![data(meta.chunk(false, Some(t), None))], Phase::Run)
-                    }
+                    TaskEvent::Token { t, .. } => match held.as_mut() {
+                        None => (vec![data(meta.chunk(false, Some(t), None))], Phase::Run),
+                        Some(buf) => {
+                            buf.push_str(&t);
+                            // `auto`: a first character other than `[` is a plain answer.
+                            let start = buf.trim_start().chars().next();
+                            if meta.tools == Some(ToolMode::Auto) && start.is_some_and(|c| c != '[')
+                            {
+                                let text = held.take();
+                                (vec![data(meta.chunk(false, text, None))], Phase::Run)
+                            } else {
+                                (Vec::new(), Phase::Run)
+                            }
+                        }
+                    },
                     TaskEvent::End {
                         stop_reason,
                         tokens_in,
@@ -176,7 +229,21 @@ pub fn stream(f: Follower, meta: Meta) -> Response {
                         tokens_cached,
                         ..
                     } => {
-                        let mut out = vec![data(meta.chunk(false, None, Some(stop_reason.into())))];
+                        let mut out = Vec::new();
+                        let mut finish = FinishReason::from(stop_reason);
+                        if let Some(text) = held.take() {
+                            match meta.calls_in(&text, stop_reason) {
+                                Some(calls) => {
+                                    out.push(data(meta.calls_chunk(&calls)));
+                                    finish = FinishReason::ToolCalls;
+                                }
+                                None if !text.is_empty() => {
+                                    out.push(data(meta.chunk(false, Some(text), None)))
+                                }
+                                None => {}
+                            }
+                        }
+                        out.push(data(meta.chunk(false, None, Some(finish))));
                         if meta.include_usage {
                             let usage =
                                 Usage::new(tokens_in, tokens_out).with_cached(tokens_cached);
@@ -192,7 +259,7 @@ pub fn stream(f: Follower, meta: Meta) -> Response {
                     _ => (Vec::new(), Phase::Run),
                 },
             };
-            Some((stream::iter(out), (f, meta, next)))
+            Some((stream::iter(out), (f, meta, next, held)))
         },
     )
     .flatten();

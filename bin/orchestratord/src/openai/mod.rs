@@ -11,6 +11,7 @@ mod follow;
 mod models;
 pub mod openapi;
 pub(crate) mod request;
+mod tools;
 
 use std::sync::Arc;
 
@@ -42,6 +43,8 @@ pub struct Meta {
     pub model: String,
     pub stream: bool,
     pub include_usage: bool,
+    /// Tool calling: how to read the answer (`None`: plain text).
+    pub tools: Option<tools::ToolMode>,
 }
 
 /// The `/v1` routes (auth and correlation ids come from the enclosing router).

@@ -82,8 +82,18 @@ pub fn schemas() -> Value {
         "prompt_tokens_details": obj(&["cached_tokens"], json!({ "cached_tokens": {
             "type": "integer", "description": "Prompt tokens served from the worker's prompt cache" } })) }),
     );
-    let finish =
-        json!({ "type": ["string", "null"], "enum": ["stop", "length", "cancelled", null] });
+    let finish = json!({ "type": ["string", "null"], "enum": ["stop", "length", "cancelled", "tool_calls", null] });
+    let tool_call = obj(
+        &["id", "type", "function"],
+        json!({ "id": s("string"), "type": { "const": "function" },
+        "function": obj(&["name", "arguments"], json!({ "name": s("string"), "arguments": s("string") })) }),
+    );
+    let tool_call_delta = obj(
+        &["index"],
+        json!({ "index": s("integer"), "id": s("string"),
+        "type": { "const": "function" },
+        "function": obj(&[], json!({ "name": s("string"), "arguments": s("string") })) }),
+    );
     let message = obj(
         &["role", "content"],
         json!({ "role": s("string"), "content": {
@@ -94,7 +104,21 @@ pub fn schemas() -> Value {
         "ChatCompletionRequest": obj(&["model", "messages"], with(json!({
             "model": s("string"),
             "messages": { "type": "array", "minItems": 1, "items": message },
-            "max_completion_tokens": { "type": "integer", "minimum": 1 } }))),
+            "max_completion_tokens": { "type": "integer", "minimum": 1 },
+            "response_format": { "oneOf": [
+                obj(&["type"], json!({ "type": { "enum": ["text", "json_object"] } })),
+                obj(&["type", "json_schema"], json!({ "type": { "const": "json_schema" },
+                    "json_schema": obj(&["name"], json!({ "name": s("string"),
+                        "description": s("string"), "schema": s("object"), "strict": s("boolean") })) })) ],
+                "description": "JSON answers enforced by constrained decoding" },
+            "tools": { "type": "array", "items": obj(&["type", "function"], json!({
+                "type": { "const": "function" },
+                "function": obj(&["name"], json!({ "name": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$" },
+                    "description": s("string"), "parameters": s("object"), "strict": s("boolean") })) })) },
+            "tool_choice": { "oneOf": [ { "enum": ["none", "auto", "required"] },
+                obj(&["type", "function"], json!({ "type": { "const": "function" },
+                    "function": obj(&["name"], json!({ "name": s("string") })) })) ] },
+            "parallel_tool_calls": { "type": "boolean", "default": true } }))),
         "CompletionRequest": obj(&["model", "prompt"], with(json!({
             "model": s("string"),
             "prompt": { "oneOf": [s("string"), { "type": "array", "items": { "type": "integer" } },
@@ -105,13 +129,15 @@ pub fn schemas() -> Value {
             "choices": { "type": "array", "items": obj(&["index", "message", "finish_reason"], json!({
                 "index": s("integer"), "finish_reason": finish,
                 "message": obj(&["role", "content"], json!({ "role": { "const": "assistant" },
-                    "content": s("string") })) })) } })),
+                    "content": { "type": ["string", "null"] },
+                    "tool_calls": { "type": "array", "items": tool_call } })) })) } })),
         "ChatCompletionChunk": obj(&["id", "object", "created", "model", "choices"], json!({
             "id": s("string"), "object": { "const": "chat.completion.chunk" }, "created": s("integer"),
             "model": s("string"), "usage": usage,
             "choices": { "type": "array", "items": obj(&["index", "delta"], json!({
                 "index": s("integer"), "finish_reason": finish,
-                "delta": obj(&[], json!({ "role": s("string"), "content": s("string") })) })) } })),
+                "delta": obj(&[], json!({ "role": s("string"), "content": s("string"),
+                    "tool_calls": { "type": "array", "items": tool_call_delta } })) })) } })),
         "Completion": obj(&["id", "object", "created", "model", "choices", "usage"], json!({
             "id": s("string"), "object": { "const": "text_completion" }, "created": s("integer"),
             "model": s("string"), "usage": usage,

@@ -4,13 +4,14 @@
 
 use llorch_wire::openai::{
     ChatCompletionRequest, CompletionRequest, GenerationFields, MessageContent, OpenAiMessage,
-    PromptInput,
+    PromptInput, ResponseFormat,
 };
 use llorch_wire::tasks::{is_valid_id, TaskRequest};
-use llorch_wire::{ChatMessage, FieldError, Generation, SamplingParams};
+use llorch_wire::{ChatMessage, Constraint, FieldError, Generation, SamplingParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::tools;
 use super::{Kind, Meta};
 use crate::error::ApiError;
 use crate::task::unix_ms;
@@ -26,16 +27,66 @@ pub struct Prepared {
 pub fn chat(body: &[u8]) -> Result<Prepared, ApiError> {
     let r: ChatCompletionRequest = typed(body, ChatCompletionRequest::FIELDS)?;
     let mut errors = Vec::new();
-    let messages = r
+    let mut messages: Vec<ChatMessage> = r
         .messages
         .into_iter()
         .enumerate()
         .filter_map(|(i, m)| message(i, m).map_err(|e| errors.push(e)).ok())
         .collect();
     let mut task = base(r.model, &r.gen, "chatcmpl");
-    task.gen.messages = Some(messages);
     task.gen.max_tokens = r.max_completion_tokens.or(r.gen.max_tokens);
-    finish(task, &r.gen, Kind::Chat, errors)
+    match r.response_format.map(response_format) {
+        Some(Ok(c)) => task.gen.constraint = c,
+        Some(Err(e)) => errors.push(e),
+        None => {}
+    }
+    let tools = tools::plan(
+        r.tools.as_deref(),
+        r.tool_choice.as_ref(),
+        r.parallel_tool_calls,
+        &mut errors,
+    );
+    if let Some(t) = &tools {
+        if task.gen.constraint.is_some() {
+            errors.push(FieldError::new(
+                "response_format",
+                "unsupported_value",
+                "response_format json_object/json_schema cannot be combined with tools (tool_choice none allows it)",
+            ));
+        }
+        t.render_into(&mut messages);
+        task.gen.constraint = Some(t.constraint.clone());
+    }
+    task.gen.messages = Some(messages);
+    let mut p = finish(task, &r.gen, Kind::Chat, errors)?;
+    p.meta.tools = tools.map(|t| t.mode);
+    Ok(p)
+}
+
+/// `response_format` → the task's constraint; a schema that does not compile is a 400 naming
+/// `response_format.json_schema.schema#<where>` and why.
+fn response_format(f: ResponseFormat) -> Result<Option<Constraint>, FieldError> {
+    let (c, field) = match f {
+        ResponseFormat::Text => return Ok(None),
+        ResponseFormat::JsonObject => (Constraint::JsonObject(true), "response_format"),
+        ResponseFormat::JsonSchema { json_schema } => (
+            Constraint::JsonSchema(json_schema.schema.unwrap_or_else(|| serde_json::json!({}))),
+            "response_format.json_schema.schema",
+        ),
+    };
+    let mut shape = Vec::new();
+    c.validate_into(&mut shape);
+    if let Some(e) = shape.into_iter().next() {
+        return Err(FieldError::new(
+            field,
+            e.constraint,
+            e.message.replace(c.field(), field),
+        ));
+    }
+    match llorch_constraint::check(&c) {
+        Ok(()) => Ok(Some(c)),
+        Err(e) => Err(e.renamed(field).to_field_error()),
+    }
 }
 
 /// Parse `POST /v1/completions`.
@@ -122,6 +173,7 @@ fn finish(
         model: task.model.clone(),
         stream: g.stream,
         include_usage: g.stream && g.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        tools: None,
     };
     Ok(Prepared { task, meta })
 }
@@ -148,10 +200,21 @@ fn message(i: usize, m: OpenAiMessage) -> Result<ChatMessage, FieldError> {
             text
         }
     };
-    let role = if m.role == "developer" {
-        "system".to_string()
-    } else {
-        m.role
+    let mut content = content;
+    if let Some(calls) = m.tool_calls.as_deref().filter(|c| !c.is_empty()) {
+        if !content.is_empty() {
+            content.push('\n');
+        }
+        content.push_str(&tools::calls_text(calls));
+    }
+    let role = match m.role.as_str() {
+        "developer" => "system".to_string(),
+        "tool" => {
+            let id = m.tool_call_id.as_deref().unwrap_or("?");
+            content = format!("Result of tool call {id}: {content}");
+            "user".to_string()
+        }
+        _ => m.role,
     };
     Ok(ChatMessage { role, content })
 }
@@ -232,9 +295,6 @@ fn is_neutral(key: &str, v: &Value) -> bool {
                     && matches!(s.as_str(), "none" | "auto"))
         }
         Value::Array(a) => a.is_empty() || (key == "modalities" && a == &[Value::from("text")]),
-        Value::Object(o) if key == "response_format" => {
-            o.get("type").and_then(Value::as_str) == Some("text")
-        }
         Value::Object(o) => o.is_empty(),
         Value::Bool(true) => false,
     }
@@ -302,14 +362,14 @@ mod tests {
                 ("temperature", "range(0.0..=2.0)")
             ]
         );
-        let e = chat(br#"{"model":"m","messages":[],"tempreature":1,"tools":[{"type":"function"}],"logprobs":true}"#)
-            .unwrap_err();
+        let e =
+            chat(br#"{"model":"m","messages":[],"tempreature":1,"logprobs":true}"#).unwrap_err();
+        // In the order of the request's keys.
         assert_eq!(
             params(&e),
             [
-                ("logprobs", "unsupported"),
                 ("tempreature", "unknown_field"),
-                ("tools", "unsupported")
+                ("logprobs", "unsupported")
             ]
         );
         let e = chat(br#"{"model":"m"}"#).unwrap_err();
@@ -322,5 +382,63 @@ mod tests {
             [("messages[0].content[0]", "unsupported_value")]
         );
         assert!(chat(b"[]").is_err() && chat(b"{").is_err());
+    }
+
+    #[test]
+    fn response_format_and_tools_become_constraints() {
+        let p = chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "response_format":{"type":"json_schema","json_schema":{"name":"n","strict":true,
+            "schema":{"type":"object","properties":{"a":{"type":"integer"}}}}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            p.task.gen.constraint,
+            Some(Constraint::JsonSchema(_))
+        ));
+        let p = chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "response_format":{"type":"json_object"}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.task.gen.constraint, Some(Constraint::JsonObject(true)));
+        let e = chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "response_format":{"type":"json_schema","json_schema":{"name":"n",
+            "schema":{"type":"object","properties":{"a":{"type":"integr"}}}}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            params(&e),
+            [(
+                "response_format.json_schema.schema#/properties/a/type",
+                "compiles"
+            )]
+        );
+        let tools = r#""tools":[{"type":"function","function":{"name":"f",
+            "parameters":{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}}}]"#;
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}},
+            {{"role":"assistant","content":null,"tool_calls":[{{"id":"call_1","type":"function",
+            "function":{{"name":"f","arguments":"{{\"a\":1}}"}}}}]}},
+            {{"role":"tool","tool_call_id":"call_1","content":"42"}}],{tools},"tool_choice":"required"}}"#
+        );
+        let p = chat(body.as_bytes()).unwrap();
+        assert_eq!(p.meta.tools, Some(tools::ToolMode::Required));
+        let m = p.task.gen.messages.as_ref().unwrap();
+        assert_eq!(m[0].role, "system");
+        assert_eq!(m[2].content, r#"[{"name":"f","arguments":{"a":1}}]"#);
+        assert_eq!(
+            (m[3].role.as_str(), m[3].content.as_str()),
+            ("user", "Result of tool call call_1: 42")
+        );
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{tools},
+            "tool_choice":{{"type":"function","function":{{"name":"g"}}}}}}"#
+        );
+        assert_eq!(
+            params(&chat(body.as_bytes()).unwrap_err()),
+            [("tool_choice", "invalid_value")]
+        );
     }
 }

@@ -108,9 +108,21 @@ async fn models_and_error_shapes() {
             "unknown_parameter",
         ),
         (
-            json!({"tools": [{"type": "function"}]}),
-            "tools",
+            json!({"logit_bias": {"1": 5}}),
+            "logit_bias",
             "unsupported_parameter",
+        ),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}],
+                   "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+            "tool_choice",
+            "invalid_value",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x",
+                   "schema": {"type": "object", "properties": {"a": {"type": "integr"}}}}}}),
+            "response_format.json_schema.schema#/properties/a/type",
+            "invalid_value",
         ),
     ];
     for (extra, param, code) in cases {
@@ -127,6 +139,20 @@ async fn models_and_error_shapes() {
         );
         assert_eq!(err["type"], "invalid_request_error");
     }
+    // /v2/tasks compiles a constraint at admission: a bad one is a 400 naming where.
+    let (status, _, text) = post(
+        &o,
+        "/v2/tasks",
+        json!({"model": "fault-model", "prompt": "x",
+               "constraint": {"json_schema": {"type": "array", "uniqueItems": true}}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["error"]["fields"][0]["field"],
+        "constraint.json_schema#/uniqueItems"
+    );
     let (status, _, text) = post(
         &o,
         "/v1/completions",

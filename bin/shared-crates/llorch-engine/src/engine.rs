@@ -18,6 +18,7 @@ use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
 use llorch_wire::WorkerEvent;
+use rayon::prelude::*;
 
 use crate::generate::{EventSink, Job, Running, PREFILL_CHUNK};
 use crate::load::LoadedModel;
@@ -325,6 +326,17 @@ fn schedule(
             if !running[i].prefill_step(max) {
                 running.remove(i);
             }
+        }
+        // Constrained jobs' token masks: computed side by side when several jobs need one, so
+        // one job's grammar work does not add up with the others' (errors surface in `step`).
+        let mut guided: Vec<&mut Running<'_>> = running
+            .iter_mut()
+            .filter(|r| !r.is_prefilling() && r.is_constrained())
+            .collect();
+        if guided.len() > 1 {
+            guided.par_iter_mut().for_each(|r| {
+                let _ = r.apply_mask();
+            });
         }
         // Every decoding job samples and streams its next token; finished ones leave, their
         // keys and values kept for prompts that start the same way.

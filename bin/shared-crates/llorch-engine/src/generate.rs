@@ -15,6 +15,7 @@ use crate::model::{KvCache, Logits};
 use crate::sampler::{logprobs, Sampler};
 use crate::stop::{StopCheck, StopMatcher};
 use crate::tokenizer::StreamDecoder;
+use llorch_constraint::Guide;
 
 /// A validated, tokenized job.
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub struct Job {
     pub trim_reply_start: bool,
     pub logprobs: Option<u32>,
     pub prompt_logprobs: Option<u32>,
+    /// Constrained decoding: only tokens this guide allows are sampled (compiled from the
+    /// request's constraint by [`LoadedModel::compile_constraint`]).
+    pub guide: Option<Guide>,
     pub cancel: Arc<AtomicBool>,
     pub enqueued_at: Instant,
 }
@@ -53,6 +57,7 @@ impl Job {
             trim_reply_start: false,
             logprobs: None,
             prompt_logprobs: None,
+            guide: None,
             cancel: Arc::new(AtomicBool::new(false)),
             enqueued_at: Instant::now(),
         }
@@ -205,6 +210,11 @@ pub struct Running<'a> {
     pub seq: Sequence,
     decoder: StreamDecoder<'a>,
     logits: Vec<f32>,
+    /// The constraint's state; `masked` once `logits` has had its mask applied (`raw` then
+    /// keeps the unmasked logits when log-probabilities are wanted).
+    guide: Option<Guide>,
+    masked: bool,
+    raw: Option<Vec<f32>>,
     tokens_out: u32,
     seed: u64,
     n_prompt: usize,
@@ -285,6 +295,9 @@ impl<'a> Running<'a> {
             seq,
             decoder: StreamDecoder::new(&lm.tokenizer, true),
             logits: Vec::new(),
+            guide: job.guide,
+            masked: false,
+            raw: None,
             tokens_out: 0,
             n_prompt,
             queue_time_ms: ms(job.enqueued_at),
@@ -349,9 +362,25 @@ impl<'a> Running<'a> {
     /// Sample the next token from the current logits and stream it. Returns the token to feed
     /// to the model next, or `None` when the job has ended (its terminal event sent).
     pub fn step(&mut self) -> Option<u32> {
-        let lp_source = self.top_n.map(|_| self.logits.clone());
+        if let Err(e) = self.apply_mask() {
+            self.fail(&e);
+            return None;
+        }
+        let lp_source = match self.raw.take() {
+            Some(raw) => Some(raw),
+            None => self.top_n.map(|_| self.logits.clone()),
+        };
+        self.masked = false;
         let id = self.seq.sampler.sample(&mut self.logits, &self.seq.tokens);
-        if self.lm.tokenizer.stop_ids().contains(&id) {
+        let stop = self.lm.tokenizer.stop_ids().contains(&id);
+        // An end token (allowed only where the output may end) ends the job: nothing to commit.
+        if let Some(g) = self.guide.as_mut().filter(|_| !stop) {
+            if let Err(e) = g.commit(id) {
+                self.fail(&anyhow::anyhow!(e));
+                return None;
+            }
+        }
+        if stop {
             let rest = self.decoder.finish() + &self.seq.stop.finish();
             if !rest.is_empty() {
                 // flush held text with the last token's index; no extra token event for EOS
@@ -393,6 +422,29 @@ impl<'a> Running<'a> {
             return self.end(StopReason::Cancelled, None);
         }
         Some(id)
+    }
+
+    /// Whether this job decodes under a constraint.
+    pub fn is_constrained(&self) -> bool {
+        self.guide.is_some()
+    }
+
+    /// Under a constraint, ban every token of the current logits that may not come next (once
+    /// per position; [`step`](Running::step) does it when the scheduler has not). Log-probabilities
+    /// stay those of the raw distribution.
+    pub fn apply_mask(&mut self) -> Result<()> {
+        let Some(g) = &mut self.guide else {
+            return Ok(());
+        };
+        if self.masked {
+            return Ok(());
+        }
+        if self.top_n.is_some() {
+            self.raw = Some(self.logits.clone());
+        }
+        g.mask(&mut self.logits)?;
+        self.masked = true;
+        Ok(())
     }
 
     /// The logits after the token [`step`](Running::step) returned was fed to the model.

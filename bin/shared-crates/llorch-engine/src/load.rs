@@ -3,11 +3,14 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
+use llorch_constraint::{Compiler, ConstraintError, Guide};
+use llorch_wire::Constraint;
 
 use crate::chat::ChatTemplate;
 use crate::chat_choice::{self, ChatTemplateChoice, ChatTemplateInfo};
@@ -60,6 +63,36 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     pub chat: ChatTemplate,
     pub info: ModelInfo,
+    /// The constraint compiler over this vocabulary, built on first use.
+    constraints: OnceLock<Result<Compiler, String>>,
+}
+
+impl LoadedModel {
+    /// The compiler of constrained-decoding constraints for this model's vocabulary (its token
+    /// trie is built on the first call, ~tens of ms; later calls share it).
+    pub fn constraint_compiler(&self) -> Result<&Compiler, String> {
+        self.constraints
+            .get_or_init(|| {
+                let tok = &self.tokenizer;
+                let tokens: Vec<(Vec<u8>, bool)> = (0..tok.vocab_size() as u32)
+                    .map(|id| (tok.token_bytes(id).to_vec(), tok.is_special(id)))
+                    .collect();
+                Compiler::new(&tokens, tok.stop_ids())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Compile `c` for this model: the guide a [`Job`](crate::Job) carries.
+    pub fn compile_constraint(&self, c: &Constraint) -> Result<Guide, ConstraintError> {
+        let compiler = self
+            .constraint_compiler()
+            .map_err(|message| ConstraintError {
+                field: c.field().to_string(),
+                message,
+            })?;
+        compiler.compile(c)
+    }
 }
 
 const DEFAULT_CONTEXT_CAP: usize = 8192;
@@ -168,6 +201,7 @@ fn assemble(
         tokenizer,
         chat,
         info,
+        constraints: OnceLock::new(),
     })
 }
 

@@ -153,9 +153,10 @@ pub struct FieldError {
     pub constraint: String,
     /// Human-readable explanation naming the field and the limit.
     pub message: String,
-    /// The offending value, when it is short enough to echo.
+    /// The offending value, when it is short enough to echo (boxed: keeps `Result<_,
+    /// FieldError>` small now that JSON objects keep their key order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<serde_json::Value>,
+    pub value: Option<Box<serde_json::Value>>,
 }
 
 impl FieldError {
@@ -175,7 +176,7 @@ impl FieldError {
 
     /// Attach the offending value.
     pub fn with_value(mut self, value: impl Serialize) -> Self {
-        self.value = serde_json::to_value(value).ok();
+        self.value = serde_json::to_value(value).ok().map(Box::new);
         self
     }
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::constraint::{Constraint, MAX_CONSTRAINT_BYTES};
 use crate::error::FieldError;
 
 /// Limits enforced by [`ExecuteRequest::validate`]. Published in `.specs/` and in `/health`.
@@ -151,6 +152,10 @@ pub struct Generation {
     /// Return the top-N log-probabilities with each generated token (0..=20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u32>,
+    /// Constrained decoding: the output must match this JSON schema, JSON object, regex or
+    /// grammar (tokens that cannot continue a match are never sampled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
 }
 
 /// Body of `POST /execute`: a [`Generation`] plus the job id and prompt log-probabilities.
@@ -286,6 +291,9 @@ impl Generation {
             }
         }
         check_logprobs("logprobs", self.logprobs, errors);
+        if let Some(c) = &self.constraint {
+            c.validate_into(errors);
+        }
     }
 }
 

@@ -4,17 +4,19 @@
 //! This crate is serde-only on purpose: every binary depends on it, none of its types carry
 //! behaviour beyond validation helpers. The contracts are written out in `.specs/`.
 
+pub mod constraint;
 pub mod error;
 pub mod execute;
 pub mod openai;
 pub mod secret;
 pub mod tasks;
+pub mod tools;
 pub mod worker;
 
 pub use error::{human_message, ErrorBody, ErrorCode, ErrorEnvelope, FieldError};
 pub use execute::{
-    ChatMessage, ExecuteRequest, Generation, SamplingParams, StopReason, TokenLogprob, TopLogprob,
-    WorkerEvent, LIMITS,
+    ChatMessage, Constraint, ExecuteRequest, Generation, SamplingParams, StopReason, TokenLogprob,
+    TopLogprob, WorkerEvent, LIMITS,
 };
 pub use worker::{
     CancelRequest, CancelResponse, ChatTemplateReport, DetokenizeRequest, DetokenizeResponse,

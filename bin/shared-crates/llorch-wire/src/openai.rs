@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::execute::StopReason;
+use crate::tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};
 
 /// `owned_by` of every model in `GET /v1/models`.
 pub const OWNED_BY: &str = "llama-orch";
@@ -47,7 +48,7 @@ pub enum MessageContent {
     Parts(Vec<ContentPart>),
 }
 
-/// One chat message. Other keys OpenAI defines on messages (`tool_calls`, ...) are ignored.
+/// One chat message. Other keys OpenAI defines on messages are ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpenAiMessage {
     /// `system`, `developer` (rendered as `system`), `user`, `assistant`, `tool`.
@@ -57,6 +58,12 @@ pub struct OpenAiMessage {
     pub content: Option<MessageContent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The calls an earlier assistant turn made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// On a `tool` message: the call whose result this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 /// `stream_options`.
@@ -122,7 +129,6 @@ impl GenerationFields {
         "metadata",
         "store",
         "service_tier",
-        "parallel_tool_calls",
         "prompt_cache_key",
         "safety_identifier",
         "reasoning_effort",
@@ -137,11 +143,8 @@ impl GenerationFields {
         "logit_bias",
         "logprobs",
         "top_logprobs",
-        "tools",
-        "tool_choice",
         "functions",
         "function_call",
-        "response_format",
         "modalities",
         "audio",
         "prediction",
@@ -152,6 +155,31 @@ impl GenerationFields {
     ];
 }
 
+/// `response_format` of a chat completion: plain text, any JSON object, or JSON valid under a
+/// schema. Both JSON kinds are enforced by constrained decoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonSchemaFormat {
+    /// The schema's name (`[A-Za-z0-9_-]{1,64}` in OpenAI's API; not checked here).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The JSON schema; absent means any JSON value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    /// Accepted; the schema is always enforced (constrained decoding), strict or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
 /// Body of `POST /v1/chat/completions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionRequest {
@@ -160,13 +188,33 @@ pub struct ChatCompletionRequest {
     /// Wins over `max_tokens` when both are given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
+    /// Plain text (default), `json_object` or `json_schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+    /// Functions the model may call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    /// `none`, `auto` (default with tools), `required`, or a named function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether one answer may hold several calls (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     pub gen: GenerationFields,
 }
 
 impl ChatCompletionRequest {
     /// Keys besides [`GenerationFields::FIELDS`].
-    pub const FIELDS: &'static [&'static str] = &["model", "messages", "max_completion_tokens"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "model",
+        "messages",
+        "max_completion_tokens",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+    ];
 }
 
 /// `prompt` of `POST /v1/completions`: text or token ids, one prompt per request.
@@ -202,6 +250,8 @@ pub enum FinishReason {
     Stop,
     Length,
     Cancelled,
+    /// The answer is `tool_calls`.
+    ToolCalls,
 }
 
 impl From<StopReason> for FinishReason {
@@ -252,11 +302,13 @@ impl Usage {
     }
 }
 
-/// The assistant's answer in a non-streaming chat completion.
+/// The assistant's answer in a non-streaming chat completion: text, or (`content: null`) calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AssistantMessage {
     pub role: String,
-    pub content: String,
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
 }
 
 /// One choice of a [`ChatCompletion`].
@@ -290,6 +342,8 @@ pub struct ChatDelta {
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
 }
 
 /// One choice of a [`ChatCompletionChunk`].

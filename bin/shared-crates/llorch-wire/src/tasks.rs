@@ -96,6 +96,7 @@ impl TaskRequest {
         "seed",
         "stop",
         "logprobs",
+        "constraint",
     ];
 
     /// The worker request for one attempt of this task.
@@ -577,6 +578,7 @@ mod tests {
                 },
                 stop: vec!["x".into()],
                 logprobs: Some(1),
+                constraint: Some(crate::Constraint::JsonObject(true)),
             },
             ..Default::default()
         };

@@ -2,6 +2,7 @@
 //! One test binary for the crate (each binary links the whole dependency tree).
 
 mod batching;
+mod constrained;
 mod gemma3;
 mod parity;
 mod prompt_cache;
