@@ -295,6 +295,9 @@ fn is_neutral(key: &str, v: &Value) -> bool {
                     && matches!(s.as_str(), "none" | "auto"))
         }
         Value::Array(a) => a.is_empty() || (key == "modalities" && a == &[Value::from("text")]),
+        Value::Object(o) if key == "response_format" => {
+            o.is_empty() || o.get("type").and_then(Value::as_str) == Some("text")
+        }
         Value::Object(o) => o.is_empty(),
         Value::Bool(true) => false,
     }
@@ -347,6 +350,14 @@ mod tests {
         assert_eq!(p.task.gen.prompt_ids, Some(vec![1, 2]));
         let e = completion(br#"{"model":"m","prompt":["a","b"]}"#).unwrap_err();
         assert_eq!(params(&e), [("prompt", "unsupported_value")]);
+        // Completions serve no constraint: the neutral response_format/tools are accepted (as
+        // clients send them), anything else is named.
+        completion(br#"{"model":"m","prompt":"x","response_format":{"type":"text"},"tools":[],"tool_choice":"none"}"#)
+            .unwrap();
+        let e =
+            completion(br#"{"model":"m","prompt":"x","response_format":{"type":"json_object"}}"#)
+                .unwrap_err();
+        assert_eq!(params(&e), [("response_format", "unsupported")]);
     }
 
     #[test]

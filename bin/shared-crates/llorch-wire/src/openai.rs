@@ -136,8 +136,13 @@ impl GenerationFields {
     ];
     /// OpenAI fields accepted only with their neutral value (`null`, `false`, `0`, empty, `n`/
     /// `best_of` 1, `response_format` `{"type":"text"}`, `tool_choice` `none`/`auto`,
-    /// `modalities` `["text"]`); anything else is `unsupported_parameter`.
+    /// `modalities` `["text"]`); anything else is `unsupported_parameter`. A route that serves
+    /// one of them (chat serves `response_format`, `tools`, `tool_choice`) lists it among its
+    /// own fields, which are checked first; `/v1/completions` keeps the neutral-only rule.
     pub const NEUTRAL_ONLY: &'static [&'static str] = &[
+        "response_format",
+        "tools",
+        "tool_choice",
         "frequency_penalty",
         "presence_penalty",
         "logit_bias",
