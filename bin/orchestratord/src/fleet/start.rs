@@ -209,15 +209,7 @@ async fn place_and_spawn(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if let Some(p) = d.parallel {
-        args.extend(["--parallel".into(), p.to_string()]);
-    }
-    if let Some(c) = d.ctx_size {
-        args.extend(["--ctx-size".into(), c.to_string()]);
-    }
-    if let Some(m) = d.prompt_cache_mb {
-        args.extend(["--prompt-cache-mb".into(), m.to_string()]);
-    }
+    args.extend(sizing_args(d, "--ctx-size"));
     {
         let mut st = orch.fleet.state();
         st.workers.insert(
@@ -286,6 +278,22 @@ async fn place_and_spawn(
 }
 
 /// The backend a deployment gets on a pool.
+/// The deployment's sizing options as `llorch-pool` flags (`worker spawn` names the context
+/// `--ctx-size`, `models fit` names it `--ctx`), so the estimate and the spawn always agree.
+fn sizing_args(d: &Deployment, ctx_flag: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(c) = d.ctx_size {
+        args.extend([ctx_flag.to_string(), c.to_string()]);
+    }
+    if let Some(p) = d.parallel {
+        args.extend(["--parallel".to_string(), p.to_string()]);
+    }
+    if let Some(m) = d.prompt_cache_mb {
+        args.extend(["--prompt-cache-mb".to_string(), m.to_string()]);
+    }
+    args
+}
+
 fn backend_for(d: &Deployment, status: Option<&StatusView>) -> &'static str {
     match d.backend {
         BackendChoice::Cpu => "cpu",
@@ -328,15 +336,7 @@ pub(super) async fn estimate(
             .iter()
             .map(|s| s.to_string())
             .collect();
-        if let Some(c) = d.ctx_size {
-            args.extend(["--ctx".into(), c.to_string()]);
-        }
-        if let Some(p) = d.parallel {
-            args.extend(["--parallel".into(), p.to_string()]);
-        }
-        if let Some(m) = d.prompt_cache_mb {
-            args.extend(["--prompt-cache-mb".into(), m.to_string()]);
-        }
+        args.extend(sizing_args(d, "--ctx"));
         match t.call::<FitView>(&args, quick(orch)).await {
             Ok((fit, _)) => {
                 if let Some(ps) = orch.fleet.state().pools.get_mut(&pool) {
