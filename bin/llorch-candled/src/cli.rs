@@ -104,6 +104,12 @@ pub struct Args {
     #[arg(long, default_value_t = 512, value_name = "MIB")]
     pub prompt_cache_mb: usize,
 
+    /// Refuse to start (INSUFFICIENT_VRAM, naming what to change) when the memory estimate
+    /// (weights + KV cache for --ctx-size x --parallel + prompt cache + overhead) exceeds this
+    /// many MiB. GPU workers also refuse when the estimate exceeds the device's free memory.
+    #[arg(long, value_name = "MIB")]
+    pub max_memory_mb: Option<u64>,
+
     /// Requests that may wait for a free slot; beyond that /execute answers 503 WORKER_BUSY.
     #[arg(long, default_value_t = 16)]
     pub max_queue: u32,

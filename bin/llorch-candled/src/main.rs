@@ -2,6 +2,7 @@
 
 mod auth;
 mod cli;
+mod memory;
 mod metrics;
 mod prepare;
 mod register;

@@ -46,7 +46,7 @@ pub fn registry() -> Registry {
     r.gauge("worker_uptime_seconds", "Process uptime.");
     r.gauge(
         "worker_vram_bytes",
-        "Device memory used by the model (0 on CPU).",
+        "Memory in use on the worker's device: this process's RSS on the CPU, the GPU's used memory (every process) on CUDA.",
     );
     r
 }

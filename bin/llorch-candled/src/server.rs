@@ -34,6 +34,8 @@ struct AppState {
     worker_id: String,
     backend: Backend,
     device_name: String,
+    /// Device memory for `/health` and `worker_vram_bytes`.
+    memory: crate::memory::MemoryMonitor,
     threads: usize,
     started: Instant,
     load_time_ms: f64,
@@ -67,6 +69,7 @@ pub fn run(args: Args) -> Result<()> {
     // before the (slow) model load: a refused configuration fails at once
     let tokens = crate::auth::ApiTokens::new(&args.api_token)?;
     crate::auth::check_bind(&args.host, &tokens)?;
+    let estimate = crate::memory::check(&args)?;
     let threads = args
         .threads
         .unwrap_or_else(|| {
@@ -105,7 +108,19 @@ pub fn run(args: Args) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(serve(args, tokens, lm, threads, device_name, started))
+    let memory = crate::memory::MemoryMonitor::new(
+        args.backend,
+        args.device,
+        estimate.map_or(0, |e| e.total_bytes),
+    );
+    rt.block_on(serve(
+        args,
+        tokens,
+        lm,
+        threads,
+        (device_name, memory),
+        started,
+    ))
 }
 
 /// FAULT INJECTION (tests only): `LLORCH_FAULT_ENGINE_PANIC_AFTER_JOBS=N` makes the engine
@@ -117,7 +132,7 @@ async fn serve(
     tokens: crate::auth::ApiTokens,
     lm: llorch_engine::LoadedModel,
     threads: usize,
-    device_name: String,
+    (device_name, memory): (String, crate::memory::MemoryMonitor),
     started: Instant,
 ) -> Result<()> {
     let addr = format!("{}:{}", args.host, args.port);
@@ -150,6 +165,7 @@ async fn serve(
         worker_id: worker_id.clone(),
         backend: args.backend,
         device_name,
+        memory,
         threads,
         started,
         load_time_ms: started.elapsed().as_secs_f64() * 1e3,
@@ -442,6 +458,7 @@ fn health_of(st: &AppState) -> WorkerHealth {
         parallel: st.engine.parallel(),
         uptime_s: st.started.elapsed().as_secs_f64(),
         load_time_ms: st.load_time_ms,
+        memory: Some(st.memory.current()),
         version: env!("CARGO_PKG_VERSION").into(),
         chat_template: Some(ChatTemplateReport {
             name: info.chat_template.name.clone(),
@@ -474,7 +491,11 @@ async fn metrics(State(st): State<Shared>) -> Response {
         &[],
         st.started.elapsed().as_secs_f64(),
     );
-    st.metrics.set("worker_vram_bytes", &[], 0.0);
+    st.metrics.set(
+        "worker_vram_bytes",
+        &[],
+        st.memory.current().used_bytes as f64,
+    );
     st.metrics
         .set("worker_slots", &[], st.engine.parallel() as f64);
     st.metrics.set(

@@ -109,7 +109,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         backends: detect(),
         models: models::local_views(&cat),
         workers: worker::views(ctx),
-        machine: Some(crate::machine::inventory()),
+        machine: Some(llorch_catalog::machine::inventory()),
     };
     if ctx.json {
         print_json(&view);

@@ -10,7 +10,6 @@ mod error;
 mod fit;
 mod hub;
 mod inspect;
-mod machine;
 mod models;
 mod output;
 mod procs;

@@ -32,21 +32,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// `1.5 GB`, `98.4 MB`, `512 B` (decimal units, like the hub shows).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit < UNITS.len() - 1 {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub use llorch_catalog::memory::human_bytes;
 
 /// `45s`, `12m05s`, `3h02m`, `2d04h`.
 pub fn human_duration(secs: u64) -> String {

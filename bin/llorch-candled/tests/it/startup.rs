@@ -211,3 +211,76 @@ fn mutated_gguf_headers_fail_cleanly() {
     }
     eprintln!("mutated_gguf_headers_fail_cleanly: {cases} cases");
 }
+
+/// A configuration that cannot fit refuses before the model load, naming the numbers and a
+/// configuration that fits; that configuration then starts, and `/health` reports its memory.
+#[test]
+fn a_worker_that_would_not_fit_refuses_with_the_numbers() {
+    let test = "a_worker_that_would_not_fit_refuses_with_the_numbers";
+    let Some(model) = llorch_testkit::require_smollm2(test) else {
+        return;
+    };
+    let cap = ["--max-memory-mb", "260", "--prompt-cache-mb", "0"];
+    let mut args = vec!["--ctx-size", "8192", "--parallel", "16"];
+    args.extend_from_slice(&cap);
+    let started = std::time::Instant::now();
+    let (code, err) = run_worker(&model, &args);
+    assert_clean_failure(
+        code,
+        &err,
+        &[
+            "INSUFFICIENT_VRAM",
+            "--max-memory-mb allows 272.6 MB",
+            "ctx 8192 x parallel 16",
+            "--ctx-size",
+        ],
+    );
+    assert!(
+        !err.contains("model loaded"),
+        "refused after the load:\n{err}"
+    );
+    eprintln!("refused in {:?}", started.elapsed());
+    // the advice: the largest --ctx-size that fits at --parallel 16
+    let ctx: String = err
+        .split("use --ctx-size ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no --ctx-size advice:\n{err}"))
+        .to_string();
+    assert!(ctx.parse::<u32>().unwrap() < 8192, "{ctx}");
+    let mut fits = vec!["--ctx-size", ctx.as_str(), "--parallel", "16"];
+    fits.extend_from_slice(&cap);
+    let w = llorch_testkit::WorkerProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_llorch-candled")),
+        &model,
+        &fits,
+    );
+    let (status, body) = llorch_testkit::http_get(&w.addr, "/health").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let h: llorch_wire::WorkerHealth = serde_json::from_str(&body).unwrap();
+    let m = h.memory.expect("memory in /health");
+    let weights = std::fs::metadata(&model).unwrap().len();
+    assert_eq!(m.source, "rss");
+    assert!(
+        m.used_bytes > weights,
+        "RSS {} <= weights {weights}",
+        m.used_bytes
+    );
+    assert!(
+        m.estimate_bytes <= 260 << 20 && m.estimate_bytes >= m.used_bytes,
+        "{m:?}"
+    );
+    eprintln!(
+        "memory: estimate {} B, RSS after load {} B ({:.0}%)",
+        m.estimate_bytes,
+        m.used_bytes,
+        100.0 * m.used_bytes as f64 / m.estimate_bytes as f64
+    );
+    let (_, metrics) = llorch_testkit::http_get(&w.addr, "/metrics").unwrap();
+    let vram: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("worker_vram_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no worker_vram_bytes:\n{metrics}"));
+    assert!(vram > weights as f64, "{vram}");
+}

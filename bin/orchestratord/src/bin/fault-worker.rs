@@ -78,6 +78,7 @@ fn health(a: &Args) -> WorkerHealth {
         device: "cpu".into(),
         threads: 1,
         simd: Vec::new(),
+        memory: None,
         active_jobs: 0,
         queued_jobs: 0,
         slots_total: a.slots,

@@ -1,13 +1,16 @@
 //! State of one `llorch-pool` host: the versioned model catalog, the built-in model entries,
 //! worker records, and the serde shapes that `llorch-pool ... --json` prints.
 //!
-//! Everything here is plain data plus file handling (locking, atomic replace); downloading,
-//! model inspection and process control live in `pool-ctl`. `llorch` and `orchestratord` can
+//! Everything here is plain data plus file handling (locking, atomic replace), the host
+//! inventory ([`machine`]) and the worker memory estimate ([`memory`]) that `llorch-pool` and
+//! the worker share; downloading and process control live in `pool-ctl`. `llorch` and `orchestratord` can
 //! depend on this crate to parse the pool's `--json` output (documented in `.specs/pool-ctl.md`).
 
 pub mod builtin;
 pub mod error;
 pub mod home;
+pub mod machine;
+pub mod memory;
 pub mod model;
 pub mod store;
 pub mod views;

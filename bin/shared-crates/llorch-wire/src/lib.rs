@@ -20,5 +20,5 @@ pub use execute::{
 };
 pub use worker::{
     CancelRequest, CancelResponse, ChatTemplateReport, DetokenizeRequest, DetokenizeResponse,
-    TokenizeRequest, TokenizeResponse, WorkerHealth, WorkerState,
+    TokenizeRequest, TokenizeResponse, WorkerHealth, WorkerMemory, WorkerState,
 };

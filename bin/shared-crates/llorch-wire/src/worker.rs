@@ -12,6 +12,21 @@ pub enum WorkerState {
     Busy,
 }
 
+/// Memory of a worker's device, in `/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerMemory {
+    /// In use now: this process's RSS on the CPU; the device's used memory (every process) on
+    /// a GPU.
+    pub used_bytes: u64,
+    /// The device's total (system memory on the CPU); absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    /// The start-up estimate: weights + KV cache for ctx x parallel + prompt cache + overhead.
+    pub estimate_bytes: u64,
+    /// Where `used_bytes` comes from: `rss` or `nvidia-smi`.
+    pub source: String,
+}
+
 /// `GET /health`: answered from cached state, also while a job runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerHealth {
@@ -57,6 +72,9 @@ pub struct WorkerHealth {
     pub uptime_s: f64,
     /// Wall time from process start to ready.
     pub load_time_ms: f64,
+    /// Memory on the worker's device (absent from workers that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<WorkerMemory>,
     pub version: String,
     /// The chat template `messages` are rendered with, and why it was chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]

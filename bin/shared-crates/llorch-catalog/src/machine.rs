@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use llorch_catalog::{GpuView, MachineView};
+use crate::views::{GpuView, MachineView};
 
 /// Longest wait for `nvidia-smi`.
 const NVIDIA_SMI_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ pub fn inventory() -> MachineView {
 }
 
 /// (total, available) bytes of system memory.
-fn memory() -> (u64, u64) {
+pub fn memory() -> (u64, u64) {
     match std::fs::read_to_string("/proc/meminfo") {
         Ok(text) => parse_meminfo(&text),
         Err(_) => sysconf_memory(),
@@ -70,8 +70,26 @@ fn sysconf_memory() -> (u64, u64) {
     (b(pages), b(avail))
 }
 
-/// NVIDIA GPUs with memory, from `nvidia-smi` (none when it is missing or fails).
-fn cuda_gpus() -> Vec<GpuView> {
+/// One NVIDIA GPU by index (None: no such GPU, or `nvidia-smi` missing or failing).
+pub fn cuda_gpu(index: u32) -> Option<GpuView> {
+    cuda_gpus().into_iter().find(|g| g.index == index)
+}
+
+/// Resident memory of this process (`VmRSS`), in bytes; 0 where `/proc` is missing.
+pub fn process_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// NVIDIA GPUs with memory, from `nvidia-smi` (none when it is missing, fails or hangs).
+pub fn cuda_gpus() -> Vec<GpuView> {
     let child = Command::new("nvidia-smi")
         .args([
             "--query-gpu=index,name,memory.total,memory.free",
@@ -87,7 +105,8 @@ fn cuda_gpus() -> Vec<GpuView> {
     let start = std::time::Instant::now();
     loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) if status.success() => break,
+            Ok(Some(_)) => return Vec::new(),
             Ok(None) if start.elapsed() < NVIDIA_SMI_TIMEOUT => {
                 std::thread::sleep(Duration::from_millis(20))
             }
@@ -130,7 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn meminfo_and_nvidia_smi_parse() {
+    fn meminfo_parses() {
         let (t, a) =
             parse_meminfo("MemTotal:       16000 kB\nMemFree: 10 kB\nMemAvailable:    8000 kB\n");
         assert_eq!((t, a), (16000 * 1024, 8000 * 1024));
@@ -138,11 +157,43 @@ mod tests {
             parse_meminfo("MemTotal: 4 kB\nMemFree: 2 kB\n"),
             (4096, 2048)
         );
-        let g = parse_nvidia_smi("0, NVIDIA H200, 143771, 143000\nbad line\n");
-        assert_eq!(g.len(), 1);
-        assert_eq!(g[0].mem_total_bytes, 143771 * 1024 * 1024);
-        assert_eq!(g[0].name, "NVIDIA H200");
         let m = inventory();
         assert!(m.cpu_cores >= 1 && m.mem_total_bytes >= m.mem_available_bytes);
+        assert!(process_rss_bytes() > 0);
+    }
+
+    /// Recorded `nvidia-smi --query-gpu=index,name,memory.total,memory.free
+    /// --format=csv,noheader,nounits` outputs.
+    #[test]
+    fn nvidia_smi_outputs_with_0_1_and_4_gpus() {
+        // a driver with no GPU prints nothing on stdout (the error goes to stderr, exit != 0)
+        assert!(parse_nvidia_smi("").is_empty());
+        let one = parse_nvidia_smi("0, NVIDIA H200, 143771, 143000\nbad line\n");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].mem_total_bytes, 143771 * 1024 * 1024);
+        assert_eq!(one[0].mem_free_bytes, 143000 * 1024 * 1024);
+        assert_eq!(one[0].name, "NVIDIA H200");
+        assert_eq!(one[0].backend, "cuda");
+        let four = parse_nvidia_smi(
+            "0, NVIDIA GeForce RTX 4090, 24564, 24211\n\
+             1, NVIDIA GeForce RTX 4090, 24564, 1023\n\
+             2, Tesla T4, 15360, 15100\n\
+             3, NVIDIA A100-SXM4-80GB, 81920, 81050\n",
+        );
+        assert_eq!(
+            four.iter().map(|g| g.index).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(four[1].mem_free_bytes, 1023 * 1024 * 1024);
+        assert_eq!(four[2].name, "Tesla T4");
+        // a failing driver: a message instead of rows, and [N/A] fields
+        assert!(parse_nvidia_smi(
+            "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"
+        )
+        .is_empty());
+        assert!(parse_nvidia_smi("0, NVIDIA A10, [N/A], [N/A]\n").is_empty());
+        // on this host nvidia-smi is missing or lists real GPUs: never a panic
+        let _ = cuda_gpus();
+        assert!(cuda_gpu(999).is_none());
     }
 }
