@@ -321,6 +321,18 @@ fn reconcile(orch: &Arc<Orchestrator>) {
             })
             .collect()
     };
+    // Workers that answer but say they cannot serve (dead engine): replaced below.
+    let failed: HashMap<String, String> = {
+        let core = orch.core();
+        ids.iter()
+            .filter_map(|id| {
+                let w = core.registry.get(id)?;
+                let reason = w.failure.clone()?;
+                (w.status == llorch_wire::tasks::WorkerStatus::Unhealthy)
+                    .then(|| (id.clone(), reason))
+            })
+            .collect()
+    };
     // Workers the registry can use now (registered and ready).
     let ready: HashMap<String, bool> = {
         let mut core = orch.core();
@@ -424,6 +436,10 @@ fn reconcile(orch: &Arc<Orchestrator>) {
             }
         }
         for w in st.workers.values() {
+            if w.phase == WorkerPhase::Running && failed.contains_key(&w.id) {
+                to_stop.push((w.id.clone(), "failed"));
+                continue;
+            }
             let on_drained = worker_drained.get(&w.id).copied().unwrap_or(false);
             if on_drained
                 && w.phase == WorkerPhase::Running
@@ -436,8 +452,14 @@ fn reconcile(orch: &Arc<Orchestrator>) {
     }
     for (id, reason) in to_stop {
         let orch = orch.clone();
+        let why = failed.get(&id).cloned();
         tokio::spawn(async move {
-            stop_worker(&orch, &id, reason).await;
+            let model = orch.fleet.state().workers.get(&id).map(|w| w.model.clone());
+            if stop_worker(&orch, &id, reason).await {
+                if let (Some(why), Some(model)) = (why, model) {
+                    worker_failed(&orch, &id, &model, &why);
+                }
+            }
         });
     }
     for d in to_start {
@@ -449,11 +471,24 @@ fn reconcile(orch: &Arc<Orchestrator>) {
     }
 }
 
-/// Stop a fleet worker unless it is busy. Returns whether it was stopped.
+/// A fleet worker whose engine failed was stopped: count a failure (backoff, `failed` after too
+/// many); the next pass starts a replacement as deployed.
+fn worker_failed(orch: &Arc<Orchestrator>, id: &str, model: &str, why: &str) {
+    tracing::warn!(worker_id = %id, %model, reason = %why, "fleet worker reported a failed engine; replaced");
+    let msg = format!("worker {id} failed: {why}");
+    let failed = record_failure(orch, &mut orch.fleet.state(), model, msg, None);
+    if let Some(message) = failed {
+        fail_queued(orch, model, ErrorCode::ModelLoadFailed, &message);
+    }
+    orch.fleet.wake.notify_one();
+}
+
+/// Stop a fleet worker unless it is busy (a `failed` one is stopped anyway: it cannot finish
+/// anything). Returns whether it was stopped.
 pub async fn stop_worker(orch: &Arc<Orchestrator>, id: &str, reason: &'static str) -> bool {
     {
         let mut core = orch.core();
-        if core.registry.get(id).is_some_and(|w| w.busy > 0) {
+        if reason != "failed" && core.registry.get(id).is_some_and(|w| w.busy > 0) {
             return false;
         }
         core.registry.remove(id);

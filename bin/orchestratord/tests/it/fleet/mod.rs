@@ -15,6 +15,7 @@ use crate::common::*;
 use crate::real::SERIAL;
 
 mod capacity;
+mod engine_failure;
 
 const PROMPT: &str = "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n";
 /// Generous bound for anything that involves starting a worker on the shared 2-core box.
