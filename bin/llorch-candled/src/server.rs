@@ -126,6 +126,9 @@ pub fn run(args: Args) -> Result<()> {
 /// FAULT INJECTION (tests only): `LLORCH_FAULT_ENGINE_PANIC_AFTER_JOBS=N` makes the engine
 /// thread panic when it admits job N+1, to test that a dead engine is reported.
 const FAULT_ENGINE_PANIC_ENV: &str = "LLORCH_FAULT_ENGINE_PANIC_AFTER_JOBS";
+/// FAULT INJECTION (tests only): `LLORCH_FAULT_JOB_PANIC=TEXT` makes a job whose id contains
+/// TEXT panic in its decode step, to test that one job's panic fails that job only.
+const FAULT_JOB_PANIC_ENV: &str = "LLORCH_FAULT_JOB_PANIC";
 
 async fn serve(
     args: Args,
@@ -157,6 +160,9 @@ async fn serve(
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .inspect(|n| tracing::warn!("FAULT INJECTION: {FAULT_ENGINE_PANIC_ENV}={n}")),
+            fault_job_panic: std::env::var(FAULT_JOB_PANIC_ENV)
+                .ok()
+                .inspect(|t| tracing::warn!("FAULT INJECTION: {FAULT_JOB_PANIC_ENV}={t}")),
         },
     );
     let state = Arc::new(AppState {

@@ -124,6 +124,10 @@ pub struct EngineOptions {
     /// FAULT INJECTION for tests only: the engine thread panics when it admits job number
     /// `n + 1` (after `n` jobs were admitted). `None` in production.
     pub fault_panic_after_jobs: Option<u64>,
+    /// FAULT INJECTION for tests only: a job whose id contains this text panics in its decode
+    /// step. The engine survives: that job alone ends with `INFERENCE_FAILED`. `None` in
+    /// production.
+    pub fault_job_panic: Option<String>,
 }
 
 impl Default for EngineOptions {
@@ -133,6 +137,7 @@ impl Default for EngineOptions {
             parallel: 4,
             prompt_cache_bytes: 512 << 20,
             fault_panic_after_jobs: None,
+            fault_job_panic: None,
         }
     }
 }
@@ -168,13 +173,16 @@ impl Engine {
         let parallel = opts.parallel.max(1);
         let st = status.clone();
         let m = model.clone();
-        let fault = opts.fault_panic_after_jobs;
+        let fault = Faults {
+            panic_after_jobs: opts.fault_panic_after_jobs,
+            job_panic: opts.fault_job_panic.clone(),
+        };
         std::thread::Builder::new()
             .name("llorch-engine".into())
             .spawn(move || {
                 let mut cache = PromptCache::new(opts.prompt_cache_bytes);
                 let run = std::panic::AssertUnwindSafe(|| {
-                    schedule(&m, &rx, &st, parallel as usize, &mut cache, fault)
+                    schedule(&m, &rx, &st, parallel as usize, &mut cache, &fault)
                 });
                 // Unwinding dropped every job's sink: their streams end without a terminal
                 // event, and the receiver is gone, so new submissions fail at once.
@@ -265,14 +273,29 @@ const INTERLEAVED_PREFILL_CHUNK: usize = 128;
 
 /// The engine thread's loop: admit, one prefill chunk, sample, one batched decode step; until
 /// the engine handle is dropped and every running job has ended.
+/// FAULT INJECTION settings (tests only), see [`EngineOptions`].
+struct Faults {
+    panic_after_jobs: Option<u64>,
+    job_panic: Option<String>,
+}
+
+/// Run one job's part of a round; a panic there becomes an error for that job alone (its
+/// state is dropped, never reused), so one bad job cannot take the engine and every other job
+/// down. Panics outside these parts still end the engine thread, reported by `/health`.
+fn isolated<T>(f: impl FnOnce() -> T) -> Result<T, anyhow::Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|p| anyhow::anyhow!("job panicked: {}", panic_message(&*p)))
+}
+
 fn schedule(
     lm: &LoadedModel,
     rx: &Receiver<Queued>,
     st: &Arc<EngineStatus>,
     parallel: usize,
     prompt_cache: &mut PromptCache,
-    fault_panic_after_jobs: Option<u64>,
+    faults: &Faults,
 ) {
+    let fault_panic_after_jobs = faults.panic_after_jobs;
     let mut admitted: u64 = 0;
     let mut running: Vec<Running<'_>> = Vec::with_capacity(parallel);
     let mut open = true;
@@ -323,8 +346,15 @@ fn schedule(
             } else {
                 PREFILL_CHUNK
             };
-            if !running[i].prefill_step(max) {
-                running.remove(i);
+            match isolated(|| running[i].prefill_step(max)) {
+                Ok(true) => {}
+                Ok(false) => {
+                    running.remove(i);
+                }
+                Err(e) => {
+                    running[i].fail(&e);
+                    running.remove(i);
+                }
             }
         }
         // Constrained jobs' token masks: computed side by side when several jobs need one, so
@@ -334,8 +364,9 @@ fn schedule(
             .filter(|r| !r.is_prefilling() && r.is_constrained())
             .collect();
         if guided.len() > 1 {
+            // (a panic here is caught again by the job's own `step` below)
             guided.par_iter_mut().for_each(|r| {
-                let _ = r.apply_mask();
+                let _ = isolated(|| r.apply_mask());
             });
         }
         // Every decoding job samples and streams its next token; finished ones leave, their
@@ -347,12 +378,26 @@ fn schedule(
                 i += 1;
                 continue;
             }
-            match running[i].step() {
-                Some(id) => {
+            let run = &mut running[i];
+            let fault = faults
+                .job_panic
+                .as_deref()
+                .is_some_and(|f| run.job_id().contains(f));
+            match isolated(|| {
+                if fault {
+                    panic!("fault injection: job panic");
+                }
+                run.step()
+            }) {
+                Ok(Some(id)) => {
                     feed.push(id);
                     i += 1;
                 }
-                None => prompt_cache.insert(running.remove(i).into_sequence()),
+                Ok(None) => prompt_cache.insert(running.remove(i).into_sequence()),
+                Err(e) => {
+                    running[i].fail(&e);
+                    running.remove(i);
+                }
             }
         }
         if feed.is_empty() {
@@ -362,13 +407,17 @@ fn schedule(
             .fetch_max(feed.len() as u32, Ordering::Relaxed);
         let mut decoding: Vec<&mut Running<'_>> =
             running.iter_mut().filter(|r| !r.is_prefilling()).collect();
-        let step = if let [run] = decoding.as_mut_slice() {
-            lm.model.forward(&feed, &mut run.seq.cache, Logits::Last)
-        } else {
-            let mut caches: Vec<_> = decoding.iter_mut().map(|r| &mut r.seq.cache).collect();
-            lm.model.forward_batch(&feed, &mut caches)
-        };
-        match step.and_then(|l| Ok(l.to_vec2::<f32>()?)) {
+        // A panic in the batched forward pass fails this round's jobs (their caches may be
+        // half written and are dropped); the model's weights are read-only, the engine goes on.
+        let step = isolated(|| {
+            if let [run] = decoding.as_mut_slice() {
+                lm.model.forward(&feed, &mut run.seq.cache, Logits::Last)
+            } else {
+                let mut caches: Vec<_> = decoding.iter_mut().map(|r| &mut r.seq.cache).collect();
+                lm.model.forward_batch(&feed, &mut caches)
+            }
+        });
+        match step.and_then(|s| s).and_then(|l| Ok(l.to_vec2::<f32>()?)) {
             Ok(rows) => {
                 for (run, row) in decoding.into_iter().zip(rows) {
                     run.set_logits(row);

@@ -453,6 +453,11 @@ impl<'a> Running<'a> {
         self.decode_steps += 1;
     }
 
+    /// The job's id.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
     /// End the job with an `error` event (the forward pass failed).
     pub fn fail(&mut self, e: &anyhow::Error) {
         tracing::error!(job_id = %self.job_id, error = %llorch_wire::human_message(&format!("{e:#}")), "inference failed");

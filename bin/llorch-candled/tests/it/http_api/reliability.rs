@@ -173,3 +173,61 @@ fn a_dead_engine_is_reported_not_hidden() {
         Ok(_) => panic!("a dead engine accepted a job"),
     }
 }
+
+/// Token ids of a finished stream, and its terminal event.
+fn tokens_and_end(evs: &[Result<WorkerEvent, ClientError>]) -> (Vec<u32>, Option<WorkerEvent>) {
+    let ids = evs
+        .iter()
+        .filter_map(|e| match e {
+            Ok(WorkerEvent::Token { id, .. }) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let end = evs
+        .iter()
+        .filter_map(|e| e.as_ref().ok())
+        .find(|e| e.is_terminal())
+        .cloned();
+    (ids, end)
+}
+
+#[test]
+fn a_panic_in_one_job_fails_that_job_only() {
+    // FAULT INJECTION: a job whose id contains "boom" panics in its decode step.
+    let Some(w) = start_env(
+        "a_panic_in_one_job_fails_that_job_only",
+        &[("LLORCH_FAULT_JOB_PANIC", "boom")],
+    ) else {
+        return;
+    };
+    let client = WorkerClient::new(&w.url());
+    let with_id = |id: &str| {
+        let mut r = greedy_req("The capital of France is", 16);
+        r.job_id = Some(id.into());
+        r
+    };
+    rt().block_on(async {
+        let collect = |req| {
+            let client = client.clone();
+            async move {
+                let s = client.execute(&req).await.unwrap();
+                futures::StreamExt::collect::<Vec<_>>(s).await
+            }
+        };
+        // batched with the failing job, then alone: the same tokens, and a clean end
+        let (ok, bad) = tokio::join!(collect(with_id("ok-1")), collect(with_id("boom-1")));
+        let (solo, _) = tokens_and_end(&collect(with_id("ok-2")).await);
+        let (ok_ids, ok_end) = tokens_and_end(&ok);
+        assert!(matches!(ok_end, Some(WorkerEvent::End { .. })), "{ok:?}");
+        assert_eq!(ok_ids, solo, "the job beside the panic was disturbed");
+        match tokens_and_end(&bad).1 {
+            Some(WorkerEvent::Error { code, message, .. }) => {
+                assert_eq!(code, ErrorCode::InferenceFailed);
+                assert!(message.contains("job panicked"), "{message}");
+            }
+            other => panic!("the panicking job ended with {other:?}"),
+        }
+    });
+    assert_eq!(health(&w).status, "ready", "{}", w.log_tail());
+    assert_eq!(health(&w).active_jobs, 0);
+}
