@@ -90,6 +90,40 @@ async fn fleet_memory_caps_place_evict_idle_and_name_needed_vs_available() {
     let v = wait_pools(&o, "nothing evicted for big", |_| true).await;
     assert_eq!(deployment(&v, "m1")["replicas"], 1, "{v:#}");
     assert_eq!(deployment(&v, "m3")["replicas"], 1, "{v:#}");
+    // Both workers busy: m2 fits only by stopping one of them, which never happens; the busy
+    // tasks finish normally.
+    let mut long = Vec::new();
+    for model in ["m1", "m3"] {
+        let mut req = greedy(model);
+        req["max_tokens"] = json!(200);
+        let id = submit_ok(&o, req).await;
+        let mut s = EventStream::open(&o, &id, None).await;
+        let mut seen = Vec::new();
+        while let Some(ev) = tokio::time::timeout(START_BOUND, s.next()).await.unwrap() {
+            let token = ev.kind == "token";
+            seen.push(ev);
+            if token {
+                break;
+            }
+        }
+        long.push((s, seen));
+    }
+    let (evs, _) = run_task(&o, "m2").await;
+    let end = single_terminal(&evs);
+    assert_eq!(end.data["code"], "NO_CAPACITY", "{evs:#?}");
+    for (mut s, mut seen) in long {
+        while let Some(ev) = tokio::time::timeout(START_BOUND, s.next()).await.unwrap() {
+            seen.push(ev);
+        }
+        assert_eq!(
+            single_terminal(&seen).kind,
+            "end",
+            "a busy worker was stopped: {seen:#?}"
+        );
+    }
+    let v = wait_pools(&o, "busy workers kept", |_| true).await;
+    assert_eq!(deployment(&v, "m1")["replicas"], 1, "{v:#}");
+    assert_eq!(deployment(&v, "m3")["replicas"], 1, "{v:#}");
     let m = get_text(&o.url("/metrics")).await;
     assert!(
         m.contains("orchd_fleet_evictions_total{component=\"orchestratord\",pool=\""),
