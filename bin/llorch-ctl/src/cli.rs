@@ -66,6 +66,12 @@ pub enum Command {
     Tasks(TasksArgs),
     /// The fleet orchestratord manages: pools, deployments, workers; drain | undrain a pool
     Fleet(FleetArgs),
+    /// Tenants on orchestratord (admin token): create | list | show | set (weight and limits)
+    Tenants(crate::commands::tenancy::TenantsArgs),
+    /// API keys of tenants (admin token): create (shown once) | list | revoke
+    Keys(crate::commands::tenancy::KeysArgs),
+    /// Tokens and tasks by tenant, model, day and user (GET /v2/usage)
+    Usage(crate::commands::tenancy::UsageArgs),
 }
 
 /// `llorch fleet ...`.

@@ -153,7 +153,8 @@ pub fn pools_table(pools: &[Value]) -> String {
     out
 }
 
-fn align(rows: &[Vec<String>]) -> String {
+/// Rows (the first is the header) as left-aligned columns two spaces apart.
+pub fn align(rows: &[Vec<String>]) -> String {
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
