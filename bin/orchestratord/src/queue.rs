@@ -150,7 +150,20 @@ impl Class {
     /// Position of `task_id` within the class, without sorting.
     fn position(&self, task_id: &str) -> Option<usize> {
         let tag = self.tagged().find(|(_, e)| e.task_id == task_id)?.0;
-        Some(self.tagged().filter(|(t, _)| *t < tag).count())
+        Some(self.rank(tag))
+    }
+
+    /// Entries projected before `tag`.
+    fn rank(&self, tag: (u64, u64, usize)) -> usize {
+        self.tagged().filter(|(t, _)| *t < tag).count()
+    }
+
+    /// Position of the last entry of `tenant`'s lane (one just pushed).
+    fn position_of_last(&self, tenant: &str) -> usize {
+        self.lanes.get(tenant).map_or(0, |l| {
+            let k = l.entries.len().saturating_sub(1);
+            self.rank((l.pass + k as u64 * l.stride(), l.order, k))
+        })
     }
 
     fn remove(&mut self, task_id: &str) -> Option<Entry> {
@@ -210,7 +223,7 @@ impl TaskQueue {
 
     /// Admit a new task, applying the full-queue policy.
     pub fn push(&mut self, entry: Entry) -> Admit {
-        let (id, prio) = (entry.task_id.clone(), entry.priority);
+        let prio = entry.priority;
         let capacity = self.capacity;
         let policy = self.policy;
         let q = self.class(prio);
@@ -228,8 +241,13 @@ impl TaskQueue {
                 return Admit::Full;
             }
         }
+        let tenant = entry.tenant.clone();
         q.push_back(entry);
-        let position = self.position(&id).unwrap_or(0);
+        let mut position = q.position_of_last(&tenant);
+        if prio == Priority::Batch {
+            position += self.interactive.len;
+        }
+        let position = position as u32;
         match evicted {
             Some(evicted) => Admit::Evicted { position, evicted },
             None => Admit::Accepted { position },

@@ -10,13 +10,13 @@ use crate::orchestrator::OrchClient;
 /// Run `llorch fleet ...`.
 pub fn run(a: FleetArgs) -> CliResult {
     runtime()?.block_on(async move {
-        let c = OrchClient::new(&a.orchestrator);
+        let c = OrchClient::new(&a.conn.orchestrator);
         let v = match &a.action {
             FleetAction::Status => c.pools().await?,
             FleetAction::Drain { pool } => c.drain(pool, true).await?,
             FleetAction::Undrain { pool } => c.drain(pool, false).await?,
         };
-        if a.json {
+        if a.conn.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&v).expect("serializable")

@@ -13,31 +13,15 @@ use serde::Serialize;
 
 use super::fleet::align;
 use super::infer::runtime;
+use crate::cli::OrchConn;
 use crate::error::{CliError, CliResult};
 use crate::orchestrator::OrchClient;
-
-/// Where orchestratord is and how to print.
-#[derive(Debug, Args)]
-pub struct Conn {
-    /// orchestratord base URL (token: $LLORCH_API_TOKEN)
-    #[arg(
-        long,
-        global = true,
-        value_name = "URL",
-        env = "LLORCH_ORCHESTRATOR_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub orchestrator: String,
-    /// Print JSON (the API's own bodies)
-    #[arg(long, global = true)]
-    pub json: bool,
-}
 
 /// `llorch tenants ...`.
 #[derive(Debug, Args)]
 pub struct TenantsArgs {
     #[command(flatten)]
-    pub conn: Conn,
+    pub conn: OrchConn,
     #[command(subcommand)]
     pub action: TenantsAction,
 }
@@ -105,7 +89,7 @@ pub struct LimitArgs {
 #[derive(Debug, Args)]
 pub struct KeysArgs {
     #[command(flatten)]
-    pub conn: Conn,
+    pub conn: OrchConn,
     #[command(subcommand)]
     pub action: KeysAction,
 }
@@ -141,7 +125,7 @@ pub enum KeysAction {
 #[derive(Debug, Args)]
 pub struct UsageArgs {
     #[command(flatten)]
-    pub conn: Conn,
+    pub conn: OrchConn,
     /// Only this tenant (a tenant key sees its own only)
     #[arg(long)]
     pub tenant: Option<String>,

@@ -117,6 +117,27 @@ async fn keys_are_scoped_revocable_and_never_shown_again() {
     let id = acc["task_id"].as_str().unwrap().to_string();
     let st = wait_done(&o, &id, &k).await;
     assert_eq!(st["tenant"], "acme");
+    // the OpenAI `user` is metered as a sub-label of the tenant
+    let chat = json!({"model": FAULT_MODEL, "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2, "user": "alice"});
+    let (s, _, v) = post(&o, "/v1/chat/completions", &k, chat).await;
+    assert_eq!(s, 200, "{v}");
+    // (the usage row is written just after the answer's last event: poll briefly)
+    let t0 = Instant::now();
+    let usage = loop {
+        let (_, usage) = get(&o, "/v2/usage", &k).await;
+        let rows = usage["rows"].as_array().unwrap();
+        if rows
+            .iter()
+            .any(|r| r["user"] == "alice" && r["tokens_out"] == 2)
+        {
+            break usage;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{usage}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rows = usage["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["tenant"] == "acme"), "{usage}");
     // another tenant cannot see it, an admin can
     assert_eq!(get(&o, &format!("/v2/tasks/{id}"), &rival).await.0, 404);
     assert_eq!(get(&o, &format!("/v2/tasks/{id}"), ADMIN).await.0, 200);
