@@ -358,7 +358,17 @@ impl TaskQueue {
                 Priority::Batch => &mut self.batch,
             };
             let mut found = None;
-            'lanes: for tenant in q.order() {
+            // the lowest lane first without sorting (the common case: it can go); the rest
+            // sorted only when it cannot
+            let first = q
+                .lanes
+                .iter()
+                .min_by_key(|(_, l)| (l.pass, l.order))
+                .map(|(t, _)| t);
+            let rest = std::iter::once_with(|| q.order())
+                .flatten()
+                .filter(|t| Some(*t) != first);
+            'lanes: for tenant in first.into_iter().chain(rest) {
                 let lane = &q.lanes[tenant];
                 let busy = running.get(tenant).copied().unwrap_or(0);
                 if lane.share.max_running.is_some_and(|max| busy >= max) {

@@ -103,9 +103,19 @@ fn main() {
         decide.push(decided.as_secs_f64() * 1e6);
         full.push(all.as_secs_f64() * 1e6);
     }
+    // dispatch: the fair-share pick among every tenant's lane (one task leaves, one comes back)
+    let mut pick = Vec::new();
+    for n in 0..a.decisions.min(5_000) {
+        let start = Instant::now();
+        let (e, ()) = q.select(|_| Some(())).expect("queued");
+        pick.push(start.elapsed().as_secs_f64() * 1e6);
+        q.finished(&e.tenant);
+        q.push(entry(a.queued + a.decisions + n, e.tenant));
+    }
     for (name, v) in [
         ("key + limits", &mut decide),
         ("key + limits + queue push", &mut full),
+        ("dispatch pick", &mut pick),
     ] {
         v.sort_by(f64::total_cmp);
         println!(
