@@ -66,11 +66,17 @@ pub enum Command {
     Tasks(TasksArgs),
     /// The fleet orchestratord manages: pools, deployments, workers; drain | undrain a pool
     Fleet(FleetArgs),
+    /// Tenants on orchestratord (admin token): create | list | show | set (weight and limits)
+    Tenants(crate::commands::tenancy::TenantsArgs),
+    /// API keys of tenants (admin token): create (shown once) | list | revoke
+    Keys(crate::commands::tenancy::KeysArgs),
+    /// Tokens and tasks by tenant, model, day and user (GET /v2/usage)
+    Usage(crate::commands::tenancy::UsageArgs),
 }
 
-/// `llorch fleet ...`.
+/// Where orchestratord is and how to print (shared by its commands).
 #[derive(Debug, Args)]
-pub struct FleetArgs {
+pub struct OrchConn {
     /// orchestratord base URL (token: $LLORCH_API_TOKEN)
     #[arg(
         long,
@@ -83,6 +89,13 @@ pub struct FleetArgs {
     /// Print JSON (the API's own bodies)
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+/// `llorch fleet ...`.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    #[command(flatten)]
+    pub conn: OrchConn,
     #[command(subcommand)]
     pub action: FleetAction,
 }
@@ -313,18 +326,8 @@ pub struct GenArgs {
 /// `llorch tasks [--orchestrator URL] ACTION`.
 #[derive(Debug, Args)]
 pub struct TasksArgs {
-    /// orchestratord base URL (token: $LLORCH_API_TOKEN)
-    #[arg(
-        long,
-        global = true,
-        value_name = "URL",
-        env = "LLORCH_ORCHESTRATOR_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub orchestrator: String,
-    /// Print JSON (the API's own bodies)
-    #[arg(long, global = true)]
-    pub json: bool,
+    #[command(flatten)]
+    pub conn: OrchConn,
     #[command(subcommand)]
     pub action: TasksAction,
 }

@@ -35,6 +35,9 @@ fn run(cli: Cli) -> CliResult {
         Command::Infer(args) => commands::infer::run(args),
         Command::Tasks(args) => commands::tasks::run(args),
         Command::Fleet(args) => commands::fleet::run(args),
+        Command::Tenants(args) => commands::tenancy::tenants(args),
+        Command::Keys(args) => commands::tenancy::keys(args),
+        Command::Usage(args) => commands::tenancy::usage(args),
         Command::Pool(args) => commands::pool::run(args, &ctx()?),
         Command::Hosts(cmd) => commands::hosts::run(cmd, &ctx()?),
     }

@@ -89,6 +89,31 @@ impl OrchClient {
             .map_err(|e| self.error(format!("unexpected answer: {e}")))
     }
 
+    /// `GET path?query` as JSON.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, CliError> {
+        let url = format!("{}{path}", self.base);
+        self.json(self.http.get(url).query(query)).await
+    }
+
+    /// `method path` with a JSON body (`POST`, `PUT`), answered with JSON.
+    pub async fn send_json<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut rb = self.http.request(method, url);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        self.json(rb).await
+    }
+
     /// `POST /v2/tasks`.
     pub async fn submit(&self, req: &TaskRequest) -> Result<TaskAccepted, CliError> {
         let url = format!("{}/v2/tasks", self.base);

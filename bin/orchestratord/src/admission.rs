@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::queue::{Admit, Entry};
 use crate::state::{EndCause, Orchestrator};
 use crate::task::Task;
+use crate::tenancy::Caller;
 
 /// Template overhead assumed per chat message, and once per prompt (system prompt, markers).
 const TOKENS_PER_MESSAGE: usize = 16;
@@ -136,8 +137,9 @@ pub async fn submit(
     orch: &Arc<Orchestrator>,
     body: &[u8],
     correlation_id: &str,
+    caller: &Caller,
 ) -> Result<TaskAccepted, ApiError> {
-    submit_task(orch, parse(body), correlation_id)
+    submit_task(orch, parse(body), correlation_id, caller)
         .await
         .map(|(accepted, _)| accepted)
 }
@@ -148,10 +150,11 @@ pub async fn submit_task(
     orch: &Arc<Orchestrator>,
     req: Result<TaskRequest, ApiError>,
     correlation_id: &str,
+    caller: &Caller,
 ) -> Result<(TaskAccepted, Arc<Task>), ApiError> {
     let t0 = Instant::now();
     let result = match req {
-        Ok(req) => admit(orch, req, correlation_id).await,
+        Ok(req) => admit(orch, req, correlation_id, caller).await,
         Err(e) => Err(e),
     };
     let m = &orch.metrics;
@@ -163,6 +166,7 @@ pub async fn submit_task(
                 "orchd_tasks_rejected_total",
                 &[("reason", e.code().as_str())],
             );
+            crate::tenancy::meter::rejected(orch, &caller.tenant, e.code().as_str());
         }
     }
     m.observe(
@@ -177,6 +181,7 @@ async fn admit(
     orch: &Arc<Orchestrator>,
     req: TaskRequest,
     correlation_id: &str,
+    caller: &Caller,
 ) -> Result<(TaskAccepted, Arc<Task>), ApiError> {
     if orch.is_shutting_down() {
         return Err(ApiError::new(
@@ -219,6 +224,9 @@ async fn admit(
             reg.ready_urls(&req.model),
         )
     };
+    let tenant = orch
+        .tenancy
+        .admit(&caller.tenant, &req.model, req.priority)?;
     check_context(orch, &req, ctx, urls).await?;
 
     let client_id = req.task_id.is_some();
@@ -226,12 +234,10 @@ async fn admit(
         .task_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let task = Arc::new(Task::new(
-        id.clone(),
-        req,
-        correlation_id.to_string(),
-        created,
-    ));
+    let task = Arc::new(
+        Task::new(id.clone(), req, correlation_id.to_string(), created)
+            .with_tenant(tenant.tenant.clone()),
+    );
     if !orch.insert_task(task.clone(), client_id) {
         return Err(ApiError::invalid(vec![FieldError::new(
             "task_id",
@@ -246,11 +252,30 @@ async fn admit(
         enqueued: created,
         avoid: Vec::new(),
         affinity: Some(crate::registry::affinity_key(&task.request)),
+        tenant: tenant.tenant.clone(),
+        share: tenant.share,
     };
     let (admit, predicted, backoff) = {
         let mut core = orch.core();
-        let admit = core.queue.push(entry);
         let now = Instant::now();
+        if let Some(max) = tenant.max_queued {
+            let queued = core.queue.tenant_depth(&tenant.tenant);
+            if queued >= max as usize {
+                let backoff = core.drain.backoff_ms(now);
+                drop(core);
+                orch.forget_task(&id);
+                return Err(ApiError::retry_later(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "tenant {:?} has {queued} tasks queued (limit max_queued = {max}); \
+                         retry in {backoff} ms",
+                        tenant.tenant
+                    ),
+                    backoff,
+                ));
+            }
+        }
+        let admit = core.queue.push(entry);
         let position = match &admit {
             Admit::Accepted { position } | Admit::Evicted { position, .. } => *position,
             Admit::Full => 0,
@@ -284,10 +309,10 @@ async fn admit(
         Admit::Accepted { position } => position,
     };
     // sent before anything can end the task, so its deletion is always written after it
-    let durable = orch
-        .cfg
-        .persist_requests
-        .then(|| orch.store.put_pending(&id, &task.request, correlation_id));
+    let durable = orch.cfg.persist_requests.then(|| {
+        orch.store
+            .put_pending(&id, &task.request, correlation_id, &task.tenant)
+    });
     task.set_position(position);
     task.push(&TaskEvent::Queued {
         phase: None,
@@ -316,7 +341,7 @@ async fn admit(
         orch.fleet.wake.notify_one();
     }
     tracing::info!(task_id = %id, %correlation_id, model = %task.request.model,
-        priority = task.request.priority.as_str(), position, "task admitted");
+        tenant = %task.tenant, priority = task.request.priority.as_str(), position, "task admitted");
     let accepted = TaskAccepted {
         events_url: format!("/v2/tasks/{id}/events"),
         status_url: format!("/v2/tasks/{id}"),

@@ -40,6 +40,8 @@ pub struct PendingRow {
     pub correlation_id: String,
     /// Restarts this task has gone through, this one included.
     pub restarts: u32,
+    /// The submitting tenant (column added by the tenancy migration; absent: `default`).
+    pub tenant: Option<String>,
 }
 
 /// A write to the `pending` table.
@@ -50,6 +52,7 @@ pub enum PendingOp {
         task_id: String,
         request: String,
         correlation_id: String,
+        tenant: String,
     },
     /// The task's first event is about to reach its clients.
     TokenSent(String),
@@ -64,10 +67,11 @@ pub fn apply(conn: &Connection, op: &PendingOp) -> rusqlite::Result<()> {
             task_id,
             request,
             correlation_id,
+            tenant,
         } => conn.execute(
-            "INSERT OR REPLACE INTO pending (task_id, seq, request, correlation_id)
-             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM pending), ?2, ?3)",
-            params![task_id, request, correlation_id],
+            "INSERT OR REPLACE INTO pending (task_id, seq, request, correlation_id, tenant)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM pending), ?2, ?3, ?4)",
+            params![task_id, request, correlation_id, tenant],
         ),
         PendingOp::TokenSent(id) => conn.execute(
             "UPDATE pending SET token_sent = 1 WHERE task_id = ?1",
@@ -92,10 +96,19 @@ pub struct Recovery {
 /// Read the `pending` table against the task states and decide; rows of tasks not resumed are
 /// deleted, resumed ones count one more restart.
 pub fn recover(conn: &mut Connection) -> rusqlite::Result<Recovery> {
-    let rows: Vec<(String, String, String, u32, bool, Option<String>)> = {
+    type Row = (
+        String,
+        String,
+        String,
+        u32,
+        bool,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = {
         let mut st = conn.prepare(
-            "SELECT p.task_id, p.request, p.correlation_id, p.restarts, p.token_sent, t.state
-             FROM pending p LEFT JOIN tasks t ON t.task_id = p.task_id ORDER BY p.seq",
+            "SELECT p.task_id, p.request, p.correlation_id, p.restarts, p.token_sent, t.state,
+             p.tenant FROM pending p LEFT JOIN tasks t ON t.task_id = p.task_id ORDER BY p.seq",
         )?;
         let it = st.query_map([], |r| {
             Ok((
@@ -105,13 +118,14 @@ pub fn recover(conn: &mut Connection) -> rusqlite::Result<Recovery> {
                 r.get::<_, i64>(3)? as u32,
                 r.get::<_, i64>(4)? != 0,
                 r.get(5)?,
+                r.get(6)?,
             ))
         })?;
         it.collect::<rusqlite::Result<_>>()?
     };
     let mut out = Recovery::default();
     let tx = conn.transaction()?;
-    for (task_id, request, correlation_id, restarts, token_sent, state) in rows {
+    for (task_id, request, correlation_id, restarts, token_sent, state, tenant) in rows {
         let unfinished = matches!(state.as_deref(), Some("queued" | "running"));
         let request = serde_json::from_str::<TaskRequest>(&request).ok();
         match request {
@@ -125,6 +139,7 @@ pub fn recover(conn: &mut Connection) -> rusqlite::Result<Recovery> {
                     request,
                     correlation_id,
                     restarts: restarts + 1,
+                    tenant,
                 });
             }
             _ => {
@@ -145,6 +160,11 @@ pub fn resume(orch: &Arc<Orchestrator>) -> usize {
     let n = rows.len();
     for row in rows {
         let base = row.restarts as usize * EVENT_ID_STRIDE;
+        let tenant = orch.tenancy.name(
+            row.tenant
+                .as_deref()
+                .unwrap_or(llorch_wire::tenancy::DEFAULT_TENANT),
+        );
         let task = Arc::new(
             Task::new(
                 row.task_id.clone(),
@@ -152,7 +172,8 @@ pub fn resume(orch: &Arc<Orchestrator>) -> usize {
                 row.correlation_id,
                 Instant::now(),
             )
-            .with_event_base(base),
+            .with_event_base(base)
+            .with_tenant(tenant),
         );
         if !orch.insert_task(task.clone(), false) {
             continue;
@@ -164,6 +185,8 @@ pub fn resume(orch: &Arc<Orchestrator>) -> usize {
             enqueued: task.created,
             avoid: Vec::new(),
             affinity: Some(crate::registry::affinity_key(&task.request)),
+            tenant: task.tenant.clone(),
+            share: orch.tenancy.share(&task.tenant),
         };
         let admit = orch.core().queue.push(entry);
         let position = match admit {

@@ -42,7 +42,12 @@ impl ApiError {
 
     /// 429 `QUEUE_FULL` with `Retry-After` (s) and `X-Backoff-Ms`.
     pub fn queue_full(message: impl Into<String>, backoff_ms: u64) -> Self {
-        let mut e = Self::new(ErrorCode::QueueFull, message);
+        Self::retry_later(ErrorCode::QueueFull, message, backoff_ms)
+    }
+
+    /// The code's error with `retry_after_ms`, `Retry-After` (s, rounded up) and `X-Backoff-Ms`.
+    pub fn retry_later(code: ErrorCode, message: impl Into<String>, backoff_ms: u64) -> Self {
+        let mut e = Self::new(code, message);
         e.envelope.error.retry_after_ms = Some(backoff_ms);
         let secs = backoff_ms.div_ceil(1000).max(1);
         e.headers.push((

@@ -22,6 +22,7 @@ pub mod scheduler;
 pub mod state;
 pub mod store;
 pub mod task;
+pub mod tenancy;
 pub mod workers;
 
 use std::future::IntoFuture;
@@ -77,6 +78,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let graceful = async move {
         let _ = graceful_rx.wait_for(|stop| *stop).await;
     };
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(graceful)
         .into_future();

@@ -57,6 +57,24 @@ pub const FAMILIES: &[Family] = &[
         buckets: &[],
     },
     Family {
+        name: "orchd_tenant_tasks_total",
+        kind: Kind::Counter,
+        help: "Tasks ended per tenant (first 100 tenants; the rest as \"other\") and outcome.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tenant_tokens_total",
+        kind: Kind::Counter,
+        help: "Tokens per tenant and kind (in|out|cached) of ended tasks.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_tenant_rejected_total",
+        kind: Kind::Counter,
+        help: "Submissions refused per tenant and reason (error code).",
+        buckets: &[],
+    },
+    Family {
         name: "orchd_tasks_dispatched_total",
         kind: Kind::Counter,
         help: "Dispatch attempts by worker and outcome (success|failure).",
@@ -228,6 +246,11 @@ impl Metrics {
     /// Add 1 to a counter.
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
         self.reg.inc(name, &with_component(labels), 1.0);
+    }
+
+    /// Add `v` to a counter.
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], v: f64) {
+        self.reg.inc(name, &with_component(labels), v);
     }
 
     /// Set a gauge.

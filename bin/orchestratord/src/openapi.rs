@@ -30,7 +30,8 @@ fn paths() -> Value {
                 "400": error("INVALID_REQUEST (every bad field listed) or CONTEXT_LENGTH_EXCEEDED"),
                 "401": error("UNAUTHORIZED"),
                 "404": error("MODEL_NOT_FOUND (the message names the available models)"),
-                "429": { "description": "QUEUE_FULL", "headers": {
+                "403": error("FORBIDDEN (model or priority outside the tenant's limits)"),
+                "429": { "description": "QUEUE_FULL, RATE_LIMITED or QUOTA_EXCEEDED (tenant limits: .specs/tenancy.md)", "headers": {
                     "Retry-After": { "description": "seconds", "schema": { "type": "integer" } },
                     "X-Backoff-Ms": { "description": "milliseconds, from the measured drain rate", "schema": { "type": "integer" } } },
                     "content": { "application/json": { "schema": schema("ErrorEnvelope") } } },
@@ -101,7 +102,7 @@ fn obj(required: &[&str], props: Value) -> Value {
 fn schemas() -> Value {
     let s = |t: &str| json!({ "type": t });
     let error_code = json!({ "type": "string", "enum": ["INVALID_REQUEST", "CONTEXT_LENGTH_EXCEEDED", "WORKER_BUSY",
-        "QUEUE_FULL", "NOT_FOUND", "METHOD_NOT_ALLOWED", "MODEL_NOT_FOUND", "UNAUTHORIZED", "MODEL_LOAD_FAILED", "INFERENCE_FAILED",
+        "QUEUE_FULL", "NOT_FOUND", "METHOD_NOT_ALLOWED", "MODEL_NOT_FOUND", "UNAUTHORIZED", "FORBIDDEN", "RATE_LIMITED", "QUOTA_EXCEEDED", "MODEL_LOAD_FAILED", "INFERENCE_FAILED",
         "WORKER_LOST", "DEADLINE_EXCEEDED", "EVICTED", "CANCELLED", "SHUTTING_DOWN", "ENGINE_FAILED", "NO_CAPACITY", "INTERNAL"] });
     let stop_reason =
         json!({ "type": "string", "enum": ["eos", "stop_sequence", "max_tokens", "cancelled"] });
@@ -205,6 +206,9 @@ fn schemas() -> Value {
 /// The whole document: `/v2` and the OpenAI-compatible `/v1`.
 pub fn document() -> Value {
     let mut paths = paths();
+    if let (Some(d), Value::Object(s)) = (paths.as_object_mut(), crate::tenancy::openapi::paths()) {
+        d.extend(s);
+    }
     let mut schemas = schemas();
     for (dst, src) in [
         (&mut paths, crate::openai::openapi::paths()),

@@ -50,7 +50,7 @@ pub async fn run(orch: Arc<Orchestrator>, task: Arc<Task>, target: Target, dispa
         }
         None => Outcome::Done,
     };
-    orch.release_slot(&target.worker_id);
+    orch.release_slot(&target.worker_id, &task.tenant);
     let Outcome::Retry {
         code,
         message,
@@ -243,6 +243,7 @@ async fn relay(
                     return Outcome::Done;
                 }
                 p.sent += 1;
+                orch.tenancy.charge(&task.tenant, 1);
                 maybe_metrics(orch, task, &mut p);
             }
             WorkerEvent::End {
@@ -347,6 +348,7 @@ fn on_token(
     let ttft_ms = now.duration_since(task.created).as_secs_f64() * 1000.0;
     let (seed, tokens_in) = p.started.unwrap_or_default();
     task.set_started(tokens_in, queue_time_ms, ttft_ms);
+    orch.tenancy.charge(&task.tenant, tokens_in.into());
     orch.metrics
         .observe("orchd_queue_time_ms", &[("model", model)], queue_time_ms);
     orch.metrics

@@ -75,7 +75,7 @@ pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
                 tracing::debug!(task_id = %task.id, worker_id = %target.worker_id, "dispatch");
                 tokio::spawn(relay::run(orch.clone(), task, target, Instant::now()));
             }
-            None => orch.release_slot(&target.worker_id),
+            None => orch.release_slot(&target.worker_id, &entry.tenant),
         }
     }
     if moved {

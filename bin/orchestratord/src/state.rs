@@ -70,6 +70,8 @@ pub struct Orchestrator {
     pub started: Instant,
     /// Pools and deployments (empty without `[[pools]]`).
     pub fleet: crate::fleet::Fleet,
+    /// Tenants, keys and their limits.
+    pub tenancy: crate::tenancy::Tenancy,
 }
 
 impl Orchestrator {
@@ -94,8 +96,11 @@ impl Orchestrator {
             .expect("HTTP client");
         let fleet =
             crate::fleet::Fleet::new(cfg.pools.clone(), cfg.models.clone(), cfg.fleet.clone());
+        let tenancy =
+            crate::tenancy::Tenancy::load(&store, Arc::new(crate::tenancy::limits::SystemClock));
         Arc::new(Self {
             fleet,
+            tenancy,
             cfg,
             core: Mutex::new(core),
             tasks: Mutex::new(TaskTable::default()),
@@ -197,6 +202,7 @@ impl Orchestrator {
             tokens_out = task.tokens_out(), e2e_ms = ms_since(task.created) as u64, "task finished");
         self.persist(task);
         self.store.delete_pending(&task.id);
+        crate::tenancy::meter::record(self, task, &ev);
         let mut t = self.table();
         t.finished.push_back(task.id.clone());
         while t.finished.len() > self.cfg.finished_tasks_in_memory {
@@ -289,16 +295,19 @@ impl Orchestrator {
             enqueued: task.created,
             avoid: task.avoid(),
             affinity: Some(crate::registry::affinity_key(&task.request)),
+            tenant: task.tenant.clone(),
+            share: self.tenancy.share(&task.tenant),
         };
         self.core().queue.push_front(entry);
         self.persist(task);
         self.wake.notify_one();
     }
 
-    /// An attempt on `worker_id` ended: give its slot back and wake the scheduler.
-    pub fn release_slot(&self, worker_id: &str) {
+    /// An attempt of `tenant` on `worker_id` ended: give its slot back and wake the scheduler.
+    pub fn release_slot(&self, worker_id: &str, tenant: &str) {
         let mut core = self.core();
         core.registry.release(worker_id);
+        core.queue.finished(tenant);
         core.running = core.running.saturating_sub(1);
         drop(core);
         self.wake.notify_one();

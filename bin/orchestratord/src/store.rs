@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_state ON tasks(state);
     CREATE INDEX tasks_finished ON tasks(finished_at_ms);",
     crate::durable::MIGRATION,
+    crate::tenancy::db::MIGRATION,
 ];
 
 /// A task row: its status, and its terminal event with the SSE id once it ended.
@@ -62,7 +63,12 @@ enum Op {
     Pending(PendingOp),
     /// Answered once the batch holding it (and every earlier write) is committed.
     Committed(tokio::sync::oneshot::Sender<()>),
+    /// A write of another module (tenancy, usage).
+    Exec(WriteFn),
 }
+
+/// A write run on the writer thread, inside its transaction.
+pub type WriteFn = Box<dyn Fn(&Connection) -> rusqlite::Result<()> + Send>;
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +249,7 @@ fn apply(conn: &Connection, op: &Op) -> rusqlite::Result<()> {
             )?;
         }
         Op::Pending(p) => crate::durable::apply(conn, p)?,
+        Op::Exec(f) => f(conn)?,
         Op::Flush(_) | Op::Committed(_) => {}
     }
     Ok(())
@@ -352,11 +359,13 @@ impl Store {
         task_id: &str,
         request: &llorch_wire::tasks::TaskRequest,
         correlation_id: &str,
+        tenant: &str,
     ) -> tokio::sync::oneshot::Receiver<()> {
         self.send(Op::Pending(PendingOp::Put {
             task_id: task_id.to_string(),
             request: to_json(request),
             correlation_id: correlation_id.to_string(),
+            tenant: tenant.to_string(),
         }));
         self.committed()
     }
@@ -373,7 +382,21 @@ impl Store {
         self.send(Op::Pending(PendingOp::Delete(task_id.to_string())));
     }
 
-    fn committed(&self) -> tokio::sync::oneshot::Receiver<()> {
+    /// Queue a write of another module; it commits with the next batch.
+    pub fn exec(&self, f: WriteFn) {
+        self.send(Op::Exec(f));
+    }
+
+    /// Run a read on the read connection.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        f(&self.read.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Answers once every write sent so far is committed (dropped unanswered if the commit fails).
+    pub fn committed(&self) -> tokio::sync::oneshot::Receiver<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Op::Committed(tx));
         rx
@@ -506,6 +529,7 @@ mod tests {
             },
             stop_reason: None,
             error: None,
+            tenant: None,
         }
     }
 

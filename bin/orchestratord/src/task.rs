@@ -62,6 +62,8 @@ pub struct Task {
     /// SSE id of this process's first event minus one: 0, or above every id an earlier
     /// process gave when the task was queued again after a crash (see `durable`).
     pub event_base: usize,
+    /// Who submitted it (`default` without a tenant key); see `tenancy`.
+    pub tenant: Arc<str>,
     inner: Mutex<Inner>,
     len: watch::Sender<usize>,
 }
@@ -93,6 +95,7 @@ impl Task {
             created_at_ms: unix_ms(),
             deadline,
             event_base: 0,
+            tenant: Arc::from(llorch_wire::tenancy::DEFAULT_TENANT),
             inner: Mutex::new(Inner {
                 state: TaskState::Queued,
                 events: Vec::new(),
@@ -117,6 +120,12 @@ impl Task {
     /// Number this process's events after `base` (a task queued again after a crash).
     pub fn with_event_base(mut self, base: usize) -> Self {
         self.event_base = base;
+        self
+    }
+
+    /// The tenant that submitted it.
+    pub fn with_tenant(mut self, tenant: Arc<str>) -> Self {
+        self.tenant = tenant;
         self
     }
 
@@ -347,6 +356,7 @@ impl Task {
             usage: g.usage.clone(),
             stop_reason: g.stop_reason,
             error: g.error.clone(),
+            tenant: Some(self.tenant.to_string()),
         }
     }
 }

@@ -10,13 +10,13 @@ use crate::orchestrator::OrchClient;
 /// Run `llorch fleet ...`.
 pub fn run(a: FleetArgs) -> CliResult {
     runtime()?.block_on(async move {
-        let c = OrchClient::new(&a.orchestrator);
+        let c = OrchClient::new(&a.conn.orchestrator);
         let v = match &a.action {
             FleetAction::Status => c.pools().await?,
             FleetAction::Drain { pool } => c.drain(pool, true).await?,
             FleetAction::Undrain { pool } => c.drain(pool, false).await?,
         };
-        if a.json {
+        if a.conn.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&v).expect("serializable")
@@ -153,7 +153,8 @@ pub fn pools_table(pools: &[Value]) -> String {
     out
 }
 
-fn align(rows: &[Vec<String>]) -> String {
+/// Rows (the first is the header) as left-aligned columns two spaces apart.
+pub fn align(rows: &[Vec<String>]) -> String {
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))

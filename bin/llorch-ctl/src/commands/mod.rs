@@ -7,6 +7,7 @@ pub mod infer;
 pub mod infer_orch;
 pub mod pool;
 pub mod tasks;
+pub mod tenancy;
 
 use std::path::PathBuf;
 

@@ -27,12 +27,12 @@ fn print_json<T: serde::Serialize>(v: &T) {
 }
 
 async fn run_async(a: TasksArgs) -> CliResult {
-    let c = OrchClient::new(&a.orchestrator);
+    let c = OrchClient::new(&a.conn.orchestrator);
     match a.action {
-        TasksAction::Submit(s) => submit(&c, *s, a.json).await,
+        TasksAction::Submit(s) => submit(&c, *s, a.conn.json).await,
         TasksAction::Status { id } => {
             let st = c.status(&id).await?;
-            if a.json {
+            if a.conn.json {
                 print_json(&st);
             } else {
                 print!("{}", describe(&st));
@@ -41,7 +41,7 @@ async fn run_async(a: TasksArgs) -> CliResult {
         }
         TasksAction::Cancel { id } => {
             c.cancel(&id).await?;
-            if a.json {
+            if a.conn.json {
                 print_json(&serde_json::json!({"task_id": id, "cancelled": true}));
             } else {
                 eprintln!("llorch: cancelled task {id}");
@@ -50,7 +50,7 @@ async fn run_async(a: TasksArgs) -> CliResult {
         }
         TasksAction::List { state, limit } => {
             let list = c.list(state.as_deref(), limit).await?;
-            if a.json {
+            if a.conn.json {
                 print_json(&list);
             } else {
                 print!("{}", table(&list.tasks));

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::error::ApiError;
 use crate::state::{EndCause, Orchestrator};
 use crate::task::{StoredEvent, Task};
+use crate::tenancy::Caller;
 
 /// Reconnect delay suggested to clients (SSE `retry:`).
 const RETRY: Duration = Duration::from_millis(1000);
@@ -130,6 +131,7 @@ pub async fn stream(
     State(orch): State<Arc<Orchestrator>>,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
+    axum::Extension(caller): axum::Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let last = headers
@@ -138,7 +140,7 @@ pub async fn stream(
         .and_then(|v| v.trim().parse::<usize>().ok())
         .or(q.last_event_id)
         .unwrap_or(0);
-    if let Some(task) = orch.task(&id) {
+    if let Some(task) = orch.task(&id).filter(|t| caller.may_see(Some(&*t.tenant))) {
         let from = task.index_after(last);
         return Ok(sse(live(orch, task, from)));
     }
@@ -148,6 +150,7 @@ pub async fn stream(
         .task(&id)
         .ok()
         .flatten()
+        .filter(|row| caller.may_see(row.status.tenant.as_deref()))
         .ok_or_else(|| ApiError::not_found("task", &id))?;
     let replay: Vec<Result<Event, Infallible>> = match row.terminal {
         Some((ev_id, json)) if ev_id as usize > last => {

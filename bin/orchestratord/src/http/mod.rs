@@ -1,6 +1,7 @@
 //! The HTTP surface: routes, correlation ids, bearer auth. Handlers are thin; the work is in
 //! `admission`, `state`, `workers`.
 
+mod admin;
 mod events;
 mod meta;
 mod pools;
@@ -23,6 +24,7 @@ use subtle::ConstantTimeEq;
 use crate::error::ApiError;
 use crate::openai;
 use crate::state::Orchestrator;
+use crate::tenancy::Caller;
 
 /// Request and response header carrying the correlation id.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -61,6 +63,7 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
         .route("/ready", get(meta::ready))
         .route("/metrics", get(meta::metrics))
         .merge(crate::openai::routes())
+        .merge(admin::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(orch.clone(), auth))
@@ -103,14 +106,19 @@ pub fn token_matches(presented: &str, tokens: &[String]) -> bool {
     }) == 1
 }
 
-/// Bearer auth on every route except [`OPEN_PATHS`], when tokens are configured.
-async fn auth(State(orch): State<Arc<Orchestrator>>, req: Request, next: Next) -> Response {
-    if orch.cfg.api_tokens.is_empty() || OPEN_PATHS.contains(&req.uri().path()) {
+/// Bearer auth on every route except [`OPEN_PATHS`]: admin tokens, tenant keys (see
+/// `tenancy::auth`); the caller goes into the request's extensions.
+async fn auth(State(orch): State<Arc<Orchestrator>>, mut req: Request, next: Next) -> Response {
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let path = req.uri().path().to_string();
+    if OPEN_PATHS.contains(&path.as_str()) {
+        req.extensions_mut()
+            .insert(Caller::anonymous(false, "open", source));
         return next.run(req).await;
     }
-    let path = req.uri().path();
-    let is_submit = path == "/v2/tasks" || openai::SUBMIT_PATHS.contains(&path);
-    let openai_shape = openai::is_openai_path(path);
     let presented = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -120,29 +128,29 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, req: Request, next: Next) -
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    let message = match presented {
-        Some(t) if token_matches(t, &orch.cfg.api_tokens) => return next.run(req).await,
-        Some(_) => "the API token is not valid",
-        None => "missing API token: send Authorization: Bearer <LLORCH_API_TOKEN>",
+    let err = match crate::tenancy::auth::authenticate(&orch, &path, presented, source) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            return next.run(req).await;
+        }
+        Err(err) => err,
     };
-    if is_submit {
+    if path == "/v2/tasks" || openai::SUBMIT_PATHS.contains(&path.as_str()) {
         orch.metrics
             .inc("orchd_tasks_enqueued_total", &[("outcome", "rejected")]);
         orch.metrics.inc(
             "orchd_tasks_rejected_total",
-            &[("reason", ErrorCode::Unauthorized.as_str())],
+            &[("reason", err.code().as_str())],
         );
     }
-    let err = ApiError::new(ErrorCode::Unauthorized, message);
-    let mut resp = if openai_shape {
-        openai::OaiError(err).into_response()
-    } else {
-        err.into_response()
-    };
-    resp.headers_mut().insert(
-        axum::http::header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer"),
-    );
+    let unauthorized = err.code() == ErrorCode::Unauthorized;
+    let mut resp = shaped(&path, err);
+    if unauthorized {
+        resp.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
     resp
 }
 

@@ -15,14 +15,16 @@ use super::CorrelationId;
 use crate::admission;
 use crate::error::ApiError;
 use crate::state::{EndCause, Orchestrator};
+use crate::tenancy::Caller;
 
 /// Admit a task: 202 with its id, queue position, predicted start and events URL.
 pub async fn submit(
     State(orch): State<Arc<Orchestrator>>,
     Extension(cid): Extension<CorrelationId>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let accepted = admission::submit(&orch, &body, &cid.0).await?;
+    let accepted = admission::submit(&orch, &body, &cid.0, &caller).await?;
     let location = accepted.status_url.clone();
     Ok((
         StatusCode::ACCEPTED,
@@ -40,9 +42,10 @@ pub struct ListQuery {
 }
 
 /// The most recent tasks (default 50, at most 1000), newest first: unfinished ones from memory,
-/// the rest from the history (live state wins).
+/// the rest from the history (live state wins). A tenant key sees its tenant's tasks only.
 pub async fn list(
     State(orch): State<Arc<Orchestrator>>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<TaskList>, ApiError> {
     let state = match q.state.as_deref() {
@@ -56,7 +59,9 @@ pub async fn list(
         })?),
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let stored = orch.store.recent_tasks(state, limit).map_err(|e| {
+    // a tenant's own tasks may be fewer than `limit` among the newest: read more history
+    let read = if caller.admin { limit } else { 10_000 };
+    let stored = orch.store.recent_tasks(state, read).map_err(|e| {
         ApiError::new(
             llorch_wire::ErrorCode::Internal,
             format!("state database: {e}"),
@@ -72,6 +77,7 @@ pub async fn list(
                 .map(|t| t.status(orch.core().queue.position(&t.id))),
         )
         .filter(|st| state.is_none_or(|s| st.state == s))
+        .filter(|st| caller.may_see(st.tenant.as_deref()))
         .collect();
     tasks.sort_by(|a, b| (b.created_at_ms, &a.task_id).cmp(&(a.created_at_ms, &b.task_id)));
     tasks.truncate(limit as usize);
@@ -81,15 +87,19 @@ pub async fn list(
 /// The task's state, timings and usage; answered from memory or the history.
 pub async fn status(
     State(orch): State<Arc<Orchestrator>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskStatus>, ApiError> {
     if let Some(task) = orch.task(&id) {
+        if !caller.may_see(Some(&*task.tenant)) {
+            return Err(ApiError::not_found("task", &id));
+        }
         let position = orch.core().queue.position(&id);
         return Ok(Json(task.status(position)));
     }
     match orch.store.task(&id) {
-        Ok(Some(row)) => Ok(Json(row.status)),
-        Ok(None) => Err(ApiError::not_found("task", &id)),
+        Ok(Some(row)) if caller.may_see(row.status.tenant.as_deref()) => Ok(Json(row.status)),
+        Ok(_) => Err(ApiError::not_found("task", &id)),
         Err(e) => Err(ApiError::new(
             llorch_wire::ErrorCode::Internal,
             format!("state database: {e}"),
@@ -101,14 +111,15 @@ pub async fn status(
 /// worker; either way its stream ends with `end` (`stop_reason: cancelled`).
 pub async fn cancel(
     State(orch): State<Arc<Orchestrator>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if let Some(task) = orch.task(&id) {
+    if let Some(task) = orch.task(&id).filter(|t| caller.may_see(Some(&*t.tenant))) {
         orch.end_task(&task, EndCause::Cancelled);
         return Ok(StatusCode::NO_CONTENT);
     }
     match orch.store.task(&id) {
-        Ok(Some(_)) => Ok(StatusCode::NO_CONTENT),
+        Ok(Some(row)) if caller.may_see(row.status.tenant.as_deref()) => Ok(StatusCode::NO_CONTENT),
         _ => Err(ApiError::not_found("task", &id)),
     }
 }

@@ -14,35 +14,39 @@ use crate::admission;
 use crate::error::ApiError;
 use crate::http::CorrelationId;
 use crate::state::Orchestrator;
+use crate::tenancy::Caller;
 
 /// `POST /v1/chat/completions`.
 pub async fn chat(
     State(orch): State<Arc<Orchestrator>>,
     Extension(cid): Extension<CorrelationId>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, OaiError> {
-    run(orch, cid, request::chat(&body)).await
+    run(orch, cid, caller, request::chat(&body)).await
 }
 
 /// `POST /v1/completions`.
 pub async fn completion(
     State(orch): State<Arc<Orchestrator>>,
     Extension(cid): Extension<CorrelationId>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, OaiError> {
-    run(orch, cid, request::completion(&body)).await
+    run(orch, cid, caller, request::completion(&body)).await
 }
 
 async fn run(
     orch: Arc<Orchestrator>,
     cid: CorrelationId,
+    caller: Caller,
     prepared: Result<Prepared, ApiError>,
 ) -> Result<Response, OaiError> {
     let (meta, req) = match prepared {
         Ok(p) => (Some(p.meta), Ok(p.task)),
         Err(e) => (None, Err(e)),
     };
-    let (_, task) = admission::submit_task(&orch, req, &cid.0).await?;
+    let (_, task) = admission::submit_task(&orch, req, &cid.0, &caller).await?;
     let meta = meta.expect("an admitted request was parsed");
     let follower = Follower::attach(orch, task);
     if meta.stream {

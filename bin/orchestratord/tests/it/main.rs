@@ -11,3 +11,4 @@ mod openai;
 mod real;
 mod reliability;
 mod state;
+mod tenancy;

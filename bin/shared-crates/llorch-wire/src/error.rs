@@ -24,6 +24,14 @@ pub enum ErrorCode {
     ModelNotFound,
     /// Missing or wrong API key (HTTP 401).
     Unauthorized,
+    /// The key is valid but may not do this: an admin route with a tenant key, a model or
+    /// priority class outside the tenant's limits (HTTP 403).
+    Forbidden,
+    /// A tenant's rate limit (requests or tokens per minute, queued tasks) is reached (HTTP 429,
+    /// with `Retry-After`).
+    RateLimited,
+    /// A tenant's daily token quota is used up (HTTP 429, `Retry-After` until it resets).
+    QuotaExceeded,
     /// The model could not be loaded.
     ModelLoadFailed,
     /// The forward pass or sampling failed.
@@ -54,9 +62,10 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest | ErrorCode::ContextLengthExceeded => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::QueueFull => 429,
+            ErrorCode::QueueFull | ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
             ErrorCode::Cancelled => 499,
             ErrorCode::WorkerBusy
             | ErrorCode::ShuttingDown
@@ -77,6 +86,8 @@ impl ErrorCode {
             self,
             ErrorCode::WorkerBusy
                 | ErrorCode::QueueFull
+                | ErrorCode::RateLimited
+                | ErrorCode::QuotaExceeded
                 | ErrorCode::WorkerLost
                 | ErrorCode::Evicted
                 | ErrorCode::ShuttingDown
@@ -97,6 +108,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::ModelNotFound => "MODEL_NOT_FOUND",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::ModelLoadFailed => "MODEL_LOAD_FAILED",
             ErrorCode::InferenceFailed => "INFERENCE_FAILED",
             ErrorCode::WorkerLost => "WORKER_LOST",

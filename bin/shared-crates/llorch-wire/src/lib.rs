@@ -10,6 +10,7 @@ pub mod execute;
 pub mod openai;
 pub mod secret;
 pub mod tasks;
+pub mod tenancy;
 pub mod tools;
 pub mod worker;
 

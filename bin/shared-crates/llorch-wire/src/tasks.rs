@@ -257,6 +257,9 @@ pub struct TaskStatus {
     pub stop_reason: Option<StopReason>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
+    /// The tenant that submitted the task (`default` without a tenant key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// `GET /v2/tasks[?state=S&limit=N]`: the most recent tasks (also of earlier runs), newest first.
