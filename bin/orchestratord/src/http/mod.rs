@@ -61,6 +61,7 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
         .route("/ready", get(meta::ready))
         .route("/metrics", get(meta::metrics))
         .merge(crate::openai::routes())
+        .merge(crate::dashboard::routes(&orch))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(orch.clone(), auth))
@@ -103,9 +104,13 @@ pub fn token_matches(presented: &str, tokens: &[String]) -> bool {
     }) == 1
 }
 
-/// Bearer auth on every route except [`OPEN_PATHS`], when tokens are configured.
+/// Bearer auth on every route except [`OPEN_PATHS`] and the dashboard page's own files, when
+/// tokens are configured.
 async fn auth(State(orch): State<Arc<Orchestrator>>, req: Request, next: Next) -> Response {
-    if orch.cfg.api_tokens.is_empty() || OPEN_PATHS.contains(&req.uri().path()) {
+    if orch.cfg.api_tokens.is_empty()
+        || OPEN_PATHS.contains(&req.uri().path())
+        || crate::dashboard::is_page(req.uri().path())
+    {
         return next.run(req).await;
     }
     let path = req.uri().path();
