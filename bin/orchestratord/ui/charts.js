@@ -18,7 +18,8 @@ export function niceMax(v) {
 
 function fmt(v) {
   if (v >= 1000) return `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)}k`;
-  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+  if (v >= 100 || Number.isInteger(v)) return String(Math.round(v));
+  return v.toFixed(1);
 }
 
 export class LineChart {
