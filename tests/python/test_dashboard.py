@@ -66,6 +66,16 @@ def sign_in(page, stack):
     expect(page.locator("#conn")).to_have_text("live", timeout=SLOW)
 
 
+def submit_long(stack, seed):
+    """A task that runs for a while (a raw prompt rarely ends early at temperature 0.8)."""
+    status, accepted = stack.call("/v2/tasks", {
+        "model": MODEL_ID, "prompt": "Once upon a time", "max_tokens": 2000,
+        "temperature": 0.8, "seed": seed,
+    })
+    assert status == 202, accepted
+    return accepted["task_id"]
+
+
 def test_without_a_token_the_page_shows_no_data(page, stack):
     data_calls = []
     page.on("request", lambda r: data_calls.append(r.url) if re.search(r"/v[12]/", r.url) else None)
@@ -116,12 +126,7 @@ def test_playground_streams_the_greedy_answer(page, stack):
 
 
 def test_a_task_cancelled_from_its_page_ends_cancelled(page, stack):
-    status, accepted = stack.call("/v2/tasks", {
-        "model": MODEL_ID, "prompt": "Once upon a time", "max_tokens": 2000,
-        "temperature": 0.8, "seed": 1,
-    })
-    assert status == 202, accepted
-    task_id = accepted["task_id"]
+    task_id = submit_long(stack, seed=1)
     sign_in(page, stack)
     page.click("a[data-nav=tasks]")
     link = page.locator(f"#tasks-table a[href='#/tasks/{task_id}']")
@@ -138,12 +143,7 @@ def test_a_task_cancelled_from_its_page_ends_cancelled(page, stack):
 
 
 def test_leaving_a_task_page_does_not_cancel_the_task(page, stack):
-    status, accepted = stack.call("/v2/tasks", {
-        "model": MODEL_ID, "prompt": "Once upon a time", "max_tokens": 2000,
-        "temperature": 0.8, "seed": 2,
-    })
-    assert status == 202, accepted
-    task_id = accepted["task_id"]
+    task_id = submit_long(stack, seed=2)
     sign_in(page, stack)
     page.goto(f"{stack.base}/ui#/tasks/{task_id}")
     expect(page.locator("#task-state")).to_have_text("running", timeout=SLOW)

@@ -25,21 +25,16 @@ pub struct Sample {
     /// first token in that window.
     pub ttft_p50_ms: Option<f64>,
     pub ttft_p95_ms: Option<f64>,
-    pub queue_interactive: u32,
-    pub queue_batch: u32,
-    /// Attempts running on workers.
-    pub running: u32,
-    pub workers_ready: u32,
-    pub workers_total: u32,
-    pub slots_busy: u32,
-    pub slots_total: u32,
+    #[serde(flatten)]
+    pub gauges: Gauges,
 }
 
 /// Point-in-time values read from the queue and registry.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Gauges {
     pub queue_interactive: u32,
     pub queue_batch: u32,
+    /// Attempts running on workers.
     pub running: u32,
     pub workers_ready: u32,
     pub workers_total: u32,
@@ -110,13 +105,7 @@ impl History {
             tokens_per_sec,
             ttft_p50_ms: p50,
             ttft_p95_ms: p95,
-            queue_interactive: g.queue_interactive,
-            queue_batch: g.queue_batch,
-            running: g.running,
-            workers_ready: g.workers_ready,
-            workers_total: g.workers_total,
-            slots_busy: g.slots_busy,
-            slots_total: g.slots_total,
+            gauges: g,
         };
         if self.counters.len() > TTFT_WINDOW {
             self.counters.pop_front();
@@ -205,7 +194,7 @@ mod tests {
             counters(t0 + Duration::from_secs(2), 160.0, [5, 7, 7], 7),
         );
         assert_eq!(s.tokens_per_sec, 30.0);
-        assert_eq!(s.queue_interactive, 3);
+        assert_eq!(s.gauges.queue_interactive, 3);
         // The two new first tokens both fell in (10, 100].
         assert_eq!(s.ttft_p50_ms, Some(55.0));
         // No new first token: no quantile once the window has moved past them.
