@@ -7,6 +7,7 @@ LLORCH_DASHBOARD_ARTIFACTS (screenshots), and what tests/python/stack.py reads. 
 on any browser console error or uncaught page error.
 """
 
+import json
 import os
 import re
 import shutil
@@ -64,6 +65,27 @@ def sign_in(page, stack):
     page.click("#login-form button[type=submit]")
     expect(page.locator("#view-overview")).to_be_visible()
     expect(page.locator("#conn")).to_have_text("live", timeout=SLOW)
+
+
+def test_playground_json_schema_answers_match_the_schema(page, stack):
+    sign_in(page, stack)
+    page.click("a[data-nav=playground]")
+    expect(page.locator("#pg-model option")).to_have_count(1)
+    page.select_option("#pg-format", "json_schema")
+    expect(page.locator("#pg-schema")).to_be_visible()
+    page.fill("#pg-schema", '{"type":"object","properties":{"color":{"type":"string","maxLength":20}},'
+                            '"required":["color"],"additionalProperties":false}')
+    page.fill("#pg-max", "64")
+    page.fill("#pg-input", "Name a color.")
+    page.click("#pg-send")
+    expect(page.locator("#pg-log")).to_have_attribute("data-state", "done", timeout=SLOW)
+    answer = json.loads(page.locator(".msg.assistant .text").last.text_content())
+    assert list(answer) == ["color"] and isinstance(answer["color"], str), answer
+    # A schema that is not JSON is refused in the page, before any request.
+    page.fill("#pg-schema", "{not json")
+    page.fill("#pg-input", "again")
+    page.click("#pg-send")
+    expect(page.locator("#pg-error")).to_contain_text("not valid JSON")
 
 
 def submit_long(stack, seed):
