@@ -219,26 +219,29 @@ impl Progress {
     }
 }
 
+/// `pool: backend[:gpu]` of a fleet worker, from its pool's last inventory.
+fn device_of(fleet: Option<&FleetView>, id: &str) -> Option<String> {
+    fleet?.pools.iter().find_map(|p| {
+        let rec = &p
+            .inventory
+            .as_ref()?
+            .workers
+            .iter()
+            .find(|w| w.record.id == id)?
+            .record;
+        Some(match rec.gpu {
+            Some(g) => format!("{}: {}:{g}", p.name, rec.backend),
+            None => format!("{}: {}", p.name, rec.backend),
+        })
+    })
+}
+
 fn workers(
     orch: &Orchestrator,
     rates: &HashMap<String, f64>,
     fleet: Option<&FleetView>,
 ) -> Vec<DashWorker> {
-    let device = |id: &str| -> Option<String> {
-        fleet?.pools.iter().find_map(|p| {
-            let rec = &p
-                .inventory
-                .as_ref()?
-                .workers
-                .iter()
-                .find(|w| w.record.id == id)?
-                .record;
-            Some(match rec.gpu {
-                Some(g) => format!("{}: {}:{g}", p.name, rec.backend),
-                None => format!("{}: {}", p.name, rec.backend),
-            })
-        })
-    };
+    let device = |id: &str| device_of(fleet, id);
     let core = orch.core();
     core.registry
         .iter()
@@ -302,4 +305,57 @@ fn tasks_key(orch: &Orchestrator) -> u64 {
     live.sort();
     live.hash(&mut h);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::PoolView;
+
+    fn pool() -> PoolView {
+        let inventory = serde_json::from_value(serde_json::json!({
+            "host": "gpu-box", "version": "0.1.0", "home": "/h", "hf_cache": "/c",
+            "backends": [], "models": [],
+            "workers": [{ "id": "w1", "model": "m", "model_path": "/m.gguf", "backend": "cuda",
+                "gpu": 1, "host": "127.0.0.1", "port": 8001, "url": "http://127.0.0.1:8001",
+                "pid": 7, "started_at": 0, "log": "/l", "worker_bin": "/b", "api_token": "secret-token",
+                "alive": true, "uptime_s": 5 }],
+            "machine": { "cpu_cores": 8, "mem_total_bytes": 1, "mem_available_bytes": 1,
+                "gpus": [{ "backend": "cuda", "index": 1, "name": "Test GPU",
+                    "mem_total_bytes": 2, "mem_free_bytes": 1 }] }
+        }))
+        .unwrap();
+        PoolView {
+            name: "p1".into(),
+            transport: "local".into(),
+            reachable: Some(true),
+            drained: false,
+            last_error: None,
+            probed_ago_ms: Some(10),
+            probe_ms: Some(1.0),
+            max_memory_bytes: Some(2),
+            planned_bytes: 1,
+            inventory: Some(inventory),
+            workers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn fleet_workers_get_their_device_and_pools_lose_their_inventory() {
+        let view = FleetView {
+            pools: vec![pool()],
+            deployments: Vec::new(),
+        };
+        assert_eq!(device_of(Some(&view), "w1").as_deref(), Some("p1: cuda:1"));
+        assert_eq!(device_of(Some(&view), "other"), None);
+        assert_eq!(device_of(None, "w1"), None);
+        let dash = summarize(view);
+        assert_eq!(dash.pools[0].gpus, ["Test GPU"]);
+        let json = serde_json::to_string(&dash).unwrap();
+        // Inventory details (worker records, tokens among them) never reach the page.
+        assert!(
+            !json.contains("secret-token") && !json.contains("model_path"),
+            "{json}"
+        );
+    }
 }
