@@ -64,4 +64,7 @@ step "tests: cargo test (all crates)" run_cargo_tests "$@"
 step "tests: OpenAI compatibility (official openai package)" \
   env LLORCH_BIN_DIR="$PWD/target/release" scripts/test-openai.sh
 
+step "tests: dashboard in headless Chromium" \
+  env LLORCH_BIN_DIR="$PWD/target/release" scripts/test-dashboard.sh
+
 step "tests: model matrix (CPU, CI bounds)" scripts/test_all_models.sh --bin-dir target/release

@@ -8,84 +8,31 @@ Environment: LLORCH_BIN_DIR (orchestratord, llorch-candled), LLORCH_TEST_MODEL (
 import json
 import os
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 import urllib.error
 import urllib.request
 
 import openai
 import pytest
 
-MODEL_ID = "smollm2-135m"
+from stack import MODEL_ID, Stack, StackError
+
 MESSAGES = [{"role": "user", "content": "Name three colors."}]
 IN_CI = os.environ.get("CI") in ("true", "1")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.load(r)
-
-
-def wait_for(pred, what, proc, log, timeout=60):
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            pytest.fail(f"{what}: process exited ({proc.returncode}):\n{open(log).read()[-4000:]}")
-        try:
-            if pred():
-                return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{what}: not ready after {timeout} s:\n{open(log).read()[-4000:]}")
 
 
 @pytest.fixture(scope="session")
 def stack():
     """orchestratord + one registered worker; yields the orchestrator's base URL."""
-    bins = os.environ.get("LLORCH_BIN_DIR", "target/debug")
-    model = os.environ.get("LLORCH_TEST_MODEL")
-    if not model or not os.path.isfile(model):
-        pytest.fail("LLORCH_TEST_MODEL is not set to the SmolLM2 GGUF (run scripts/test-openai.sh)")
-    tmp = tempfile.mkdtemp(prefix="llorch-openai-")
-    orch_port, worker_port = free_port(), free_port()
-    base = f"http://127.0.0.1:{orch_port}"
-    env = {k: v for k, v in os.environ.items() if k != "LLORCH_API_TOKEN"}
-    procs = []
+    s = Stack()
     try:
-        orch_log = os.path.join(tmp, "orchestratord.log")
-        orch = subprocess.Popen(
-            [f"{bins}/orchestratord", "--bind", f"127.0.0.1:{orch_port}", "--db", f"{tmp}/o.sqlite"],
-            stdout=subprocess.DEVNULL, stderr=open(orch_log, "w"), env=env,
-        )
-        procs.append(orch)
-        wait_for(lambda: get_json(f"{base}/health")["status"] == "ok", "orchestratord", orch, orch_log)
-        worker_log = os.path.join(tmp, "worker.log")
-        worker = subprocess.Popen(
-            [f"{bins}/llorch-candled", "--model", model, "--port", str(worker_port), "--threads", "2",
-             "--worker-id", "py-worker", "--model-id", MODEL_ID, "--orchestrator-url", base],
-            stdout=subprocess.DEVNULL, stderr=open(worker_log, "w"), env=env,
-        )
-        procs.append(worker)
-        wait_for(lambda: any(m["id"] == MODEL_ID for m in get_json(f"{base}/v1/models")["data"]),
-                 "worker registration", worker, worker_log)
-        yield base
+        try:
+            s.start()
+        except StackError as e:
+            pytest.fail(str(e))
+        yield s.base
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        s.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,12 @@
 //! Layout: `admission` (validate + enqueue), `queue` and `registry` (pure state),
 //! `scheduler` (placement loop + upkeep), `relay` (one attempt on a worker), `state` (shared
 //! state, ending tasks), `store` (SQLite), `http` (routes), `openai` (the `/v1` OpenAI-compatible
-//! API over the same admission), `config`, `metrics`, `openapi`.
+//! API over the same admission), `dashboard` (the web page and its live stream), `config`,
+//! `metrics`, `openapi`.
 
 pub mod admission;
 pub mod config;
+pub mod dashboard;
 pub mod durable;
 pub mod error;
 pub mod fleet;

@@ -268,6 +268,16 @@ impl Metrics {
         self.reg.value(name, &with_component(labels))
     }
 
+    /// Sum of a counter or gauge over all its series (e.g. tokens of every model).
+    pub fn total(&self, name: &'static str) -> f64 {
+        self.reg.total(name)
+    }
+
+    /// A histogram summed over its series: bounds, cumulative counts, total count.
+    pub fn histogram_total(&self, name: &'static str) -> (Vec<f64>, Vec<u64>, u64) {
+        self.reg.histogram_total(name)
+    }
+
     /// The Prometheus text format.
     pub fn render(&self) -> String {
         self.reg.render()

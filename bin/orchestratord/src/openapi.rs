@@ -58,7 +58,9 @@ fn paths() -> Value {
             "parameters": [
                 { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } },
                 { "name": "Last-Event-ID", "in": "header", "schema": { "type": "integer" } },
-                { "name": "last_event_id", "in": "query", "schema": { "type": "integer" } } ],
+                { "name": "last_event_id", "in": "query", "schema": { "type": "integer" } },
+                { "name": "observe", "in": "query", "description": "watch without subscribing: neither keeps the task alive nor cancels it by leaving",
+                  "schema": { "type": "boolean", "default": false } } ],
             "responses": { "200": { "description": "text/event-stream of TaskEvent",
                 "content": { "text/event-stream": { "schema": schema("TaskEvent") } } }, "404": error("NOT_FOUND") } } },
         "/v2/tasks/{id}/cancel": { "post": {
@@ -217,6 +219,10 @@ pub fn document() -> Value {
         if let (Some(d), Value::Object(s)) = (dst.as_object_mut(), src) {
             d.extend(s);
         }
+    }
+    if let (Some(d), Value::Object(s)) = (paths.as_object_mut(), crate::dashboard::openapi_paths())
+    {
+        d.extend(s);
     }
     json!({
         "openapi": "3.1.0",

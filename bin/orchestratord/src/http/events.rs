@@ -1,7 +1,8 @@
 //! `GET /v2/tasks/{id}/events`: the task's SSE stream. Every event has an id (1-based, per
 //! task); `Last-Event-ID` resumes after it without duplicates; a finished task replays its
 //! terminal event. When the last client leaves a running task and none returns within the
-//! grace period, the task is cancelled.
+//! grace period, the task is cancelled. An observer (`?observe=true`, e.g. the dashboard) is
+//! not a client in that sense: it neither keeps the task alive nor cancels it by leaving.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,20 +24,28 @@ use crate::tenancy::Caller;
 /// Reconnect delay suggested to clients (SSE `retry:`).
 const RETRY: Duration = Duration::from_millis(1000);
 
-/// `?last_event_id=N`, for clients that cannot set the header.
+/// `?last_event_id=N`, for clients that cannot set the header; `?observe=true` watches
+/// without subscribing.
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
     last_event_id: Option<usize>,
+    #[serde(default)]
+    observe: bool,
 }
 
 /// Detaches an SSE client from its task when the response body is dropped.
 struct Subscription {
     orch: Arc<Orchestrator>,
     task: Arc<Task>,
+    /// An observer: not counted as a subscriber.
+    observer: bool,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if self.observer {
+            return;
+        }
         let Some(generation) = self.task.unsubscribe() else {
             return;
         };
@@ -81,12 +90,19 @@ fn live(
     orch: Arc<Orchestrator>,
     task: Arc<Task>,
     from: usize,
+    observer: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    task.subscribe();
+    if !observer {
+        task.subscribe();
+    }
     let len = task.watch_len();
     let base = task.event_base;
     let cursor = Cursor {
-        sub: Subscription { orch, task },
+        sub: Subscription {
+            orch,
+            task,
+            observer,
+        },
         next: from,
         base,
         len,
@@ -142,7 +158,7 @@ pub async fn stream(
         .unwrap_or(0);
     if let Some(task) = orch.task(&id).filter(|t| caller.may_see(Some(&*t.tenant))) {
         let from = task.index_after(last);
-        return Ok(sse(live(orch, task, from)));
+        return Ok(sse(live(orch, task, from, q.observe)));
     }
     // Gone from memory: only the terminal event remains, in the history.
     let row = orch

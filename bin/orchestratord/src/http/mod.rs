@@ -64,6 +64,7 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
         .route("/metrics", get(meta::metrics))
         .merge(crate::openai::routes())
         .merge(admin::routes())
+        .merge(crate::dashboard::routes(&orch))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(orch.clone(), auth))
@@ -106,15 +107,16 @@ pub fn token_matches(presented: &str, tokens: &[String]) -> bool {
     }) == 1
 }
 
-/// Bearer auth on every route except [`OPEN_PATHS`]: admin tokens, tenant keys (see
-/// `tenancy::auth`); the caller goes into the request's extensions.
+/// Bearer auth on every route except [`OPEN_PATHS`] and the dashboard page's own files (they
+/// hold no data): admin tokens, tenant keys (see `tenancy::auth`); the caller goes into the
+/// request's extensions.
 async fn auth(State(orch): State<Arc<Orchestrator>>, mut req: Request, next: Next) -> Response {
     let source = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
     let path = req.uri().path().to_string();
-    if OPEN_PATHS.contains(&path.as_str()) {
+    if OPEN_PATHS.contains(&path.as_str()) || crate::dashboard::is_page(&path) {
         req.extensions_mut()
             .insert(Caller::anonymous(false, "open", source));
         return next.run(req).await;

@@ -5,6 +5,7 @@
 mod api;
 mod common;
 mod crash;
+mod dashboard;
 mod faults;
 mod fleet;
 mod openai;

@@ -157,6 +157,33 @@ impl Registry {
         })
     }
 
+    /// Sum of every series of a counter or gauge family (0 for a histogram).
+    pub fn total(&self, name: &str) -> f64 {
+        self.with(name, |f| match f {
+            Family::Counter(m) | Family::Gauge(m) => m.values().sum(),
+            Family::Histogram { .. } => 0.0,
+        })
+    }
+
+    /// A histogram family summed over its series: the bucket bounds, the cumulative count at
+    /// each bound (as rendered) and the total count. Empty for a counter or gauge.
+    pub fn histogram_total(&self, name: &str) -> (Vec<f64>, Vec<u64>, u64) {
+        self.with(name, |f| match f {
+            Family::Histogram { buckets, series } => {
+                let mut counts = vec![0; buckets.len()];
+                let mut total = 0;
+                for h in series.values() {
+                    for (c, v) in counts.iter_mut().zip(&h.counts) {
+                        *c += v;
+                    }
+                    total += h.count;
+                }
+                (buckets.clone(), counts, total)
+            }
+            _ => (Vec::new(), Vec::new(), 0),
+        })
+    }
+
     /// Render everything in the Prometheus text format.
     pub fn render(&self) -> String {
         let g = self.inner.lock().unwrap();
@@ -219,5 +246,23 @@ mod tests {
         assert!(t.contains("lat_ms_bucket{le=\"10\"} 1"));
         assert!(t.contains("lat_ms_count 1"));
         assert_eq!(r.value("x_total", &[("outcome", "ok")]), 2.0);
+    }
+
+    #[test]
+    fn totals_sum_every_series() {
+        let r = Registry::new();
+        r.counter("x_total", "things");
+        r.histogram("lat_ms", "latency", &[1.0, 10.0]);
+        r.inc("x_total", &[("model", "a")], 2.0);
+        r.inc("x_total", &[("model", "b")], 3.0);
+        r.observe("lat_ms", &[("model", "a")], 0.5);
+        r.observe("lat_ms", &[("model", "b")], 5.0);
+        r.observe("lat_ms", &[("model", "b")], 50.0);
+        assert_eq!(r.total("x_total"), 5.0);
+        assert_eq!(
+            r.histogram_total("lat_ms"),
+            (vec![1.0, 10.0], vec![1, 2], 3)
+        );
+        assert_eq!(r.histogram_total("x_total").2, 0);
     }
 }
