@@ -2,7 +2,8 @@
 //!
 //! Prints prompt-processing (ppN) and generation (tgN) tokens/s, min and median over rounds,
 //! and — with `--worker` — cold start (exec → ready), peak RSS, TTFT and cancel latency of a
-//! real `llorch-candled` process. Compare with llama.cpp's `llama-bench -t 2` on the same model.
+//! real `llorch-candled` process. For a ratio to llama.cpp, run `scripts/bench-peer.py`, which
+//! runs this and `llama-bench` interleaved on the same model, threads and prompt.
 //!
 //! With `--batch 1,2,4,8` it also measures continuous batching: aggregate generation tokens/s
 //! when that many sequences share each decode step (the worker's `--parallel`).
@@ -111,11 +112,6 @@ fn main() -> Result<()> {
     println!(
         "tg{:<4} tok/s: min {tg_min:7.1}  median {tg_med:7.1}  max {tg_max:7.1}",
         args.tg
-    );
-    println!(
-        "vs llama.cpp baseline (Q4_1, 2 threads, median pp128 197 / tg128 104): pp {:.2}x  tg {:.2}x",
-        pp_med / 197.0,
-        tg_med / 104.0
     );
     if args.constrained {
         let batches = if args.batch.is_empty() {
