@@ -9,7 +9,7 @@
 //! when that many sequences share each decode step (the worker's `--parallel`).
 //!
 //! usage: llorch-bench --model PATH [--threads 2] [--rounds 5] [--pp 128] [--tg 128]
-//!        [--weights auto|q8_0|stored] [--batch 1,2,4] [--worker]
+//!        [--weights auto|q8_0|stored] [--batch 1,2,4] [--worker] [--profile]
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Parser;
 use llorch_engine::generate::prefill;
-use llorch_engine::model::{Logits, Requant};
+use llorch_engine::model::{profile, Logits, Requant};
 use llorch_engine::sampler::argmax;
 use llorch_engine::{load, LoadOptions};
 
@@ -50,6 +50,10 @@ struct Args {
     /// constraint vs without, at each `--batch` size (default 1,4).
     #[arg(long)]
     constrained: bool,
+    /// Time the forward pass by operation (matmul per weight type and shape, attention, the
+    /// rest) and print where pp and tg time goes.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -82,11 +86,16 @@ fn main() -> Result<()> {
         .map(|i| 100 + (i * 37) % 40000)
         .collect();
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    let mut prof = [Vec::new(), Vec::new()];
+    if args.profile {
+        profile::enable();
+    }
     for _ in 0..args.rounds {
         let mut cache = lm.model.new_cache(args.pp + args.tg + 1)?;
         let t = Instant::now();
         let (logits, _) = prefill(&lm, &prompt, &mut cache, None, &never)?.expect("not cancelled");
         pp.push(args.pp as f64 / t.elapsed().as_secs_f64());
+        prof[0].extend(profile::take());
         let mut id = argmax(&logits);
         let mut cache = lm.model.new_cache(args.tg + 1)?;
         let t = Instant::now();
@@ -99,6 +108,7 @@ fn main() -> Result<()> {
             id = argmax(&l);
         }
         tg.push(args.tg as f64 / t.elapsed().as_secs_f64());
+        prof[1].extend(profile::take());
     }
     // min is the slowest round: report the median and the best
     let (pp_min, pp_med) = stats(pp.clone());
@@ -113,6 +123,10 @@ fn main() -> Result<()> {
         "tg{:<4} tok/s: min {tg_min:7.1}  median {tg_med:7.1}  max {tg_max:7.1}",
         args.tg
     );
+    if args.profile {
+        print_profile(&format!("pp{}", args.pp), &prof[0], args.pp * args.rounds);
+        print_profile(&format!("tg{}", args.tg), &prof[1], args.tg * args.rounds);
+    }
     if args.constrained {
         let batches = if args.batch.is_empty() {
             vec![1, 4]
@@ -128,6 +142,33 @@ fn main() -> Result<()> {
         worker_bench::run(&args.model, args.threads)?;
     }
     Ok(())
+}
+
+/// Where the time of one phase went: per operation, ms per token and share of the forward pass;
+/// "other" is the forward pass less the matmuls and attention (norms, rotary, residuals, copies).
+fn print_profile(phase: &str, entries: &[(String, std::time::Duration, u64)], tokens: usize) {
+    let mut by_op: std::collections::BTreeMap<&str, f64> = Default::default();
+    for (op, d, _) in entries {
+        *by_op.entry(op.as_str()).or_default() += d.as_secs_f64() * 1e3;
+    }
+    let total = by_op.remove("forward (whole)").unwrap_or(0.0);
+    let per = |ms: f64| ms / tokens.max(1) as f64;
+    println!(
+        "{phase} profile: {:.3} ms/token in the forward pass",
+        per(total)
+    );
+    let mut rows: Vec<(&str, f64)> = by_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let counted: f64 = rows.iter().map(|r| r.1).sum();
+    rows.push(("other (norms, rotary, residuals, copies)", total - counted));
+    for (op, ms) in rows {
+        println!(
+            "  {:<44} {:8.3} ms/token {:5.1}%",
+            op,
+            per(ms),
+            100.0 * ms / total.max(1e-9)
+        );
+    }
 }
 
 /// `b` sequences with different 16-token prompts decode `tg` tokens each through

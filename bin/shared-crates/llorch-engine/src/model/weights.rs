@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
+use super::profile;
 use super::qmatmul::{self, OwnMatrix};
 
 /// What to do with weight types the engine has no fast CPU kernel for.
@@ -115,10 +116,25 @@ impl Matrix {
 
     /// `x` `(…, k)` → `(…, n)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Matrix::Candle(m) => Ok(candle_core::Module::forward(m, x)?),
-            Matrix::Own(m) => m.forward(x),
-        }
+        let t = profile::start();
+        let y = match self {
+            Matrix::Candle(m) => candle_core::Module::forward(m, x)?,
+            Matrix::Own(m) => m.forward(x)?,
+        };
+        profile::record(t, || {
+            let (kind, dtype) = match self {
+                Matrix::Own(m) => ("own", format!("{:?}", m.dtype())),
+                Matrix::Candle(QMatMul::QTensor(q)) => ("candle", format!("{:?}", q.dtype())),
+                Matrix::Candle(_) => ("candle", "dense".into()),
+            };
+            let (k, n) = (x.dims().last().copied(), y.dims().last().copied());
+            format!(
+                "matmul {dtype} ({kind}) {}→{}",
+                k.unwrap_or(0),
+                n.unwrap_or(0)
+            )
+        });
+        Ok(y)
     }
 }
 
