@@ -11,6 +11,34 @@
 //! columns; rayon's workers sleep instead of spinning, so a busy machine slows the engine down
 //! instead of collapsing it.
 
+/// The items every weight type's [`WeightBlock`] impl shares: its AVX2 kernels (its module's
+/// `avx2::dot`, entered only after [`available`] found AVX2 and FMA) and its [`OwnMatrix`]
+/// variant.
+macro_rules! kernel_items {
+    ($variant:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        fn simd() -> Option<super::Kernels<Self>> {
+            super::available().then_some(super::Kernels {
+                // SAFETY: `available()` found AVX2 and FMA.
+                dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
+                // SAFETY: as above.
+                dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
+            })
+        }
+
+        fn into_own(m: super::QMatrix<Self>) -> super::OwnMatrix {
+            super::OwnMatrix::$variant(m)
+        }
+
+        fn from_own(m: super::OwnMatrix) -> Option<super::QMatrix<Self>> {
+            match m {
+                super::OwnMatrix::$variant(m) => Some(m),
+                _ => None,
+            }
+        }
+    };
+}
+
 mod act;
 mod q4_1;
 mod q4_k;

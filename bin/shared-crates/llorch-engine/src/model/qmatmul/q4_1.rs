@@ -3,7 +3,7 @@
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::{BlockQ8, Kernels, OwnMatrix, QMatrix, WeightBlock};
+use super::{BlockQ8, WeightBlock};
 
 /// One Q4_1 block: scale, minimum (GGUF's f16 widened to f32 at load, so the inner loop does
 /// no conversions), 32 4-bit values (low nibbles are values 0..16, high nibbles 16..32).
@@ -51,26 +51,7 @@ impl WeightBlock for BlockQ4_1 {
         acc
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn simd() -> Option<Kernels<Self>> {
-        super::available().then_some(Kernels {
-            // SAFETY: `available()` found AVX2 and FMA.
-            dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
-            // SAFETY: as above.
-            dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
-        })
-    }
-
-    fn into_own(m: QMatrix<Self>) -> OwnMatrix {
-        OwnMatrix::Q4_1(m)
-    }
-
-    fn from_own(m: OwnMatrix) -> Option<QMatrix<Self>> {
-        match m {
-            OwnMatrix::Q4_1(m) => Some(m),
-            _ => None,
-        }
-    }
+    kernel_items!(Q4_1);
 }
 
 #[cfg(target_arch = "x86_64")]

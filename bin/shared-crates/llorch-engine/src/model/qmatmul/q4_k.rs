@@ -4,7 +4,7 @@
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::{BlockQ8K, Kernels, OwnMatrix, QMatrix, WeightBlock};
+use super::{BlockQ8K, WeightBlock};
 
 /// One Q4_K super-block. The f16 scales are widened and the 12 bytes of packed 6-bit scales
 /// and minimums unpacked at load (the same numbers, laid out for the kernel); `qs` is as stored:
@@ -75,26 +75,7 @@ impl WeightBlock for BlockQ4K {
         acc
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn simd() -> Option<Kernels<Self>> {
-        super::available().then_some(Kernels {
-            // SAFETY: `available()` found AVX2 and FMA.
-            dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
-            // SAFETY: as above.
-            dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
-        })
-    }
-
-    fn into_own(m: QMatrix<Self>) -> OwnMatrix {
-        OwnMatrix::Q4K(m)
-    }
-
-    fn from_own(m: OwnMatrix) -> Option<QMatrix<Self>> {
-        match m {
-            OwnMatrix::Q4K(m) => Some(m),
-            _ => None,
-        }
-    }
+    kernel_items!(Q4K);
 }
 
 #[cfg(target_arch = "x86_64")]

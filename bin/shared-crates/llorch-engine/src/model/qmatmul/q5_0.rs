@@ -5,7 +5,7 @@
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::{BlockQ8, Kernels, OwnMatrix, QMatrix, WeightBlock};
+use super::{BlockQ8, WeightBlock};
 
 /// One Q5_0 block: scale (widened to f32 at load), the fifth bits (bit `i` for value `i`), and
 /// the low 4 bits (low nibbles are values 0..16, high nibbles 16..32).
@@ -60,26 +60,7 @@ impl WeightBlock for BlockQ5_0 {
             .sum()
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn simd() -> Option<Kernels<Self>> {
-        super::available().then_some(Kernels {
-            // SAFETY: `available()` found AVX2 and FMA.
-            dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
-            // SAFETY: as above.
-            dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
-        })
-    }
-
-    fn into_own(m: QMatrix<Self>) -> OwnMatrix {
-        OwnMatrix::Q5_0(m)
-    }
-
-    fn from_own(m: OwnMatrix) -> Option<QMatrix<Self>> {
-        match m {
-            OwnMatrix::Q5_0(m) => Some(m),
-            _ => None,
-        }
-    }
+    kernel_items!(Q5_0);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -4,7 +4,7 @@
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::{BlockQ8K, Kernels, OwnMatrix, QMatrix, WeightBlock};
+use super::{BlockQ8K, WeightBlock};
 
 /// One Q6_K super-block as stored, but with the f16 scale widened to f32 and moved first. Per
 /// half of 128 values: value `l` (0..32) takes the low nibble of `ql[l]` and bits 0-1 of
@@ -65,26 +65,7 @@ impl WeightBlock for BlockQ6K {
         acc
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn simd() -> Option<Kernels<Self>> {
-        super::available().then_some(Kernels {
-            // SAFETY: `available()` found AVX2 and FMA.
-            dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
-            // SAFETY: as above.
-            dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
-        })
-    }
-
-    fn into_own(m: QMatrix<Self>) -> OwnMatrix {
-        OwnMatrix::Q6K(m)
-    }
-
-    fn from_own(m: OwnMatrix) -> Option<QMatrix<Self>> {
-        match m {
-            OwnMatrix::Q6K(m) => Some(m),
-            _ => None,
-        }
-    }
+    kernel_items!(Q6K);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,7 @@
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::{BlockQ8, Kernels, OwnMatrix, QMatrix, WeightBlock};
+use super::{BlockQ8, WeightBlock};
 
 /// One Q8_0 block: scale (widened to f32 at load) and 32 signed 8-bit values.
 #[derive(Clone, Copy)]
@@ -47,26 +47,7 @@ impl WeightBlock for BlockQ8_0 {
             .sum()
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn simd() -> Option<Kernels<Self>> {
-        super::available().then_some(Kernels {
-            // SAFETY: `available()` found AVX2 and FMA.
-            dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
-            // SAFETY: as above.
-            dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
-        })
-    }
-
-    fn into_own(m: QMatrix<Self>) -> OwnMatrix {
-        OwnMatrix::Q8_0(m)
-    }
-
-    fn from_own(m: OwnMatrix) -> Option<QMatrix<Self>> {
-        match m {
-            OwnMatrix::Q8_0(m) => Some(m),
-            _ => None,
-        }
-    }
+    kernel_items!(Q8_0);
 }
 
 #[cfg(target_arch = "x86_64")]
