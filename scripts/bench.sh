@@ -6,21 +6,25 @@
 #      MODEL_SUPPORT.md regenerated with --markdown)
 #   2. llorch-bench on SmolLM2: pp128/tg128 and continuous batching 1,2,4,8, and the worker
 #      process (cold start, TTFT, cancel latency)
+#   3. with --peer PATH-TO-llama-bench: scripts/bench-peer.py, llorch-bench and llama.cpp's
+#      llama-bench interleaved on SmolLM2 Q4_1 and Gemma 3 Q4_K_M (pp512, tg64), with ratios
 #
 # Compare with llama.cpp only in the same run (see ../shared/reference/perf-baseline.md):
 # on a shared machine a ratio to a number from another day means nothing.
 #
-# usage: scripts/bench.sh [--markdown] [--rounds N]
+# usage: scripts/bench.sh [--markdown] [--rounds N] [--peer PATH-TO-llama-bench]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { echo "== bench.sh: $*" >&2; }
 MD=()
 ROUNDS=3
+PEER=
 while [ $# -gt 0 ]; do
   case "$1" in
     --markdown) MD=(--markdown); shift ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --peer) PEER="$2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,4 +38,11 @@ log "llorch-bench (SmolLM2 Q4_1, 2 threads)"
 cargo build --release --quiet -p llorch-candled --bin llorch-bench --bin llorch-candled
 SMOL=$(scripts/fetch-test-model.sh smollm2)
 target/release/llorch-bench --model "$SMOL" --threads 2 --rounds "$ROUNDS" --batch 1,2,4,8 --worker || status=1
+
+if [ -n "$PEER" ]; then
+  for m in $(scripts/fetch-test-model.sh all); do
+    log "same-run ratios to llama.cpp: $(basename "$m")"
+    scripts/bench-peer.py --peer "$PEER" --model "$m" --threads 2 --rounds "$ROUNDS" || status=1
+  done
+fi
 exit "$status"

@@ -2,13 +2,14 @@
 //!
 //! Prints prompt-processing (ppN) and generation (tgN) tokens/s, min and median over rounds,
 //! and — with `--worker` — cold start (exec → ready), peak RSS, TTFT and cancel latency of a
-//! real `llorch-candled` process. Compare with llama.cpp's `llama-bench -t 2` on the same model.
+//! real `llorch-candled` process. For a ratio to llama.cpp, run `scripts/bench-peer.py`, which
+//! runs this and `llama-bench` interleaved on the same model, threads and prompt.
 //!
 //! With `--batch 1,2,4,8` it also measures continuous batching: aggregate generation tokens/s
 //! when that many sequences share each decode step (the worker's `--parallel`).
 //!
 //! usage: llorch-bench --model PATH [--threads 2] [--rounds 5] [--pp 128] [--tg 128]
-//!        [--weights auto|q8_0|stored] [--batch 1,2,4] [--worker]
+//!        [--weights auto|q8_0|stored] [--batch 1,2,4] [--worker] [--profile]
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -17,7 +18,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Parser;
 use llorch_engine::generate::prefill;
-use llorch_engine::model::{Logits, Requant};
+use llorch_engine::model::{profile, Logits, Requant};
 use llorch_engine::sampler::argmax;
 use llorch_engine::{load, LoadOptions};
 
@@ -49,6 +50,10 @@ struct Args {
     /// constraint vs without, at each `--batch` size (default 1,4).
     #[arg(long)]
     constrained: bool,
+    /// Time the forward pass by operation (matmul per weight type and shape, attention, the
+    /// rest) and print where pp and tg time goes.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
@@ -81,11 +86,16 @@ fn main() -> Result<()> {
         .map(|i| 100 + (i * 37) % 40000)
         .collect();
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    let mut prof = [Vec::new(), Vec::new()];
+    if args.profile {
+        profile::enable();
+    }
     for _ in 0..args.rounds {
         let mut cache = lm.model.new_cache(args.pp + args.tg + 1)?;
         let t = Instant::now();
         let (logits, _) = prefill(&lm, &prompt, &mut cache, None, &never)?.expect("not cancelled");
         pp.push(args.pp as f64 / t.elapsed().as_secs_f64());
+        prof[0].extend(profile::take());
         let mut id = argmax(&logits);
         let mut cache = lm.model.new_cache(args.tg + 1)?;
         let t = Instant::now();
@@ -98,6 +108,7 @@ fn main() -> Result<()> {
             id = argmax(&l);
         }
         tg.push(args.tg as f64 / t.elapsed().as_secs_f64());
+        prof[1].extend(profile::take());
     }
     // min is the slowest round: report the median and the best
     let (pp_min, pp_med) = stats(pp.clone());
@@ -112,11 +123,10 @@ fn main() -> Result<()> {
         "tg{:<4} tok/s: min {tg_min:7.1}  median {tg_med:7.1}  max {tg_max:7.1}",
         args.tg
     );
-    println!(
-        "vs llama.cpp baseline (Q4_1, 2 threads, median pp128 197 / tg128 104): pp {:.2}x  tg {:.2}x",
-        pp_med / 197.0,
-        tg_med / 104.0
-    );
+    if args.profile {
+        print_profile(&format!("pp{}", args.pp), &prof[0], args.pp * args.rounds);
+        print_profile(&format!("tg{}", args.tg), &prof[1], args.tg * args.rounds);
+    }
     if args.constrained {
         let batches = if args.batch.is_empty() {
             vec![1, 4]
@@ -132,6 +142,33 @@ fn main() -> Result<()> {
         worker_bench::run(&args.model, args.threads)?;
     }
     Ok(())
+}
+
+/// Where the time of one phase went: per operation, ms per token and share of the forward pass;
+/// "other" is the forward pass less the matmuls and attention (norms, rotary, residuals, copies).
+fn print_profile(phase: &str, entries: &[(String, std::time::Duration, u64)], tokens: usize) {
+    let mut by_op: std::collections::BTreeMap<&str, f64> = Default::default();
+    for (op, d, _) in entries {
+        *by_op.entry(op.as_str()).or_default() += d.as_secs_f64() * 1e3;
+    }
+    let total = by_op.remove("forward (whole)").unwrap_or(0.0);
+    let per = |ms: f64| ms / tokens.max(1) as f64;
+    println!(
+        "{phase} profile: {:.3} ms/token in the forward pass",
+        per(total)
+    );
+    let mut rows: Vec<(&str, f64)> = by_op.into_iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let counted: f64 = rows.iter().map(|r| r.1).sum();
+    rows.push(("other (norms, rotary, residuals, copies)", total - counted));
+    for (op, ms) in rows {
+        println!(
+            "  {:<44} {:8.3} ms/token {:5.1}%",
+            op,
+            per(ms),
+            100.0 * ms / total.max(1e-9)
+        );
+    }
 }
 
 /// `b` sequences with different 16-token prompts decode `tg` tokens each through

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod config;
 pub mod kv;
+pub mod profile;
 pub mod qmatmul;
 pub mod transformer;
 pub mod weights;

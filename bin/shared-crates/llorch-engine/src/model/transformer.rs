@@ -279,6 +279,13 @@ impl Transformer {
     /// Run `ids` at absolute positions `cache.len()..` through the model, appending to the
     /// cache. Returns F32 logits of shape `(1, vocab)` or `(ids.len(), vocab)`.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor> {
+        let t = super::profile::start();
+        let out = self.forward_inner(ids, cache, logits);
+        super::profile::record(t, || "forward (whole)".into());
+        out
+    }
+
+    fn forward_inner(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor> {
         let n = ids.len();
         let pos = cache.len();
         anyhow::ensure!(
@@ -516,14 +523,11 @@ impl Transformer {
                 None
             };
             let scale = cfg.attn_scale as f32;
-            return super::attention::attend_cpu(
-                &q.squeeze(0)?,
-                &k_all,
-                &v_all,
-                pos,
-                scale,
-                window,
-            );
+            let t = super::profile::start();
+            let out =
+                super::attention::attend_cpu(&q.squeeze(0)?, &k_all, &v_all, pos, scale, window);
+            super::profile::record(t, || "attention (softmax·V, cpu kernel)".into());
+            return out;
         }
         let t = pos + n;
         // Grouped-query attention without copying K/V per head: query heads sharing one KV head

@@ -10,15 +10,17 @@ use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
-use super::qmatmul::{self, Q4_1Matrix, Q8_0Matrix};
+use super::profile;
+use super::qmatmul::{self, OwnMatrix};
 
-/// What to do with weight types that candle only has scalar CPU kernels for.
+/// What to do with weight types the engine has no fast CPU kernel for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requant {
-    /// The default. On CPU: Q4_1 runs on this engine's own AVX2 kernel (bit-exact weights);
-    /// Q5_0/Q5_1 (scalar in candle) and F16/BF16/F32 matrices are converted to Q8_0.
+    /// The default. On a CPU with AVX2/FMA: Q4_1, Q5_0, Q8_0, Q4_K and Q6_K run as stored on
+    /// this engine's own kernels; Q5_1 and F16/BF16/F32 matrices are converted to Q8_0; other
+    /// k-quants run as stored on candle's kernels.
     Auto,
-    /// Like `Auto`, but Q4_1 is converted to Q8_0 too (candle's kernel; loses some precision on
+    /// Like `Auto`, but Q4_1 and Q5_0 are converted to Q8_0 too (loses some precision on
     /// blocks far from zero).
     Q8_0,
     /// Run weights as stored, with candle's kernels.
@@ -29,30 +31,25 @@ pub enum Requant {
 pub enum Matrix {
     /// Candle's quantized or dense matmul.
     Candle(QMatMul),
-    /// This engine's Q4_1 CPU kernel.
-    Q4_1(Q4_1Matrix),
-    /// This engine's Q8_0 CPU kernel.
-    Q8_0(Q8_0Matrix),
+    /// One of this engine's CPU kernels.
+    Own(OwnMatrix),
 }
 
 impl Matrix {
-    /// Whether [`Matrix::fuse`] accepts these: all Q4_1 kernels, or all CPU candle quantized
-    /// matrices of one type and input size.
+    /// Whether [`Matrix::fuse`] accepts these: engine kernels of one type and input size, or
+    /// CPU candle quantized matrices of one type and input size.
     pub fn can_fuse<'a>(parts: impl Iterator<Item = &'a Matrix> + Clone) -> bool {
-        if parts.clone().all(|m| matches!(m, Matrix::Q4_1(_)))
-            || parts.clone().all(|m| matches!(m, Matrix::Q8_0(_)))
-        {
-            return true;
-        }
         let mut key = None;
         for m in parts {
-            let Matrix::Candle(QMatMul::QTensor(q)) = m else {
-                return false;
+            let k = match m {
+                Matrix::Own(o) => (true, o.dtype(), o.k()),
+                Matrix::Candle(QMatMul::QTensor(q)) if q.device().is_cpu() => (
+                    false,
+                    q.dtype(),
+                    q.shape().dims2().map(|d| d.1).unwrap_or(0),
+                ),
+                _ => return false,
             };
-            if !q.device().is_cpu() {
-                return false;
-            }
-            let k = (q.dtype(), q.shape().dims2().map(|d| d.1).unwrap_or(0));
             if *key.get_or_insert(k) != k {
                 return false;
             }
@@ -63,31 +60,15 @@ impl Matrix {
     /// Stack matrices along the output axis so one matmul (one activation quantization, one
     /// parallel region) computes all of them. Check [`Matrix::can_fuse`] first.
     pub fn fuse(parts: Vec<Matrix>) -> Result<Matrix> {
-        if parts.iter().all(|m| matches!(m, Matrix::Q4_1(_))) {
+        if parts.iter().all(|m| matches!(m, Matrix::Own(_))) {
             let mats = parts
                 .into_iter()
-                .filter_map(|m| {
-                    if let Matrix::Q4_1(q) = m {
-                        Some(q)
-                    } else {
-                        None
-                    }
+                .filter_map(|m| match m {
+                    Matrix::Own(o) => Some(o),
+                    Matrix::Candle(_) => None,
                 })
                 .collect();
-            return Ok(Matrix::Q4_1(Q4_1Matrix::concat(mats)?));
-        }
-        if parts.iter().all(|m| matches!(m, Matrix::Q8_0(_))) {
-            let mats = parts
-                .into_iter()
-                .filter_map(|m| {
-                    if let Matrix::Q8_0(q) = m {
-                        Some(q)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            return Ok(Matrix::Q8_0(Q8_0Matrix::concat(mats)?));
+            return Ok(Matrix::Own(OwnMatrix::concat(mats)?));
         }
         let mut bytes = Vec::new();
         let (mut n, mut k, mut dtype) = (0, 0, GgmlDType::F32);
@@ -112,34 +93,48 @@ impl Matrix {
         )?))?))
     }
 
-    /// Wrap a CPU or GPU `QTensor`: on CPU (unless `requant` is `Off`) Q4_1 and Q8_0 run on the
-    /// engine's kernels, everything else on candle's.
+    /// Wrap a CPU or GPU `QTensor`: on a CPU with the engine's kernels (unless `requant` is
+    /// `Off`) the types they cover run on them, everything else on candle's.
     pub fn from_qtensor(q: QTensor, requant: Requant) -> Result<Matrix> {
         let own = q.device().is_cpu() && requant != Requant::Off && qmatmul::available();
-        Ok(match q.dtype() {
-            GgmlDType::Q4_1 if own => Matrix::Q4_1(Q4_1Matrix::from_qtensor(&q)?),
-            GgmlDType::Q8_0 if own => Matrix::Q8_0(Q8_0Matrix::from_qtensor(&q)?),
-            _ => Matrix::Candle(QMatMul::from_arc(Arc::new(q))?),
-        })
+        if own {
+            if let Some(m) = OwnMatrix::from_qtensor(&q)? {
+                return Ok(Matrix::Own(m));
+            }
+        }
+        Ok(Matrix::Candle(QMatMul::from_arc(Arc::new(q))?))
     }
 
     /// Embedding lookup of rows `ids` (`ids_t` is the same ids as a tensor on the device),
     /// for a tied embedding/output table.
     pub fn embedding(&self, ids: &[u32], ids_t: &Tensor) -> Result<Tensor> {
         match self {
-            Matrix::Q4_1(m) => m.rows(ids),
-            Matrix::Q8_0(m) => m.rows(ids),
+            Matrix::Own(m) => m.rows(ids),
             Matrix::Candle(m) => Ok(m.embedding(ids_t)?),
         }
     }
 
     /// `x` `(…, k)` → `(…, n)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Matrix::Candle(m) => Ok(candle_core::Module::forward(m, x)?),
-            Matrix::Q4_1(m) => m.forward(x),
-            Matrix::Q8_0(m) => m.forward(x),
-        }
+        let t = profile::start();
+        let y = match self {
+            Matrix::Candle(m) => candle_core::Module::forward(m, x)?,
+            Matrix::Own(m) => m.forward(x)?,
+        };
+        profile::record(t, || {
+            let (kind, dtype) = match self {
+                Matrix::Own(m) => ("own", format!("{:?}", m.dtype())),
+                Matrix::Candle(QMatMul::QTensor(q)) => ("candle", format!("{:?}", q.dtype())),
+                Matrix::Candle(_) => ("candle", "dense".into()),
+            };
+            let (k, n) = (x.dims().last().copied(), y.dims().last().copied());
+            format!(
+                "matmul {dtype} ({kind}) {}→{}",
+                k.unwrap_or(0),
+                n.unwrap_or(0)
+            )
+        });
+        Ok(y)
     }
 }
 
@@ -268,16 +263,10 @@ impl Weights {
     }
 
     fn runtime_dtype(&self, stored: GgmlDType) -> GgmlDType {
-        use GgmlDType as G;
-        if !self.device.is_cpu() {
-            return stored;
-        }
-        match (self.requant, stored) {
-            (Requant::Auto, G::Q4_1) if qmatmul::available() => G::Q4_1,
-            (Requant::Auto | Requant::Q8_0, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) => {
-                G::Q8_0
-            }
-            _ => stored,
+        if self.device.is_cpu() {
+            runtime_dtype(self.requant, stored)
+        } else {
+            stored
         }
     }
 
@@ -311,9 +300,10 @@ impl Weights {
         }
     }
 
-    /// A Q4_1 or Q8_0 GGUF matrix that runs as stored on the engine's own kernel, streamed from
-    /// the file into the kernel's layout (peak memory: the matrix once, not twice). `None` when
-    /// that path does not apply (other types, a GPU, `--weights stored`, safetensors).
+    /// A GGUF matrix that runs as stored on one of the engine's kernels, streamed from the file
+    /// into the kernel's layout (peak memory: the matrix once, not twice). `None` when that path
+    /// does not apply (other types, a type the policy converts, a GPU, `--weights stored`,
+    /// safetensors).
     pub fn own_matrix(&mut self, name: &str) -> Result<Option<Matrix>> {
         use std::io::{Seek, SeekFrom};
         let own = self.device.is_cpu() && self.requant != Requant::Off && qmatmul::available();
@@ -329,7 +319,7 @@ impl Weights {
             return Ok(None);
         };
         let dt = info.ggml_dtype;
-        let kernel = matches!(dt, GgmlDType::Q4_1 | GgmlDType::Q8_0);
+        let kernel = OwnMatrix::supports(dt) && runtime_dtype(self.requant, dt) == dt;
         if !own || !kernel || info.shape.rank() != 2 {
             return Ok(None);
         }
@@ -338,10 +328,7 @@ impl Weights {
         let read = |file: &mut File| -> Result<Matrix> {
             file.seek(SeekFrom::Start(at))?;
             let mut r = std::io::BufReader::with_capacity(1 << 20, file);
-            Ok(match dt {
-                GgmlDType::Q4_1 => Matrix::Q4_1(qmatmul::Q4_1Matrix::from_reader(&mut r, n, k)?),
-                _ => Matrix::Q8_0(qmatmul::Q8_0Matrix::from_reader(&mut r, n, k)?),
-            })
+            Ok(Matrix::Own(OwnMatrix::from_reader(&mut r, dt, n, k)?))
         };
         read(file)
             .map(Some)
@@ -438,6 +425,16 @@ impl Weights {
     /// The compute device.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+}
+
+/// The type a matrix stored as `stored` runs as on the CPU under policy `requant`.
+fn runtime_dtype(requant: Requant, stored: GgmlDType) -> GgmlDType {
+    use GgmlDType as G;
+    match (requant, stored) {
+        (Requant::Auto, G::Q4_1 | G::Q5_0) if qmatmul::available() => stored,
+        (Requant::Auto | Requant::Q8_0, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) => G::Q8_0,
+        _ => stored,
     }
 }
 

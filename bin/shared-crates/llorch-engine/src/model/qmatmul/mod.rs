@@ -1,0 +1,383 @@
+//! Quantized matrix multiplication on the CPU, written for this engine: Q4_1, Q5_0, Q8_0, Q4_K
+//! and Q6_K weights run as stored (bit-exact; only f16 scales are widened and packed scales
+//! unpacked at load), with llama.cpp's arithmetic.
+//!
+//! Activations are quantized per row the way llama.cpp does for the weight type: 32-value
+//! blocks with a scale and the block sum ([`BlockQ8`]) for the 32-value types, 256-value
+//! super-blocks with per-16 sums ([`BlockQ8K`]) for the k-quants. Products are integer inside a
+//! block, f32 across blocks. Each type has a scalar reference and an AVX2/FMA kernel, chosen at
+//! run time ([`WeightBlock::kernels`]). For several activation rows (prefill) each unpacked
+//! weight block is reused across four rows. Work is split over the rayon pool by output
+//! columns; rayon's workers sleep instead of spinning, so a busy machine slows the engine down
+//! instead of collapsing it.
+
+/// The items every weight type's [`WeightBlock`] impl shares: its AVX2 kernels (its module's
+/// `avx2::dot`, entered only after [`available`] found AVX2 and FMA) and its [`OwnMatrix`]
+/// variant.
+macro_rules! kernel_items {
+    ($variant:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        fn simd() -> Option<super::Kernels<Self>> {
+            super::available().then_some(super::Kernels {
+                // SAFETY: `available()` found AVX2 and FMA.
+                dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
+                // SAFETY: as above.
+                dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
+            })
+        }
+
+        fn into_own(m: super::QMatrix<Self>) -> super::OwnMatrix {
+            super::OwnMatrix::$variant(m)
+        }
+
+        fn from_own(m: super::OwnMatrix) -> Option<super::QMatrix<Self>> {
+            match m {
+                super::OwnMatrix::$variant(m) => Some(m),
+                _ => None,
+            }
+        }
+    };
+}
+
+mod act;
+mod q4_1;
+mod q4_k;
+mod q5_0;
+mod q6_k;
+mod q8_0;
+#[cfg(target_arch = "x86_64")]
+mod simd;
+#[cfg(test)]
+mod tests;
+
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+pub use act::{ActBlock, BlockQ8, BlockQ8K};
+pub use q4_1::BlockQ4_1;
+pub use q4_k::BlockQ4K;
+pub use q5_0::BlockQ5_0;
+pub use q6_k::BlockQ6K;
+pub use q8_0::BlockQ8_0;
+
+/// Four activation rows of the same length.
+pub type Rows4<'a, A> = [&'a [A]; 4];
+
+/// The dot products of one weight type, chosen once per matmul.
+pub struct Kernels<B: WeightBlock> {
+    /// One weight row with one activation row.
+    pub dot1: fn(&[B], &[B::Act]) -> f32,
+    /// One weight row with four activation rows.
+    pub dot4: for<'a> fn(&[B], Rows4<'a, B::Act>) -> [f32; 4],
+}
+
+/// A weight block type the kernels run.
+pub trait WeightBlock: Copy + Send + Sync + 'static {
+    /// The GGUF type it reads.
+    const DTYPE: GgmlDType;
+    /// Bytes per block in GGUF.
+    const BYTES: usize;
+    /// Values per block.
+    const QK: usize;
+    /// The activation blocks it multiplies with.
+    type Act: ActBlock;
+    /// Parse one block from its GGUF bytes.
+    fn read(b: &[u8]) -> Self;
+    /// The block's `QK` values as f32.
+    fn dequant(&self, out: &mut [f32]);
+    /// Reference dot product of a weight row with one activation row (integer per block).
+    fn dot_scalar(w: &[Self], x: &[Self::Act]) -> f32;
+    /// The AVX2/FMA kernels, where this CPU has them.
+    fn simd() -> Option<Kernels<Self>> {
+        None
+    }
+    /// The fastest kernels this CPU runs: [`WeightBlock::simd`], else the scalar reference.
+    fn kernels() -> Kernels<Self> {
+        Self::simd().unwrap_or(Kernels {
+            dot1: Self::dot_scalar,
+            dot4: scalar4::<Self>,
+        })
+    }
+    /// Wrap a matrix of this type.
+    fn into_own(m: QMatrix<Self>) -> OwnMatrix;
+    /// Unwrap a matrix of this type.
+    fn from_own(m: OwnMatrix) -> Option<QMatrix<Self>>;
+}
+
+fn scalar4<B: WeightBlock>(w: &[B], x: [&[B::Act]; 4]) -> [f32; 4] {
+    x.map(|x| B::dot_scalar(w, x))
+}
+
+/// True when this CPU has the AVX2/FMA kernels (the weight loader uses the engine's kernels
+/// only then; elsewhere candle's).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A quantized weight matrix `(n, k)` used as `y = x · Wᵀ`.
+pub struct QMatrix<B: WeightBlock> {
+    n: usize,
+    k: usize,
+    blocks: Vec<B>,
+}
+
+impl<B: WeightBlock> QMatrix<B> {
+    /// Take the blocks of a `QTensor` of shape `(n, k)` and type `B::DTYPE`.
+    pub fn from_qtensor(q: &QTensor) -> Result<Self> {
+        ensure!(q.dtype() == B::DTYPE, "not a {:?} tensor", B::DTYPE);
+        let (n, k) = q.shape().dims2()?;
+        ensure!(
+            k.is_multiple_of(B::QK),
+            "row length {k} is not a multiple of {}",
+            B::QK
+        );
+        let data = q.data()?;
+        ensure!(
+            data.len() == n * k / B::QK * B::BYTES,
+            "{:?} data size mismatch",
+            B::DTYPE
+        );
+        let blocks = data.chunks_exact(B::BYTES).map(B::read).collect();
+        Ok(Self { n, k, blocks })
+    }
+
+    /// Read `n × k` weights of type `B::DTYPE` straight from a reader (a GGUF file positioned
+    /// at the tensor's data), converting a slice at a time: no second copy of the tensor.
+    pub fn from_reader(r: &mut impl std::io::Read, n: usize, k: usize) -> Result<Self> {
+        ensure!(
+            k.is_multiple_of(B::QK),
+            "row length {k} is not a multiple of {}",
+            B::QK
+        );
+        let total = n * k / B::QK;
+        let mut blocks = Vec::with_capacity(total);
+        let mut buf = vec![0u8; 1024 * B::BYTES];
+        while blocks.len() < total {
+            let count = (total - blocks.len()).min(1024);
+            let bytes = &mut buf[..count * B::BYTES];
+            r.read_exact(bytes)?;
+            blocks.extend(bytes.chunks_exact(B::BYTES).map(B::read));
+        }
+        Ok(Self { n, k, blocks })
+    }
+
+    /// Rows `ids` dequantized, `(ids.len(), k)`: the embedding lookup of a tied table.
+    pub fn rows(&self, ids: &[u32]) -> Result<Tensor> {
+        let kb = self.k / B::QK;
+        let mut out = vec![0f32; ids.len() * self.k];
+        for (r, &id) in ids.iter().enumerate() {
+            let id = id as usize;
+            ensure!(
+                id < self.n,
+                "token id {id} outside the embedding table ({} rows)",
+                self.n
+            );
+            for (bi, b) in self.blocks[id * kb..(id + 1) * kb].iter().enumerate() {
+                let o = r * self.k + bi * B::QK;
+                b.dequant(&mut out[o..o + B::QK]);
+            }
+        }
+        Ok(Tensor::from_vec(out, (ids.len(), self.k), &Device::Cpu)?)
+    }
+
+    /// Stack matrices with the same `k` along the output axis.
+    pub fn concat(parts: Vec<QMatrix<B>>) -> Result<Self> {
+        let k = parts.first().map(|p| p.k).unwrap_or(0);
+        ensure!(
+            parts.iter().all(|p| p.k == k),
+            "{:?} concat: different row lengths",
+            B::DTYPE
+        );
+        let n = parts.iter().map(|p| p.n).sum();
+        let blocks = parts.into_iter().flat_map(|p| p.blocks).collect();
+        Ok(Self { n, k, blocks })
+    }
+
+    /// `x` is `(m, k)` (or `(k,)`); returns `(m, n)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, B::kernels())
+    }
+
+    /// [`QMatrix::forward`] with the given kernels (tests run the scalar and SIMD ones).
+    fn forward_with(&self, x: &Tensor, kern: Kernels<B>) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let k = *dims.last().unwrap_or(&0);
+        ensure!(
+            k == self.k,
+            "{:?} matmul: input has {k} columns, weights {}",
+            B::DTYPE,
+            self.k
+        );
+        let m = x.elem_count() / k;
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let kb = k / B::QK;
+        let mut qx = vec![B::Act::ZERO; m * kb];
+        qx.par_chunks_mut(kb)
+            .zip(xs.par_chunks(k))
+            .for_each(|(dst, src)| B::Act::quantize(src, dst));
+        let mut out = vec![0f32; m * self.n];
+        // Parallel over output columns; each task writes its own columns of every row.
+        let cols_per_task = 16usize;
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let n = self.n;
+        let (dot1, dot4) = (kern.dot1, kern.dot4);
+        (0..n.div_ceil(cols_per_task))
+            .into_par_iter()
+            .for_each(|t| {
+                let p = &out_ptr;
+                for j in t * cols_per_task..((t + 1) * cols_per_task).min(n) {
+                    let w = &self.blocks[j * kb..(j + 1) * kb];
+                    let mut i = 0;
+                    while i + 4 <= m {
+                        let r = dot4(
+                            w,
+                            [
+                                &qx[i * kb..(i + 1) * kb],
+                                &qx[(i + 1) * kb..(i + 2) * kb],
+                                &qx[(i + 2) * kb..(i + 3) * kb],
+                                &qx[(i + 3) * kb..(i + 4) * kb],
+                            ],
+                        );
+                        for (o, v) in r.iter().enumerate() {
+                            // SAFETY: column j belongs to this task only; (i + o, j) is in bounds.
+                            unsafe { *p.0.add((i + o) * n + j) = *v };
+                        }
+                        i += 4;
+                    }
+                    while i < m {
+                        let v = dot1(w, &qx[i * kb..(i + 1) * kb]);
+                        // SAFETY: as above.
+                        unsafe { *p.0.add(i * n + j) = v };
+                        i += 1;
+                    }
+                }
+            });
+        let mut shape = dims;
+        *shape.last_mut().unwrap() = self.n;
+        Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
+    }
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint elements (see `forward_with`).
+unsafe impl Sync for SendPtr {}
+
+/// A weight matrix on one of the engine's kernels, whichever its type.
+pub enum OwnMatrix {
+    Q4_1(QMatrix<BlockQ4_1>),
+    Q5_0(QMatrix<BlockQ5_0>),
+    Q8_0(QMatrix<BlockQ8_0>),
+    Q4K(QMatrix<BlockQ4K>),
+    Q6K(QMatrix<BlockQ6K>),
+}
+
+/// Run `$e` with `$B` bound to the block type of GGUF type `$dtype`, or `$none` for the types
+/// without a kernel here.
+macro_rules! with_block {
+    ($dtype:expr, $B:ident => $e:expr, else $none:expr) => {
+        match $dtype {
+            GgmlDType::Q4_1 => {
+                type $B = BlockQ4_1;
+                $e
+            }
+            GgmlDType::Q5_0 => {
+                type $B = BlockQ5_0;
+                $e
+            }
+            GgmlDType::Q8_0 => {
+                type $B = BlockQ8_0;
+                $e
+            }
+            GgmlDType::Q4K => {
+                type $B = BlockQ4K;
+                $e
+            }
+            GgmlDType::Q6K => {
+                type $B = BlockQ6K;
+                $e
+            }
+            _ => $none,
+        }
+    };
+}
+
+/// Run `$e` on the `QMatrix` inside an [`OwnMatrix`].
+macro_rules! each {
+    ($own:expr, $m:ident => $e:expr) => {
+        match $own {
+            OwnMatrix::Q4_1($m) => $e,
+            OwnMatrix::Q5_0($m) => $e,
+            OwnMatrix::Q8_0($m) => $e,
+            OwnMatrix::Q4K($m) => $e,
+            OwnMatrix::Q6K($m) => $e,
+        }
+    };
+}
+
+impl OwnMatrix {
+    /// Whether GGUF type `dtype` has a kernel here.
+    pub fn supports(dtype: GgmlDType) -> bool {
+        with_block!(dtype, B => B::DTYPE == dtype, else false)
+    }
+
+    /// The matrix of a `QTensor`, or `None` for a type without a kernel here.
+    pub fn from_qtensor(q: &QTensor) -> Result<Option<Self>> {
+        with_block!(q.dtype(), B => Ok(Some(B::into_own(QMatrix::<B>::from_qtensor(q)?))), else Ok(None))
+    }
+
+    /// Read an `n × k` matrix of type `dtype` from a reader (see [`QMatrix::from_reader`]).
+    pub fn from_reader(
+        r: &mut impl std::io::Read,
+        dtype: GgmlDType,
+        n: usize,
+        k: usize,
+    ) -> Result<Self> {
+        with_block!(dtype, B => Ok(B::into_own(QMatrix::<B>::from_reader(r, n, k)?)),
+            else bail!("no engine kernel for {dtype:?}"))
+    }
+
+    /// The GGUF type of the weights.
+    pub fn dtype(&self) -> GgmlDType {
+        fn of<B: WeightBlock>(_: &QMatrix<B>) -> GgmlDType {
+            B::DTYPE
+        }
+        each!(self, m => of(m))
+    }
+
+    /// Row length.
+    pub fn k(&self) -> usize {
+        each!(self, m => m.k)
+    }
+
+    /// Rows `ids` dequantized (see [`QMatrix::rows`]).
+    pub fn rows(&self, ids: &[u32]) -> Result<Tensor> {
+        each!(self, m => m.rows(ids))
+    }
+
+    /// `x` `(…, k)` → `(…, n)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        each!(self, m => m.forward(x))
+    }
+
+    /// Stack matrices of one type and row length along the output axis.
+    pub fn concat(parts: Vec<OwnMatrix>) -> Result<Self> {
+        fn as_type<B: WeightBlock>(parts: Vec<OwnMatrix>) -> Result<OwnMatrix> {
+            let mats = parts
+                .into_iter()
+                .map(|p| B::from_own(p).context("concat: different weight types"))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(B::into_own(QMatrix::concat(mats)?))
+        }
+        let dtype = parts.first().context("concat: no matrices")?.dtype();
+        with_block!(dtype, B => as_type::<B>(parts), else unreachable!("every OwnMatrix type has a kernel"))
+    }
+}
