@@ -60,7 +60,11 @@ pub fn check(args: &Args) -> Result<Option<MemoryEstimate>> {
     let est = MemoryEstimate::new(
         memory::weights_bytes(&args.model),
         shape,
-        args.backend.as_str(),
+        // the generic path keeps an F32 cache on any device, as a GPU does
+        match args.kernels {
+            llorch_engine::model::Kernels::Generic => "cuda",
+            llorch_engine::model::Kernels::Native => args.backend.as_str(),
+        },
         args.ctx_size.map(|n| n as u64),
         Some(args.parallel),
         Some(args.prompt_cache_mb as u64),

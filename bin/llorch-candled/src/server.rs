@@ -91,11 +91,12 @@ pub fn run(args: Args) -> Result<()> {
         requant: args.weights.requant(),
         max_context: args.ctx_size,
         chat_template: args.chat_template.clone(),
+        kernels: args.kernels,
     };
     let lm = llorch_engine::load(&args.model, &opts)?;
     tracing::info!(
         model = %lm.info.name, arch = lm.info.architecture, quant = %lm.info.quantization,
-        runtime_quant = %lm.info.runtime_quantization, ctx = lm.info.context_length,
+        runtime_quant = %lm.info.runtime_quantization, kernels = %lm.info.kernels, ctx = lm.info.context_length,
         load_ms = format!("{:.0}", lm.info.load_time_ms), "model loaded"
     );
     let chat = &lm.info.chat_template;
@@ -129,6 +130,9 @@ const FAULT_ENGINE_PANIC_ENV: &str = "LLORCH_FAULT_ENGINE_PANIC_AFTER_JOBS";
 /// FAULT INJECTION (tests only): `LLORCH_FAULT_JOB_PANIC=TEXT` makes a job whose id contains
 /// TEXT panic in its decode step, to test that one job's panic fails that job only.
 const FAULT_JOB_PANIC_ENV: &str = "LLORCH_FAULT_JOB_PANIC";
+/// FAULT INJECTION (tests only): `LLORCH_FAULT_JOB_OOM=TEXT` makes a job whose id contains TEXT
+/// fail its decode step with a device out-of-memory error, to test `VRAM_OOM`.
+const FAULT_JOB_OOM_ENV: &str = "LLORCH_FAULT_JOB_OOM";
 
 async fn serve(
     args: Args,
@@ -163,6 +167,9 @@ async fn serve(
             fault_job_panic: std::env::var(FAULT_JOB_PANIC_ENV)
                 .ok()
                 .inspect(|t| tracing::warn!("FAULT INJECTION: {FAULT_JOB_PANIC_ENV}={t}")),
+            fault_job_oom: std::env::var(FAULT_JOB_OOM_ENV)
+                .ok()
+                .inspect(|t| tracing::warn!("FAULT INJECTION: {FAULT_JOB_OOM_ENV}={t}")),
         },
     );
     let state = Arc::new(AppState {
