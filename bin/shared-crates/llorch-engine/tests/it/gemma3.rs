@@ -23,7 +23,8 @@ use serde_json::Value;
 const END_OF_TURN: u32 = 106;
 const EOS: u32 = 1;
 
-fn device() -> Device {
+/// The device named by `LLORCH_TEST_DEVICE` (`cpu`, `cuda:N`, `metal:N`; default `cpu`).
+pub(crate) fn device() -> Device {
     let spec = std::env::var("LLORCH_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     let (kind, n) = spec.split_once(':').unwrap_or((spec.as_str(), "0"));
     let n: usize = n.parse().expect("LLORCH_TEST_DEVICE index");

@@ -15,11 +15,12 @@ mod prompt_cache;
 mod tiny_model;
 mod tokenizer_parity;
 
-/// SmolLM2 on the given compute path, or `None` (a printed skip; a failure under `CI=true`)
+/// SmolLM2 on the given compute path (on the device `LLORCH_TEST_DEVICE` names), or `None` (a printed skip; a failure under `CI=true`)
 /// without the model.
 pub(crate) fn smollm2(test: &str, kernels: Kernels) -> Option<Arc<LoadedModel>> {
     let path = llorch_testkit::require_smollm2(test)?;
     let opts = LoadOptions {
+        device: gemma3::device(),
         kernels,
         ..Default::default()
     };
