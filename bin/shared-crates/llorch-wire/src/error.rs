@@ -52,6 +52,12 @@ pub enum ErrorCode {
     /// No pool has memory for a worker of the model, even after stopping idle workers; the
     /// message names what was needed and what each pool had (HTTP 503).
     NoCapacity,
+    /// The request body is larger than the server's limit; the message names the limit and
+    /// the setting that raises it (HTTP 413).
+    PayloadTooLarge,
+    /// The task already has as many open event streams as the limit allows; the message names
+    /// the limit (HTTP 429, with `Retry-After`).
+    TooManySubscribers,
     /// Anything else.
     Internal,
 }
@@ -65,7 +71,11 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::QueueFull | ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::QueueFull
+            | ErrorCode::RateLimited
+            | ErrorCode::QuotaExceeded
+            | ErrorCode::TooManySubscribers => 429,
             ErrorCode::Cancelled => 499,
             ErrorCode::WorkerBusy
             | ErrorCode::ShuttingDown
@@ -88,6 +98,7 @@ impl ErrorCode {
                 | ErrorCode::QueueFull
                 | ErrorCode::RateLimited
                 | ErrorCode::QuotaExceeded
+                | ErrorCode::TooManySubscribers
                 | ErrorCode::WorkerLost
                 | ErrorCode::Evicted
                 | ErrorCode::ShuttingDown
@@ -120,6 +131,8 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::EngineFailed => "ENGINE_FAILED",
             ErrorCode::NoCapacity => "NO_CAPACITY",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::TooManySubscribers => "TOO_MANY_SUBSCRIBERS",
             ErrorCode::Internal => "INTERNAL",
         }
     }
