@@ -8,7 +8,7 @@
 //!
 //! Workers: `fault-worker --mode slow` by default (protocol-complete, 10 ms per token), so the
 //! run measures the orchestrator, not two shared cores decoding; `LLORCH_SOAK_WORKER=real`
-//! uses real `llorch-candled` workers with SmolLM2 (`--parallel 2`) instead.
+//! uses real `llorch-candled` workers with SmolLM2 (`--parallel 2 --prompt-cache-mb 8`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -54,7 +54,16 @@ impl SoakWorker {
         let test = "soak_at_ten_times_capacity";
         let bin = llorch_testkit::require_bin(test, "llorch-candled")?;
         let model = llorch_testkit::require_smollm2(test)?;
-        let mut args = vec!["--parallel", &slots, "--model-id", MODEL];
+        // The prompt cache fills up to its budget by design: keep that small so it is not
+        // counted as growth.
+        let mut args = vec![
+            "--parallel",
+            &slots,
+            "--model-id",
+            MODEL,
+            "--prompt-cache-mb",
+            "8",
+        ];
         args.extend_from_slice(&reg);
         Some(SoakWorker::Real(WorkerProcess::start(&bin, &model, &args)))
     }
