@@ -404,4 +404,32 @@ mod doc_tests {
         }
         assert!(n >= 5, "found only {n} llorch commands in the READMEs");
     }
+
+    /// Every flag of the synopsis in `.specs/llorch-cli.md` exists.
+    #[test]
+    fn spec_synopsis_names_real_flags() {
+        use clap::CommandFactory;
+        let spec = include_str!("../../../.specs/llorch-cli.md");
+        let flags = llorch_testkit::doc_flags(spec, "llorch");
+        assert!(!flags.is_empty());
+        fn longs(cmd: &clap::Command, out: &mut Vec<String>) {
+            out.extend(
+                cmd.get_arguments()
+                    .filter_map(|a| a.get_long().map(String::from)),
+            );
+            for sub in cmd.get_subcommands() {
+                longs(sub, out);
+            }
+        }
+        let mut known = Vec::new();
+        longs(&super::Cli::command(), &mut known);
+        for f in flags {
+            assert!(
+                known
+                    .iter()
+                    .any(|k| Some(k.as_str()) == f.strip_prefix("--")),
+                "{f} is in the spec's synopsis but no command has it"
+            );
+        }
+    }
 }

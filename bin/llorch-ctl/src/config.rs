@@ -265,6 +265,44 @@ mod tests {
         assert_eq!(cfg.hosts.keys().collect::<Vec<_>>(), ["ws"]);
     }
 
+    /// Fuzz-style (bounded: 1000 seeded cases): a config file with random edits loads or is
+    /// refused with a message naming the file, never a panic; `hosts add` on it either edits
+    /// it or refuses, and what it writes loads again.
+    #[test]
+    fn damaged_config_files_load_or_are_refused() {
+        let full = "# hosts\ndefault_host = \"mac\"\nconnect_timeout_s = 5\n\n[hosts.mac]\n\
+            target = \"mac.home.arpa\"\nuser = \"vince\"\nport = 22\nrepo = \"~/llama-orch\"\n\
+            features = [\"metal\"]\nssh_options = [\"StrictHostKeyChecking=accept-new\"]\n\
+            [hosts.mac.env]\nLLORCH_HOME = \"~/pool\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, full).unwrap();
+        assert_eq!(load(&path).unwrap().hosts.len(), 1);
+        let mut rng = llorch_testkit::FuzzRng::new(47);
+        let (mut loaded, mut refused) = (0, 0);
+        for case in 0..1000 {
+            let text = rng.mutate_text(full);
+            std::fs::write(&path, &text).unwrap();
+            match load(&path) {
+                Ok(_) => loaded += 1,
+                Err(e) => {
+                    assert!(e.to_string().contains("config.toml"), "case {case}: {e}");
+                    refused += 1;
+                }
+            }
+            if upsert_host(&path, "ws", &HostProfile::for_target("ws"), false).is_ok() {
+                if let Ok(cfg) = load(&path) {
+                    assert!(cfg.hosts.contains_key("ws"), "case {case}: {text}");
+                }
+            }
+        }
+        eprintln!("damaged_config_files_load_or_are_refused: {loaded} loaded, {refused} refused");
+        assert!(
+            loaded > 0 && refused > 0,
+            "{loaded} loaded, {refused} refused"
+        );
+    }
+
     #[test]
     fn bad_values_are_rejected() {
         let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::fleet::config::{Deployment, FleetSettings, PoolConfig};
+use crate::limits::{LimitArgs, Limits, LimitsFile};
 
 /// What happens when a priority class of the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -110,6 +111,9 @@ pub struct Args {
     /// crash does not lose them (default true; false keeps prompts off the disk).
     #[arg(long, env = "LLORCH_ORCH_PERSIST_REQUESTS", value_name = "true|false")]
     pub persist_requests: Option<bool>,
+    /// Body, header, connection and stream limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// One `[[workers]]` entry of the config file.
@@ -151,6 +155,8 @@ pub struct FileConfig {
     pub models: Option<Vec<Deployment>>,
     /// Reconciler timing.
     pub fleet: Option<FleetSettings>,
+    /// Body, header, connection and stream limits (`crate::limits`).
+    pub limits: Option<LimitsFile>,
 }
 
 /// Validated configuration.
@@ -180,6 +186,7 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     pub models: Vec<Deployment>,
     pub fleet: FleetSettings,
+    pub limits: Limits,
 }
 
 /// A configuration that cannot be used; the message says what to change.
@@ -228,6 +235,7 @@ impl Default for Config {
             pools: Vec::new(),
             models: Vec::new(),
             fleet: FleetSettings::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -348,6 +356,7 @@ impl Config {
             pools: file.pools.unwrap_or_default(),
             models: file.models.unwrap_or_default(),
             fleet: file.fleet.unwrap_or_default(),
+            limits: Limits::merge(&args.limits, file.limits),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -384,6 +393,7 @@ impl Config {
         }
         crate::fleet::config::validate(&self.pools, &self.models, &self.fleet)
             .map_err(ConfigError::Invalid)?;
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         if !self.bind.ip().is_loopback() && self.api_tokens.is_empty() {
             return Err(ConfigError::PublicBindWithoutToken(self.bind));
         }
@@ -443,6 +453,87 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::merge(args, FileConfig::default()).is_err());
+    }
+
+    /// A config file using every section.
+    const FULL: &str = r#"bind = "127.0.0.1:8080"
+api_tokens = ["tok-0123456789abcdef"]
+queue_capacity = 50
+queue_policy = "drop-lru"
+placement = "round-robin"
+max_attempts = 3
+heartbeat_interval_ms = 1000
+persist_requests = true
+
+[limits]
+max_body_bytes = 65536
+max_connections = 64
+idle_timeout_ms = 5000
+
+[[workers]]
+url = "http://127.0.0.1:8001"
+api_token = "tok-0123456789abcdef"
+
+[[pools]]
+name = "mac"
+ssh = "mac.home.arpa"
+max_memory_bytes = 8000000000
+
+[[models]]
+id = "smollm2-135m"
+min_replicas = 1
+max_replicas = 2
+backend = "cpu"
+pools = ["mac"]
+
+[fleet]
+probe_interval_ms = 2000
+"#;
+
+    /// Fuzz-style (bounded: 2000 seeded cases): the full config file with random edits (cut,
+    /// doubled lines, stray syntax, huge and negative numbers) parses and validates, or is
+    /// refused with a message; never a panic.
+    #[test]
+    fn damaged_config_files_load_or_are_refused() {
+        let file: FileConfig = toml::from_str(FULL).unwrap();
+        Config::merge(Args::default(), file).unwrap();
+        let mut rng = llorch_testkit::FuzzRng::new(43);
+        let (mut loaded, mut refused) = (0, 0);
+        for case in 0..2000 {
+            let text = rng.mutate_text(FULL);
+            let result = toml::from_str::<FileConfig>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(|f| Config::merge(Args::default(), f).map_err(|e| e.to_string()));
+            match result {
+                Ok(_) => loaded += 1,
+                Err(e) => {
+                    assert!(!e.is_empty(), "case {case}: {text}");
+                    refused += 1;
+                }
+            }
+        }
+        eprintln!("damaged_config_files_load_or_are_refused: {loaded} loaded, {refused} refused");
+        assert!(
+            loaded > 0 && refused > 0,
+            "{loaded} loaded, {refused} refused"
+        );
+    }
+
+    /// Every flag of the synopsis in `.specs/orchestratord.md` exists.
+    #[test]
+    fn spec_synopsis_names_real_flags() {
+        use clap::CommandFactory;
+        let spec = include_str!("../../../.specs/orchestratord.md");
+        let flags = llorch_testkit::doc_flags(spec, "orchestratord");
+        assert!(flags.len() >= 20, "{flags:?}");
+        let cmd = Args::command();
+        for f in flags {
+            assert!(
+                cmd.get_arguments()
+                    .any(|a| a.get_long() == f.strip_prefix("--")),
+                "{f} is in the spec's synopsis but not a flag"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Layout: `admission` (validate + enqueue), `queue` and `registry` (pure state),
 //! `scheduler` (placement loop + upkeep), `relay` (one attempt on a worker), `state` (shared
-//! state, ending tasks), `store` (SQLite), `http` (routes), `openai` (the `/v1` OpenAI-compatible
+//! state, ending tasks), `store` (SQLite), `http` (routes), `serve` and `limits` (the accept loop
+//! and its limits), `openai` (the `/v1` OpenAI-compatible
 //! API over the same admission), `dashboard` (the web page and its live stream), `config`,
 //! `metrics`, `openapi`.
 
@@ -14,6 +15,7 @@ pub mod durable;
 pub mod error;
 pub mod fleet;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
@@ -21,18 +23,17 @@ pub mod queue;
 pub mod registry;
 pub mod relay;
 pub mod scheduler;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod task;
 pub mod tenancy;
 pub mod workers;
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 
 use crate::config::Config;
 use crate::state::Orchestrator;
@@ -71,26 +72,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, restored_workers = restored, db = %orch.cfg.db.display(),
         auth = !orch.cfg.api_tokens.is_empty(), "orchestratord listening");
     let app = http::router(orch.clone());
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(shutdown_signal(orch.clone(), stop_tx));
-    let mut graceful_rx = stop_rx.clone();
-    let graceful = async move {
-        let _ = graceful_rx.wait_for(|stop| *stop).await;
-    };
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .into_future();
+    let server = serve::serve(listener, app, orch.cfg.limits.clone(), stop_rx.clone());
     let mut deadline_rx = stop_rx;
     let deadline = async move {
         let _ = deadline_rx.wait_for(|stop| *stop).await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        r = server => r?,
+        () = server => {}
         _ = deadline => tracing::warn!("streams still open after the shutdown grace period; exiting"),
     }
     orch.fleet.shutdown();

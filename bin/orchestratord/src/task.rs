@@ -66,6 +66,8 @@ pub struct Task {
     pub tenant: Arc<str>,
     inner: Mutex<Inner>,
     len: watch::Sender<usize>,
+    /// Open SSE streams (subscribers and observers), bounded by `max_subscribers_per_task`.
+    streams: std::sync::atomic::AtomicU32,
 }
 
 /// Unix time in ms.
@@ -114,6 +116,7 @@ impl Task {
                 abort: None,
             }),
             len: watch::channel(0).0,
+            streams: Default::default(),
         }
     }
 
@@ -300,6 +303,22 @@ impl Task {
     /// Watch the number of events.
     pub fn watch_len(&self) -> watch::Receiver<usize> {
         self.len.subscribe()
+    }
+
+    /// Count one more open SSE stream, unless `max` are open already (then false).
+    pub fn open_stream(&self, max: u32) -> bool {
+        use std::sync::atomic::Ordering;
+        self.streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// An SSE stream counted by [`Task::open_stream`] closed.
+    pub fn close_stream(&self) {
+        self.streams
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// An SSE client attached.

@@ -3,4 +3,5 @@
 
 mod base_model_chat;
 mod http_api;
+mod limits;
 mod startup;

@@ -284,3 +284,27 @@ fn a_worker_that_would_not_fit_refuses_with_the_numbers() {
         .unwrap_or_else(|| panic!("no worker_vram_bytes:\n{metrics}"));
     assert!(vram > weights as f64, "{vram}");
 }
+
+/// Every flag of the synopsis in `.specs/worker.md` is one `--help` lists.
+#[test]
+fn spec_synopsis_names_real_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_llorch-candled"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = help
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .collect();
+    let flags = llorch_testkit::doc_flags(
+        include_str!("../../../../.specs/worker.md"),
+        "llorch-candled",
+    );
+    assert!(flags.len() >= 15, "{flags:?}");
+    for f in flags {
+        assert!(
+            words.contains(&f.as_str()),
+            "{f} is in the spec's synopsis but not in --help"
+        );
+    }
+}

@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
+use llorch_wire::ErrorCode;
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -43,6 +44,7 @@ struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.task.close_stream();
         if self.observer {
             return;
         }
@@ -157,6 +159,17 @@ pub async fn stream(
         .or(q.last_event_id)
         .unwrap_or(0);
     if let Some(task) = orch.task(&id).filter(|t| caller.may_see(Some(&*t.tenant))) {
+        let max = orch.cfg.limits.max_subscribers_per_task;
+        if !task.open_stream(max) {
+            return Err(ApiError::retry_later(
+                ErrorCode::TooManySubscribers,
+                format!(
+                    "task {id:?} already has {max} open event streams \
+                     (max_subscribers_per_task; --max-subscribers-per-task)"
+                ),
+                1000,
+            ));
+        }
         let from = task.index_after(last);
         return Ok(sse(live(orch, task, from, q.observe)));
     }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod events;
+mod limits;
 mod meta;
 mod pools;
 mod tasks;
@@ -28,8 +29,6 @@ use crate::tenancy::Caller;
 
 /// Request and response header carrying the correlation id.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
-/// Largest accepted request body (a 1M-character prompt in UTF-8, plus JSON).
-const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Routes answered without a token (probes and the public contract).
 const OPEN_PATHS: &[&str] = &["/health", "/ready", "/v2/openapi.json"];
 
@@ -39,6 +38,7 @@ pub struct CorrelationId(pub String);
 
 /// Every route of the orchestrator.
 pub fn router(orch: Arc<Orchestrator>) -> Router {
+    let max_body = orch.cfg.limits.max_body_bytes;
     Router::new()
         .route("/v2/tasks", post(tasks::submit).get(tasks::list))
         .route("/v2/tasks/{id}", get(tasks::status))
@@ -68,8 +68,9 @@ pub fn router(orch: Arc<Orchestrator>) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(orch.clone(), auth))
+        .layer(middleware::from_fn_with_state(max_body, limits::body_limit))
         .layer(middleware::from_fn(correlation))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(orch)
 }
 

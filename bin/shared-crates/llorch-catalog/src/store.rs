@@ -310,6 +310,47 @@ mod tests {
         }
     }
 
+    /// Fuzz-style (bounded: 2000 seeded cases): a catalog file damaged by random edits, or any
+    /// JSON value at all, loads or is refused with a message, never a panic; what loads can
+    /// be listed and queried.
+    #[test]
+    fn damaged_catalog_files_load_or_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        s.update(|c| {
+            c.add(spec("a"))?;
+            c.add(spec("b"))
+        })
+        .unwrap();
+        let good = fs::read_to_string(s.path()).unwrap();
+        let mut rng = llorch_testkit::FuzzRng::new(41);
+        let (mut loaded, mut refused) = (0, 0);
+        for case in 0..2000 {
+            let text = if rng.below(5) == 0 {
+                rng.json(3).to_string()
+            } else {
+                rng.mutate_text(&good)
+            };
+            match parse_catalog(s.path(), &text) {
+                Ok(c) => {
+                    loaded += 1;
+                    for (m, _) in c.entries() {
+                        let _ = c.get(&m.id);
+                    }
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(!e.to_string().is_empty(), "case {case}: {text}");
+                }
+            }
+        }
+        eprintln!("damaged_catalog_files_load_or_are_refused: {loaded} loaded, {refused} refused");
+        assert!(
+            loaded > 0 && refused > 0,
+            "{loaded} loaded, {refused} refused"
+        );
+    }
+
     #[test]
     fn concurrent_updates_all_land() {
         let dir = tempfile::tempdir().unwrap();

@@ -36,6 +36,33 @@ pub const TRANSCRIPT_TURN_STOPS: &[&str] =
 
 const NAME: &str = "chat_template";
 
+/// Instructions one render may execute. Real templates need a few hundred per message; one
+/// that loops (nested `range`s, a recursive macro) fails with an error instead of hanging.
+const FUEL: u64 = 20_000_000;
+
+/// Largest rendered prompt in bytes: a template that repeats text cannot exhaust memory.
+const MAX_RENDERED_BYTES: usize = 64 << 20;
+
+/// The render's output, refusing to grow past [`MAX_RENDERED_BYTES`].
+struct CappedOutput(Vec<u8>);
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDERED_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the rendered prompt would exceed {} MiB",
+                MAX_RENDERED_BYTES >> 20
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A compiled chat template. `Send + Sync`.
 #[derive(Debug)]
 pub struct ChatTemplate {
@@ -67,6 +94,9 @@ fn strftime_now(format: String) -> Result<String, Error> {
 /// The clearest text of a minijinja error: kind, the template's own message, and where.
 fn describe(err: &Error) -> String {
     let mut msg = match err.kind() {
+        ErrorKind::OutOfFuel => {
+            format!("the template ran more than {FUEL} instructions (a loop that does not end?)")
+        }
         ErrorKind::InvalidOperation => err
             .detail()
             .map(str::to_owned)
@@ -99,6 +129,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.set_fuel(Some(FUEL));
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| anyhow!("chat template does not compile: {}", describe(&e)))?;
         Ok(ChatTemplate {
@@ -135,13 +166,18 @@ impl ChatTemplate {
             .env
             .get_template(NAME)
             .map_err(|e| anyhow!("chat template: {}", describe(&e)))?;
-        tmpl.render(context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token,
-            eos_token => self.eos_token,
-        })
-        .map_err(|e| anyhow!("chat template failed: {}", describe(&e)))
+        let mut out = CappedOutput(Vec::new());
+        tmpl.render_captured_to(
+            context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos_token,
+                eos_token => self.eos_token,
+            },
+            &mut out,
+        )
+        .map_err(|e| anyhow!("chat template failed: {}", describe(&e)))?;
+        String::from_utf8(out.0).map_err(|_| anyhow!("chat template failed: output is not UTF-8"))
     }
 
     /// The ChatML template (`<|im_start|>role\ncontent<|im_end|>\n` per message).
@@ -249,6 +285,37 @@ mod tests {
             .to_string();
         assert!(err.contains("Conversation must start with user"), "{err}");
         assert_eq!(t.render(&[msg("user", "x")], true).unwrap(), "ok");
+    }
+
+    /// A template that loops (nested ranges, endless recursion) or repeats text without end
+    /// fails with a message within a bounded time and memory; the same template still renders
+    /// the conversations it was meant for.
+    #[test]
+    fn templates_that_loop_or_explode_fail_cleanly() {
+        let src = "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}\
+            {% if messages[0]['content'] == 'loop' %}{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}\
+            {% elif messages[0]['content'] == 'recurse' %}{{ r(0) }}\
+            {% elif messages[0]['content'] == 'big' %}{% for a in range(1000) %}{{ 'x' * 1000000 }}{% endfor %}\
+            {% else %}ok{% endif %}";
+        let t = ChatTemplate::new(src, None, None).unwrap();
+        let start = std::time::Instant::now();
+        for (what, needle) in [
+            ("loop", "instructions"),
+            ("recurse", "recursion"),
+            ("big", "MiB"),
+        ] {
+            let err = t
+                .render(&[msg("user", what)], true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{what}: {err}");
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(t.render(&[msg("user", "hi")], true).unwrap(), "ok");
     }
 
     #[test]

@@ -286,6 +286,35 @@ pub fn doc_commands(markdown: &str, program: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// Every `--flag` of the `program [--flag VALUE] …` synopses in the fenced code blocks of a
+/// Markdown text (a synopsis continues on the indented lines below it). Used to check that a
+/// spec names only flags the program accepts.
+pub fn doc_flags(markdown: &str, program: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut in_block, mut in_synopsis) = (false, false);
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+            in_synopsis = false;
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let continued = in_synopsis && line.starts_with(char::is_whitespace);
+        in_synopsis = continued || line.starts_with(&format!("{program} "));
+        if !in_synopsis {
+            continue;
+        }
+        for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            if word.len() > 2 && word.starts_with("--") {
+                out.push(word.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Split one simple shell line into words (see [`doc_commands`]).
 fn shell_words(line: &str) -> Vec<String> {
     let mut words = Vec::new();
@@ -311,6 +340,12 @@ fn shell_words(line: &str) -> Vec<String> {
 #[cfg(test)]
 mod doc_tests {
     use super::*;
+
+    #[test]
+    fn synopsis_flags_are_found() {
+        let md = "```\nprog [--a X] [--b-c N]\n     [--d true|false]\nother --e\n```\n--f\n";
+        assert_eq!(doc_flags(md, "prog"), ["--a", "--b-c", "--d"]);
+    }
 
     #[test]
     fn commands_are_found_and_split() {
@@ -358,6 +393,71 @@ impl FuzzRng {
     /// One of `items`.
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
+    }
+
+    /// `text` with 1..=4 random edits, as a damaged or hand-edited file would have them: a
+    /// range deleted, a line doubled or dropped, a character replaced by a syntax character, a
+    /// huge or negative number or a non-ASCII one, or the end cut off.
+    pub fn mutate_text(&mut self, text: &str) -> String {
+        let inserts = [
+            "\"",
+            "'",
+            "[",
+            "]",
+            "{",
+            "}",
+            "=",
+            ",",
+            ":",
+            "\n",
+            "#",
+            "0",
+            "-1",
+            "1e999",
+            "99999999999999999999",
+            "true",
+            "null",
+            "é",
+            "\u{0}",
+            "[[x]]",
+            "\\",
+        ];
+        let mut chars: Vec<char> = text.chars().collect();
+        for _ in 0..1 + self.below(4) {
+            let n = chars.len();
+            if n == 0 {
+                break;
+            }
+            let at = self.below(n);
+            match self.below(5) {
+                0 => {
+                    let end = (at + 1 + self.below(16)).min(n);
+                    chars.drain(at..end);
+                }
+                1 => {
+                    let ins: Vec<char> = self.pick(&inserts).chars().collect();
+                    chars.splice(at..(at + 1).min(n), ins);
+                }
+                2 => chars.truncate(at),
+                _ => {
+                    let lines: Vec<String> = chars
+                        .iter()
+                        .collect::<String>()
+                        .lines()
+                        .map(str::to_string)
+                        .collect();
+                    let i = self.below(lines.len().max(1));
+                    let mut out: Vec<String> = lines.clone();
+                    if self.below(2) == 0 && i < out.len() {
+                        out.insert(i, lines[i].clone());
+                    } else if i < out.len() {
+                        out.remove(i);
+                    }
+                    chars = out.join("\n").chars().collect();
+                }
+            }
+        }
+        chars.into_iter().collect()
     }
 
     /// A random JSON value at most `depth` levels deep: every JSON type, with edge cases

@@ -55,6 +55,12 @@ pub enum ErrorCode {
     /// The device ran out of memory while running this job (a GPU allocation failed): the job
     /// ends, the worker stays up and serves the next one (HTTP 503, retriable elsewhere).
     VramOom,
+    /// The request body is larger than the server's limit; the message names the limit and
+    /// the setting that raises it (HTTP 413).
+    PayloadTooLarge,
+    /// The task already has as many open event streams as the limit allows; the message names
+    /// the limit (HTTP 429, with `Retry-After`).
+    TooManySubscribers,
     /// Anything else.
     Internal,
 }
@@ -68,7 +74,11 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::QueueFull | ErrorCode::RateLimited | ErrorCode::QuotaExceeded => 429,
+            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::QueueFull
+            | ErrorCode::RateLimited
+            | ErrorCode::QuotaExceeded
+            | ErrorCode::TooManySubscribers => 429,
             ErrorCode::Cancelled => 499,
             ErrorCode::WorkerBusy
             | ErrorCode::ShuttingDown
@@ -92,6 +102,7 @@ impl ErrorCode {
                 | ErrorCode::QueueFull
                 | ErrorCode::RateLimited
                 | ErrorCode::QuotaExceeded
+                | ErrorCode::TooManySubscribers
                 | ErrorCode::WorkerLost
                 | ErrorCode::Evicted
                 | ErrorCode::ShuttingDown
@@ -126,6 +137,8 @@ impl ErrorCode {
             ErrorCode::EngineFailed => "ENGINE_FAILED",
             ErrorCode::NoCapacity => "NO_CAPACITY",
             ErrorCode::VramOom => "VRAM_OOM",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::TooManySubscribers => "TOO_MANY_SUBSCRIBERS",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -264,3 +264,128 @@ fn gguf_errors_are_clear() {
     .to_string();
     assert!(err.contains("\"bert\" is not supported"), "{err}");
 }
+
+/// A random GGUF metadata value of any type (huge and negative numbers, NaN, nested arrays).
+fn random_value(rng: &mut llorch_testkit::FuzzRng, depth: u32) -> Value {
+    match rng.below(if depth == 0 { 9 } else { 10 }) {
+        0 => Value::U8(rng.next_u64() as u8),
+        1 => Value::I32(*rng.pick(&[-1, 0, 1, i32::MAX, i32::MIN])),
+        2 => Value::U32(*rng.pick(&[0, 1, 2, 300, u32::MAX])),
+        3 => Value::U64(*rng.pick(&[0, 5, u64::MAX, 1 << 40])),
+        4 => Value::I64(*rng.pick(&[-5, i64::MIN, i64::MAX])),
+        5 => Value::F32(*rng.pick(&[f32::NAN, f32::INFINITY, -1.0, 0.5])),
+        6 => Value::Bool(rng.below(2) == 1),
+        7 => Value::String((*rng.pick(&["", "gpt2", "llama", "a b", "<0xZZ>", "\u{0}"])).into()),
+        8 => Value::Array(Vec::new()),
+        _ => Value::Array(
+            (0..rng.below(40))
+                .map(|_| random_value(rng, depth - 1))
+                .collect(),
+        ),
+    }
+}
+
+/// Fuzz-style (bounded: 1500 seeded cases): tokenizer metadata as a damaged or hostile GGUF
+/// could carry it (values of the wrong type, arrays of mismatched lengths, out-of-range and
+/// huge ids, garbage merges and byte pieces, unknown models and pre-tokenizers) gives a
+/// tokenizer or an error, never a panic; a tokenizer that loads encodes and decodes random
+/// text without panicking.
+#[test]
+fn random_tokenizer_metadata_never_panics() {
+    let mut rng = llorch_testkit::FuzzRng::new(31);
+    let pieces = [
+        "a",
+        "b",
+        "ab",
+        "\u{120}",
+        "\u{120}ab",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "<0x41>",
+        "<0xZZ>",
+        "\u{2581}",
+        "",
+        "<|im_end|>",
+        "🙂",
+        "\n\n",
+    ];
+    let texts = [
+        "",
+        "ab ab",
+        "Hello",
+        "🙂 <|im_end|>",
+        "\u{0}\n\n",
+        "<s>a</s>",
+    ];
+    let (mut loaded, mut refused) = (0, 0);
+    for case in 0..1500 {
+        let n = rng.below(300);
+        let tokens: Vec<String> = (0..n).map(|_| (*rng.pick(&pieces)).to_string()).collect();
+        let merges: Vec<String> = (0..rng.below(20))
+            .map(|_| format!("{} {}", rng.pick(&pieces), rng.pick(&pieces)))
+            .collect();
+        let types: Vec<Value> = (0..n + rng.below(3))
+            .map(|_| Value::I32(*rng.pick(&[1, 2, 3, 4, 6, 0, -1, 99])))
+            .collect();
+        let scores: Vec<Value> = (0..n.saturating_sub(rng.below(2)))
+            .map(|_| Value::F32(*rng.pick(&[0.0, -1.0, f32::NAN])))
+            .collect();
+        let model = *rng.pick(&["gpt2", "llama", "gpt2", "llama", "bert", ""]);
+        let pre = *rng.pick(&["smollm", "llama-bpe", "qwen2", "gpt2", "default", "???"]);
+        let id = |rng: &mut llorch_testkit::FuzzRng| {
+            Value::U32(*rng.pick(&[0, 1, 2, n as u32, u32::MAX]))
+        };
+        let mut meta: Vec<(&str, Value)> = vec![
+            ("tokenizer.ggml.model", Value::String(model.into())),
+            ("tokenizer.ggml.pre", Value::String(pre.into())),
+            ("tokenizer.ggml.tokens", strings(&tokens)),
+            ("tokenizer.ggml.merges", strings(&merges)),
+            ("tokenizer.ggml.token_type", Value::Array(types)),
+            ("tokenizer.ggml.scores", Value::Array(scores)),
+            ("tokenizer.ggml.bos_token_id", id(&mut rng)),
+            ("tokenizer.ggml.eos_token_id", id(&mut rng)),
+            ("tokenizer.ggml.eot_token_id", id(&mut rng)),
+            ("tokenizer.ggml.unknown_token_id", id(&mut rng)),
+            (
+                "tokenizer.ggml.add_bos_token",
+                Value::Bool(rng.below(2) == 1),
+            ),
+            (
+                "tokenizer.ggml.add_space_prefix",
+                Value::Bool(rng.below(2) == 1),
+            ),
+            ("tokenizer.chat_template", Value::String("{{ x }".into())),
+        ];
+        // Some keys get a value of a random type, some go missing.
+        for (_, v) in meta.iter_mut() {
+            if rng.below(8) == 0 {
+                *v = random_value(&mut rng, 2);
+            }
+        }
+        if rng.below(6) == 0 {
+            meta.remove(rng.below(meta.len()));
+        }
+        match Tokenizer::from_gguf(&content(meta)) {
+            Ok(tok) => {
+                loaded += 1;
+                for _ in 0..3 {
+                    let text = *rng.pick(&texts);
+                    let ids = tok.encode(text, rng.below(2) == 1).unwrap_or_default();
+                    let _ = tok.decode(&ids, rng.below(2) == 1);
+                    let stray: Vec<u32> = (0..4).map(|_| rng.next_u64() as u32).collect();
+                    let _ = tok.decode(&stray, false);
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(!e.to_string().is_empty(), "case {case}");
+            }
+        }
+    }
+    eprintln!("random_tokenizer_metadata_never_panics: {loaded} loaded, {refused} refused");
+    assert!(
+        loaded > 0 && refused > 0,
+        "{loaded} loaded, {refused} refused"
+    );
+}
