@@ -12,26 +12,21 @@ use llorch_wire::{
 /// Returns false once nobody listens any more: the job may stop.
 pub type EventSink = Box<dyn FnMut(WorkerEvent) -> bool + Send>;
 
-/// What a backend serves, fixed at start: reported by `/health` and at registration.
+/// What a backend serves, fixed at start: reported by `/health` and at registration. Fields mean
+/// what [`llorch_wire::WorkerHealth`]'s of the same names mean (`name` and `path` are its `model`
+/// and `model_path`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendInfo {
-    /// Model name (file stem or directory name).
     pub name: String,
     pub path: String,
-    /// `gguf` or `safetensors`.
     pub format: String,
     pub architecture: String,
-    /// Weight type as stored and as run.
     pub quantization: String,
     pub runtime_quantization: String,
-    /// Context window served (prompt + output tokens).
     pub context_length: u32,
     pub vocab_size: u32,
-    /// Jobs that generate at once.
     pub parallel: u32,
-    /// Jobs accepted at once (generating + waiting); beyond that `/execute` answers 503.
     pub slots_total: u32,
-    /// CPU SIMD features compiled in.
     pub simd: Vec<String>,
     pub chat_template: Option<ChatTemplateReport>,
 }

@@ -57,6 +57,18 @@ async fn post(base: &str, path: &str, token: Option<&str>, body: &str) -> reqwes
     rb.send().await.unwrap()
 }
 
+async fn get(base: &str, path: &str) -> reqwest::Response {
+    http().get(format!("{base}{path}")).send().await.unwrap()
+}
+
+async fn metrics(base: &str) -> String {
+    get(base, "/metrics").await.text().await.unwrap()
+}
+
+async fn health(base: &str) -> WorkerHealth {
+    get(base, "/health").await.json().await.unwrap()
+}
+
 async fn envelope(r: reqwest::Response) -> (u16, ErrorEnvelope) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
@@ -116,14 +128,7 @@ async fn validation_errors_are_typed_envelopes_naming_every_field() {
     let (status, env) = envelope(post(&base, "/cancel", None, "[]").await).await;
     assert_eq!((status, env.error.fields[0].field.as_str()), (400, "body"));
     // a body that is not JSON is not a job; invalid jobs count as rejected
-    let metrics = http()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&base).await;
     assert_eq!(
         sample(&metrics, r#"worker_requests_total{outcome="rejected"}"#),
         Some(4.0),
@@ -134,7 +139,7 @@ async fn validation_errors_are_typed_envelopes_naming_every_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_guards_every_route_but_health() {
     let base = serve(FaultMode::Slow, 1, &[TOKEN]).await;
-    let r = http().get(format!("{base}/health")).send().await.unwrap();
+    let r = get(&base, "/health").await;
     assert_eq!(r.status(), 200);
     for (path, body) in [
         ("/execute", r#"{"prompt":"hi","max_tokens":1}"#),
@@ -155,7 +160,7 @@ async fn a_token_guards_every_route_but_health() {
             );
         }
     }
-    let r = http().get(format!("{base}/metrics")).send().await.unwrap();
+    let r = get(&base, "/metrics").await;
     assert_eq!(r.status(), 401);
     let r = post(
         &base,
@@ -199,14 +204,7 @@ async fn execute_streams_started_tokens_and_end_as_sse_frames() {
     for (_, data) in &evs {
         serde_json::from_value::<llorch_wire::WorkerEvent>(data.clone()).expect("wire event");
     }
-    let metrics = http()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&base).await;
     assert_eq!(
         sample(&metrics, r#"worker_requests_total{outcome="success"}"#),
         Some(1.0)
@@ -236,14 +234,7 @@ async fn cancel_ends_a_running_job_and_unknown_jobs_are_404() {
             &body.next().await.unwrap().unwrap(),
         ));
     }
-    let h: WorkerHealth = http()
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = health(&base).await;
     assert_eq!((h.state, h.active_jobs), (WorkerState::Busy, 1));
     let r = post(&base, "/cancel", None, r#"{"job_id":"long"}"#).await;
     assert_eq!(r.status(), 200);
@@ -272,11 +263,11 @@ async fn cancel_ends_a_running_job_and_unknown_jobs_are_404() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_routes_wrong_methods_and_busy_get_envelopes() {
     let base = serve(FaultMode::Busy, 1, &[]).await;
-    let r = http().get(format!("{base}/nope")).send().await.unwrap();
+    let r = get(&base, "/nope").await;
     let (status, env) = envelope(r).await;
     assert_eq!((status, env.error.code.as_str()), (404, "NOT_FOUND"));
     assert!(env.error.message.contains("/nope"), "{}", env.error.message);
-    let r = http().get(format!("{base}/execute")).send().await.unwrap();
+    let r = get(&base, "/execute").await;
     let (status, env) = envelope(r).await;
     assert_eq!(
         (status, env.error.code.as_str()),
@@ -288,14 +279,7 @@ async fn unknown_routes_wrong_methods_and_busy_get_envelopes() {
     let (status, env) = envelope(r).await;
     assert_eq!((status, env.error.code.as_str()), (503, "WORKER_BUSY"));
     assert!(env.error.retriable);
-    let h: WorkerHealth = http()
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = health(&base).await;
     assert_eq!(
         (
             h.worker_id.as_str(),
