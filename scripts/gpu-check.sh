@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # GPU check, prepared for a CUDA host (NOT RUN yet: no session so far had a GPU).
 #
-# Builds llorch-candled and llorch-pool with `--features cuda`, runs the Gemma 3 engine test on the
+# Builds llorch-candled and llorch-pool with `--features cuda`, runs the Gemma 3 engine tests and
+# the generic-path checks (tests/it/generic_path.rs: parity, batching vs solo, chunked prefill,
+# prompt cache, cancel; on the CPU they pass bit for bit, on a GPU watch batching vs solo) on the
 # GPU, then the model matrix (scripts/test_all_models.sh) on the cpu and cuda backends; the matrix
 # includes the llama.cpp parity fixture over HTTP. Writes target/model-report-cuda.json; merge it
 # into MODEL_SUPPORT.md with
@@ -48,10 +50,10 @@ log "build took $(( $(date +%s) - t0 )) s"
 log "models"
 scripts/fetch-test-model.sh all >/dev/null
 
-log "engine test on cuda:$GPU (Gemma 3)"
+log "engine tests on cuda:$GPU (Gemma 3, and the generic-path checks: parity, batching, chunks, prompt cache, cancel)"
 status=0
 LLORCH_TEST_DEVICE="cuda:$GPU" CI=true cargo test --release -p llorch-engine --features cuda \
-  --test it gemma3:: -- --test-threads=1 2>&1 | tee "$OUT/gpu-engine-test.log" | tail -20 >&2 || status=1
+  --test it -- --test-threads=1 gemma3:: generic_path:: 2>&1 | tee "$OUT/gpu-engine-test.log" | tail -20 >&2 || status=1
 
 log "model matrix on cpu and cuda"
 LLORCH_FEATURES=llorch-candled/cuda CUDA_VISIBLE_DEVICES="$GPU" scripts/test_all_models.sh --bin-dir target/release --backends cpu,cuda \

@@ -42,6 +42,9 @@ const FAULT_ENGINE_PANIC_ENV: &str = "LLORCH_FAULT_ENGINE_PANIC_AFTER_JOBS";
 /// FAULT INJECTION (tests only): `LLORCH_FAULT_JOB_PANIC=TEXT` makes a job whose id contains
 /// TEXT panic in its decode step, to test that one job's panic fails that job only.
 const FAULT_JOB_PANIC_ENV: &str = "LLORCH_FAULT_JOB_PANIC";
+/// FAULT INJECTION (tests only): `LLORCH_FAULT_JOB_OOM=TEXT` makes a job whose id contains TEXT
+/// fail its decode step with a device out-of-memory error, to test `VRAM_OOM`.
+const FAULT_JOB_OOM_ENV: &str = "LLORCH_FAULT_JOB_OOM";
 
 /// Engine options from the worker's settings and the fault-injection variables.
 pub fn engine_options(max_queue: u32, parallel: u32, prompt_cache_mb: usize) -> EngineOptions {
@@ -56,6 +59,9 @@ pub fn engine_options(max_queue: u32, parallel: u32, prompt_cache_mb: usize) -> 
         fault_job_panic: std::env::var(FAULT_JOB_PANIC_ENV)
             .ok()
             .inspect(|t| tracing::warn!("FAULT INJECTION: {FAULT_JOB_PANIC_ENV}={t}")),
+        fault_job_oom: std::env::var(FAULT_JOB_OOM_ENV)
+            .ok()
+            .inspect(|t| tracing::warn!("FAULT INJECTION: {FAULT_JOB_OOM_ENV}={t}")),
     }
 }
 

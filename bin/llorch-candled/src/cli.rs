@@ -121,6 +121,18 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = WeightMode::Auto)]
     pub weights: WeightMode,
 
+    /// Compute path: `native` (default) runs the engine's own CPU kernels; `generic` runs, on
+    /// any device, exactly the code CUDA and Metal run (candle's matmuls on the stored weight
+    /// types, candle's attention, an F32 KV cache). On the CPU `generic` is a test and
+    /// debugging aid for the GPU path: slower, and its numbers differ within the GPU tolerance.
+    #[arg(
+        long,
+        env = "LLORCH_KERNELS",
+        default_value = "native",
+        value_name = "native|generic"
+    )]
+    pub kernels: llorch_engine::model::Kernels,
+
     /// Chat template for `messages`: `auto` uses the model's own (or its family's built-in one)
     /// unless a load-time probe finds the model never learned its end-of-turn token (a base
     /// model), then `transcript`; `model` skips the probe; `chatml`, `gemma`, `transcript`

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use llorch_engine::chat_choice::ChatTemplateChoice;
+use llorch_engine::model::Kernels;
 
 use crate::auth::ApiTokens;
 use crate::cli::{Args, Compute, WeightMode};
@@ -87,6 +88,8 @@ pub struct Config {
     pub prompt_cache_mb: usize,
     pub max_memory_mb: Option<u64>,
     pub weights: WeightMode,
+    /// `native` or `generic` (the GPU code path, on any device).
+    pub kernels: Kernels,
     pub chat_template: ChatTemplateChoice,
 }
 
@@ -128,6 +131,7 @@ impl Config {
             prompt_cache_mb: args.prompt_cache_mb,
             max_memory_mb: args.max_memory_mb,
             weights: args.weights,
+            kernels: args.kernels,
             chat_template: args.chat_template,
         })
     }

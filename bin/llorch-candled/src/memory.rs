@@ -61,7 +61,11 @@ pub fn check(cfg: &Config) -> Result<Option<MemoryEstimate>> {
     let est = MemoryEstimate::new(
         memory::weights_bytes(&cfg.model),
         shape,
-        cfg.compute.as_str(),
+        // the generic path keeps an F32 cache on any device, as a GPU does
+        match cfg.kernels {
+            llorch_engine::model::Kernels::Generic => "cuda",
+            llorch_engine::model::Kernels::Native => cfg.compute.as_str(),
+        },
         cfg.ctx_size.map(|n| n as u64),
         Some(cfg.parallel),
         Some(cfg.prompt_cache_mb as u64),

@@ -38,11 +38,12 @@ pub fn run(cfg: Config) -> Result<()> {
         requant: cfg.weights.requant(),
         max_context: cfg.ctx_size,
         chat_template: cfg.chat_template.clone(),
+        kernels: cfg.kernels,
     };
     let lm = llorch_engine::load(&cfg.model, &opts)?;
     tracing::info!(
         model = %lm.info.name, arch = lm.info.architecture, quant = %lm.info.quantization,
-        runtime_quant = %lm.info.runtime_quantization, ctx = lm.info.context_length,
+        runtime_quant = %lm.info.runtime_quantization, kernels = %lm.info.kernels, ctx = lm.info.context_length,
         load_ms = format!("{:.0}", lm.info.load_time_ms), "model loaded"
     );
     let chat = &lm.info.chat_template;

@@ -105,7 +105,7 @@ fn schemas() -> Value {
     let s = |t: &str| json!({ "type": t });
     let error_code = json!({ "type": "string", "enum": ["INVALID_REQUEST", "CONTEXT_LENGTH_EXCEEDED", "WORKER_BUSY",
         "QUEUE_FULL", "NOT_FOUND", "METHOD_NOT_ALLOWED", "MODEL_NOT_FOUND", "UNAUTHORIZED", "FORBIDDEN", "RATE_LIMITED", "QUOTA_EXCEEDED", "MODEL_LOAD_FAILED", "INFERENCE_FAILED",
-        "WORKER_LOST", "DEADLINE_EXCEEDED", "EVICTED", "CANCELLED", "SHUTTING_DOWN", "ENGINE_FAILED", "NO_CAPACITY", "INTERNAL"] });
+        "WORKER_LOST", "DEADLINE_EXCEEDED", "EVICTED", "CANCELLED", "SHUTTING_DOWN", "ENGINE_FAILED", "NO_CAPACITY", "VRAM_OOM", "INTERNAL"] });
     let stop_reason =
         json!({ "type": "string", "enum": ["eos", "stop_sequence", "max_tokens", "cancelled"] });
     let priority =

@@ -128,6 +128,10 @@ pub struct EngineOptions {
     /// step. The engine survives: that job alone ends with `INFERENCE_FAILED`. `None` in
     /// production.
     pub fault_job_panic: Option<String>,
+    /// FAULT INJECTION for tests only: a job whose id contains this text fails its decode step
+    /// with the error a GPU allocation failure gives (`CUDA_ERROR_OUT_OF_MEMORY`); that job
+    /// ends with `VRAM_OOM`, the engine goes on. `None` in production.
+    pub fault_job_oom: Option<String>,
 }
 
 impl Default for EngineOptions {
@@ -138,6 +142,7 @@ impl Default for EngineOptions {
             prompt_cache_bytes: 512 << 20,
             fault_panic_after_jobs: None,
             fault_job_panic: None,
+            fault_job_oom: None,
         }
     }
 }
@@ -176,6 +181,7 @@ impl Engine {
         let fault = Faults {
             panic_after_jobs: opts.fault_panic_after_jobs,
             job_panic: opts.fault_job_panic.clone(),
+            job_oom: opts.fault_job_oom.clone(),
         };
         std::thread::Builder::new()
             .name("llorch-engine".into())
@@ -277,6 +283,7 @@ const INTERLEAVED_PREFILL_CHUNK: usize = 128;
 struct Faults {
     panic_after_jobs: Option<u64>,
     job_panic: Option<String>,
+    job_oom: Option<String>,
 }
 
 /// Run one job's part of a round; a panic there becomes an error for that job alone (its
@@ -379,15 +386,19 @@ fn schedule(
                 continue;
             }
             let run = &mut running[i];
-            let fault = faults
-                .job_panic
-                .as_deref()
-                .is_some_and(|f| run.job_id().contains(f));
+            let hit = |f: &Option<String>| f.as_deref().is_some_and(|f| run.job_id().contains(f));
+            let (fault, oom) = (hit(&faults.job_panic), hit(&faults.job_oom));
             match isolated(|| {
                 if fault {
                     panic!("fault injection: job panic");
                 }
                 run.step()
+            })
+            .and_then(|r| match oom {
+                true => Err(anyhow::anyhow!(
+                    "fault injection: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"
+                )),
+                false => Ok(r),
             }) {
                 Ok(Some(id)) => {
                     feed.push(id);

@@ -266,14 +266,7 @@ impl<'a> Running<'a> {
         let cache = match cache {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(job_id = %job.job_id, error = %llorch_wire::human_message(&format!("{e:#}")), "inference failed");
-                sink.send(WorkerEvent::Error {
-                    job_id: job.job_id.clone(),
-                    code: ErrorCode::InferenceFailed,
-                    message: llorch_wire::human_message(&format!("{e:#}")),
-                    retriable: false,
-                    tokens_out: 0,
-                });
+                sink.send(failure_event(&job.job_id, &e, 0));
                 return None;
             }
         };
@@ -458,16 +451,11 @@ impl<'a> Running<'a> {
         &self.job_id
     }
 
-    /// End the job with an `error` event (the forward pass failed).
+    /// End the job with an `error` event (the forward pass failed): `VRAM_OOM` when the device
+    /// ran out of memory, else `INFERENCE_FAILED`.
     pub fn fail(&mut self, e: &anyhow::Error) {
-        tracing::error!(job_id = %self.job_id, error = %llorch_wire::human_message(&format!("{e:#}")), "inference failed");
-        self.sink.send(WorkerEvent::Error {
-            job_id: self.job_id.clone(),
-            code: ErrorCode::InferenceFailed,
-            message: llorch_wire::human_message(&format!("{e:#}")),
-            retriable: false,
-            tokens_out: self.tokens_out,
-        });
+        self.sink
+            .send(failure_event(&self.job_id, e, self.tokens_out));
     }
 
     /// Send the `end` event; always `None`, for `return self.end(..)`.
@@ -538,4 +526,66 @@ pub fn teacher_force(
             .to_vec1::<f32>()?;
     }
     Ok(out)
+}
+
+/// The `error` event of a job whose forward pass (or cache allocation) failed, logged. An
+/// out-of-memory of the device (CUDA's `CUDA_ERROR_OUT_OF_MEMORY`, Metal's and candle's "out of
+/// memory") is `VRAM_OOM`, retriable (another worker, or this one later, may have the room);
+/// anything else is `INFERENCE_FAILED`.
+pub fn failure_event(job_id: &str, e: &anyhow::Error, tokens_out: u32) -> WorkerEvent {
+    let message = llorch_wire::human_message(&format!("{e:#}"));
+    let code = if is_out_of_memory(&message) {
+        ErrorCode::VramOom
+    } else {
+        ErrorCode::InferenceFailed
+    };
+    tracing::error!(job_id, code = code.as_str(), error = %message, "inference failed");
+    WorkerEvent::Error {
+        job_id: job_id.to_string(),
+        code,
+        message,
+        retriable: code.retriable(),
+        tokens_out,
+    }
+}
+
+/// Whether an error message says the device ran out of memory.
+fn is_out_of_memory(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "out of memory",
+        "out_of_memory",
+        "outofmemory",
+        "insufficient memory",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    #[test]
+    fn device_out_of_memory_is_vram_oom_and_retriable() {
+        for text in [
+            "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")",
+            "Metal error: Insufficient Memory (00000008:kIOGPUCommandBufferCallbackErrorOutOfMemory)",
+        ] {
+            match failure_event("j", &anyhow::anyhow!(text.to_string()), 3) {
+                WorkerEvent::Error { code, retriable, tokens_out, .. } => {
+                    assert_eq!((code, retriable, tokens_out), (ErrorCode::VramOom, true, 3), "{text}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match failure_event("j", &anyhow::anyhow!("shape mismatch in matmul"), 0) {
+            WorkerEvent::Error {
+                code, retriable, ..
+            } => {
+                assert_eq!((code, retriable), (ErrorCode::InferenceFailed, false));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

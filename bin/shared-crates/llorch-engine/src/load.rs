@@ -14,7 +14,7 @@ use llorch_wire::Constraint;
 
 use crate::chat::ChatTemplate;
 use crate::chat_choice::{self, ChatTemplateChoice, ChatTemplateInfo};
-use crate::model::{ModelConfig, Requant, Transformer, Weights};
+use crate::model::{Kernels, ModelConfig, Requant, Transformer, Weights};
 use crate::tokenizer::Tokenizer;
 
 /// Load-time options.
@@ -26,6 +26,8 @@ pub struct LoadOptions {
     pub max_context: Option<usize>,
     /// How to pick the chat template.
     pub chat_template: ChatTemplateChoice,
+    /// The engine's own CPU kernels, or the device-generic path GPUs run (see [`Kernels`]).
+    pub kernels: Kernels,
 }
 
 impl Default for LoadOptions {
@@ -35,6 +37,7 @@ impl Default for LoadOptions {
             requant: Requant::Auto,
             max_context: None,
             chat_template: ChatTemplateChoice::Auto,
+            kernels: Kernels::Native,
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct ModelInfo {
     /// The chat template in use and why.
     pub chat_template: ChatTemplateInfo,
     pub load_time_ms: f64,
+    /// The compute path (`native` only on the CPU with the engine's kernels).
+    pub kernels: Kernels,
 }
 
 /// A model ready to run.
@@ -164,7 +169,14 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     })?;
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
-    let mut weights = Weights::gguf(path, content, file, &opts.device, opts.requant)?;
+    let mut weights = Weights::gguf(
+        path,
+        content,
+        file,
+        &opts.device,
+        opts.requant,
+        opts.kernels,
+    )?;
     let model = Transformer::load(cfg, &mut weights, &|n: &str| n.to_string(), ctx)
         .with_context(|| format!("{}: cannot load weights", path.display()))?;
     assemble(path, "gguf", trained, model, &weights, tokenizer, opts)
@@ -195,6 +207,11 @@ fn assemble(
         tokenizer_kind: tokenizer.kind(),
         chat_template: chat_info,
         load_time_ms: 0.0,
+        kernels: if model.is_native() {
+            Kernels::Native
+        } else {
+            Kernels::Generic
+        },
     };
     Ok(LoadedModel {
         model,
@@ -252,7 +269,7 @@ fn load_safetensors(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
     let phi3 = cfg.arch == crate::model::Architecture::Phi3;
-    let mut weights = Weights::safetensors(dir, &opts.device, opts.requant)?;
+    let mut weights = Weights::safetensors(dir, &opts.device, opts.requant, opts.kernels)?;
     let names = move |n: &str| {
         let hf = hf_name(n);
         if phi3 {

@@ -103,7 +103,15 @@ mod tests {
 
     /// A finished sequence whose cache holds `tokens` (1 layer, 1 head of 4, F16: 16 bytes each).
     fn seq(tokens: Vec<u32>) -> Sequence {
-        let mut cache = KvCache::new(1, 1, 4, tokens.len() + 4, &Device::Cpu).unwrap();
+        let mut cache = KvCache::new(
+            1,
+            1,
+            4,
+            tokens.len() + 4,
+            &Device::Cpu,
+            candle_core::DType::F16,
+        )
+        .unwrap();
         cache.advance(tokens.len());
         Sequence {
             prompt_len: tokens.len(),

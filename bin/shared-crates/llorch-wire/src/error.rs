@@ -52,6 +52,9 @@ pub enum ErrorCode {
     /// No pool has memory for a worker of the model, even after stopping idle workers; the
     /// message names what was needed and what each pool had (HTTP 503).
     NoCapacity,
+    /// The device ran out of memory while running this job (a GPU allocation failed): the job
+    /// ends, the worker stays up and serves the next one (HTTP 503, retriable elsewhere).
+    VramOom,
     /// Anything else.
     Internal,
 }
@@ -70,7 +73,8 @@ impl ErrorCode {
             ErrorCode::WorkerBusy
             | ErrorCode::ShuttingDown
             | ErrorCode::EngineFailed
-            | ErrorCode::NoCapacity => 503,
+            | ErrorCode::NoCapacity
+            | ErrorCode::VramOom => 503,
             ErrorCode::DeadlineExceeded => 504,
             ErrorCode::ModelLoadFailed
             | ErrorCode::InferenceFailed
@@ -93,6 +97,7 @@ impl ErrorCode {
                 | ErrorCode::ShuttingDown
                 | ErrorCode::EngineFailed
                 | ErrorCode::NoCapacity
+                | ErrorCode::VramOom
                 | ErrorCode::Internal
         )
     }
@@ -120,6 +125,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
             ErrorCode::EngineFailed => "ENGINE_FAILED",
             ErrorCode::NoCapacity => "NO_CAPACITY",
+            ErrorCode::VramOom => "VRAM_OOM",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -193,10 +193,14 @@ fn tokens_and_end(evs: &[Result<WorkerEvent, ClientError>]) -> (Vec<u32>, Option
 
 #[test]
 fn a_panic_in_one_job_fails_that_job_only() {
-    // FAULT INJECTION: a job whose id contains "boom" panics in its decode step.
+    // FAULT INJECTION: a job whose id contains "boom" panics in its decode step; one whose id
+    // contains "oom" fails it with a device out-of-memory error.
     let Some(w) = start_env(
         "a_panic_in_one_job_fails_that_job_only",
-        &[("LLORCH_FAULT_JOB_PANIC", "boom")],
+        &[
+            ("LLORCH_FAULT_JOB_PANIC", "boom"),
+            ("LLORCH_FAULT_JOB_OOM", "vram"),
+        ],
     ) else {
         return;
     };
@@ -227,6 +231,15 @@ fn a_panic_in_one_job_fails_that_job_only() {
             }
             other => panic!("the panicking job ended with {other:?}"),
         }
+        // an out-of-memory ends that job with VRAM_OOM (retriable), the worker stays up
+        match tokens_and_end(&collect(with_id("vram-1")).await).1 {
+            Some(WorkerEvent::Error {
+                code, retriable, ..
+            }) => assert_eq!((code, retriable), (ErrorCode::VramOom, true)),
+            other => panic!("the out-of-memory job ended with {other:?}"),
+        }
+        let (again, _) = tokens_and_end(&collect(with_id("ok-3")).await);
+        assert_eq!(again, solo, "the worker serves the next job unchanged");
     });
     assert_eq!(health(&w).status, "ready", "{}", w.log_tail());
     assert_eq!(health(&w).active_jobs, 0);

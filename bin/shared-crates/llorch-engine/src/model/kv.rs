@@ -1,6 +1,7 @@
 //! Per-sequence key/value cache: preallocated for the sequence's known length, written in place.
-//! F16 on the CPU (half the memory of F32, as llama.cpp keeps it; the attention kernel widens
-//! each row on use), F32 on GPUs (candle's attention there wants one dtype).
+//! F16 on the engine's native CPU path (half the memory of F32, as llama.cpp keeps it; the
+//! attention kernel widens each row on use), F32 on the device-generic path that GPUs run
+//! (candle's attention there wants one dtype).
 
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor};
@@ -16,19 +17,15 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for `capacity` positions.
+    /// An empty cache for `capacity` positions, its elements of type `dtype`.
     pub fn new(
         n_layer: usize,
         n_kv_head: usize,
         head_dim: usize,
         capacity: usize,
         device: &Device,
+        dtype: DType,
     ) -> Result<Self> {
-        let dtype = if device.is_cpu() {
-            DType::F16
-        } else {
-            DType::F32
-        };
         let mk = || Tensor::zeros((n_kv_head, capacity, head_dim), dtype, device);
         let mut k = Vec::with_capacity(n_layer);
         let mut v = Vec::with_capacity(n_layer);

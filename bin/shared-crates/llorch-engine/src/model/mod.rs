@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod kernels;
 pub mod kv;
 pub mod profile;
 pub mod qmatmul;
@@ -9,6 +10,7 @@ pub mod transformer;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};
+pub use kernels::Kernels;
 pub use kv::KvCache;
 pub use transformer::{Logits, Transformer};
 pub use weights::{Matrix, Requant, Weights};

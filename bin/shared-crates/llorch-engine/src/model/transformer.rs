@@ -30,11 +30,13 @@ impl Linear {
         Ok(Self { w: weight, b })
     }
 
-    /// Fuse linears that read the same input into one (weights and biases stacked), on CPU;
-    /// the parts come back unchanged when their weight types differ or only some have biases.
-    fn fuse(parts: Vec<Linear>) -> Result<std::result::Result<Linear, Vec<Linear>>> {
+    /// Fuse linears that read the same input into one (weights and biases stacked) on the
+    /// native CPU path; the parts come back unchanged on the generic path, when their weight
+    /// types differ or when only some have biases.
+    fn fuse(parts: Vec<Linear>, native: bool) -> Result<std::result::Result<Linear, Vec<Linear>>> {
         let with_bias = parts.iter().filter(|l| l.b.is_some()).count();
-        let fusable = (with_bias == 0 || with_bias == parts.len())
+        let fusable = native
+            && (with_bias == 0 || with_bias == parts.len())
             && Matrix::can_fuse(parts.iter().map(|l| &l.w));
         if !fusable {
             return Ok(Err(parts));
@@ -139,6 +141,9 @@ pub struct Transformer {
     /// Longest context this instance serves (rotary tables are sized to it).
     pub max_context: usize,
     device: Device,
+    /// The engine's own CPU path (attention kernel, F16 cache, fused projections); false on a
+    /// GPU and with `Kernels::Generic`, which run candle's masked attention and an F32 cache.
+    native: bool,
 }
 
 impl Transformer {
@@ -150,6 +155,7 @@ impl Transformer {
         max_context: usize,
     ) -> Result<Self> {
         let device = w.device().clone();
+        let native = w.native();
         let out_name = names("output.weight");
         let emb_name = names("token_embd.weight");
         // A tied table that runs on the engine's kernel is read once, straight into it.
@@ -183,7 +189,7 @@ impl Transformer {
                     Linear::load(w, &p("attn_v"))?,
                 ];
                 // one matmul for q, k and v when the types allow it (the same layout as Phi-3's)
-                match Linear::fuse(parts)? {
+                match Linear::fuse(parts, native)? {
                     Ok(l) => Attn::Fused(l),
                     Err(mut p) => {
                         let (v, k, q) = (p.pop().unwrap(), p.pop().unwrap(), p.pop().unwrap());
@@ -194,10 +200,13 @@ impl Transformer {
             let mlp = if cfg.arch == Architecture::Phi3 {
                 Mlp::FusedGateUp(Linear::load(w, &p("ffn_up"))?)
             } else {
-                match Linear::fuse(vec![
-                    Linear::load(w, &p("ffn_gate"))?,
-                    Linear::load(w, &p("ffn_up"))?,
-                ])? {
+                match Linear::fuse(
+                    vec![
+                        Linear::load(w, &p("ffn_gate"))?,
+                        Linear::load(w, &p("ffn_up"))?,
+                    ],
+                    native,
+                )? {
                     Ok(l) => Mlp::FusedGateUp(l),
                     Err(mut p) => {
                         let (up, gate) = (p.pop().unwrap(), p.pop().unwrap());
@@ -253,6 +262,7 @@ impl Transformer {
             rope_local,
             max_context,
             device,
+            native,
         })
     }
 
@@ -264,7 +274,22 @@ impl Transformer {
             self.cfg.head_dim,
             capacity.min(self.max_context),
             &self.device,
+            self.kv_dtype(),
         )
+    }
+
+    /// The KV cache's element type: F16 on the native CPU path, F32 on the generic path.
+    pub fn kv_dtype(&self) -> DType {
+        if self.native {
+            DType::F16
+        } else {
+            DType::F32
+        }
+    }
+
+    /// Whether the engine's own CPU path runs this model (see `Kernels`).
+    pub fn is_native(&self) -> bool {
+        self.native
     }
 
     /// The compute device.
@@ -296,7 +321,7 @@ impl Transformer {
         );
         let mut x = self.embed(ids)?; // (n, d)
                                       // the CPU attention kernel applies causality and the window itself
-        let masked = n > 1 && !self.device.is_cpu();
+        let masked = n > 1 && !self.native;
         let mask = if masked {
             Some(self.mask(n, pos, None)?)
         } else {
@@ -516,7 +541,7 @@ impl Transformer {
             )
         };
         let (k_all, v_all) = cache.append(li, &k.squeeze(0)?, &v.squeeze(0)?, pos)?; // (nkv, t, hd)
-        if self.device.is_cpu() {
+        if self.native {
             let window = if layer.local {
                 cfg.sliding_window
             } else {
@@ -535,7 +560,7 @@ impl Transformer {
         let rep = nh / nkv;
         let q = q.squeeze(0)?.reshape((nkv, rep * n, hd))?;
         let k_t = k_all.transpose(1, 2)?;
-        let (k_t, v_all) = if self.device.is_cpu() {
+        let (k_t, v_all) = if self.native {
             (k_t, v_all)
         } else {
             (k_t.contiguous()?, v_all.contiguous()?)

@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::profile;
 use super::qmatmul::{self, OwnMatrix};
+use super::Kernels;
 
 /// What to do with weight types the engine has no fast CPU kernel for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +177,8 @@ pub struct Weights {
     source: WeightSource,
     device: Device,
     requant: Requant,
+    /// Whether the engine's own CPU path runs (else the device-generic one).
+    native: bool,
     /// Weight type as stored (most common matrix type) and as run.
     pub stored_type: String,
     pub runtime_type: String,
@@ -189,7 +192,9 @@ impl Weights {
         file: File,
         device: &Device,
         requant: Requant,
+        kernels: Kernels,
     ) -> Result<Self> {
+        let requant = generic_policy(requant, kernels);
         let mut counts: HashMap<GgmlDType, usize> = HashMap::new();
         for (name, info) in content.tensor_infos.iter() {
             if !supported(info.ggml_dtype) {
@@ -217,6 +222,7 @@ impl Weights {
             },
             device: device.clone(),
             requant,
+            native: kernels.native_on(device),
             stored_type: format!("{stored:?}"),
             runtime_type: String::new(),
         };
@@ -225,7 +231,13 @@ impl Weights {
     }
 
     /// Weights from a directory of safetensors shards (memory-mapped).
-    pub fn safetensors(dir: &Path, device: &Device, requant: Requant) -> Result<Self> {
+    pub fn safetensors(
+        dir: &Path,
+        device: &Device,
+        requant: Requant,
+        kernels: Kernels,
+    ) -> Result<Self> {
+        let requant = generic_policy(requant, kernels);
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("{}: cannot list directory", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -251,6 +263,7 @@ impl Weights {
             source: WeightSource::Safetensors { tensors },
             device: device.clone(),
             requant,
+            native: kernels.native_on(device),
             stored_type: format!("{stored:?}").to_uppercase(),
             runtime_type: String::new(),
         };
@@ -425,6 +438,20 @@ impl Weights {
     /// The compute device.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Whether the engine's own CPU path runs these weights (fused projections, its kernels);
+    /// false on a GPU and on the CPU with [`Kernels::Generic`].
+    pub fn native(&self) -> bool {
+        self.native
+    }
+}
+
+/// The device-generic path runs every matrix as stored, on candle's kernels.
+fn generic_policy(requant: Requant, kernels: Kernels) -> Requant {
+    match kernels {
+        Kernels::Native => requant,
+        Kernels::Generic => Requant::Off,
     }
 }
 

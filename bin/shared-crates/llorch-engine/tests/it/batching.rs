@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use llorch_engine::generate::run_job;
-use llorch_engine::{load, Engine, Job, LoadOptions, LoadedModel};
+use llorch_engine::model::Kernels;
+use llorch_engine::{Engine, Job, LoadedModel};
 use llorch_wire::{SamplingParams, StopReason, WorkerEvent};
 
 fn job(id: &str, lm: &LoadedModel, prompt: &str, max_tokens: u32, seed: Option<u64>) -> Job {
@@ -65,12 +66,14 @@ const PROMPTS: [(&str, u32, Option<u64>); 6] = [
 
 #[test]
 fn batched_jobs_generate_what_they_generate_alone() {
-    let Some(path) =
-        llorch_testkit::require_smollm2("batched_jobs_generate_what_they_generate_alone")
-    else {
-        return;
-    };
-    let lm = Arc::new(load(&path, &LoadOptions::default()).unwrap());
+    let test = "batched_jobs_generate_what_they_generate_alone";
+    if let Some(lm) = crate::smollm2(test, Kernels::Native) {
+        check_batched_jobs_match_solo(lm);
+    }
+}
+
+/// 6 jobs through 4 slots produce each job's solo tokens, stop reason and seed.
+pub(crate) fn check_batched_jobs_match_solo(lm: Arc<LoadedModel>) {
     let alone: Vec<Vec<WorkerEvent>> = PROMPTS
         .iter()
         .enumerate()
@@ -137,12 +140,14 @@ fn batched_jobs_generate_what_they_generate_alone() {
 
 #[test]
 fn cancelling_one_batched_job_leaves_the_others_alone() {
-    let Some(path) =
-        llorch_testkit::require_smollm2("cancelling_one_batched_job_leaves_the_others_alone")
-    else {
-        return;
-    };
-    let lm = Arc::new(load(&path, &LoadOptions::default()).unwrap());
+    let test = "cancelling_one_batched_job_leaves_the_others_alone";
+    if let Some(lm) = crate::smollm2(test, Kernels::Native) {
+        check_cancel_isolation(lm);
+    }
+}
+
+/// A job cancelled after 5 tokens stops within a few steps; the job beside it is unaffected.
+pub(crate) fn check_cancel_isolation(lm: Arc<LoadedModel>) {
     let mut events = Vec::new();
     let mut sink = |e: WorkerEvent| {
         events.push(e);
@@ -194,11 +199,16 @@ fn cancelling_one_batched_job_leaves_the_others_alone() {
 /// prefill, and both jobs end normally.
 #[test]
 fn a_long_prompt_does_not_stall_running_jobs() {
-    let Some(path) = llorch_testkit::require_smollm2("a_long_prompt_does_not_stall_running_jobs")
-    else {
-        return;
-    };
-    let lm = Arc::new(load(&path, &LoadOptions::default()).unwrap());
+    let test = "a_long_prompt_does_not_stall_running_jobs";
+    if let Some(lm) = crate::smollm2(test, Kernels::Native) {
+        check_long_prompt_chunks(lm);
+    }
+}
+
+/// A ~1500-token prompt is prefilled in chunks between a running job's decode steps: that
+/// job's longest pause is a fraction of the prefill, and the chunked prompt's tokens equal a
+/// whole prefill's.
+pub(crate) fn check_long_prompt_chunks(lm: Arc<LoadedModel>) {
     let engine = Engine::start(lm.clone(), 0, 2);
     let (tx, rx) = channel();
     let decoding = job("decoding", &lm, "1, 2, 3, 4, 5, 6, 7, 8,", 200, None);

@@ -23,7 +23,8 @@ use serde_json::Value;
 const END_OF_TURN: u32 = 106;
 const EOS: u32 = 1;
 
-fn device() -> Device {
+/// The device named by `LLORCH_TEST_DEVICE` (`cpu`, `cuda:N`, `metal:N`; default `cpu`).
+pub(crate) fn device() -> Device {
     let spec = std::env::var("LLORCH_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     let (kind, n) = spec.split_once(':').unwrap_or((spec.as_str(), "0"));
     let n: usize = n.parse().expect("LLORCH_TEST_DEVICE index");
@@ -50,6 +51,20 @@ fn load_with(test: &str, max_context: Option<usize>) -> Option<(LoadedModel, f64
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     eprintln!("{test}: loaded in {ms:.0} ms");
     Some((lm, ms))
+}
+
+/// Gemma 3 on the given compute path (the device from `LLORCH_TEST_DEVICE`).
+pub(crate) fn gemma_with(
+    test: &str,
+    kernels: llorch_engine::model::Kernels,
+) -> Option<LoadedModel> {
+    let path = llorch_testkit::require_model(test, llorch_testkit::GEMMA3_FILE)?;
+    let opts = LoadOptions {
+        device: device(),
+        kernels,
+        ..Default::default()
+    };
+    Some(load(&path, &opts).unwrap())
 }
 
 /// The model with default options, loaded once for the tests that only read it.
@@ -130,9 +145,13 @@ fn tokenizer_and_template_match_llama_cpp() {
 
 #[test]
 fn greedy_tokens_and_logprobs_match_llama_cpp() {
-    let Some(lm) = gemma("greedy_tokens_and_logprobs_match_llama_cpp") else {
-        return;
-    };
+    if let Some(lm) = gemma("greedy_tokens_and_logprobs_match_llama_cpp") {
+        check_parity(lm);
+    }
+}
+
+/// Greedy prefixes and teacher-forced log-probabilities against the fixture's tolerance.
+pub(crate) fn check_parity(lm: &LoadedModel) {
     // The fixture's tolerance: its per-step bound (1.0) is looser than SmolLM2's 0.6 because
     // Gemma's activations sit far from zero, so 8-bit activation rounding moves low-probability
     // steps more (this engine differs from itself by up to 0.57 nats on top-10 tokens between
@@ -238,9 +257,13 @@ fn base_model_chat_is_served_as_a_transcript() {
 
 #[test]
 fn answers_raw_questions_and_recalls_past_the_sliding_window() {
-    let Some(lm) = gemma("answers_raw_questions_and_recalls_past_the_sliding_window") else {
-        return;
-    };
+    if let Some(lm) = gemma("answers_raw_questions_and_recalls_past_the_sliding_window") {
+        check_recall_past_the_window(lm);
+    }
+}
+
+/// A raw question is answered; a fact ~540 tokens back (past the 512 window) is recalled.
+pub(crate) fn check_recall_past_the_window(lm: &LoadedModel) {
     let p = lm
         .tokenizer
         .encode("Q: What is the capital of France?\nA:", true)
@@ -259,9 +282,14 @@ fn answers_raw_questions_and_recalls_past_the_sliding_window() {
 
 #[test]
 fn prefill_in_chunks_and_decode_agree_across_the_window() {
-    let Some(lm) = gemma("prefill_in_chunks_and_decode_agree_across_the_window") else {
-        return;
-    };
+    if let Some(lm) = gemma("prefill_in_chunks_and_decode_agree_across_the_window") {
+        check_chunks_across_the_window(lm);
+    }
+}
+
+/// Whole prefill vs chunks that straddle the window's edge plus decode steps: same argmax,
+/// logits within rounding noise.
+pub(crate) fn check_chunks_across_the_window(lm: &LoadedModel) {
     let prompt = ids(&fixture()["cases"][4]["prompt_ids"]);
     let n = prompt.len();
     let mut whole = lm.model.new_cache(n).unwrap();

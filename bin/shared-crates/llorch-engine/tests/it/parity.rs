@@ -22,7 +22,7 @@ fn ids(v: &Value) -> Vec<u32> {
 }
 
 /// Check every fixture case; returns a report line per case.
-fn check_parity(lm: &LoadedModel, label: &str) {
+pub(crate) fn check_parity(lm: &LoadedModel, label: &str) {
     let fx = llorch_testkit::smollm2_fixture();
     let mut failures = Vec::new();
     for case in fx["cases"].as_array().unwrap() {

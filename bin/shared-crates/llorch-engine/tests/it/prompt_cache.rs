@@ -7,7 +7,8 @@
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 
-use llorch_engine::{load, Engine, EngineOptions, Job, LoadOptions, LoadedModel};
+use llorch_engine::model::Kernels;
+use llorch_engine::{Engine, EngineOptions, Job, LoadedModel};
 use llorch_wire::{SamplingParams, WorkerEvent};
 
 const SYSTEM: &str = "You are a careful assistant for a harbour office. You answer questions \
@@ -43,12 +44,14 @@ fn run(engine: &Engine, j: Job) -> (u32, Vec<u32>) {
 
 #[test]
 fn shared_prefixes_are_reused_and_change_nothing() {
-    let Some(path) =
-        llorch_testkit::require_smollm2("shared_prefixes_are_reused_and_change_nothing")
-    else {
-        return;
-    };
-    let lm = Arc::new(load(&path, &LoadOptions::default()).unwrap());
+    let test = "shared_prefixes_are_reused_and_change_nothing";
+    if let Some(lm) = crate::smollm2(test, Kernels::Native) {
+        check_prompt_cache(lm);
+    }
+}
+
+/// Reused prefixes are reported in `tokens_cached` and give the output of a full prefill.
+pub(crate) fn check_prompt_cache(lm: Arc<LoadedModel>) {
     let cached = Engine::with_options(lm.clone(), EngineOptions::default());
     let uncached = Engine::with_options(
         lm.clone(),
