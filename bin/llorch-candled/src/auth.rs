@@ -1,15 +1,13 @@
-//! Bearer-token authentication of the worker's routes (`--api-token` / `LLORCH_WORKER_TOKEN`),
-//! the rule that a non-loopback bind needs a token, and the answers for unknown routes and
-//! wrong methods.
+//! Bearer-token authentication of the worker's routes (`--api-token` / `LLORCH_WORKER_TOKEN`)
+//! and the rule that a non-loopback bind needs a token.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use llorch_wire::{ErrorCode, ErrorEnvelope};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -87,13 +85,6 @@ pub fn check_bind(host: &str, tokens: &ApiTokens) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An error envelope as a response with the code's status.
-pub fn envelope_response(env: ErrorEnvelope) -> Response {
-    let status = StatusCode::from_u16(env.error.code.http_status())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(env)).into_response()
-}
-
 /// Middleware: every route except [`OPEN_PATHS`] needs `Authorization: Bearer <token>` when
 /// tokens are configured; otherwise 401 `UNAUTHORIZED` with `WWW-Authenticate: Bearer`.
 /// Neither the presented nor the expected token is ever logged.
@@ -120,30 +111,10 @@ pub async fn require_token(
         None => "missing worker API token: send Authorization: Bearer <LLORCH_WORKER_TOKEN>",
     };
     tracing::warn!(path = %req.uri().path(), "request without a valid worker token rejected");
-    let mut resp = envelope_response(ErrorEnvelope::new(ErrorCode::Unauthorized, message));
+    let mut resp = crate::routes::error(ErrorEnvelope::new(ErrorCode::Unauthorized, message));
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
-}
-
-/// Answer for an unknown route: 404 `NOT_FOUND` naming it.
-pub async fn unknown_route(req: Request) -> Response {
-    envelope_response(ErrorEnvelope::new(
-        ErrorCode::NotFound,
-        format!("no route {} {}", req.method(), req.uri().path()),
-    ))
-}
-
-/// Answer for a known route called with the wrong method: 405 `METHOD_NOT_ALLOWED`.
-pub async fn wrong_method(req: Request) -> Response {
-    envelope_response(ErrorEnvelope::new(
-        ErrorCode::MethodNotAllowed,
-        format!(
-            "{} does not accept {} (see .specs/worker.md for the routes)",
-            req.uri().path(),
-            req.method()
-        ),
-    ))
 }
 
 #[cfg(test)]

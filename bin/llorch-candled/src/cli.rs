@@ -4,20 +4,21 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-/// Compute backend.
+/// Compute backend (`--backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
+pub enum Compute {
     Cpu,
     Cuda,
     Metal,
 }
 
-impl Backend {
+impl Compute {
+    /// The `--backend` spelling, also reported by `/health` and at registration.
     pub fn as_str(self) -> &'static str {
         match self {
-            Backend::Cpu => "cpu",
-            Backend::Cuda => "cuda",
-            Backend::Metal => "metal",
+            Compute::Cpu => "cpu",
+            Compute::Cuda => "cuda",
+            Compute::Metal => "metal",
         }
     }
 }
@@ -79,8 +80,8 @@ pub struct Args {
     pub worker_id: Option<String>,
 
     /// Compute backend (cuda and metal need a build with that cargo feature).
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
-    pub backend: Backend,
+    #[arg(long, value_enum, default_value_t = Compute::Cpu)]
+    pub backend: Compute,
 
     /// GPU index for cuda/metal.
     #[arg(long, default_value_t = 0, alias = "gpu")]

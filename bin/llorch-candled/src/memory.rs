@@ -13,7 +13,8 @@ use llorch_catalog::machine;
 use llorch_catalog::memory::{self, human_bytes, MemoryEstimate};
 use llorch_wire::WorkerMemory;
 
-use crate::cli::{Args, Backend};
+use crate::cli::Compute;
+use crate::config::Config;
 
 /// Stable prefix of the start-up error when the worker would not fit.
 pub const INSUFFICIENT_VRAM: &str = "INSUFFICIENT_VRAM";
@@ -28,9 +29,9 @@ pub struct DeviceMemory {
 }
 
 /// The device's memory now (None: unknown, e.g. Metal, or `nvidia-smi` missing).
-pub fn device_memory(backend: Backend, device: usize) -> Option<DeviceMemory> {
+pub fn device_memory(backend: Compute, device: usize) -> Option<DeviceMemory> {
     match backend {
-        Backend::Cpu => {
+        Compute::Cpu => {
             let (total_bytes, free_bytes) = machine::memory();
             (total_bytes > 0).then_some(DeviceMemory {
                 total_bytes,
@@ -38,7 +39,7 @@ pub fn device_memory(backend: Backend, device: usize) -> Option<DeviceMemory> {
                 source: "meminfo",
             })
         }
-        Backend::Cuda => {
+        Compute::Cuda => {
             let g = machine::cuda_gpu(u32::try_from(device).ok()?)?;
             Some(DeviceMemory {
                 total_bytes: g.mem_total_bytes,
@@ -46,31 +47,31 @@ pub fn device_memory(backend: Backend, device: usize) -> Option<DeviceMemory> {
                 source: "nvidia-smi",
             })
         }
-        Backend::Metal => None,
+        Compute::Metal => None,
     }
 }
 
 /// Estimate what this configuration needs and refuse a start that cannot fit. Runs before the
 /// model load (it reads the header only), so a refused configuration fails in milliseconds.
 /// None when the header is unreadable: the load then reports what is wrong with the file.
-pub fn check(args: &Args) -> Result<Option<MemoryEstimate>> {
-    let Ok(shape) = memory::model_shape(&args.model) else {
+pub fn check(cfg: &Config) -> Result<Option<MemoryEstimate>> {
+    let Ok(shape) = memory::model_shape(&cfg.model) else {
         return Ok(None);
     };
     let est = MemoryEstimate::new(
-        memory::weights_bytes(&args.model),
+        memory::weights_bytes(&cfg.model),
         shape,
         // the generic path keeps an F32 cache on any device, as a GPU does
-        match args.kernels {
+        match cfg.kernels {
             llorch_engine::model::Kernels::Generic => "cuda",
-            llorch_engine::model::Kernels::Native => args.backend.as_str(),
+            llorch_engine::model::Kernels::Native => cfg.compute.as_str(),
         },
-        args.ctx_size.map(|n| n as u64),
-        Some(args.parallel),
-        Some(args.prompt_cache_mb as u64),
+        cfg.ctx_size.map(|n| n as u64),
+        Some(cfg.parallel),
+        Some(cfg.prompt_cache_mb as u64),
     );
-    let dev = device_memory(args.backend, args.device);
-    if let Some(reason) = refusal(&est, dev, args) {
+    let dev = device_memory(cfg.compute, cfg.device);
+    if let Some(reason) = refusal(&est, dev, cfg) {
         bail!("{reason}");
     }
     match dev {
@@ -92,11 +93,8 @@ pub fn check(args: &Args) -> Result<Option<MemoryEstimate>> {
 }
 
 /// Why this configuration must not start (None: it may).
-fn refusal(est: &MemoryEstimate, dev: Option<DeviceMemory>, args: &Args) -> Option<String> {
-    let device = match args.backend {
-        Backend::Cpu => "cpu".to_string(),
-        b => format!("{}:{}", b.as_str(), args.device),
-    };
+fn refusal(est: &MemoryEstimate, dev: Option<DeviceMemory>, cfg: &Config) -> Option<String> {
+    let device = cfg.device_name();
     let needs = |what: String, free: u64| {
         format!(
             "{INSUFFICIENT_VRAM}: this worker needs about {} ({}) but {what}; {}",
@@ -105,7 +103,7 @@ fn refusal(est: &MemoryEstimate, dev: Option<DeviceMemory>, args: &Args) -> Opti
             est.advice(free)
         )
     };
-    if let Some(mb) = args.max_memory_mb {
+    if let Some(mb) = cfg.max_memory_mb {
         let cap = mb * 1024 * 1024;
         if est.total_bytes > cap {
             return Some(needs(
@@ -115,7 +113,7 @@ fn refusal(est: &MemoryEstimate, dev: Option<DeviceMemory>, args: &Args) -> Opti
         }
     }
     match dev {
-        Some(d) if args.backend != Backend::Cpu && est.total_bytes > d.free_bytes => Some(needs(
+        Some(d) if cfg.compute != Compute::Cpu && est.total_bytes > d.free_bytes => Some(needs(
             format!(
                 "{device} has {} free of {} ({})",
                 human_bytes(d.free_bytes),
@@ -130,10 +128,10 @@ fn refusal(est: &MemoryEstimate, dev: Option<DeviceMemory>, args: &Args) -> Opti
 
 /// What `/health` reports: memory in use on the worker's device now (CPU: this process's RSS;
 /// CUDA: the device's used memory, every process), the device total, and the start-up estimate.
-pub fn report(backend: Backend, device: usize, estimate_bytes: u64) -> WorkerMemory {
+pub fn report(backend: Compute, device: usize, estimate_bytes: u64) -> WorkerMemory {
     let dev = device_memory(backend, device);
     let used_bytes = match (backend, dev) {
-        (Backend::Cpu, _) | (_, None) => machine::process_rss_bytes(),
+        (Compute::Cpu, _) | (_, None) => machine::process_rss_bytes(),
         (_, Some(d)) => d.total_bytes.saturating_sub(d.free_bytes),
     };
     WorkerMemory {
@@ -141,7 +139,7 @@ pub fn report(backend: Backend, device: usize, estimate_bytes: u64) -> WorkerMem
         total_bytes: dev.map(|d| d.total_bytes),
         estimate_bytes,
         source: match (backend, dev) {
-            (Backend::Cpu, _) | (_, None) => "rss".into(),
+            (Compute::Cpu, _) | (_, None) => "rss".into(),
             (_, Some(d)) => d.source.into(),
         },
     }
@@ -150,7 +148,7 @@ pub fn report(backend: Backend, device: usize, estimate_bytes: u64) -> WorkerMem
 /// [`report`], refreshed at most every two seconds: `/health` is polled often and `nvidia-smi`
 /// takes tens of milliseconds.
 pub struct MemoryMonitor {
-    backend: Backend,
+    backend: Compute,
     device: usize,
     estimate_bytes: u64,
     last: std::sync::Mutex<Option<(std::time::Instant, WorkerMemory)>>,
@@ -158,7 +156,7 @@ pub struct MemoryMonitor {
 
 impl MemoryMonitor {
     /// A monitor for the worker's device, with the start-up estimate.
-    pub fn new(backend: Backend, device: usize, estimate_bytes: u64) -> Self {
+    pub fn new(backend: Compute, device: usize, estimate_bytes: u64) -> Self {
         MemoryMonitor {
             backend,
             device,
@@ -197,10 +195,10 @@ mod tests {
         MemoryEstimate::new(98 << 20, smol, "cuda", Some(ctx), Some(parallel), Some(0))
     }
 
-    fn args(extra: &[&str]) -> Args {
+    fn args(extra: &[&str]) -> Config {
         let mut v = vec!["llorch-candled", "--model", "m.gguf"];
         v.extend_from_slice(extra);
-        Args::parse_from(v)
+        Config::from_args(crate::cli::Args::parse_from(v)).unwrap()
     }
 
     #[test]
@@ -238,7 +236,7 @@ mod tests {
 
     #[test]
     fn the_cpu_report_is_this_process() {
-        let r = report(Backend::Cpu, 0, 7);
+        let r = report(Compute::Cpu, 0, 7);
         assert_eq!(r.source, "rss");
         assert!(r.used_bytes > 0 && r.total_bytes.unwrap_or(0) > r.used_bytes);
         assert_eq!(r.estimate_bytes, 7);

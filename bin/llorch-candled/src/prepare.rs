@@ -1,5 +1,6 @@
-//! Turning an `/execute` body into an engine [`Job`]: validation, chat rendering, tokenization,
-//! the context-length check. Every failure is an error envelope naming the field and the limit.
+//! Turning a validated `/execute` body into an engine [`Job`]: chat rendering, tokenization,
+//! the context-length check, the constraint. Every failure is an error envelope naming the
+//! field and the limit.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -8,9 +9,9 @@ use std::time::Instant;
 use llorch_engine::{Job, LoadedModel};
 use llorch_wire::{ErrorCode, ErrorEnvelope, ExecuteRequest, FieldError};
 
-/// Validate and tokenize. Runs on a blocking thread (tokenizing a long prompt takes time).
+/// Tokenize and check a request that passed [`ExecuteRequest::validate`]. Runs on a blocking
+/// thread (tokenizing a long prompt takes time).
 pub fn prepare(lm: &LoadedModel, req: ExecuteRequest) -> Result<Job, ErrorEnvelope> {
-    req.validate().map_err(ErrorEnvelope::invalid)?;
     let ids = prompt_ids(lm, &req)?;
     let chat = req.gen.messages.is_some();
     let max_tokens = req.max_tokens_or_default();
@@ -80,7 +81,12 @@ pub fn prompt_ids(lm: &LoadedModel, req: &ExecuteRequest) -> Result<Vec<u32>, Er
             .chat
             .render(m, true)
             .map_err(|e| invalid("messages", format!("chat template failed: {e:#}")))?,
-        (None, None) => unreachable!("validated"),
+        (None, None) => {
+            return Err(invalid(
+                "prompt",
+                "give one of prompt, messages or prompt_ids".into(),
+            ))
+        }
     };
     lm.tokenizer
         .encode(&text, add_bos_for(lm, &text))

@@ -121,6 +121,18 @@ fn env_vec(env: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The `fault-worker` binary (llorch-candled's routes over a fault-injecting backend), built by
+/// the same `cargo test --workspace` / `cargo build --workspace --bins` as these tests.
+fn fault_worker_bin() -> PathBuf {
+    let bin = llorch_testkit::bin_dir().join("fault-worker");
+    assert!(
+        bin.is_file(),
+        "{} not built: run `cargo build --release --workspace --bins`",
+        bin.display()
+    );
+    bin
+}
+
 /// A `fault-worker` process; killed on drop.
 pub struct FaultWorker {
     pub child: Child,
@@ -131,7 +143,7 @@ impl FaultWorker {
     /// Start `fault-worker --mode MODE --worker-id ID` plus `extra`, and wait for `/health`.
     pub fn start(mode: &str, id: &str, extra: &[&str]) -> FaultWorker {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_fault-worker"))
+        let child = Command::new(fault_worker_bin())
             .args([
                 "--mode",
                 mode,

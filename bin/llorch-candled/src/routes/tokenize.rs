@@ -1,0 +1,33 @@
+//! `POST /tokenize` and `POST /detokenize`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use llorch_wire::{DetokenizeRequest, ErrorCode, ErrorEnvelope, TokenizeRequest};
+
+use super::{error, parse_json, Shared};
+
+pub(super) async fn tokenize(State(st): State<Shared>, body: Bytes) -> Response {
+    let req: TokenizeRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(env) => return error(*env),
+    };
+    let backend = st.backend.clone();
+    match tokio::task::spawn_blocking(move || backend.tokenize(req)).await {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(env)) => error(env),
+        Err(e) => error(ErrorEnvelope::new(ErrorCode::Internal, e.to_string())),
+    }
+}
+
+pub(super) async fn detokenize(State(st): State<Shared>, body: Bytes) -> Response {
+    let req: DetokenizeRequest = match parse_json(&body) {
+        Ok(r) => r,
+        Err(env) => return error(*env),
+    };
+    match st.backend.detokenize(req) {
+        Ok(r) => Json(r).into_response(),
+        Err(env) => error(env),
+    }
+}
