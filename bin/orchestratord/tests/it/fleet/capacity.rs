@@ -91,11 +91,12 @@ async fn fleet_memory_caps_place_evict_idle_and_name_needed_vs_available() {
     assert_eq!(deployment(&v, "m1")["replicas"], 1, "{v:#}");
     assert_eq!(deployment(&v, "m3")["replicas"], 1, "{v:#}");
     // Both workers busy: m2 fits only by stopping one of them, which never happens; the busy
-    // tasks finish normally.
+    // tasks go on (a counting prompt that cannot end at EOS before m2 is answered) and end
+    // cleanly when cancelled.
     let mut long = Vec::new();
     for model in ["m1", "m3"] {
-        let mut req = greedy(model);
-        req["max_tokens"] = json!(200);
+        let req = json!({"model": model, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "max_tokens": 1500,
+            "temperature": 0});
         let id = submit_ok(&o, req).await;
         let mut s = EventStream::open(&o, &id, None).await;
         let mut seen = Vec::new();
@@ -106,18 +107,25 @@ async fn fleet_memory_caps_place_evict_idle_and_name_needed_vs_available() {
                 break;
             }
         }
-        long.push((s, seen));
+        long.push((id, s, seen));
     }
     let (evs, _) = run_task(&o, "m2").await;
     let end = single_terminal(&evs);
     assert_eq!(end.data["code"], "NO_CAPACITY", "{evs:#?}");
-    for (mut s, mut seen) in long {
+    for (id, mut s, mut seen) in long {
+        let r = reqwest::Client::new()
+            .post(o.url(&format!("/v2/tasks/{id}/cancel")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "task {id} was still running");
         while let Some(ev) = tokio::time::timeout(START_BOUND, s.next()).await.unwrap() {
             seen.push(ev);
         }
+        let end = single_terminal(&seen);
         assert_eq!(
-            single_terminal(&seen).kind,
-            "end",
+            (end.kind.as_str(), end.data["stop_reason"].as_str()),
+            ("end", Some("cancelled")),
             "a busy worker was stopped: {seen:#?}"
         );
     }
