@@ -9,6 +9,7 @@ mod dashboard;
 mod faults;
 mod fleet;
 mod openai;
+mod policy;
 mod real;
 mod reliability;
 mod state;
