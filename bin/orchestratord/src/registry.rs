@@ -337,7 +337,7 @@ impl Registry {
             Placement::RoundRobin => {
                 let after = self.rr_last.as_deref();
                 order.sort_by_key(|&i| {
-                    !after.is_some_and(|last| candidates[i].reg.worker_id.as_str() > last)
+                    after.is_none_or(|last| candidates[i].reg.worker_id.as_str() <= last)
                 });
             }
         }

@@ -162,6 +162,11 @@ impl Policy {
             .clone()
     }
 
+    /// Whether the current script has an admission hook.
+    pub fn admits(&self) -> bool {
+        self.current().admit
+    }
+
     /// Whether the current script has a placement hook.
     pub fn places(&self) -> bool {
         self.current().place

@@ -46,6 +46,21 @@ fn series(text: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// orchestratord with the admin token, `script` as its policy and `extra` flags; workers
+/// registered by hand stay healthy (no heartbeats).
+fn start_with(script: &Path, extra: &[&str]) -> Orchd {
+    let mut args = vec![
+        "--api-token",
+        ADMIN,
+        "--heartbeat-timeout-ms",
+        "600000",
+        "--policy",
+        script.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Orchd::start(&args)
+}
+
 async fn register_as(o: &Orchd, id: &str, w: &FaultWorker, model: &str, slots: u32) {
     let body = json!({"worker_id": id, "url": w.url(), "model": model, "backend": "cpu",
         "slots_total": slots, "context_length": 2048});
@@ -150,14 +165,7 @@ async fn allow_list_example_refuses_other_models_for_its_tenant_only() {
         &["--token-delay-ms", "1", "--model", "Qwen2.5-0.5B-Instruct"],
     );
     let script = example("model-allow-list.rhai");
-    let o = Orchd::start(&[
-        "--api-token",
-        ADMIN,
-        "--heartbeat-timeout-ms",
-        "600000",
-        "--policy",
-        script.to_str().unwrap(),
-    ]);
+    let o = start_with(&script, &[]);
     register_as(&o, "smol", &smol, FAULT_MODEL, 1).await;
     register_as(&o, "qwen", &qwen, "Qwen2.5-0.5B-Instruct", 1).await;
     tenant(&o, "trial", 1, json!({})).await;
@@ -201,16 +209,7 @@ async fn placement_example_scores_beat_round_robin() {
     let a = FaultWorker::start("slow", "a", &["--token-delay-ms", "50", "--slots", "4"]);
     let b = FaultWorker::start("slow", "b", &["--token-delay-ms", "50"]);
     let script = example("prefer-free-slots.rhai");
-    let o = Orchd::start(&[
-        "--api-token",
-        ADMIN,
-        "--heartbeat-timeout-ms",
-        "600000",
-        "--placement",
-        "round-robin",
-        "--policy",
-        script.to_str().unwrap(),
-    ]);
+    let o = start_with(&script, &["--placement", "round-robin"]);
     register_as(&o, "a", &a, FAULT_MODEL, 4).await;
     register_as(&o, "b", &b, FAULT_MODEL, 1).await;
     // scores (free slots - load): a 4, 2.75, 1.5 against b 1, then a 0.25 against b 1
@@ -253,14 +252,7 @@ async fn a_runaway_or_failing_script_falls_back_and_the_task_is_served() {
         "runaway.rhai",
         "fn admit(task, tenant) { loop { } }\nfn place(task, workers) { throw \"no scores\" }\n",
     );
-    let o = Orchd::start(&[
-        "--api-token",
-        ADMIN,
-        "--heartbeat-timeout-ms",
-        "600000",
-        "--policy",
-        script.to_str().unwrap(),
-    ]);
+    let o = start_with(&script, &[]);
     register_as(&o, "w1", &w1, FAULT_MODEL, 1).await;
     register_as(&o, "w2", &w2, FAULT_MODEL, 1).await;
     let t0 = Instant::now();
@@ -314,14 +306,7 @@ async fn syntax_errors_refuse_the_start_and_a_broken_reload_keeps_the_old_script
         "live.rhai",
         r#"fn admit(task, tenant) { #{ reject: "v1" } }"#,
     );
-    let o = Orchd::start(&[
-        "--api-token",
-        ADMIN,
-        "--heartbeat-timeout-ms",
-        "600000",
-        "--policy",
-        script.to_str().unwrap(),
-    ]);
+    let o = start_with(&script, &[]);
     register_as(&o, "w", &w, FAULT_MODEL, 1).await;
     let interactive = json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": 2});
     let message = |v: &Value| v["error"]["message"].as_str().unwrap_or("").to_string();
