@@ -179,7 +179,7 @@ pub async fn submit_task(
 
 async fn admit(
     orch: &Arc<Orchestrator>,
-    req: TaskRequest,
+    mut req: TaskRequest,
     correlation_id: &str,
     caller: &Caller,
 ) -> Result<(TaskAccepted, Arc<Task>), ApiError> {
@@ -224,6 +224,8 @@ async fn admit(
             reg.ready_urls(&req.model),
         )
     };
+    // the policy runs before the tenant's limits, which then hold for the class it chose
+    let route = apply_policy(orch, &mut req, caller)?;
     let tenant = orch
         .tenancy
         .admit(&caller.tenant, &req.model, req.priority)?;
@@ -236,7 +238,8 @@ async fn admit(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let task = Arc::new(
         Task::new(id.clone(), req, correlation_id.to_string(), created)
-            .with_tenant(tenant.tenant.clone()),
+            .with_tenant(tenant.tenant.clone())
+            .with_route(route.clone()),
     );
     if !orch.insert_task(task.clone(), client_id) {
         return Err(ApiError::invalid(vec![FieldError::new(
@@ -254,6 +257,7 @@ async fn admit(
         affinity: Some(crate::registry::affinity_key(&task.request)),
         tenant: tenant.tenant.clone(),
         share: tenant.share,
+        route,
     };
     let (admit, predicted, backoff) = {
         let mut core = orch.core();
@@ -350,6 +354,40 @@ async fn admit(
         predicted_start_ms: predicted,
     };
     Ok((accepted, task))
+}
+
+/// Ask the policy hook (if any): a rejection is 403 `POLICY_REJECTED`; a new priority is
+/// applied to `req`; the route (allowed workers or pools) is returned for placement.
+fn apply_policy(
+    orch: &Orchestrator,
+    req: &mut TaskRequest,
+    caller: &Caller,
+) -> Result<Option<Arc<crate::policy::Route>>, ApiError> {
+    let Some(policy) = &orch.policy else {
+        return Ok(None);
+    };
+    let input = crate::policy::AdmitInput {
+        model: &req.model,
+        priority: req.priority,
+        tenant: &caller.tenant,
+        key_id: caller.key_id.as_deref(),
+        admin: caller.admin,
+        session: req.session_id.as_deref(),
+        prompt_tokens: prompt_tokens_upper_bound(req),
+        max_tokens: req.gen.max_tokens_or_default(),
+        deadline_ms: req.deadline_ms,
+    };
+    let d = policy.admit(&orch.metrics, &input);
+    if let Some(message) = d.reject {
+        return Err(ApiError::new(
+            ErrorCode::PolicyRejected,
+            format!("refused by policy: {message}"),
+        ));
+    }
+    if let Some(p) = d.priority {
+        req.priority = p;
+    }
+    Ok(d.route)
 }
 
 /// End the task with `DEADLINE_EXCEEDED` when its deadline passes (no-op if it ended before).

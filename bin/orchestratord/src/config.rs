@@ -114,6 +114,10 @@ pub struct Args {
     /// Body, header, connection and stream limits.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Policy hook: a Rhai script called at admission and placement (reloaded on change;
+    /// `[policy]` in the config file sets its limits).
+    #[arg(long, env = "LLORCH_ORCH_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 /// One `[[workers]]` entry of the config file.
@@ -125,6 +129,31 @@ pub struct StaticWorker {
     /// and `/tokenize`. Workers listed with `--workers` have none.
     #[serde(default)]
     pub api_token: Option<llorch_wire::tasks::Secret>,
+    /// The pool (host) it runs on, as policy scripts see it (fleet workers have their pool).
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// `[policy]`: the policy hook (`.specs/tenancy.md`, "Policy hook").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// The Rhai script; none: the built-in policy alone.
+    pub script: Option<PathBuf>,
+    /// Operations one call of the script may run.
+    pub max_operations: u64,
+    /// Wall time one call may take, in ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            script: None,
+            max_operations: 100_000,
+            timeout_ms: 50,
+        }
+    }
 }
 
 /// The TOML file: every key optional, same names as the flags (with `_`).
@@ -157,6 +186,8 @@ pub struct FileConfig {
     pub fleet: Option<FleetSettings>,
     /// Body, header, connection and stream limits (`crate::limits`).
     pub limits: Option<LimitsFile>,
+    /// The policy hook.
+    pub policy: Option<PolicyConfig>,
 }
 
 /// Validated configuration.
@@ -187,6 +218,7 @@ pub struct Config {
     pub models: Vec<Deployment>,
     pub fleet: FleetSettings,
     pub limits: Limits,
+    pub policy: PolicyConfig,
 }
 
 /// A configuration that cannot be used; the message says what to change.
@@ -236,6 +268,7 @@ impl Default for Config {
             models: Vec::new(),
             fleet: FleetSettings::default(),
             limits: Limits::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -292,6 +325,7 @@ impl Config {
                 .map(|url| StaticWorker {
                     url,
                     api_token: None,
+                    pool: None,
                 })
                 .collect(),
             None => file.workers.unwrap_or_default(),
@@ -357,6 +391,11 @@ impl Config {
             models: file.models.unwrap_or_default(),
             fleet: file.fleet.unwrap_or_default(),
             limits: Limits::merge(&args.limits, file.limits),
+            policy: {
+                let mut p = file.policy.unwrap_or_default();
+                p.script = args.policy.or(p.script);
+                p
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -391,6 +430,14 @@ impl Config {
                 )));
             }
         }
+        if !(1..=100_000_000).contains(&self.policy.max_operations)
+            || !(1..=10_000).contains(&self.policy.timeout_ms)
+        {
+            return bad(
+                "policy.max_operations must be between 1 and 100000000 and policy.timeout_ms \
+                 between 1 and 10000",
+            );
+        }
         crate::fleet::config::validate(&self.pools, &self.models, &self.fleet)
             .map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
@@ -424,6 +471,7 @@ mod tests {
             vec![StaticWorker {
                 url: "http://a:1".into(),
                 api_token: None,
+                pool: None,
             }]
         );
         assert_eq!(cfg.heartbeat_timeout_ms, 15000);
@@ -534,6 +582,32 @@ probe_interval_ms = 2000
                 "{f} is in the spec's synopsis but not a flag"
             );
         }
+    }
+
+    #[test]
+    fn policy_section_flag_and_limits() {
+        let file: FileConfig = toml::from_str(
+            "[[workers]]\nurl = \"http://a:1\"\npool = \"gpu-box\"\n[policy]\nscript = \"p.rhai\"\ntimeout_ms = 20\n",
+        )
+        .unwrap();
+        let cfg = Config::merge(Args::default(), file).unwrap();
+        assert_eq!(cfg.workers[0].pool.as_deref(), Some("gpu-box"));
+        assert_eq!(cfg.policy.script, Some(PathBuf::from("p.rhai")));
+        assert_eq!(
+            (cfg.policy.max_operations, cfg.policy.timeout_ms),
+            (100_000, 20)
+        );
+        let args = Args {
+            policy: Some("flag.rhai".into()),
+            ..Default::default()
+        };
+        let file: FileConfig = toml::from_str("[policy]\nscript = \"p.rhai\"\n").unwrap();
+        let cfg = Config::merge(args, file).unwrap();
+        assert_eq!(cfg.policy.script, Some(PathBuf::from("flag.rhai")));
+        let file: FileConfig = toml::from_str("[policy]\ntimeout_ms = 0\n").unwrap();
+        let err = Config::merge(Args::default(), file).unwrap_err();
+        assert!(err.to_string().contains("policy.timeout_ms"), "{err}");
+        assert!(toml::from_str::<FileConfig>("[policy]\nscrpt = \"x\"\n").is_err());
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub fn resume(orch: &Arc<Orchestrator>) -> usize {
             affinity: Some(crate::registry::affinity_key(&task.request)),
             tenant: task.tenant.clone(),
             share: orch.tenancy.share(&task.tenant),
+            route: task.route.clone(),
         };
         let admit = orch.core().queue.push(entry);
         let position = match admit {

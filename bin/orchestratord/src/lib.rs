@@ -6,7 +6,7 @@
 //! state, ending tasks), `store` (SQLite), `http` (routes), `serve` and `limits` (the accept loop
 //! and its limits), `openai` (the `/v1` OpenAI-compatible
 //! API over the same admission), `dashboard` (the web page and its live stream), `config`,
-//! `metrics`, `openapi`.
+//! `metrics`, `openapi`, `policy` (the optional Rhai policy hook).
 
 pub mod admission;
 pub mod config;
@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod policy;
 pub mod queue;
 pub mod registry;
 pub mod relay;
@@ -44,6 +45,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Open the state, bind, and serve until SIGINT/SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // a policy script that does not compile stops the start, naming the file and line
+    let policy = match &cfg.policy.script {
+        Some(_) => Some(policy::Policy::load(&cfg.policy)?),
+        None => None,
+    };
     let (store, failed) = Store::open(&cfg.db)?;
     if failed > 0 {
         tracing::warn!(
@@ -55,7 +61,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind {}", cfg.bind))?;
     let addr = listener.local_addr()?;
-    let orch = Orchestrator::new(cfg, store);
+    let orch = Orchestrator::new(cfg, store, policy);
     let restored = workers::restore(&orch);
     let resumed = durable::resume(&orch);
     if resumed > 0 {
@@ -66,6 +72,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tokio::spawn(scheduler::run(orch.clone()));
     tokio::spawn(scheduler::maintenance(orch.clone()));
+    if let Some(p) = &orch.policy {
+        tracing::info!(path = %p.path().display(), "policy script loaded");
+        tokio::spawn(policy::watch(orch.clone()));
+    }
     if orch.fleet.enabled() {
         tokio::spawn(fleet::reconcile::run(orch.clone()));
     }

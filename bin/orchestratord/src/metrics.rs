@@ -75,6 +75,33 @@ pub const FAMILIES: &[Family] = &[
         buckets: &[],
     },
     Family {
+        name: "orchd_policy_calls_total",
+        kind: Kind::Counter,
+        help: "Policy script calls by hook (admit|place).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_policy_errors_total",
+        kind: Kind::Counter,
+        help:
+            "Policy script calls that fell back to the built-in policy, by hook (admit|place) and \
+               kind (operations|timeout|limit|runtime|return), and refused reloads \
+               (hook=reload, kind=compile).",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_policy_reloads_total",
+        kind: Kind::Counter,
+        help: "Policy script versions loaded after a change of the file.",
+        buckets: &[],
+    },
+    Family {
+        name: "orchd_policy_call_ms",
+        kind: Kind::Histogram,
+        help: "Time of one policy script call, by hook.",
+        buckets: FAST_BUCKETS,
+    },
+    Family {
         name: "orchd_tasks_dispatched_total",
         kind: Kind::Counter,
         help: "Dispatch attempts by worker and outcome (success|failure).",

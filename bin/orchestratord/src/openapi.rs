@@ -30,7 +30,7 @@ fn paths() -> Value {
                 "400": error("INVALID_REQUEST (every bad field listed) or CONTEXT_LENGTH_EXCEEDED"),
                 "401": error("UNAUTHORIZED"),
                 "404": error("MODEL_NOT_FOUND (the message names the available models)"),
-                "403": error("FORBIDDEN (model or priority outside the tenant's limits)"),
+                "403": error("FORBIDDEN (model or priority outside the tenant's limits) or POLICY_REJECTED (the policy script refused it)"),
                 "429": { "description": "QUEUE_FULL, RATE_LIMITED or QUOTA_EXCEEDED (tenant limits: .specs/tenancy.md)", "headers": {
                     "Retry-After": { "description": "seconds", "schema": { "type": "integer" } },
                     "X-Backoff-Ms": { "description": "milliseconds, from the measured drain rate", "schema": { "type": "integer" } } },
@@ -104,7 +104,7 @@ fn obj(required: &[&str], props: Value) -> Value {
 fn schemas() -> Value {
     let s = |t: &str| json!({ "type": t });
     let error_code = json!({ "type": "string", "enum": ["INVALID_REQUEST", "CONTEXT_LENGTH_EXCEEDED", "WORKER_BUSY",
-        "QUEUE_FULL", "NOT_FOUND", "METHOD_NOT_ALLOWED", "MODEL_NOT_FOUND", "UNAUTHORIZED", "FORBIDDEN", "RATE_LIMITED", "QUOTA_EXCEEDED", "MODEL_LOAD_FAILED", "INFERENCE_FAILED",
+        "QUEUE_FULL", "NOT_FOUND", "METHOD_NOT_ALLOWED", "MODEL_NOT_FOUND", "UNAUTHORIZED", "FORBIDDEN", "POLICY_REJECTED", "RATE_LIMITED", "QUOTA_EXCEEDED", "MODEL_LOAD_FAILED", "INFERENCE_FAILED",
         "WORKER_LOST", "DEADLINE_EXCEEDED", "EVICTED", "CANCELLED", "SHUTTING_DOWN", "ENGINE_FAILED", "NO_CAPACITY",
         "VRAM_OOM", "PAYLOAD_TOO_LARGE", "TOO_MANY_SUBSCRIBERS", "INTERNAL"] });
     let stop_reason =

@@ -50,6 +50,8 @@ pub struct Entry {
     /// The submitting tenant and its terms.
     pub tenant: Arc<str>,
     pub share: Share,
+    /// Workers or pools the policy hook allowed it (none: any).
+    pub route: Option<Arc<crate::policy::Route>>,
 }
 
 /// Result of [`TaskQueue::push`].
@@ -342,7 +344,7 @@ impl TaskQueue {
     /// Take the first task that `place` can put on a worker: interactive first, unless
     /// `starvation_bound` interactive tasks went in a row while a batch task waited; within a
     /// class, lanes in fair-share order, FIFO within a lane, skipping tenants at their
-    /// `max_running`. `place` is asked at most once per model per call.
+    /// `max_running`. `place` is asked at most once per model (and policy route) per call.
     pub fn select<W>(&mut self, mut place: impl FnMut(&Entry) -> Option<W>) -> Option<(Entry, W)> {
         let batch_first = self.streak >= self.starvation_bound && self.batch.len > 0;
         let order = if batch_first {
@@ -350,7 +352,7 @@ impl TaskQueue {
         } else {
             [Priority::Interactive, Priority::Batch]
         };
-        let mut unplaceable: Vec<String> = Vec::new();
+        let mut unplaceable: Vec<(String, u64)> = Vec::new();
         for prio in order {
             let running = &self.running;
             let q = match prio {
@@ -375,7 +377,11 @@ impl TaskQueue {
                     continue;
                 }
                 for (i, e) in lane.entries.iter().enumerate() {
-                    if unplaceable.contains(&e.model) {
+                    let route = e.route.as_ref().map_or(0, |r| r.key);
+                    if unplaceable
+                        .iter()
+                        .any(|(m, r)| *m == e.model && *r == route)
+                    {
                         continue;
                     }
                     match place(e) {
@@ -383,7 +389,7 @@ impl TaskQueue {
                             found = Some((tenant.clone(), i, w));
                             break 'lanes;
                         }
-                        None => unplaceable.push(e.model.clone()),
+                        None => unplaceable.push((e.model.clone(), route)),
                     }
                 }
             }
@@ -491,6 +497,7 @@ mod tests {
             affinity: None,
             tenant: Arc::from("t"),
             share: Share::default(),
+            route: None,
         }
     }
 

@@ -19,6 +19,7 @@ fn et(id: &str, tenant: &str, weight: u32) -> Entry {
             weight,
             max_running: None,
         },
+        route: None,
         task_id: id.into(),
         model: "m".into(),
         priority: Priority::Batch,

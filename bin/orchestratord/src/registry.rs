@@ -293,11 +293,25 @@ impl Registry {
     /// same `affinity` key (its prompt cache likely holds the shared prefix); load always
     /// comes first. Does not take the slot; call [`Registry::acquire`].
     pub fn pick(&mut self, model: &str, avoid: &[String], affinity: Option<u64>) -> Option<String> {
+        self.pick_steered(model, avoid, affinity, &|_| true, &mut |_| None)
+    }
+
+    /// [`Registry::pick`] with the policy hook's terms: only workers `allowed` accepts are
+    /// candidates, and `score` may rank the candidates (given in id order; one number each,
+    /// highest wins, ties go to the built-in order; `None` keeps the built-in order).
+    pub fn pick_steered(
+        &mut self,
+        model: &str,
+        avoid: &[String],
+        affinity: Option<u64>,
+        allowed: &dyn Fn(&WorkerEntry) -> bool,
+        score: &mut dyn FnMut(&[&WorkerEntry]) -> Option<Vec<f64>>,
+    ) -> Option<String> {
         let affine = affinity.and_then(|k| self.affinity.get(&k)).cloned();
         let free: Vec<&WorkerEntry> = self
             .workers
             .values()
-            .filter(|w| w.has_free_slot() && w.serves(model))
+            .filter(|w| w.has_free_slot() && w.serves(model) && allowed(w))
             .collect();
         let fresh: Vec<&WorkerEntry> = free
             .iter()
@@ -305,9 +319,12 @@ impl Registry {
             .filter(|w| !avoid.contains(&w.reg.worker_id))
             .collect();
         let candidates = if fresh.is_empty() { free } else { fresh };
-        let chosen = match self.placement {
+        // the built-in preference, best first
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        match self.placement {
             // Compare busy/slots as fractions without floats: a.busy * b.slots vs b.busy * a.slots.
-            Placement::LeastLoaded => candidates.into_iter().min_by(|a, b| {
+            Placement::LeastLoaded => order.sort_by(|&i, &j| {
+                let (a, b) = (candidates[i], candidates[j]);
                 let la = a.busy as u64 * b.reg.slots_total as u64;
                 let lb = b.busy as u64 * a.reg.slots_total as u64;
                 let warm = |w: &WorkerEntry| affine.as_deref() != Some(w.reg.worker_id.as_str());
@@ -316,16 +333,23 @@ impl Registry {
                     .then(a.busy.cmp(&b.busy))
                     .then(a.reg.worker_id.cmp(&b.reg.worker_id))
             }),
+            // the next worker after the last one chosen, in id order, then from the start
             Placement::RoundRobin => {
                 let after = self.rr_last.as_deref();
-                candidates
-                    .iter()
-                    .copied()
-                    .find(|w| after.is_some_and(|last| w.reg.worker_id.as_str() > last))
-                    .or_else(|| candidates.first().copied())
+                order.sort_by_key(|&i| {
+                    after.is_none_or(|last| candidates[i].reg.worker_id.as_str() <= last)
+                });
             }
-        }?;
-        let id = chosen.reg.worker_id.clone();
+        }
+        let mut best = *order.first()?;
+        if let Some(scores) = score(&candidates).filter(|s| s.len() == candidates.len()) {
+            for &i in &order {
+                if scores[i] > scores[best] {
+                    best = i;
+                }
+            }
+        }
+        let id = candidates[best].reg.worker_id.clone();
         if self.placement == Placement::RoundRobin {
             self.rr_last = Some(id.clone());
         }
@@ -463,6 +487,33 @@ mod tests {
         assert_eq!(order, ["w1", "w2", "w3", "w1", "w2"]);
         r.release("w2");
         assert_eq!(r.pick("m", &[], None).as_deref(), Some("w2"));
+    }
+
+    #[test]
+    fn policy_filters_and_scores_with_builtin_ties() {
+        let mut r = registry(Placement::LeastLoaded);
+        let not_w1 = |w: &WorkerEntry| w.reg.worker_id != "w1";
+        let got = r.pick_steered("m", &[], None, &not_w1, &mut |_| None);
+        assert_eq!(got.as_deref(), Some("w2"));
+        // scores come in id order (w1, w2, w3): the highest wins, even against load
+        r.acquire("w3");
+        let mut seen = Vec::new();
+        let got = r.pick_steered("m", &[], None, &|_| true, &mut |c| {
+            seen = c.iter().map(|w| w.reg.worker_id.clone()).collect();
+            Some(vec![0.0, 1.0])
+        });
+        assert_eq!(seen, ["w1", "w2"]); // w3 is full: not a candidate
+        assert_eq!(got.as_deref(), Some("w2"));
+        // a tie goes to the built-in order (w1: least loaded, then id); a wrong length is ignored
+        r.acquire("w2");
+        let got = r.pick_steered("m", &[], None, &|_| true, &mut |_| Some(vec![1.0, 1.0]));
+        assert_eq!(got.as_deref(), Some("w1"));
+        let got = r.pick_steered("m", &[], None, &|_| true, &mut |_| Some(vec![1.0]));
+        assert_eq!(got.as_deref(), Some("w1"));
+        assert_eq!(
+            r.pick_steered("m", &[], None, &|_| false, &mut |_| None),
+            None
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use llorch_wire::tasks::TaskEvent;
 
+use crate::policy::{PlaceInput, Pools};
+use crate::registry::WorkerEntry;
 use crate::relay::{self, Target};
 use crate::state::{EndCause, Orchestrator};
 use crate::workers;
@@ -31,6 +33,9 @@ pub async fn run(orch: Arc<Orchestrator>) {
 /// maintenance loop, at most once per tick (O(queue) work, so never per dispatch).
 pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
     let algorithm = orch.cfg.placement.as_str();
+    let policy = orch.policy.as_ref();
+    // read before the core lock (the fleet has its own); only policies look at pools
+    let pools = policy.map(|_| policy_pools(orch)).unwrap_or_default();
     let mut moved = false;
     loop {
         let t0 = Instant::now();
@@ -39,8 +44,22 @@ pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
             let core = &mut *guard;
             let registry = &mut core.registry;
             let chosen = if registry.any_free_slot() {
-                core.queue
-                    .select(|e| registry.pick(&e.model, &e.avoid, e.affinity))
+                core.queue.select(|e| {
+                    let route = e.route.as_deref();
+                    let allowed = |w: &WorkerEntry| {
+                        route.is_none_or(|r| r.allows(&w.reg.worker_id, pools.of(w)))
+                    };
+                    let mut score = |c: &[&WorkerEntry]| {
+                        let input = PlaceInput {
+                            task_id: &e.task_id,
+                            model: &e.model,
+                            priority: e.priority,
+                            tenant: &e.tenant,
+                        };
+                        policy?.place(&orch.metrics, &input, c, &pools)
+                    };
+                    registry.pick_steered(&e.model, &e.avoid, e.affinity, &allowed, &mut score)
+                })
             } else {
                 None
             };
@@ -81,6 +100,25 @@ pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
     if moved {
         orch.core().positions_dirty = true;
     }
+}
+
+/// The pool of each worker as policy scripts see it: fleet workers by id, static workers with a
+/// configured `pool` by URL.
+fn policy_pools(orch: &Orchestrator) -> Pools {
+    let by_id = orch
+        .fleet
+        .state()
+        .workers
+        .values()
+        .map(|w| (w.id.clone(), w.pool.clone()))
+        .collect();
+    let by_url = orch
+        .cfg
+        .workers
+        .iter()
+        .filter_map(|w| Some((w.url.trim_end_matches('/').to_string(), w.pool.clone()?)))
+        .collect();
+    Pools { by_id, by_url }
 }
 
 /// Send `queued` with the new position to every waiting task whose position changed.

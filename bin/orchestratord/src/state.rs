@@ -72,11 +72,13 @@ pub struct Orchestrator {
     pub fleet: crate::fleet::Fleet,
     /// Tenants, keys and their limits.
     pub tenancy: crate::tenancy::Tenancy,
+    /// The policy hook's script, when one is configured.
+    pub policy: Option<crate::policy::Policy>,
 }
 
 impl Orchestrator {
-    /// State over an opened store.
-    pub fn new(cfg: Config, store: Store) -> Arc<Self> {
+    /// State over an opened store, with the policy script (if any) already loaded.
+    pub fn new(cfg: Config, store: Store, policy: Option<crate::policy::Policy>) -> Arc<Self> {
         let core = Core {
             queue: TaskQueue::new(
                 cfg.queue_capacity,
@@ -101,6 +103,7 @@ impl Orchestrator {
         Arc::new(Self {
             fleet,
             tenancy,
+            policy,
             cfg,
             core: Mutex::new(core),
             tasks: Mutex::new(TaskTable::default()),
@@ -297,6 +300,7 @@ impl Orchestrator {
             affinity: Some(crate::registry::affinity_key(&task.request)),
             tenant: task.tenant.clone(),
             share: self.tenancy.share(&task.tenant),
+            route: task.route.clone(),
         };
         self.core().queue.push_front(entry);
         self.persist(task);

@@ -64,6 +64,8 @@ pub struct Task {
     pub event_base: usize,
     /// Who submitted it (`default` without a tenant key); see `tenancy`.
     pub tenant: Arc<str>,
+    /// Workers or pools the policy hook allowed it (none: any); kept for retries.
+    pub route: Option<Arc<crate::policy::Route>>,
     inner: Mutex<Inner>,
     len: watch::Sender<usize>,
     /// Open SSE streams (subscribers and observers), bounded by `max_subscribers_per_task`.
@@ -98,6 +100,7 @@ impl Task {
             deadline,
             event_base: 0,
             tenant: Arc::from(llorch_wire::tenancy::DEFAULT_TENANT),
+            route: None,
             inner: Mutex::new(Inner {
                 state: TaskState::Queued,
                 events: Vec::new(),
@@ -129,6 +132,12 @@ impl Task {
     /// The tenant that submitted it.
     pub fn with_tenant(mut self, tenant: Arc<str>) -> Self {
         self.tenant = tenant;
+        self
+    }
+
+    /// The workers or pools the policy hook allowed it.
+    pub fn with_route(mut self, route: Option<Arc<crate::policy::Route>>) -> Self {
+        self.route = route;
         self
     }
 

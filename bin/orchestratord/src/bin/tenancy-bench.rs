@@ -1,7 +1,8 @@
 //! `tenancy-bench`: the cost of a tenant admission decision with many tenants and keys, in
 //! process: key lookup + hash check, limit checks (buckets, quota), and the fair-share queue push
 //! and position, with `--tenants` tenants each holding one key and `--queued` tasks waiting.
-//! Prints p50/p99/max in µs.
+//! Prints p50/p99/max in µs. With `--policy FILE`, also the cost of the policy hook's admission
+//! call (and placement call among `--candidates` workers when the script has `place`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +30,12 @@ struct Args {
     /// Measured decisions.
     #[arg(long, default_value_t = 20_000)]
     decisions: usize,
+    /// A policy script (e.g. `examples/policies/night-batch-on-gpu-box.rhai`) to time.
+    #[arg(long)]
+    policy: Option<std::path::PathBuf>,
+    /// Workers offered to the placement hook.
+    #[arg(long, default_value_t = 8)]
+    candidates: usize,
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -80,6 +87,7 @@ fn main() {
         affinity: None,
         tenant,
         share: Default::default(),
+        route: None,
     };
     for i in 0..a.queued {
         q.push(entry(i, Arc::from(format!("tenant-{}", i % a.tenants))));
@@ -112,11 +120,20 @@ fn main() {
         q.finished(&e.tenant);
         q.push(entry(a.queued + a.decisions + n, e.tenant));
     }
+    let (mut hook_admit, mut hook_place) = match &a.policy {
+        Some(path) => policy_costs(path, a.decisions, a.candidates),
+        None => (Vec::new(), Vec::new()),
+    };
     for (name, v) in [
         ("key + limits", &mut decide),
         ("key + limits + queue push", &mut full),
         ("dispatch pick", &mut pick),
+        ("policy admit hook", &mut hook_admit),
+        ("policy place hook", &mut hook_place),
     ] {
+        if v.is_empty() {
+            continue;
+        }
         v.sort_by(f64::total_cmp);
         println!(
             "{name}: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs ({} decisions, {} tenants, {} queued)",
@@ -128,4 +145,77 @@ fn main() {
             a.queued
         );
     }
+}
+
+/// Time `decisions` calls of the script's `admit` (tenant `nightly`, a batch task) and, if it
+/// has `place`, of `place` among `candidates` workers: µs per call.
+fn policy_costs(
+    path: &std::path::Path,
+    decisions: usize,
+    candidates: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    use llorch_wire::tasks::{WorkerRegistration, WorkerSource, WorkerStatus};
+    use orchestratord::config::{Placement, PolicyConfig};
+    use orchestratord::metrics::Metrics;
+    use orchestratord::policy::{AdmitInput, PlaceInput, Policy, Pools};
+    use orchestratord::registry::Registry;
+
+    let cfg = PolicyConfig {
+        script: Some(path.to_path_buf()),
+        ..Default::default()
+    };
+    let policy = Policy::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Metrics::default();
+    let input = AdmitInput {
+        model: "SmolLM2-135M-Instruct.Q4_1",
+        priority: Priority::Batch,
+        tenant: "nightly",
+        key_id: Some("0123456789ab"),
+        admin: false,
+        session: None,
+        prompt_tokens: 300,
+        max_tokens: 256,
+        deadline_ms: None,
+    };
+    let admit = (0..decisions)
+        .filter(|_| policy.admits())
+        .map(|_| {
+            let t0 = Instant::now();
+            std::hint::black_box(policy.admit(&metrics, &input));
+            t0.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    let mut place = Vec::new();
+    if policy.places() {
+        let mut reg = Registry::new(Placement::LeastLoaded);
+        for i in 0..candidates {
+            let r = WorkerRegistration {
+                worker_id: format!("w{i}"),
+                url: format!("http://w{i}"),
+                model: "m".into(),
+                aliases: Vec::new(),
+                backend: "cpu".into(),
+                slots_total: 4,
+                context_length: 2048,
+                api_token: None,
+            };
+            reg.upsert(r, WorkerSource::Registered, WorkerStatus::Ready, 0);
+        }
+        let workers: Vec<_> = reg.iter().collect();
+        let task = PlaceInput {
+            task_id: "t",
+            model: "m",
+            priority: Priority::Batch,
+            tenant: "nightly",
+        };
+        let pools = Pools::default();
+        for _ in 0..decisions {
+            let t0 = Instant::now();
+            std::hint::black_box(policy.place(&metrics, &task, &workers, &pools));
+            place.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let errors = metrics.total("orchd_policy_errors_total");
+    assert_eq!(errors, 0.0, "the script failed {errors} times");
+    (admit, place)
 }

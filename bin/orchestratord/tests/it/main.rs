@@ -10,6 +10,7 @@ mod faults;
 mod fleet;
 mod limits;
 mod openai;
+mod policy;
 mod real;
 mod reliability;
 mod soak;

@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-const ADMIN: &str = "admin-token-for-tenancy-tests";
+pub(crate) const ADMIN: &str = "admin-token-for-tenancy-tests";
 
 /// `method path` with `token` and an optional JSON body: (status, headers, body).
-async fn call(
+pub(crate) async fn call(
     o: &Orchd,
     method: reqwest::Method,
     path: &str,
@@ -33,7 +33,7 @@ async fn call(
     (s, h, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn post(
+pub(crate) async fn post(
     o: &Orchd,
     path: &str,
     token: &str,
@@ -42,12 +42,12 @@ async fn post(
     call(o, reqwest::Method::POST, path, Some(token), Some(body)).await
 }
 
-async fn get(o: &Orchd, path: &str, token: &str) -> (u16, Value) {
+pub(crate) async fn get(o: &Orchd, path: &str, token: &str) -> (u16, Value) {
     let (s, _, v) = call(o, reqwest::Method::GET, path, Some(token), None).await;
     (s, v)
 }
 
-async fn tenant(o: &Orchd, name: &str, weight: u32, limits: Value) {
+pub(crate) async fn tenant(o: &Orchd, name: &str, weight: u32, limits: Value) {
     let (s, _, v) = post(
         o,
         "/v2/admin/tenants",
@@ -58,7 +58,7 @@ async fn tenant(o: &Orchd, name: &str, weight: u32, limits: Value) {
     assert_eq!(s, 201, "{v}");
 }
 
-async fn key(o: &Orchd, tenant: &str, extra: Value) -> (String, String) {
+pub(crate) async fn key(o: &Orchd, tenant: &str, extra: Value) -> (String, String) {
     let mut body = json!({"tenant": tenant, "label": "test"});
     body.as_object_mut()
         .unwrap()
@@ -88,7 +88,7 @@ fn task(max_tokens: u32, priority: &str) -> Value {
     json!({"model": FAULT_MODEL, "prompt": "hi", "max_tokens": max_tokens, "priority": priority})
 }
 
-async fn wait_done(o: &Orchd, id: &str, token: &str) -> Value {
+pub(crate) async fn wait_done(o: &Orchd, id: &str, token: &str) -> Value {
     let t0 = Instant::now();
     loop {
         let (_, v) = get(o, &format!("/v2/tasks/{id}"), token).await;

@@ -27,6 +27,9 @@ pub enum ErrorCode {
     /// The key is valid but may not do this: an admin route with a tenant key, a model or
     /// priority class outside the tenant's limits (HTTP 403).
     Forbidden,
+    /// The orchestrator's policy script refused the task; the message is the script's
+    /// (HTTP 403).
+    PolicyRejected,
     /// A tenant's rate limit (requests or tokens per minute, queued tasks) is reached (HTTP 429,
     /// with `Retry-After`).
     RateLimited,
@@ -71,7 +74,7 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest | ErrorCode::ContextLengthExceeded => 400,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::Forbidden => 403,
+            ErrorCode::Forbidden | ErrorCode::PolicyRejected => 403,
             ErrorCode::NotFound | ErrorCode::ModelNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
@@ -125,6 +128,7 @@ impl ErrorCode {
             ErrorCode::ModelNotFound => "MODEL_NOT_FOUND",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::PolicyRejected => "POLICY_REJECTED",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::ModelLoadFailed => "MODEL_LOAD_FAILED",
