@@ -367,19 +367,22 @@ def test_named_and_required_tool_calls_have_valid_arguments(client):
 
 
 def test_auto_and_a_multi_turn_exchange_with_a_tool_result(client):
+    # SmolLM2-135M answers in prose under `auto` unless the conversation shows one call: so an
+    # earlier exchange (call, tool result, answer) comes first, all through the /v1 message shapes.
     msgs = [{"role": "system", "content": "Use the tools when they help."},
+            {"role": "user", "content": "What is the weather in Rome?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "get_weather", "arguments": json.dumps({"city": "Rome", "unit": "celsius"})}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "20 degrees, cloudy"},
+            {"role": "assistant", "content": "It is 20 degrees and cloudy in Rome."},
             {"role": "user", "content": "What is the weather in Paris?"}]
-    r = client.chat.completions.create(model=MODEL_ID, messages=msgs, tools=[WEATHER], max_tokens=120,
+    r = client.chat.completions.create(model=MODEL_ID, messages=msgs, tools=[WEATHER, TIME], max_tokens=120,
                                        temperature=0)
-    choice = r.choices[0]
-    if choice.finish_reason == "tool_calls":
-        calls = check_calls(r, [WEATHER])
-    else:  # a plain answer is allowed under auto; it is then text
-        assert choice.message.content and choice.finish_reason in ("stop", "length")
-        calls = None
-    call = calls[0] if calls else None
-    call_id = call.id if call else "call_0"
-    args = call.function.arguments if call else json.dumps({"city": "Paris", "unit": "celsius"})
+    # The question matches a tool: the model chooses to call it (greedy, so always), with Paris.
+    call = check_calls(r, [WEATHER, TIME])[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] == "Paris"
+    call_id, args = call.id, call.function.arguments
     msgs += [{"role": "assistant", "content": None, "tool_calls": [
                  {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": args}}]},
              {"role": "tool", "tool_call_id": call_id, "content": "18 degrees, sunny"}]
