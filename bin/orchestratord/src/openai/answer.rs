@@ -31,6 +31,29 @@ pub struct Counts {
     pub tokens_cached: u32,
 }
 
+impl Counts {
+    /// The stop reason and counts of an `end` event (`None` for any other event).
+    pub fn of_end(ev: &TaskEvent) -> Option<(StopReason, Counts)> {
+        match *ev {
+            TaskEvent::End {
+                stop_reason,
+                tokens_in,
+                tokens_out,
+                tokens_cached,
+                ..
+            } => Some((
+                stop_reason,
+                Counts {
+                    tokens_in,
+                    tokens_out,
+                    tokens_cached,
+                },
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// The answer's usage: the prompt counted once (the smallest cached part among the choices),
 /// completion tokens summed over the choices.
 pub fn usage(counts: &[Counts]) -> Usage {
@@ -230,28 +253,19 @@ async fn collect_one(mut f: Follower) -> Result<Done, OaiError> {
                 chars += t.chars().count() as u32;
                 text.push_str(&t);
             }
-            TaskEvent::End {
-                stop_reason,
-                tokens_in,
-                tokens_out,
-                tokens_cached,
-                ..
-            } => {
-                return Ok(Done {
-                    text,
-                    entries,
-                    reason: stop_reason,
-                    counts: Counts {
-                        tokens_in,
-                        tokens_out,
-                        tokens_cached,
-                    },
-                });
-            }
             TaskEvent::Error { code, message, .. } => {
                 return Err(OaiError(ApiError::new(code, message)))
             }
-            _ => {}
+            ev => {
+                if let Some((reason, counts)) = Counts::of_end(&ev) {
+                    return Ok(Done {
+                        text,
+                        entries,
+                        reason,
+                        counts,
+                    });
+                }
+            }
         }
     }
     Err(OaiError(ApiError::new(

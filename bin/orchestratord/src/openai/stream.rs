@@ -64,13 +64,8 @@ impl Answer {
                 }
                 (Vec::new(), false)
             }
-            TaskEvent::End {
-                stop_reason,
-                tokens_in,
-                tokens_out,
-                tokens_cached,
-                ..
-            } => {
+            ev @ TaskEvent::End { .. } => {
+                let (stop_reason, counts) = Counts::of_end(&ev).expect("an end event");
                 let mut out = Vec::new();
                 let mut finish = FinishReason::from(stop_reason);
                 if let Some((text, entries)) = c.held.take() {
@@ -86,11 +81,7 @@ impl Answer {
                     }
                 }
                 out.push(meta.chunk(index, false, None, &[], Some(finish)));
-                c.counts = Some(Counts {
-                    tokens_in,
-                    tokens_out,
-                    tokens_cached,
-                });
+                c.counts = Some(counts);
                 let counts: Option<Vec<Counts>> = self.choices.iter().map(|c| c.counts).collect();
                 let Some(counts) = counts else {
                     return (out, false);

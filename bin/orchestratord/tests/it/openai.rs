@@ -30,6 +30,16 @@ fn data_lines(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The chunks of a finished SSE body that ends with `data: [DONE]`.
+fn sse_chunks(body: &str) -> Vec<Value> {
+    let data = data_lines(body);
+    assert_eq!(data.last().unwrap(), "[DONE]", "{body}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 /// Assert OpenAI's error shape; return `error`.
 fn openai_error(body: &str) -> Value {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -249,12 +259,7 @@ async fn n_choices_are_tasks_streamed_interleaved_with_their_index() {
     body["stream_options"] = json!({"include_usage": true});
     let (status, _, text) = post(&o, "/v1/chat/completions", body).await;
     assert_eq!(status, 200, "{text}");
-    let data = data_lines(&text);
-    assert_eq!(data.last().unwrap(), "[DONE]", "{text}");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = sse_chunks(&text);
     for i in 0..3 {
         let mine: Vec<&Value> = chunks
             .iter()
