@@ -40,13 +40,13 @@ def client(stack):
     return openai.OpenAI(base_url=f"{stack}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-def v2_greedy(base, body):
-    """Submit to /v2/tasks and read its SSE events: (text, token count, end event)."""
+def v2_events(base, body):
+    """Submit to /v2/tasks and read its SSE events: (token events, end event)."""
     req = urllib.request.Request(f"{base}/v2/tasks", data=json.dumps(body).encode(),
                                  headers={"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         task_id = json.load(r)["task_id"]
-    text, n, end = "", 0, None
+    tokens, end = [], None
     with urllib.request.urlopen(f"{base}/v2/tasks/{task_id}/events", timeout=120) as r:
         for raw in r:
             line = raw.decode().rstrip("\n")
@@ -54,12 +54,17 @@ def v2_greedy(base, body):
                 continue
             ev = json.loads(line[6:])
             if ev["type"] == "token":
-                text += ev["t"]
-                n += 1
+                tokens.append(ev)
             elif ev["type"] in ("end", "error"):
                 end = ev
                 break
-    return text, n, end
+    return tokens, end
+
+
+def v2_greedy(base, body):
+    """Submit to /v2/tasks and read its SSE events: (text, token count, end event)."""
+    tokens, end = v2_events(base, body)
+    return "".join(t["t"] for t in tokens), len(tokens), end
 
 
 def test_models_lists_the_served_model_with_its_context_length(client):
@@ -115,15 +120,87 @@ def test_temperature_zero_equals_the_v2_tasks_greedy_output(client, stack):
     assert "".join(ch.choices[0].text for ch in streamed if ch.choices) == text
 
 
+def test_logprobs_equal_the_workers_for_the_same_greedy_request(client, stack):
+    msgs = [{"role": "user", "content": "Name a fruit."}]
+    tokens, end = v2_events(stack, {"model": MODEL_ID, "messages": msgs, "max_tokens": 8, "temperature": 0,
+                                    "logprobs": 3})
+    assert end["type"] == "end" and len(tokens) == end["tokens_out"]
+    worker = [t["logprob"] for t in tokens]
+
+    def same(entries):
+        assert len(entries) == len(worker)
+        for e, w in zip(entries, worker):
+            assert e.logprob == w["logprob"] and e.bytes == w.get("bytes", [])
+            assert e.token == bytes(e.bytes).decode(errors="replace")
+            assert [(t.logprob, t.bytes) for t in e.top_logprobs] == [
+                (t["logprob"], t.get("bytes", [])) for t in w.get("top", [])]
+
+    r = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=8, temperature=0, logprobs=True,
+                                       top_logprobs=3)
+    same(r.choices[0].logprobs.content)
+    assert all(len(e.top_logprobs) == 3 for e in r.choices[0].logprobs.content)
+    stream = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=8, temperature=0,
+                                            logprobs=True, top_logprobs=3, stream=True)
+    same([e for c in stream if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content])
+    plain = client.chat.completions.create(model=MODEL_ID, messages=msgs, max_tokens=8, temperature=0)
+    assert plain.choices[0].logprobs is None
+
+    prompt = "The capital of France is"
+    tokens, _ = v2_events(stack, {"model": MODEL_ID, "prompt": prompt, "max_tokens": 6, "temperature": 0,
+                                  "logprobs": 2})
+    c = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=6, temperature=0, logprobs=2)
+    lp = c.choices[0].logprobs
+    assert lp.token_logprobs == [t["logprob"]["logprob"] for t in tokens]
+    assert lp.tokens == [bytes(t["logprob"].get("bytes", [])).decode(errors="replace") for t in tokens]
+    assert all(len(top) <= 2 for top in lp.top_logprobs) and lp.text_offset[0] == 0
+    assert lp.text_offset == sorted(lp.text_offset)
+
+
+def test_n_choices(client):
+    r = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=10, temperature=0, n=3)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    # Greedy choices are equal; the prompt is counted once, completion tokens summed.
+    assert len({c.message.content for c in r.choices}) == 1
+    one = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=10, temperature=0)
+    assert r.choices[0].message.content == one.choices[0].message.content
+    assert r.usage.prompt_tokens == one.usage.prompt_tokens
+    assert r.usage.completion_tokens == 3 * one.usage.completion_tokens
+    # Seeded: choice i uses seed + i, so choice 1 of seed 5 equals choice 0 of seed 6.
+    a = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=10, temperature=1, seed=5,
+                                       n=2)
+    b = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=10, temperature=1, seed=6)
+    assert a.choices[1].message.content == b.choices[0].message.content
+    stream = client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, max_tokens=10, temperature=1, seed=5,
+                                            n=2, stream=True, stream_options={"include_usage": True})
+    texts, finish = ["", ""], [None, None]
+    chunks = list(stream)
+    for ch in chunks:
+        for c in ch.choices:
+            texts[c.index] += c.delta.content or ""
+            finish[c.index] = c.finish_reason or finish[c.index]
+    assert texts == [c.message.content for c in a.choices] and None not in finish
+    assert chunks[-1].usage == a.usage
+    c = client.completions.create(model=MODEL_ID, prompt="Once upon a time", max_tokens=6, temperature=0, n=2)
+    assert [x.index for x in c.choices] == [0, 1] and c.choices[0].text == c.choices[1].text
+
+
 def test_unknown_model_and_bad_fields_are_4xx_in_openai_shape(client):
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="no-such-model", messages=MESSAGES)
     assert e.value.status_code == 404
     assert e.value.code == "model_not_found"
     assert MODEL_ID in e.value.message
+    for n in (0, 9):
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, n=n)
+        assert e.value.param == "n" and e.value.code == "invalid_value"
+        assert "between 1 and 8" in e.value.message
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, n=2)
-    assert e.value.param == "n"
+        client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, logprobs=True, top_logprobs=21)
+    assert e.value.param == "top_logprobs" and "between 0 and 20" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=MODEL_ID, prompt="x", logprobs=21)
+    assert e.value.param == "logprobs"
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model=MODEL_ID, messages=MESSAGES, temperature=5)
     assert e.value.param == "temperature"
@@ -219,6 +296,28 @@ def test_twenty_json_schemas_validate_streaming_and_not(client):
         jsonschema.validate(json.loads(text), schema)
 
 
+def test_twenty_json_schemas_validate_with_n_4(client):
+    """n=4 sampled choices per schema: streamed for odd schemas, one body for even ones."""
+    for i, (q, schema) in enumerate(SCHEMAS):
+        msgs = [{"role": "user", "content": q + " Answer in JSON."}]
+        kw = dict(model=MODEL_ID, messages=msgs, max_tokens=200, temperature=0.7, seed=100 + i, n=4,
+                  response_format=schema_format(schema))
+        if i % 2:
+            texts, finish = [""] * 4, [None] * 4
+            for ch in client.chat.completions.create(stream=True, **kw):
+                for c in ch.choices:
+                    texts[c.index] += c.delta.content or ""
+                    finish[c.index] = c.finish_reason or finish[c.index]
+        else:
+            r = client.chat.completions.create(**kw)
+            texts = [c.message.content for c in r.choices]
+            finish = [c.finish_reason for c in r.choices]
+            assert [c.index for c in r.choices] == [0, 1, 2, 3]
+        assert finish == ["stop"] * 4, (i, texts)
+        for text in texts:
+            jsonschema.validate(json.loads(text), schema)
+
+
 def test_json_object_mode(client):
     r = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Describe a dog."}],
                                        max_tokens=200, temperature=0, response_format={"type": "json_object"})
@@ -268,19 +367,22 @@ def test_named_and_required_tool_calls_have_valid_arguments(client):
 
 
 def test_auto_and_a_multi_turn_exchange_with_a_tool_result(client):
+    # SmolLM2-135M answers in prose under `auto` unless the conversation shows one call: so an
+    # earlier exchange (call, tool result, answer) comes first, all through the /v1 message shapes.
     msgs = [{"role": "system", "content": "Use the tools when they help."},
+            {"role": "user", "content": "What is the weather in Rome?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "get_weather", "arguments": json.dumps({"city": "Rome", "unit": "celsius"})}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "20 degrees, cloudy"},
+            {"role": "assistant", "content": "It is 20 degrees and cloudy in Rome."},
             {"role": "user", "content": "What is the weather in Paris?"}]
-    r = client.chat.completions.create(model=MODEL_ID, messages=msgs, tools=[WEATHER], max_tokens=120,
+    r = client.chat.completions.create(model=MODEL_ID, messages=msgs, tools=[WEATHER, TIME], max_tokens=120,
                                        temperature=0)
-    choice = r.choices[0]
-    if choice.finish_reason == "tool_calls":
-        calls = check_calls(r, [WEATHER])
-    else:  # a plain answer is allowed under auto; it is then text
-        assert choice.message.content and choice.finish_reason in ("stop", "length")
-        calls = None
-    call = calls[0] if calls else None
-    call_id = call.id if call else "call_0"
-    args = call.function.arguments if call else json.dumps({"city": "Paris", "unit": "celsius"})
+    # The question matches a tool: the model chooses to call it (greedy, so always), with Paris.
+    call = check_calls(r, [WEATHER, TIME])[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] == "Paris"
+    call_id, args = call.id, call.function.arguments
     msgs += [{"role": "assistant", "content": None, "tool_calls": [
                  {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": args}}]},
              {"role": "tool", "tool_call_id": call_id, "content": "18 degrees, sunny"}]

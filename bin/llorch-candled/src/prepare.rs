@@ -79,7 +79,7 @@ pub fn prompt_ids(lm: &LoadedModel, req: &ExecuteRequest) -> Result<Vec<u32>, Er
         (Some(p), _) => p.clone(),
         (None, Some(m)) => lm
             .chat
-            .render(m, true)
+            .render_chat(m, req.gen.tools.as_ref(), true)
             .map_err(|e| invalid("messages", format!("chat template failed: {e:#}")))?,
         (None, None) => {
             return Err(invalid(

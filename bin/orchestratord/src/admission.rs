@@ -78,9 +78,15 @@ fn prompt_tokens_upper_bound(req: &TaskRequest) -> usize {
         return p.len() + 2;
     }
     let msgs = req.gen.messages.as_deref().unwrap_or_default();
+    // Tools: the template renders them, or their system-prompt text (the larger of the two).
+    let tools = req.gen.tools.as_ref().map_or(0, |t| {
+        let json: usize = t.tools.iter().map(|v| v.to_string().len()).sum();
+        json.max(t.system.len()) + TOKENS_PER_MESSAGE
+    });
     msgs.iter()
         .map(|m| m.role.len() + m.content.len() + TOKENS_PER_MESSAGE)
         .sum::<usize>()
+        + tools
         + TEMPLATE_TOKENS
 }
 

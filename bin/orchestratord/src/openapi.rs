@@ -137,6 +137,10 @@ fn schemas() -> Value {
                 "seed": { "type": "integer", "minimum": 0 },
                 "stop": { "type": "array", "maxItems": 8, "items": s("string") },
                 "logprobs": { "type": "integer", "minimum": 0, "maximum": 20 },
+                "tools": { "description": "With messages: functions for a chat template that reads `tools`; \
+                    other templates get `system` in the system prompt",
+                    "type": "object", "required": ["tools", "system"], "properties": {
+                    "tools": { "type": "array", "items": s("object") }, "system": s("string") } },
                 "constraint": { "description": "Constrained decoding: the output matches this (400 when it does not compile)",
                     "oneOf": [ obj(&["json_schema"], json!({ "json_schema": s("object") })),
                         obj(&["json_object"], json!({ "json_object": { "const": true } })),

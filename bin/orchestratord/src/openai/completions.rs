@@ -9,7 +9,7 @@ use axum::response::Response;
 use axum::Extension;
 
 use super::request::{self, Prepared};
-use super::{answer, follow::Follower, OaiError};
+use super::{answer, follow::Follower, stream, OaiError};
 use crate::admission;
 use crate::error::ApiError;
 use crate::http::CorrelationId;
@@ -42,16 +42,25 @@ async fn run(
     caller: Caller,
     prepared: Result<Prepared, ApiError>,
 ) -> Result<Response, OaiError> {
-    let (meta, req) = match prepared {
-        Ok(p) => (Some(p.meta), Ok(p.task)),
-        Err(e) => (None, Err(e)),
+    let p = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            // Counted and metered as a rejected submission, as on /v2/tasks.
+            admission::submit_task(&orch, Err(e), &cid.0, &caller).await?;
+            unreachable!("an invalid request is never admitted");
+        }
     };
-    let (_, task) = admission::submit_task(&orch, req, &cid.0, &caller).await?;
-    let meta = meta.expect("an admitted request was parsed");
-    let follower = Follower::attach(orch, task);
-    if meta.stream {
-        Ok(answer::stream(follower, meta))
+    // One task per choice, admitted in order; the shared prompt gives them the same placement
+    // affinity, so an idle worker runs them side by side in its batch. Should one be refused,
+    // dropping the followers cancels the choices already admitted.
+    let mut followers = Vec::with_capacity(p.n as usize);
+    for task in p.choices() {
+        let (_, task) = admission::submit_task(&orch, Ok(task), &cid.0, &caller).await?;
+        followers.push(Follower::attach(orch.clone(), task));
+    }
+    if p.meta.stream {
+        Ok(stream::stream(followers, p.meta))
     } else {
-        answer::collect(follower, meta).await
+        answer::collect(followers, p.meta).await
     }
 }

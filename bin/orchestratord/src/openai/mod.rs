@@ -2,6 +2,7 @@
 //! scheduler and relay as `/v2/tasks`: a request becomes a task (id `chatcmpl-<uuid>` /
 //! `cmpl-<uuid>`, visible under `/v2/tasks`), its events become OpenAI chunks or one answer.
 //! The HTTP request is the task's client: when it goes away, the task is cancelled at once.
+//! `n` > 1 admits one task per choice (ids `<id>.<i>`), answered together.
 //! Contract: `.specs/openai.md`.
 
 mod answer;
@@ -11,6 +12,7 @@ mod follow;
 mod models;
 pub mod openapi;
 pub(crate) mod request;
+mod stream;
 mod tools;
 
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct Meta {
     pub include_usage: bool,
     /// Tool calling: how to read the answer (`None`: plain text).
     pub tools: Option<tools::ToolMode>,
+    /// Log-probabilities asked for: `Some(alternatives per token)`.
+    pub logprobs: Option<u32>,
 }
 
 /// The `/v1` routes (auth and correlation ids come from the enclosing router).

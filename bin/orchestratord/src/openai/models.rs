@@ -1,11 +1,11 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: the models ready workers serve, with their
-//! context length.
+//! context length and the `/v1` features requests may use (`capabilities`).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use llorch_wire::openai::{Model, ModelList, OWNED_BY};
+use llorch_wire::openai::{Model, ModelCapabilities, ModelList, OWNED_BY};
 use llorch_wire::ErrorCode;
 
 use super::OaiError;
@@ -27,6 +27,7 @@ fn served(orch: &Orchestrator) -> Vec<Model> {
             owned_by: OWNED_BY.into(),
             context_length: m.context_length,
             aliases: m.aliases,
+            capabilities: Some(ModelCapabilities::default()),
         })
         .collect()
 }

@@ -43,6 +43,12 @@ pub fn paths() -> Value {
             "summary": "Models served by ready workers (ids and aliases)",
             "responses": { "200": { "description": "List",
                 "content": { "application/json": { "schema": schema("ModelList") } } } } } },
+        "/v1/models/{id}": { "get": {
+            "summary": "One served model, by id or alias",
+            "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+            "responses": { "200": { "description": "The model",
+                "content": { "application/json": { "schema": schema("Model") } } },
+                "404": error("model_not_found") } } },
         "/v1/chat/completions": generation("Chat completion, through the same queue and scheduler as /v2/tasks",
             "ChatCompletionRequest", "ChatCompletion", "ChatCompletionChunk"),
         "/v1/completions": generation("Text completion, through the same queue and scheduler as /v2/tasks",
@@ -63,7 +69,9 @@ pub fn schemas() -> Value {
         "repetition_penalty": { "type": "number", "exclusiveMinimum": 0, "maximum": 2 },
         "stop": { "oneOf": [s("string"), { "type": "array", "maxItems": 8, "items": s("string") }] },
         "seed": { "type": "integer", "minimum": 0 },
-        "n": { "type": "integer", "const": 1 },
+        "n": { "type": "integer", "minimum": 1, "maximum": 8, "default": 1,
+            "description": "Choices generated in parallel (one task per choice, ids `<id>.<i>`); \
+            with a seed, choice i uses seed + i" },
         "user": { "type": "string", "description": "Becomes the task's session_id: requests of one user \
             are placed where their prompt prefix is cached" },
         "stream": { "type": "boolean", "default": false },
@@ -94,6 +102,24 @@ pub fn schemas() -> Value {
         "type": { "const": "function" },
         "function": obj(&[], json!({ "name": s("string"), "arguments": s("string") })) }),
     );
+    let top = |extra: Value| {
+        let mut p = json!({ "token": s("string"), "logprob": s("number"),
+            "bytes": { "type": ["array", "null"], "items": s("integer") } });
+        p.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        obj(&["token", "logprob", "bytes"], p)
+    };
+    let chat_logprobs = json!({ "type": ["object", "null"], "required": ["content"], "properties": {
+        "content": { "type": "array", "items": top(json!({
+            "top_logprobs": { "type": "array", "items": top(json!({})) } })) },
+        "refusal": { "type": "null" } } });
+    let completion_logprobs = json!({ "type": ["object", "null"], "properties": {
+        "tokens": { "type": "array", "items": s("string") },
+        "token_logprobs": { "type": "array", "items": s("number") },
+        "top_logprobs": { "type": "array", "items": { "type": "object",
+            "additionalProperties": s("number") } },
+        "text_offset": { "type": "array", "items": s("integer") } } });
     let message = obj(
         &["role", "content"],
         json!({ "role": s("string"), "content": {
@@ -118,16 +144,22 @@ pub fn schemas() -> Value {
             "tool_choice": { "oneOf": [ { "enum": ["none", "auto", "required"] },
                 obj(&["type", "function"], json!({ "type": { "const": "function" },
                     "function": obj(&["name"], json!({ "name": s("string") })) })) ] },
-            "parallel_tool_calls": { "type": "boolean", "default": true } }))),
+            "parallel_tool_calls": { "type": "boolean", "default": true },
+            "logprobs": { "type": "boolean", "default": false,
+                "description": "Each generated token's log-probability (the model's raw distribution)" },
+            "top_logprobs": { "type": "integer", "minimum": 0, "maximum": 20,
+                "description": "With logprobs: the most likely tokens at each position" } }))),
         "CompletionRequest": obj(&["model", "prompt"], with(json!({
             "model": s("string"),
             "prompt": { "oneOf": [s("string"), { "type": "array", "items": { "type": "integer" } },
-                { "type": "array", "maxItems": 1, "items": s("string") }] } }))),
+                { "type": "array", "maxItems": 1, "items": s("string") }] },
+            "logprobs": { "type": "integer", "minimum": 0, "maximum": 20,
+                "description": "Each generated token's log-probability and this many alternatives" } }))),
         "ChatCompletion": obj(&["id", "object", "created", "model", "choices", "usage"], json!({
             "id": s("string"), "object": { "const": "chat.completion" }, "created": s("integer"),
             "model": s("string"), "usage": usage,
             "choices": { "type": "array", "items": obj(&["index", "message", "finish_reason"], json!({
-                "index": s("integer"), "finish_reason": finish,
+                "index": s("integer"), "finish_reason": finish, "logprobs": chat_logprobs.clone(),
                 "message": obj(&["role", "content"], json!({ "role": { "const": "assistant" },
                     "content": { "type": ["string", "null"] },
                     "tool_calls": { "type": "array", "items": tool_call } })) })) } })),
@@ -135,22 +167,102 @@ pub fn schemas() -> Value {
             "id": s("string"), "object": { "const": "chat.completion.chunk" }, "created": s("integer"),
             "model": s("string"), "usage": usage,
             "choices": { "type": "array", "items": obj(&["index", "delta"], json!({
-                "index": s("integer"), "finish_reason": finish,
+                "index": s("integer"), "finish_reason": finish, "logprobs": chat_logprobs,
                 "delta": obj(&[], json!({ "role": s("string"), "content": s("string"),
                     "tool_calls": { "type": "array", "items": tool_call_delta } })) })) } })),
         "Completion": obj(&["id", "object", "created", "model", "choices", "usage"], json!({
             "id": s("string"), "object": { "const": "text_completion" }, "created": s("integer"),
             "model": s("string"), "usage": usage,
             "choices": { "type": "array", "items": obj(&["index", "text", "finish_reason"], json!({
-                "index": s("integer"), "text": s("string"), "finish_reason": finish })) } })),
+                "index": s("integer"), "text": s("string"), "finish_reason": finish,
+                "logprobs": completion_logprobs })) } })),
         "CompletionChunk": { "$ref": "#/components/schemas/Completion" },
         "ModelList": obj(&["object", "data"], json!({ "object": { "const": "list" },
-            "data": { "type": "array", "items": obj(&["id", "object", "owned_by"], json!({
-                "id": s("string"), "object": { "const": "model" }, "created": s("integer"),
-                "owned_by": s("string"), "context_length": s("integer"),
-                "aliases": { "type": "array", "items": s("string") } })) } })),
+            "data": { "type": "array", "items": schema("Model") } })),
+        "Model": obj(&["id", "object", "owned_by"], json!({
+            "id": s("string"), "object": { "const": "model" }, "created": s("integer"),
+            "owned_by": s("string"), "context_length": s("integer"),
+            "aliases": { "type": "array", "items": s("string") },
+            "capabilities": obj(&[], json!({
+                "response_formats": { "type": "array", "items": s("string") },
+                "tool_choices": { "type": "array", "items": s("string") },
+                "logprobs": s("boolean"), "max_top_logprobs": s("integer"),
+                "max_n": s("integer") })) })),
         "OpenAIError": obj(&["error"], json!({ "error": obj(&["message", "type"], json!({
             "message": s("string"), "type": s("string"), "param": { "type": ["string", "null"] },
             "code": { "type": ["string", "null"] } })) })),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use llorch_wire::openai::{
+        ChatCompletionRequest, CompletionRequest, GenerationFields, Model, ModelCapabilities,
+    };
+
+    fn props(v: &Value) -> Vec<String> {
+        v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Every `$ref` in `v` names a schema in `schemas`.
+    fn refs_resolve(v: &Value, schemas: &Value) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    let name = r.trim_start_matches("#/components/schemas/");
+                    assert!(schemas.get(name).is_some(), "dangling {r}");
+                }
+                o.values().for_each(|x| refs_resolve(x, schemas));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs_resolve(x, schemas)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_served_field_is_documented() {
+        let s = schemas();
+        let chat = props(&s["ChatCompletionRequest"]);
+        let completion = props(&s["CompletionRequest"]);
+        for f in ChatCompletionRequest::FIELDS
+            .iter()
+            .chain(GenerationFields::FIELDS)
+        {
+            assert!(chat.iter().any(|p| p == f), "chat {f}");
+        }
+        for f in CompletionRequest::FIELDS
+            .iter()
+            .chain(GenerationFields::FIELDS)
+        {
+            assert!(completion.iter().any(|p| p == f), "completion {f}");
+        }
+        let model = Model {
+            id: "m".into(),
+            object: "model".into(),
+            created: 0,
+            owned_by: "o".into(),
+            context_length: 1,
+            aliases: vec!["a".into()],
+            capabilities: Some(ModelCapabilities::default()),
+        };
+        let model = serde_json::to_value(model).unwrap();
+        let documented = props(&s["Model"]);
+        for k in model.as_object().unwrap().keys() {
+            assert!(documented.contains(k), "Model.{k}");
+        }
+        for k in model["capabilities"].as_object().unwrap().keys() {
+            assert!(
+                props(&s["Model"]["properties"]["capabilities"]).contains(k),
+                "{k}"
+            );
+        }
+        refs_resolve(&paths(), &s);
+        refs_resolve(&s, &s);
+    }
 }

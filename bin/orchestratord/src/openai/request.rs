@@ -4,8 +4,9 @@
 
 use llorch_wire::openai::{
     ChatCompletionRequest, CompletionRequest, GenerationFields, MessageContent, OpenAiMessage,
-    PromptInput, ResponseFormat,
+    PromptInput, ResponseFormat, MAX_N,
 };
+use llorch_wire::openai_logprobs::MAX_TOP_LOGPROBS;
 use llorch_wire::tasks::{is_valid_id, TaskRequest};
 use llorch_wire::{ChatMessage, Constraint, FieldError, Generation, SamplingParams};
 use serde::de::DeserializeOwned;
@@ -16,18 +17,53 @@ use super::{Kind, Meta};
 use crate::error::ApiError;
 use crate::task::unix_ms;
 
-/// A parsed request: the task to admit and what its answer needs.
+/// A parsed request: the task to admit (choice 0) and what its answer needs.
 #[derive(Debug)]
 pub struct Prepared {
     pub task: TaskRequest,
     pub meta: Meta,
+    /// Choices asked for (`n`, 1..=8).
+    pub n: u32,
+}
+
+impl Prepared {
+    /// One task per choice: choice 0 is [`Prepared::task`]; choice `i` > 0 has the task id
+    /// `<id>.<i>` and, when a seed was given, seed + `i` (so seeded choices differ).
+    pub fn choices(&self) -> Vec<TaskRequest> {
+        (0..self.n)
+            .map(|i| {
+                let mut t = self.task.clone();
+                if i > 0 {
+                    t.task_id = Some(format!("{}.{i}", self.meta.id));
+                    t.gen.sampling.seed = t.gen.sampling.seed.map(|s| s.wrapping_add(i as u64));
+                }
+                t
+            })
+            .collect()
+    }
+}
+
+/// A number of alternatives (`top_logprobs` / `logprobs`) within the worker's limit.
+fn top_count(field: &str, v: u32, errors: &mut Vec<FieldError>) -> Option<u32> {
+    if v <= MAX_TOP_LOGPROBS {
+        return Some(v);
+    }
+    errors.push(
+        FieldError::new(
+            field,
+            format!("range(0..={MAX_TOP_LOGPROBS})"),
+            format!("{field} must be between 0 and {MAX_TOP_LOGPROBS}, got {v}"),
+        )
+        .with_value(v),
+    );
+    None
 }
 
 /// Parse `POST /v1/chat/completions`.
 pub fn chat(body: &[u8]) -> Result<Prepared, ApiError> {
     let r: ChatCompletionRequest = typed(body, ChatCompletionRequest::FIELDS)?;
     let mut errors = Vec::new();
-    let mut messages: Vec<ChatMessage> = r
+    let messages: Vec<ChatMessage> = r
         .messages
         .into_iter()
         .enumerate()
@@ -54,10 +90,22 @@ pub fn chat(body: &[u8]) -> Result<Prepared, ApiError> {
                 "response_format json_object/json_schema cannot be combined with tools (tool_choice none allows it)",
             ));
         }
-        t.render_into(&mut messages);
+        task.gen.tools = Some(t.chat.clone());
         task.gen.constraint = Some(t.constraint.clone());
     }
     task.gen.messages = Some(messages);
+    let top = r
+        .top_logprobs
+        .and_then(|k| top_count("top_logprobs", k, &mut errors));
+    if r.logprobs == Some(true) {
+        task.gen.logprobs = Some(top.unwrap_or(0));
+    } else if top.is_some_and(|k| k > 0) {
+        errors.push(FieldError::new(
+            "top_logprobs",
+            "requires(logprobs)",
+            "top_logprobs needs logprobs: true",
+        ));
+    }
     let mut p = finish(task, &r.gen, Kind::Chat, errors)?;
     p.meta.tools = tools.map(|t| t.mode);
     Ok(p)
@@ -95,6 +143,9 @@ pub fn completion(body: &[u8]) -> Result<Prepared, ApiError> {
     let mut task = base(r.model, &r.gen, "cmpl");
     task.gen.max_tokens = r.gen.max_tokens;
     let mut errors = Vec::new();
+    task.gen.logprobs = r
+        .logprobs
+        .and_then(|k| top_count("logprobs", k, &mut errors));
     let one = |n: usize| {
         (n == 1).then_some(()).ok_or_else(|| {
             FieldError::new(
@@ -150,12 +201,13 @@ fn finish(
 ) -> Result<Prepared, ApiError> {
     // A prompt that could not be converted would only add follow-on errors.
     let converted = errors.is_empty();
-    if let Some(n) = g.n.filter(|n| *n != 1) {
+    let n = g.n.unwrap_or(1);
+    if !(1..=MAX_N).contains(&n) {
         errors.push(
             FieldError::new(
                 "n",
-                "unsupported_value",
-                format!("only n=1 is supported, got n={n}"),
+                format!("range(1..={MAX_N})"),
+                format!("n must be between 1 and {MAX_N}, got {n}"),
             )
             .with_value(n),
         );
@@ -174,8 +226,9 @@ fn finish(
         stream: g.stream,
         include_usage: g.stream && g.stream_options.as_ref().is_some_and(|o| o.include_usage),
         tools: None,
+        logprobs: task.gen.logprobs,
     };
-    Ok(Prepared { task, meta })
+    Ok(Prepared { task, meta, n })
 }
 
 /// One chat message; `developer` is rendered as `system`, content parts must be text.
@@ -342,6 +395,42 @@ mod tests {
     }
 
     #[test]
+    fn logprobs_and_n_map_to_tasks() {
+        let p = chat(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true,
+            "top_logprobs":3,"n":3,"seed":10}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.task.gen.logprobs, p.meta.logprobs, p.n),
+            (Some(3), Some(3), 3)
+        );
+        let tasks = p.choices();
+        let ids: Vec<_> = tasks.iter().map(|t| t.task_id.clone().unwrap()).collect();
+        assert_eq!(
+            ids,
+            [
+                p.meta.id.clone(),
+                format!("{}.1", p.meta.id),
+                format!("{}.2", p.meta.id)
+            ]
+        );
+        let seeds: Vec<_> = tasks.iter().map(|t| t.gen.sampling.seed).collect();
+        assert_eq!(seeds, [Some(10), Some(11), Some(12)]);
+        assert!(tasks.iter().all(|t| t.validate().is_ok()));
+        let p =
+            chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true}"#)
+                .unwrap();
+        assert_eq!((p.task.gen.logprobs, p.n), (Some(0), 1));
+        let p =
+            chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":false}"#)
+                .unwrap();
+        assert_eq!(p.meta.logprobs, None);
+        let p = completion(br#"{"model":"m","prompt":"x","logprobs":2,"n":8}"#).unwrap();
+        assert_eq!((p.task.gen.logprobs, p.n), (Some(2), 8));
+    }
+
+    #[test]
     fn completion_prompts() {
         let p = completion(br#"{"model":"m","prompt":["hi"]}"#).unwrap();
         assert_eq!(p.task.gen.prompt.as_deref(), Some("hi"));
@@ -363,26 +452,34 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let e = chat(
-            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2,"temperature":3}"#,
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":9,"temperature":3}"#,
         )
         .unwrap_err();
         assert_eq!(
             params(&e),
-            [
-                ("n", "unsupported_value"),
-                ("temperature", "range(0.0..=2.0)")
-            ]
+            [("n", "range(1..=8)"), ("temperature", "range(0.0..=2.0)")]
         );
         let e =
-            chat(br#"{"model":"m","messages":[],"tempreature":1,"logprobs":true}"#).unwrap_err();
+            chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#).unwrap_err();
+        assert_eq!(params(&e), [("n", "range(1..=8)")]);
+        let e = chat(br#"{"model":"m","messages":[],"tempreature":1,"frequency_penalty":1}"#)
+            .unwrap_err();
         // In the order of the request's keys.
         assert_eq!(
             params(&e),
             [
                 ("tempreature", "unknown_field"),
-                ("logprobs", "unsupported")
+                ("frequency_penalty", "unsupported")
             ]
         );
+        let msgs = r#""model":"m","messages":[{"role":"user","content":"x"}]"#;
+        let e = chat(format!(r#"{{{msgs},"logprobs":true,"top_logprobs":21}}"#).as_bytes())
+            .unwrap_err();
+        assert_eq!(params(&e), [("top_logprobs", "range(0..=20)")]);
+        let e = chat(format!(r#"{{{msgs},"top_logprobs":2}}"#).as_bytes()).unwrap_err();
+        assert_eq!(params(&e), [("top_logprobs", "requires(logprobs)")]);
+        let e = completion(br#"{"model":"m","prompt":"x","logprobs":21}"#).unwrap_err();
+        assert_eq!(params(&e), [("logprobs", "range(0..=20)")]);
         let e = chat(br#"{"model":"m"}"#).unwrap_err();
         assert_eq!(params(&e), [("messages", "required")]);
         let e =
@@ -437,10 +534,10 @@ mod tests {
         let p = chat(body.as_bytes()).unwrap();
         assert_eq!(p.meta.tools, Some(tools::ToolMode::Required));
         let m = p.task.gen.messages.as_ref().unwrap();
-        assert_eq!(m[0].role, "system");
-        assert_eq!(m[2].content, r#"[{"name":"f","arguments":{"a":1}}]"#);
+        assert!(p.task.gen.tools.as_ref().unwrap().system.contains("\"f\""));
+        assert_eq!(m[1].content, r#"[{"name":"f","arguments":{"a":1}}]"#);
         assert_eq!(
-            (m[3].role.as_str(), m[3].content.as_str()),
+            (m[2].role.as_str(), m[2].content.as_str()),
             ("user", "Result of tool call call_1: 42")
         );
         let body = format!(

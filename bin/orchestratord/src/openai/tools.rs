@@ -1,9 +1,11 @@
-//! Tool calling for `/v1/chat/completions`, done here in the translation layer: the tools are
-//! rendered into the system prompt, the call is decoded under a constraint the worker enforces,
-//! and the output is parsed back into `message.tool_calls`.
+//! Tool calling for `/v1/chat/completions`, done here in the translation layer: the tools go to
+//! the worker's chat template, the call is decoded under a constraint the worker enforces, and
+//! the output is parsed back into `message.tool_calls`.
 //!
-//! - Rendering (every chat template, documented in `.specs/openai.md`): a system message (the
-//!   request's own first system message, extended) lists each function as one JSON line
+//! - Rendering (the task's `tools`, [`ChatTools`]): a chat template that uses a `tools` variable
+//!   gets the request's tools as given; for any other template the worker uses the documented
+//!   system-prompt rendering made here (`.specs/openai.md`): a system message (the request's own
+//!   first system message, extended) lists each function as one JSON line
 //!   `{"name", "description", "parameters"}` and says how to call: answer with only a JSON list
 //!   `[{"name": ..., "arguments": {...}}]`.
 //! - Constraint: the list's schema (`items`: one `anyOf` branch per allowed function, `name` a
@@ -13,8 +15,8 @@
 //! - Conversation: an assistant message's `tool_calls` are rendered as that same JSON list, and a
 //!   `tool` message as a user message `Result of tool call <id>: <content>`.
 
-use llorch_wire::tools::{FunctionCall, Tool, ToolCall, ToolChoice};
-use llorch_wire::{ChatMessage, Constraint, FieldError};
+use llorch_wire::tools::{ChatTools, FunctionCall, Tool, ToolCall, ToolChoice};
+use llorch_wire::{Constraint, FieldError};
 use serde_json::{json, Value};
 
 /// Most calls one answer may hold with `parallel_tool_calls`.
@@ -29,12 +31,12 @@ pub enum ToolMode {
     Required,
 }
 
-/// A request's tools, checked: the constraint to decode under and the system text.
+/// A request's tools, checked: the constraint to decode under and what the template gets.
 #[derive(Debug, Clone)]
 pub struct ToolPlan {
     pub mode: ToolMode,
     pub constraint: Constraint,
-    system: String,
+    pub chat: ChatTools,
 }
 
 fn bad(field: impl Into<String>, code: &str, msg: impl Into<String>) -> FieldError {
@@ -145,7 +147,13 @@ pub fn plan(
     Some(ToolPlan {
         mode,
         constraint,
-        system: system_text(tools, mode, only),
+        chat: ChatTools {
+            tools: tools
+                .iter()
+                .map(|t| serde_json::to_value(t).expect("tools serialize"))
+                .collect(),
+            system: system_text(tools, mode, only),
+        },
     })
 }
 
@@ -188,26 +196,6 @@ fn system_text(tools: &[Tool], mode: ToolMode, only: Option<&str>) -> String {
         s.push_str(&format!(" The function to call is {n}."));
     }
     s
-}
-
-impl ToolPlan {
-    /// Put the tools into the conversation: the first system message gets the tool text
-    /// appended, or a system message with it is put first.
-    pub fn render_into(&self, messages: &mut Vec<ChatMessage>) {
-        match messages.first_mut().filter(|m| m.role == "system") {
-            Some(m) => {
-                m.content.push_str("\n\n");
-                m.content.push_str(&self.system);
-            }
-            None => messages.insert(
-                0,
-                ChatMessage {
-                    role: "system".into(),
-                    content: self.system.clone(),
-                },
-            ),
-        }
-    }
 }
 
 /// An earlier assistant turn's calls as the text the model would have written.
@@ -288,13 +276,8 @@ mod tests {
             panic!()
         };
         assert_eq!(s["maxItems"], 1);
-        let mut msgs = vec![ChatMessage {
-            role: "user".into(),
-            content: "hi".into(),
-        }];
-        p.render_into(&mut msgs);
-        assert_eq!(msgs[0].role, "system");
-        assert!(msgs[0].content.contains("get_weather"));
+        assert!(p.chat.system.contains("get_weather"));
+        assert_eq!(p.chat.tools[0]["function"]["name"], "get_weather");
         assert!(errors.is_empty());
         assert!(plan(
             Some(&tools),

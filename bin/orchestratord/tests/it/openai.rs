@@ -30,6 +30,16 @@ fn data_lines(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The chunks of a finished SSE body that ends with `data: [DONE]`.
+fn sse_chunks(body: &str) -> Vec<Value> {
+    let data = data_lines(body);
+    assert_eq!(data.last().unwrap(), "[DONE]", "{body}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 /// Assert OpenAI's error shape; return `error`.
 fn openai_error(body: &str) -> Value {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -100,7 +110,13 @@ async fn models_and_error_shapes() {
     assert!(err["message"].as_str().unwrap().contains("fault-model"));
 
     let cases = [
-        (json!({"n": 2}), "n", "unsupported_value"),
+        (json!({"n": 9}), "n", "invalid_value"),
+        (json!({"n": 0}), "n", "invalid_value"),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+            "invalid_value",
+        ),
         (json!({"temperature": 3}), "temperature", "invalid_value"),
         (
             json!({"tempreature": 1}),
@@ -233,6 +249,66 @@ async fn chunks_usage_and_done() {
     assert_eq!(status, 200);
     assert_eq!(v["choices"][0]["text"], "tok0 tok1 ");
     assert_eq!(v["usage"]["completion_tokens"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn n_choices_are_tasks_streamed_interleaved_with_their_index() {
+    let (o, _w) = fault_stack(&[], "5").await;
+    let mut body = chat("fault-model", 3, true);
+    body["n"] = json!(3);
+    body["stream_options"] = json!({"include_usage": true});
+    let (status, _, text) = post(&o, "/v1/chat/completions", body).await;
+    assert_eq!(status, 200, "{text}");
+    let chunks = sse_chunks(&text);
+    for i in 0..3 {
+        let mine: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"].get(0))
+            .filter(|c| c["index"] == i)
+            .collect();
+        assert_eq!(mine[0]["delta"]["role"], "assistant", "{text}");
+        let content: String = mine[1..]
+            .iter()
+            .filter_map(|c| c["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(content, "tok0 tok1 tok2 ", "choice {i}: {text}");
+        let finish: Vec<&Value> = mine.iter().map(|c| &c["finish_reason"]).collect();
+        assert_eq!(finish.last().unwrap().as_str(), Some("length"));
+        assert_eq!(mine.len(), 5, "role, 3 tokens, finish: {text}");
+    }
+    assert_eq!(
+        chunks.last().unwrap()["usage"],
+        json!({"prompt_tokens": 1, "completion_tokens": 9, "total_tokens": 10}),
+        "the prompt counted once, completion tokens summed"
+    );
+    let id = chunks[0]["id"].as_str().unwrap();
+    for task in [id.to_string(), format!("{id}.1"), format!("{id}.2")] {
+        let (_, t) = get_json(&o.url(&format!("/v2/tasks/{task}"))).await;
+        assert_eq!(t["state"], "completed", "{task}: {t}");
+    }
+
+    let mut body = json!({"model": "fault-model", "prompt": "x", "max_tokens": 2, "n": 2});
+    let (_, _, text) = post(&o, "/v1/completions", body.clone()).await;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 2, "{v}");
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(
+            (c["index"].as_u64(), c["text"].as_str()),
+            (Some(i as u64), Some("tok0 tok1 "))
+        );
+    }
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    // One choice refused by admission cancels the choices already admitted.
+    body["n"] = json!(8);
+    body["max_tokens"] = json!(1000);
+    let (o2, _w2) = fault_stack(&["--queue-capacity", "3"], "20").await;
+    let (status, _, text) = post(&o2, "/v1/completions", body).await;
+    assert_eq!(
+        (status, openai_error(&text)["code"].as_str()),
+        (429, Some("queue_full"))
+    );
+    wait_orchd_cancelled(&o2, 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

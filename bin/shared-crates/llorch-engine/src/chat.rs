@@ -3,6 +3,7 @@
 //! `strftime_now`). Blocks are trimmed as in transformers (`trim_blocks`, `lstrip_blocks`).
 
 use anyhow::{anyhow, Result};
+use llorch_wire::tools::ChatTools;
 use llorch_wire::ChatMessage;
 use minijinja::{context, Environment, Error, ErrorKind};
 
@@ -162,14 +163,43 @@ impl ChatTemplate {
     /// Render `messages`; with `add_generation_prompt` the text ends where the assistant's
     /// reply starts.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_chat(messages, None, add_generation_prompt)
+    }
+
+    /// Whether the template reads a `tools` variable (renders tool definitions itself).
+    pub fn uses_tools(&self) -> bool {
+        self.env
+            .get_template(NAME)
+            .is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
+    }
+
+    /// Render `messages` offering `tools`: to a template that [uses them](Self::uses_tools) as
+    /// its `tools` variable, else as `tools.system` appended to the first system message (or
+    /// put first as one).
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&ChatTools>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let tmpl = self
             .env
             .get_template(NAME)
             .map_err(|e| anyhow!("chat template: {}", describe(&e)))?;
+        let mut own;
+        let (messages, tools) = match tools {
+            Some(t) if !self.uses_tools() => {
+                own = messages.to_vec();
+                with_system(&mut own, &t.system);
+                (&own[..], None)
+            }
+            t => (messages, t.map(|t| &t.tools)),
+        };
         let mut out = CappedOutput(Vec::new());
         tmpl.render_captured_to(
             context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
@@ -204,6 +234,23 @@ impl ChatTemplate {
             .map(|s| s.to_string())
             .collect();
         t
+    }
+}
+
+/// `text` appended to the first message when it is a system message, else put first as one.
+fn with_system(messages: &mut Vec<ChatMessage>, text: &str) {
+    match messages.first_mut().filter(|m| m.role == "system") {
+        Some(m) => {
+            m.content.push_str("\n\n");
+            m.content.push_str(text);
+        }
+        None => messages.insert(
+            0,
+            ChatMessage {
+                role: "system".into(),
+                content: text.into(),
+            },
+        ),
     }
 }
 
@@ -344,6 +391,47 @@ mod tests {
             t.render(&[msg("user", "a"), msg("user", "b")], false)
                 .unwrap(),
             "a\nb\n"
+        );
+    }
+
+    #[test]
+    fn tools_go_to_a_template_that_uses_them_else_into_the_system_prompt() {
+        let tools = ChatTools {
+            tools: vec![
+                serde_json::json!({"type": "function", "function": {"name": "get_weather"}}),
+            ],
+            system: "Call get_weather.".into(),
+        };
+        let src =
+            "{% if tools %}[{% for t in tools %}{{ t.function.name }}{% endfor %}]{% endif %}\
+                   {% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}";
+        let t = ChatTemplate::new(src, None, None).unwrap();
+        assert!(t.uses_tools());
+        let out = t
+            .render_chat(&[msg("user", "Hi")], Some(&tools), true)
+            .unwrap();
+        assert_eq!(out, "[get_weather]user:Hi;");
+        assert_eq!(t.render(&[msg("user", "Hi")], true).unwrap(), "user:Hi;");
+        // ChatML has no `tools`: the system-prompt rendering, into an existing system message.
+        let chatml = ChatTemplate::chatml();
+        assert!(!chatml.uses_tools());
+        let out = chatml
+            .render_chat(&[msg("user", "Hi")], Some(&tools), true)
+            .unwrap();
+        assert!(
+            out.starts_with("<|im_start|>system\nCall get_weather.<|im_end|>"),
+            "{out}"
+        );
+        let out = chatml
+            .render_chat(
+                &[msg("system", "Be brief."), msg("user", "Hi")],
+                Some(&tools),
+                true,
+            )
+            .unwrap();
+        assert!(
+            out.starts_with("<|im_start|>system\nBe brief.\n\nCall get_weather.<|im_end|>"),
+            "{out}"
         );
     }
 

@@ -12,7 +12,7 @@ use llorch_wire::{ErrorCode, SamplingParams, StopReason, TokenLogprob, WorkerEve
 
 use crate::load::LoadedModel;
 use crate::model::{KvCache, Logits};
-use crate::sampler::{logprobs, Sampler};
+use crate::sampler::{logprobs, with_bytes, Sampler};
 use crate::stop::{StopCheck, StopMatcher};
 use crate::tokenizer::StreamDecoder;
 use llorch_constraint::Guide;
@@ -170,7 +170,8 @@ impl Prefill {
         if let Some(top) = self.prompt_top {
             for (r, row) in rows.iter().enumerate() {
                 if let Some(&next) = ids.get(self.next + r + 1) {
-                    self.plp.push(logprobs(row, next, top));
+                    self.plp
+                        .push(with_bytes(logprobs(row, next, top), &lm.tokenizer));
                 }
             }
         }
@@ -389,7 +390,7 @@ impl<'a> Running<'a> {
         self.seq.tokens.push(id);
         let piece = self.decoder.push(id);
         let logprob = match (&lp_source, self.top_n) {
-            (Some(src), Some(n)) => Some(logprobs(src, id, n)),
+            (Some(src), Some(n)) => Some(with_bytes(logprobs(src, id, n), &self.lm.tokenizer)),
             _ => None,
         };
         let i = self.tokens_out;
@@ -518,7 +519,7 @@ pub fn teacher_force(
     let (mut logits, _) = prefill(lm, prompt, &mut cache, None, &never)?.expect("not cancelled");
     let mut out = Vec::with_capacity(forced.len());
     for &id in forced {
-        out.push(logprobs(&logits, id, top_n));
+        out.push(with_bytes(logprobs(&logits, id, top_n), &lm.tokenizer));
         logits = lm
             .model
             .forward(&[id], &mut cache, Logits::Last)?

@@ -141,14 +141,25 @@ pub fn logprobs(logits: &[f32], id: u32, top_n: usize) -> TokenLogprob {
             .map(|i| TopLogprob {
                 id: i,
                 logprob: lp(i as usize),
+                bytes: Vec::new(),
             })
             .collect();
     }
     TokenLogprob {
         id,
         logprob: lp(id as usize),
+        bytes: Vec::new(),
         top,
     }
+}
+
+/// `lp` with the raw bytes of its token and of each alternative, from `tok`.
+pub fn with_bytes(mut lp: TokenLogprob, tok: &crate::tokenizer::Tokenizer) -> TokenLogprob {
+    lp.bytes = tok.token_bytes(lp.id).to_vec();
+    for t in &mut lp.top {
+        t.bytes = tok.token_bytes(t.id).to_vec();
+    }
+    lp
 }
 
 #[cfg(test)]

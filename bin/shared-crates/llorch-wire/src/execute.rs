@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::constraint::{Constraint, MAX_CONSTRAINT_BYTES};
 use crate::error::FieldError;
+pub use crate::tools::ChatTools;
 
 /// Limits enforced by [`ExecuteRequest::validate`]. Published in `.specs/` and in `/health`.
 pub struct Limits {
@@ -156,6 +157,10 @@ pub struct Generation {
     /// grammar (tokens that cannot continue a match are never sampled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<Constraint>,
+    /// Functions offered to the model (with `messages`): passed to a chat template that uses a
+    /// `tools` variable, else rendered as a system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ChatTools>,
 }
 
 /// Body of `POST /execute`: a [`Generation`] plus the job id and prompt log-probabilities.
@@ -291,6 +296,13 @@ impl Generation {
             }
         }
         check_logprobs("logprobs", self.logprobs, errors);
+        if self.tools.is_some() && self.messages.is_none() {
+            errors.push(FieldError::new(
+                "tools",
+                "requires(messages)",
+                "tools are rendered by the chat template: give messages, not a prompt",
+            ));
+        }
         if let Some(c) = &self.constraint {
             c.validate_into(errors);
         }
@@ -375,6 +387,10 @@ impl StopReason {
 pub struct TopLogprob {
     pub id: u32,
     pub logprob: f32,
+    /// The token's raw bytes (its text; special tokens: their literal text). Empty only for
+    /// tokens without text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bytes: Vec<u8>,
 }
 
 /// Log-probability of one (prompt or generated) token under the model, with the top-N alternatives.
@@ -383,6 +399,9 @@ pub struct TopLogprob {
 pub struct TokenLogprob {
     pub id: u32,
     pub logprob: f32,
+    /// The token's raw bytes, as in [`TopLogprob::bytes`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bytes: Vec<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top: Vec<TopLogprob>,
 }

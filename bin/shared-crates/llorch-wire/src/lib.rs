@@ -8,6 +8,7 @@ pub mod constraint;
 pub mod error;
 pub mod execute;
 pub mod openai;
+pub mod openai_logprobs;
 pub mod secret;
 pub mod tasks;
 pub mod tenancy;

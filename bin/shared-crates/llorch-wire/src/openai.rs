@@ -5,10 +5,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::execute::StopReason;
+use crate::openai_logprobs::{ChatLogprobs, CompletionLogprobs};
 use crate::tools::{Tool, ToolCall, ToolCallDelta, ToolChoice};
 
 /// `owned_by` of every model in `GET /v1/models`.
 pub const OWNED_BY: &str = "llama-orch";
+
+/// Most choices one request may ask for (`n`).
+pub const MAX_N: u32 = 8;
 
 /// The last SSE `data:` of a stream.
 pub const DONE: &str = "[DONE]";
@@ -89,7 +93,7 @@ pub struct GenerationFields {
     pub stop: Option<StopSequences>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// Only 1 is served.
+    /// Choices to generate, 1..=[`MAX_N`] (default 1), in parallel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
     /// Becomes the task's `session_id` when it fits `[A-Za-z0-9._:-]{1,128}`.
@@ -134,11 +138,11 @@ impl GenerationFields {
         "reasoning_effort",
         "verbosity",
     ];
-    /// OpenAI fields accepted only with their neutral value (`null`, `false`, `0`, empty, `n`/
+    /// OpenAI fields accepted only with their neutral value (`null`, `false`, `0`, empty,
     /// `best_of` 1, `response_format` `{"type":"text"}`, `tool_choice` `none`/`auto`,
     /// `modalities` `["text"]`); anything else is `unsupported_parameter`. A route that serves
-    /// one of them (chat serves `response_format`, `tools`, `tool_choice`) lists it among its
-    /// own fields, which are checked first; `/v1/completions` keeps the neutral-only rule.
+    /// one of them (chat: `response_format`, `tools`, `tool_choice`, `logprobs`, `top_logprobs`;
+    /// completions: `logprobs`) lists it among its own fields, which are checked first.
     pub const NEUTRAL_ONLY: &'static [&'static str] = &[
         "response_format",
         "tools",
@@ -205,6 +209,12 @@ pub struct ChatCompletionRequest {
     /// Whether one answer may hold several calls (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
+    /// Return each generated token's log-probability (`choices[].logprobs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    /// With `logprobs`: also the most likely tokens at each position, 0..=20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
     #[serde(flatten)]
     pub gen: GenerationFields,
 }
@@ -219,6 +229,8 @@ impl ChatCompletionRequest {
         "tools",
         "tool_choice",
         "parallel_tool_calls",
+        "logprobs",
+        "top_logprobs",
     ];
 }
 
@@ -237,13 +249,16 @@ pub enum PromptInput {
 pub struct CompletionRequest {
     pub model: String,
     pub prompt: PromptInput,
+    /// Return each generated token's log-probability and this many alternatives (0..=20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
     #[serde(flatten)]
     pub gen: GenerationFields,
 }
 
 impl CompletionRequest {
     /// Keys besides [`GenerationFields::FIELDS`].
-    pub const FIELDS: &'static [&'static str] = &["model", "prompt"];
+    pub const FIELDS: &'static [&'static str] = &["model", "prompt", "logprobs"];
 }
 
 /// Why a choice ended. The worker's `eos` and `stop_sequence` are `stop`, `max_tokens` is
@@ -321,8 +336,8 @@ pub struct AssistantMessage {
 pub struct ChatChoice {
     pub index: u32,
     pub message: AssistantMessage,
-    /// Always `null` (log-probabilities are served by `/v2/tasks`).
-    pub logprobs: Option<serde_json::Value>,
+    /// With `logprobs: true`: every generated token's log-probability; else `null`.
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: FinishReason,
 }
 
@@ -356,7 +371,8 @@ pub struct ChatDelta {
 pub struct ChatChunkChoice {
     pub index: u32,
     pub delta: ChatDelta,
-    pub logprobs: Option<serde_json::Value>,
+    /// With `logprobs: true`: the log-probabilities of the tokens this chunk adds.
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<FinishReason>,
 }
 
@@ -379,7 +395,8 @@ pub struct ChatCompletionChunk {
 pub struct CompletionChoice {
     pub text: String,
     pub index: u32,
-    pub logprobs: Option<serde_json::Value>,
+    /// With `logprobs: N`: the tokens' log-probabilities (of this chunk's tokens when streamed).
+    pub logprobs: Option<CompletionLogprobs>,
     /// `null` on streamed chunks until the last one.
     pub finish_reason: Option<FinishReason>,
 }
@@ -411,6 +428,38 @@ pub struct Model {
     /// Other names requests may use for it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// What requests for it may ask for beyond plain text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<ModelCapabilities>,
+}
+
+/// The `/v1` features a model is served with (the same for every model: they are done by
+/// constrained decoding and the orchestrator, not by the model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCapabilities {
+    /// `response_format.type` values: `text`, `json_object`, `json_schema`.
+    pub response_formats: Vec<String>,
+    /// `tool_choice` values: `none`, `auto`, `required`, `function` (a named function).
+    pub tool_choices: Vec<String>,
+    /// `logprobs` is served.
+    pub logprobs: bool,
+    /// Largest `top_logprobs` (chat) / `logprobs` (completions).
+    pub max_top_logprobs: u32,
+    /// Largest `n`.
+    pub max_n: u32,
+}
+
+impl Default for ModelCapabilities {
+    fn default() -> Self {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        Self {
+            response_formats: v(&["text", "json_object", "json_schema"]),
+            tool_choices: v(&["none", "auto", "required", "function"]),
+            logprobs: true,
+            max_top_logprobs: crate::openai_logprobs::MAX_TOP_LOGPROBS,
+            max_n: MAX_N,
+        }
+    }
 }
 
 /// `GET /v1/models`.

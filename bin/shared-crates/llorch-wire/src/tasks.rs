@@ -97,6 +97,7 @@ impl TaskRequest {
         "stop",
         "logprobs",
         "constraint",
+        "tools",
     ];
 
     /// The worker request for one attempt of this task.
@@ -582,6 +583,10 @@ mod tests {
                 stop: vec!["x".into()],
                 logprobs: Some(1),
                 constraint: Some(crate::Constraint::JsonObject(true)),
+                tools: Some(crate::tools::ChatTools {
+                    tools: vec![],
+                    system: "s".into(),
+                }),
             },
             ..Default::default()
         };

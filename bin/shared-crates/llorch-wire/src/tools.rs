@@ -103,3 +103,14 @@ impl ToolCall {
         }
     }
 }
+
+/// Functions offered to a chat (`tools` of a task or `/execute`). A chat template that uses a
+/// `tools` variable renders them itself: it gets `tools` as given (OpenAI's `tools` entries,
+/// `{"type": "function", "function": {name, description, parameters}}`). Any other template
+/// gets `system` (the documented system-prompt rendering, `.specs/openai.md`) appended to the
+/// conversation's first system message, or put first as a system message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatTools {
+    pub tools: Vec<serde_json::Value>,
+    pub system: String,
+}
