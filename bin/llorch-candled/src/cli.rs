@@ -111,6 +111,12 @@ pub struct Args {
     #[arg(long, value_name = "MIB")]
     pub max_memory_mb: Option<u64>,
 
+    /// Largest request body in bytes; a larger one gets 413 PAYLOAD_TOO_LARGE. The default
+    /// (16 MiB) is above orchestratord's own default limit (8 MiB), so whatever the
+    /// orchestrator admits reaches the worker.
+    #[arg(long, env = "LLORCH_WORKER_MAX_BODY_BYTES", default_value_t = crate::config::DEFAULT_MAX_BODY_BYTES, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_body_bytes: u64,
+
     /// Requests that may wait for a free slot; beyond that /execute answers 503 WORKER_BUSY.
     #[arg(long, default_value_t = 16)]
     pub max_queue: u32,

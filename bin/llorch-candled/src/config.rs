@@ -23,7 +23,12 @@ pub struct ServerConfig {
     pub advertise_url: String,
     /// Register with this orchestrator once ready (None: stand-alone).
     pub orchestrator: Option<OrchestratorConfig>,
+    /// Largest request body (413 `PAYLOAD_TOO_LARGE` above it).
+    pub max_body_bytes: usize,
 }
+
+/// The worker's default request body limit: 16 MiB, above orchestratord's 8 MiB default.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 16 << 20;
 
 /// Registration with orchestratord.
 #[derive(Debug, Clone)]
@@ -68,6 +73,7 @@ impl ServerConfig {
             worker_id: worker_id.unwrap_or_else(|| format!("worker-{port}")),
             advertise_url,
             orchestrator,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES as usize,
         })
     }
 }
@@ -103,7 +109,7 @@ impl Config {
             token: args.orchestrator_token,
             model_id: args.model_id,
         });
-        let server = ServerConfig::new(
+        let mut server = ServerConfig::new(
             &args.host,
             args.port,
             tokens,
@@ -111,6 +117,7 @@ impl Config {
             args.advertise_url,
             orchestrator,
         )?;
+        server.max_body_bytes = usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX);
         let threads = args
             .threads
             .unwrap_or_else(|| {

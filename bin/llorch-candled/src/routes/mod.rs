@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,6 +49,8 @@ pub struct AppState {
     pub started: Instant,
     /// Wall time from `started` to ready.
     pub load_time_ms: f64,
+    /// Largest request body (413 `PAYLOAD_TOO_LARGE` above it).
+    pub max_body_bytes: usize,
 }
 
 impl AppState {
@@ -68,6 +70,7 @@ impl AppState {
             device,
             started,
             load_time_ms: started.elapsed().as_secs_f64() * 1e3,
+            max_body_bytes: server.max_body_bytes,
         })
     }
 }
@@ -78,6 +81,7 @@ type Shared = Arc<AppState>;
 /// `/detokenize`, with token authentication (every route but `/health`) and correlation ids.
 pub fn app(state: Arc<AppState>) -> Router {
     let tokens = Arc::new(state.tokens.clone());
+    let max_body = state.max_body_bytes;
     Router::new()
         .route("/execute", post(execute::execute))
         .route("/cancel", post(cancel::cancel))
@@ -91,8 +95,41 @@ pub fn app(state: Arc<AppState>) -> Router {
             tokens,
             crate::auth::require_token,
         ))
+        .layer(middleware::from_fn_with_state(max_body, body_limit))
+        .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(correlation_id))
         .with_state(state)
+}
+
+/// A body over the limit gets the envelope (413 `PAYLOAD_TOO_LARGE`, naming the limit) with
+/// `Connection: close`: the rest of the body is never read, so the connection cannot serve
+/// another request, and a client that pooled it would see its next request fail.
+async fn body_limit(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if !declared.is_some_and(|n| n > max as u64) {
+        let resp = next.run(req).await;
+        if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
+            return resp;
+        }
+    }
+    let mut resp = error(ErrorEnvelope::new(
+        ErrorCode::PayloadTooLarge,
+        format!(
+            "request body too large: the limit is {max} bytes \
+             (--max-body-bytes / LLORCH_WORKER_MAX_BODY_BYTES)"
+        ),
+    ));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// Echo `X-Correlation-Id` (or make one) on every response.

@@ -1,6 +1,6 @@
 //! The worker's limits and hostile input (`.specs/worker.md` "Limits"): a chat template file
 //! that loops, recurses, explodes or raises fails that request only, with a 400 naming why; a
-//! body over axum's 2 MB default gets 413; random bodies on every route never get a 5xx or take
+//! body over `--max-body-bytes` gets 413 `PAYLOAD_TOO_LARGE`; random bodies on every route never get a 5xx or take
 //! the worker down.
 
 use std::time::{Duration, Instant};
@@ -32,7 +32,12 @@ fn hostile_templates_bodies_and_sizes_fail_one_request_only() {
     let w = WorkerProcess::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_llorch-candled")),
         &model,
-        &["--chat-template", template.to_str().unwrap()],
+        &[
+            "--chat-template",
+            template.to_str().unwrap(),
+            "--max-body-bytes",
+            "2097152",
+        ],
     );
     let base = w.url();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -77,12 +82,21 @@ fn hostile_templates_bodies_and_sizes_fail_one_request_only() {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("event: end"));
-        // axum's default body limit (2 MB): 413
+        // over --max-body-bytes: the envelope naming the limit, and the connection is not
+        // reused (the fuzz loop below goes on with the same client and its pool)
         let big = json!({"prompt": "x".repeat(3 << 20), "max_tokens": 1});
         let r = post("/execute", big.to_string().into_bytes())
             .await
             .unwrap();
         assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()["connection"], "close");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "PAYLOAD_TOO_LARGE", "{v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("2097152") && msg.contains("--max-body-bytes"),
+            "{msg}"
+        );
         // random bodies on every route: a 4xx at worst, never a 5xx
         let mut rng = llorch_testkit::FuzzRng::new(59);
         let mut sent = 0;

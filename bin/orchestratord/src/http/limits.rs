@@ -1,6 +1,6 @@
 //! The request body limit's answer: 413 `PAYLOAD_TOO_LARGE` in the error envelope (OpenAI's
 //! shape under `/v1`) naming the limit, for a `Content-Length` over it (before the body is
-//! read) and for a body that turns out larger while it is read.
+//! read) and for a body that turns out larger while it is read; with `Connection: close`.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -16,7 +16,14 @@ fn too_large(path: &str, max: usize) -> Response {
         "request body too large: the limit is {max} bytes (max_body_bytes; \
          --max-body-bytes / LLORCH_ORCH_MAX_BODY_BYTES)"
     );
-    super::shaped(path, ApiError::new(ErrorCode::PayloadTooLarge, msg))
+    let mut resp = super::shaped(path, ApiError::new(ErrorCode::PayloadTooLarge, msg));
+    // The rest of the body is never read: the connection cannot serve another request, and a
+    // client that pooled it would see its next request fail.
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 /// Middleware: answer an oversized body with the envelope instead of axum's plain text.
