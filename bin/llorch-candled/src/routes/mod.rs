@@ -114,7 +114,7 @@ async fn body_limit(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if !declared.is_some_and(|n| n > max as u64) {
+    if declared.is_none_or(|n| n <= max as u64) {
         let resp = next.run(req).await;
         if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
             return resp;
