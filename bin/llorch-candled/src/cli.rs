@@ -121,7 +121,7 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     pub max_queue: u32,
 
-    /// CPU weight handling: `auto` runs Q4_1, Q5_0, Q8_0, Q4_K and Q6_K as stored on the
+    /// CPU weight handling: `auto` runs Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K as stored on the
     /// engine's own AVX2 kernels and converts Q5_1/F16 to Q8_0; `q8_0` converts Q4_1 and Q5_0
     /// too (less exact); `stored` runs every weight as stored with candle's kernels.
     #[arg(long, value_enum, default_value_t = WeightMode::Auto)]

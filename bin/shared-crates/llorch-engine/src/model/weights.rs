@@ -17,7 +17,7 @@ use super::Kernels;
 /// What to do with weight types the engine has no fast CPU kernel for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requant {
-    /// The default. On a CPU with AVX2/FMA: Q4_1, Q5_0, Q8_0, Q4_K and Q6_K run as stored on
+    /// The default. On a CPU with AVX2/FMA: Q4_1, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K run as stored on
     /// this engine's own kernels; Q5_1 and F16/BF16/F32 matrices are converted to Q8_0; other
     /// k-quants run as stored on candle's kernels.
     Auto,

@@ -1,5 +1,5 @@
-//! Quantized matrix multiplication on the CPU, written for this engine: Q4_1, Q5_0, Q8_0, Q4_K
-//! and Q6_K weights run as stored (bit-exact; only f16 scales are widened and packed scales
+//! Quantized matrix multiplication on the CPU, written for this engine: Q4_1, Q5_0, Q8_0, Q4_K,
+//! Q5_K and Q6_K weights run as stored (bit-exact; only f16 scales are widened and packed scales
 //! unpacked at load), with llama.cpp's arithmetic.
 //!
 //! Activations are quantized per row the way llama.cpp does for the weight type: 32-value
@@ -43,6 +43,7 @@ mod act;
 mod q4_1;
 mod q4_k;
 mod q5_0;
+mod q5_k;
 mod q6_k;
 mod q8_0;
 #[cfg(target_arch = "x86_64")]
@@ -59,6 +60,7 @@ pub use act::{ActBlock, BlockQ8, BlockQ8K};
 pub use q4_1::BlockQ4_1;
 pub use q4_k::BlockQ4K;
 pub use q5_0::BlockQ5_0;
+pub use q5_k::BlockQ5K;
 pub use q6_k::BlockQ6K;
 pub use q8_0::BlockQ8_0;
 
@@ -277,6 +279,7 @@ pub enum OwnMatrix {
     Q5_0(QMatrix<BlockQ5_0>),
     Q8_0(QMatrix<BlockQ8_0>),
     Q4K(QMatrix<BlockQ4K>),
+    Q5K(QMatrix<BlockQ5K>),
     Q6K(QMatrix<BlockQ6K>),
 }
 
@@ -301,6 +304,10 @@ macro_rules! with_block {
                 type $B = BlockQ4K;
                 $e
             }
+            GgmlDType::Q5K => {
+                type $B = BlockQ5K;
+                $e
+            }
             GgmlDType::Q6K => {
                 type $B = BlockQ6K;
                 $e
@@ -318,6 +325,7 @@ macro_rules! each {
             OwnMatrix::Q5_0($m) => $e,
             OwnMatrix::Q8_0($m) => $e,
             OwnMatrix::Q4K($m) => $e,
+            OwnMatrix::Q5K($m) => $e,
             OwnMatrix::Q6K($m) => $e,
         }
     };

@@ -34,15 +34,7 @@ impl WeightBlock for BlockQ4K {
     type Act = BlockQ8K;
 
     fn read(b: &[u8]) -> Self {
-        let p = &b[4..16];
-        let mut sc = [0u8; 8];
-        let mut m = [0u8; 8];
-        for j in 0..4 {
-            sc[j] = p[j] & 63;
-            m[j] = p[j + 4] & 63;
-            sc[j + 4] = (p[j + 8] & 0x0F) | ((p[j] >> 6) << 4);
-            m[j + 4] = (p[j + 8] >> 4) | ((p[j + 4] >> 6) << 4);
-        }
+        let (sc, m) = unpack_scales(&b[4..16]);
         BlockQ4K {
             d: f16::from_le_bytes([b[0], b[1]]).to_f32(),
             dmin: f16::from_le_bytes([b[2], b[3]]).to_f32(),
@@ -60,26 +52,50 @@ impl WeightBlock for BlockQ4K {
         }
     }
 
-    /// `Σ d_x·(d·Σ_j sc_j·Σq·q_x - dmin·Σ_j m_j·Σq_x)` over the super-blocks.
     fn dot_scalar(w: &[Self], x: &[BlockQ8K]) -> f32 {
-        let mut acc = 0f32;
-        for (b, a) in w.iter().zip(x) {
-            let (mut dots, mut mins) = (0i32, 0i32);
-            for j in 0..8 {
-                let s: i32 = (32 * j..32 * j + 32).map(|i| b.q(i) * a.qs[i] as i32).sum();
-                dots += b.sc[j] as i32 * s;
-                mins += b.m[j] as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
-            }
-            acc += a.d * (b.d * dots as f32 - b.dmin * mins as f32);
-        }
-        acc
+        w.iter()
+            .zip(x)
+            .map(|(b, a)| super_block_dot(b.d, b.dmin, &b.sc, &b.m, |i| b.q(i), a))
+            .sum()
     }
 
     kernel_items!(Q4K);
 }
 
+/// The 6-bit scales and minimums of the 8 sub-blocks from their 12 packed bytes (Q4_K, Q5_K).
+pub(super) fn unpack_scales(p: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = p[j] & 63;
+        m[j] = p[j + 4] & 63;
+        sc[j + 4] = (p[j + 8] & 0x0F) | ((p[j] >> 6) << 4);
+        m[j + 4] = (p[j + 8] >> 4) | ((p[j + 4] >> 6) << 4);
+    }
+    (sc, m)
+}
+
+/// Reference dot product of one Q4_K/Q5_K super-block (values `q(0..256)`) with activations
+/// `a`: `d_x·(d·Σ_j sc_j·Σq·q_x - dmin·Σ_j m_j·Σq_x)`.
+pub(super) fn super_block_dot(
+    d: f32,
+    dmin: f32,
+    sc: &[u8; 8],
+    m: &[u8; 8],
+    q: impl Fn(usize) -> i32,
+    a: &BlockQ8K,
+) -> f32 {
+    let (mut dots, mut mins) = (0i32, 0i32);
+    for j in 0..8 {
+        let s: i32 = (32 * j..32 * j + 32).map(|i| q(i) * a.qs[i] as i32).sum();
+        dots += sc[j] as i32 * s;
+        mins += m[j] as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
+    }
+    a.d * (d * dots as f32 - dmin * mins as f32)
+}
+
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::simd::{hsum, load, load_u8};
@@ -91,39 +107,52 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); R];
         let low = _mm256_set1_epi8(0x0F);
         for (bi, b) in w.iter().enumerate() {
-            // the 8 sub-blocks as bytes 0..16, and their scales as i16 lanes
+            // the 8 sub-blocks as bytes 0..16
             let mut q = [_mm256_setzero_si256(); 8];
-            let mut sc = [_mm256_setzero_si256(); 8];
             for c in 0..4 {
                 let packed = load_u8(&b.qs[32 * c..]);
                 q[2 * c] = _mm256_and_si256(packed, low);
                 q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-                sc[2 * c] = _mm256_set1_epi16(b.sc[2 * c] as i16);
-                sc[2 * c + 1] = _mm256_set1_epi16(b.sc[2 * c + 1] as i16);
             }
-            // minimums, each repeated for the two 16-value sums of its sub-block
-            // SAFETY: reads the 8 bytes of `b.m`.
-            let m8 = unsafe { _mm_loadl_epi64(b.m.as_ptr() as *const __m128i) };
-            let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-            for r in 0..R {
-                let a = &x[r][bi];
-                let mut dots = _mm256_setzero_si256();
-                for j in 0..8 {
-                    let p = _mm256_maddubs_epi16(q[j], load(&a.qs[32 * j..]));
-                    dots = _mm256_add_epi32(dots, _mm256_madd_epi16(p, sc[j]));
-                }
-                // SAFETY: reads the 32 bytes of `a.bsums`.
-                let bs = unsafe { _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i) };
-                let mins = _mm256_madd_epi16(bs, m16);
-                acc[r] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d), _mm256_cvtepi32_ps(dots), acc[r]);
-                acc[r] = _mm256_fmadd_ps(
-                    _mm256_set1_ps(-b.dmin * a.d),
-                    _mm256_cvtepi32_ps(mins),
-                    acc[r],
-                );
-            }
+            let a: [&BlockQ8K; R] = std::array::from_fn(|r| &x[r][bi]);
+            super_block(b.d, b.dmin, &b.sc, &b.m, &q, a, &mut acc);
         }
         std::array::from_fn(|r| hsum(acc[r]))
+    }
+
+    /// Add one Q4_K/Q5_K super-block (its 8 sub-blocks' values as unsigned bytes in `q`) times
+    /// each of `R` activation blocks to `acc`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(in super::super) fn super_block<const R: usize>(
+        d: f32,
+        dmin: f32,
+        sc: &[u8; 8],
+        m: &[u8; 8],
+        q: &[__m256i; 8],
+        a: [&BlockQ8K; R],
+        acc: &mut [__m256; R],
+    ) {
+        let scales: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi16(sc[j] as i16));
+        // minimums, each repeated for the two 16-value sums of its sub-block
+        // SAFETY: reads the 8 bytes of `m`.
+        let m8 = unsafe { _mm_loadl_epi64(m.as_ptr() as *const __m128i) };
+        let m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+        for r in 0..R {
+            let mut dots = _mm256_setzero_si256();
+            for j in 0..8 {
+                let p = _mm256_maddubs_epi16(q[j], load(&a[r].qs[32 * j..]));
+                dots = _mm256_add_epi32(dots, _mm256_madd_epi16(p, scales[j]));
+            }
+            // SAFETY: reads the 32 bytes of `bsums`.
+            let bs = unsafe { _mm256_loadu_si256(a[r].bsums.as_ptr() as *const __m256i) };
+            let mins = _mm256_madd_epi16(bs, m16);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a[r].d), _mm256_cvtepi32_ps(dots), acc[r]);
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(-dmin * a[r].d),
+                _mm256_cvtepi32_ps(mins),
+                acc[r],
+            );
+        }
     }
 }

@@ -17,7 +17,7 @@ use super::*;
 /// Byte offsets of the f16 scales in one GGUF block of `dtype`.
 fn f16_fields(dtype: GgmlDType) -> &'static [usize] {
     match dtype {
-        GgmlDType::Q4_1 | GgmlDType::Q4K => &[0, 2],
+        GgmlDType::Q4_1 | GgmlDType::Q4K | GgmlDType::Q5K => &[0, 2],
         GgmlDType::Q5_0 | GgmlDType::Q8_0 => &[0],
         GgmlDType::Q6K => &[208],
         _ => unreachable!(),
@@ -171,6 +171,12 @@ fn q8_0_kernel_matches_dequantized() {
 fn q4_k_kernel_matches_dequantized() {
     check::<BlockQ4K>(256);
     check::<BlockQ4K>(1024);
+}
+
+#[test]
+fn q5_k_kernel_matches_dequantized() {
+    check::<BlockQ5K>(256);
+    check::<BlockQ5K>(1536);
 }
 
 #[test]
