@@ -58,6 +58,9 @@ pub struct ModelConfig {
     pub rope_scale: f32,
     /// Rotate interleaved pairs (GGUF llama layout) instead of halves (HF/NeoX layout).
     pub rope_interleaved: bool,
+    /// Per-frequency RoPE divisors from `config.json`'s `rope_scaling` (Llama 3.1+); GGUF files
+    /// carry them as the `rope_freqs.weight` tensor instead, read by the transformer.
+    pub rope_freq_factors: Option<Vec<f32>>,
     /// Context the model was trained for.
     pub trained_context: usize,
     /// Sliding window and the period of global layers (Gemma 3: every 6th layer is global).
@@ -65,6 +68,40 @@ pub struct ModelConfig {
     pub sliding_window_pattern: usize,
     /// Scale applied to attention scores (default 1/sqrt(head_dim)).
     pub attn_scale: f64,
+}
+
+/// `config.json`'s `rope_scaling`: none, or Llama 3's (`rope_type`/`type` `llama3`); any other
+/// kind is refused rather than run with the wrong positions.
+fn hf_rope_factors(
+    rs: &serde_json::Value,
+    head_dim: usize,
+    theta: f32,
+) -> Result<Option<Vec<f32>>> {
+    if rs.is_null() {
+        return Ok(None);
+    }
+    let kind = rs["rope_type"]
+        .as_str()
+        .or(rs["type"].as_str())
+        .unwrap_or("");
+    let f = |k: &str| -> Result<f32> {
+        rs[k]
+            .as_f64()
+            .map(|x| x as f32)
+            .with_context(|| format!("config.json: rope_scaling.{k} missing"))
+    };
+    match kind {
+        "default" => Ok(None),
+        "llama3" => Ok(Some(super::rope::llama3_factors(
+            head_dim,
+            theta,
+            f("factor")?,
+            f("low_freq_factor")?,
+            f("high_freq_factor")?,
+            f("original_max_position_embeddings")?,
+        ))),
+        other => bail!("config.json: unsupported rope_scaling type `{other}` (supported: llama3)"),
+    }
 }
 
 fn md_u(c: &gguf_file::Content, key: &str) -> Result<usize> {
@@ -152,6 +189,7 @@ impl ModelConfig {
             rope_local_theta: md_f(c, &p("rope.freq_base_swa")).unwrap_or(10_000.0),
             rope_scale,
             rope_interleaved: arch == Architecture::Llama,
+            rope_freq_factors: None,
             trained_context: md_u(c, &p("context_length")).unwrap_or(4096),
             sliding_window: if arch == Architecture::Gemma3 {
                 sliding_window.or(Some(512))
@@ -180,6 +218,8 @@ impl ModelConfig {
         let n_embd = u("hidden_size")?;
         let n_head = u("num_attention_heads")?;
         let head_dim = u("head_dim").unwrap_or(n_embd / n_head);
+        let rope_theta = v["rope_theta"].as_f64().unwrap_or(10_000.0) as f32;
+        let rope_freq_factors = hf_rope_factors(&v["rope_scaling"], head_dim, rope_theta)?;
         Ok(Self {
             arch,
             n_layer: u("num_hidden_layers")?,
@@ -190,10 +230,11 @@ impl ModelConfig {
             n_ff: u("intermediate_size")?,
             vocab_size: u("vocab_size")?,
             rms_eps: v["rms_norm_eps"].as_f64().unwrap_or(1e-5),
-            rope_theta: v["rope_theta"].as_f64().unwrap_or(10_000.0) as f32,
+            rope_theta,
             rope_local_theta: 10_000.0,
             rope_scale: 1.0,
             rope_interleaved: false,
+            rope_freq_factors,
             trained_context: u("max_position_embeddings").unwrap_or(4096),
             sliding_window: None,
             sliding_window_pattern: 0,

@@ -6,6 +6,7 @@ pub mod kernels;
 pub mod kv;
 pub mod profile;
 pub mod qmatmul;
+pub mod rope;
 pub mod transformer;
 pub mod weights;
 

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use super::config::{Architecture, ModelConfig};
 use super::kv::KvCache;
+use super::rope::Rope;
 use super::weights::{Matrix, Weights};
 
 struct Linear {
@@ -87,35 +88,6 @@ struct Layer {
     down: Linear,
     post_ffn_norm: Option<Tensor>,
     local: bool,
-}
-
-/// Rotary tables for positions `0..len`.
-struct Rope {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl Rope {
-    /// `scale` divides positions (linear RoPE scaling; 1.0 = none).
-    fn new(cfg: &ModelConfig, theta: f32, scale: f32, len: usize, device: &Device) -> Result<Self> {
-        let half = cfg.head_dim / 2;
-        let inv: Vec<f32> = (0..half)
-            .map(|i| 1.0 / theta.powf(2.0 * i as f32 / cfg.head_dim as f32) / scale)
-            .collect();
-        let mut cos = Vec::with_capacity(len * half);
-        let mut sin = Vec::with_capacity(len * half);
-        for p in 0..len {
-            for f in &inv {
-                let a = p as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-        Ok(Self {
-            cos: Tensor::from_vec(cos, (len, half), device)?,
-            sin: Tensor::from_vec(sin, (len, half), device)?,
-        })
-    }
 }
 
 /// Which logits the forward pass returns.
@@ -239,12 +211,26 @@ impl Transformer {
                 .map_err(|_| anyhow::anyhow!("embedding shared"))?;
             Matrix::from_qtensor(q, w.requant())?
         };
-        let rope_global = Rope::new(&cfg, cfg.rope_theta, cfg.rope_scale, max_context, &device)?;
+        // Llama 3.1+ GGUFs carry their frequency divisors as a tensor; config.json's in `cfg`
+        let factors = match names("rope_freqs.weight") {
+            n if w.contains(&n) => Some(w.vector(&n)?.to_device(&Device::Cpu)?.to_vec1::<f32>()?),
+            _ => cfg.rope_freq_factors.clone(),
+        };
+        let (hd, theta) = (cfg.head_dim, cfg.rope_theta);
+        let rope_global = Rope::new(
+            hd,
+            theta,
+            cfg.rope_scale,
+            factors.as_deref(),
+            max_context,
+            &device,
+        )?;
         let rope_local = if gemma {
             Some(Rope::new(
-                &cfg,
+                hd,
                 cfg.rope_local_theta,
                 1.0,
+                None,
                 max_context,
                 &device,
             )?)
