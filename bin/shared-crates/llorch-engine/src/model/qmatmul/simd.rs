@@ -8,7 +8,9 @@ use std::arch::x86_64::*;
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn dot_u8_i8(u: __m256i, i: __m256i) -> __m256i {
     #[cfg(all(target_feature = "avx512vnni", target_feature = "avx512vl"))]
-    {
+    // SAFETY: this branch is compiled only when the build enables AVX-512 VNNI and VL.
+    #[allow(unused_unsafe)]
+    unsafe {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, i)
     }
     #[cfg(not(all(target_feature = "avx512vnni", target_feature = "avx512vl")))]
