@@ -21,6 +21,7 @@ pub mod model;
 pub mod prompt_cache;
 pub mod sampler;
 pub mod stop;
+pub mod tiny;
 pub mod tokenizer;
 
 pub use engine::{Engine, EngineOptions, SubmitError};

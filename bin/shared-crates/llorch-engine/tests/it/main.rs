@@ -6,6 +6,7 @@ use std::sync::Arc;
 use llorch_engine::model::Kernels;
 use llorch_engine::{load, LoadOptions, LoadedModel};
 
+mod arch_fixtures;
 mod batching;
 mod constrained;
 mod gemma3;

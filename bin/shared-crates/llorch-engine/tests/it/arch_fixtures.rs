@@ -1,0 +1,148 @@
+//! Every architecture against llama.cpp without a download: the tiny random-weight models of
+//! `llorch_engine::tiny` (Llama with Q4_K, Llama 3 RoPE factors with Q8_0, Qwen2 biases with Q5_K,
+//! Phi-3 fused projections with Q6_K) are written again here, checked byte-identical to the file
+//! llama.cpp evaluated, and run on both compute paths (native kernels and the device-generic GPU
+//! path). `fixtures/arch-*.json` (from `scripts/arch-fixtures.py`) hold llama.cpp's
+//! log-probabilities at every position of a short and a 629-token prompt.
+//!
+//! Each prompt is checked twice: decoding from its first token (every position a single-token
+//! step) and after a prefill of all but its last 8 tokens. Per position: the log-probability of
+//! the prompt's next token within the tolerance below, and the same top-1 token wherever llama.cpp's
+//! top-2 gap is at least 0.5.
+
+use std::path::Path;
+
+use llorch_engine::generate::teacher_force;
+use llorch_engine::model::Kernels;
+use llorch_engine::tiny::{write_gguf, TinyArch};
+use llorch_engine::{load, LoadOptions};
+use serde_json::Value;
+
+/// Largest |Δ logprob| at one position, and the largest mean over a run. Random weights give
+/// sharp distributions (next-token log-probabilities down to about -40), so a small relative
+/// error is a large absolute one: the bound is absolute plus 2% of the reference's magnitude.
+const STEP_ABS: f64 = 0.5;
+const STEP_REL: f64 = 0.02;
+const MEAN: f64 = 0.10;
+
+fn fnv1a64(path: &Path) -> String {
+    let mut h: u64 = 0xCBF29CE484222325;
+    for b in std::fs::read(path).unwrap() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001B3);
+    }
+    format!("{h:016x}")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn check(arch: TinyArch) {
+    let test = format!("arch_fixtures::{}", arch.name());
+    let Some(tokenizer) = llorch_testkit::require_smollm2(&test) else {
+        return;
+    };
+    let fx_path = llorch_testkit::fixture(&format!("arch-{}.json", arch.name()));
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(&fx_path).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join(format!("{}.gguf", arch.name()));
+    write_gguf(arch, &tokenizer, &model).unwrap();
+    assert_eq!(
+        (fnv1a64(&model), std::fs::metadata(&model).unwrap().len()),
+        (
+            fx["model_fnv1a64"].as_str().unwrap().to_string(),
+            fx["model_bytes"].as_u64().unwrap()
+        ),
+        "{test}: the tiny model's bytes changed since the fixture was written; \
+         regenerate it with scripts/arch-fixtures.py"
+    );
+    let mut failures = Vec::new();
+    for kernels in [Kernels::Native, Kernels::Generic] {
+        let opts = LoadOptions {
+            kernels,
+            ..Default::default()
+        };
+        let lm = load(&model, &opts).unwrap();
+        for case in fx["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let prompt = ids(&case["prompt_ids"]);
+            let text = case["text"].as_str().unwrap();
+            if kernels == Kernels::Native {
+                let ours = lm.tokenizer.encode(text, false).unwrap();
+                assert_eq!(ours, prompt, "{test} {name}: tokenization differs");
+            }
+            let steps = case["steps"].as_array().unwrap();
+            for split in [1, prompt.len().saturating_sub(8).max(1)] {
+                let got = teacher_force(&lm, &prompt[..split], &prompt[split..], 2).unwrap();
+                let (mut sum, mut worst) = (0.0f64, 0.0f64);
+                for (j, lp) in got.iter().enumerate() {
+                    let step = &steps[split - 1 + j];
+                    let want = step["next_logprob"].as_f64().unwrap();
+                    let d = (lp.logprob as f64 - want).abs();
+                    let bound = STEP_ABS + STEP_REL * want.abs();
+                    sum += d;
+                    worst = worst.max(d);
+                    let label = format!(
+                        "{test} {kernels:?} {name} split {split} pos {}",
+                        split - 1 + j
+                    );
+                    if d > bound {
+                        failures.push(format!(
+                            "{label}: logprob {} vs llama.cpp {want} (|Δ| {d:.3} > {bound:.3})",
+                            lp.logprob
+                        ));
+                    }
+                    let top = step["top"].as_array().unwrap();
+                    let gap = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
+                    let want_top = top[0][0].as_u64().unwrap() as u32;
+                    if gap >= 0.5 && lp.top[0].id != want_top {
+                        failures.push(format!(
+                            "{label}: top-1 {} vs llama.cpp {want_top} (gap {gap:.2})",
+                            lp.top[0].id
+                        ));
+                    }
+                }
+                let mean = sum / got.len().max(1) as f64;
+                if mean > MEAN {
+                    failures.push(format!(
+                        "{test} {kernels:?} {name} split {split}: mean |Δ| {mean:.3} > {MEAN}"
+                    ));
+                }
+                eprintln!(
+                    "{test} {kernels:?} {name} split {split}: {} positions, mean |Δ| {mean:.4}, max |Δ| {worst:.4}",
+                    got.len()
+                );
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures[..failures.len().min(20)].join("\n")
+    );
+}
+
+#[test]
+fn llama_q4_k_matches_llama_cpp() {
+    check(TinyArch::Llama);
+}
+
+#[test]
+fn llama3_rope_factors_q8_0_match_llama_cpp() {
+    check(TinyArch::Llama3Rope);
+}
+
+#[test]
+fn qwen2_biases_q5_k_match_llama_cpp() {
+    check(TinyArch::Qwen2);
+}
+
+#[test]
+fn phi3_fused_projections_q6_k_match_llama_cpp() {
+    check(TinyArch::Phi3);
+}
