@@ -3,7 +3,7 @@
 # (the only source of it this project's machines can reach), with cmake + ninja from PyPI and
 # `-DGGML_NATIVE=ON`, as ../shared/reference/perf-baseline.md describes. The tools land in a cache
 # keyed by the version and this host's CPU flags, so the build is paid once per machine:
-#   ~/.cache/llorch/llama.cpp/b11434-<cpu hash>/bin/{llama-bench,llama-results,llama-server,llama-quantize}
+#   ~/.cache/llorch/llama.cpp/b11434-<cpu hash>-noamx/bin/{llama-bench,llama-results,llama-server,llama-quantize}
 # Prints that bin directory on stdout (everything else goes to stderr).
 #
 # Used by scripts/bench.sh --peer, scripts/bench-peer.py, scripts/arch-fixtures.py and
@@ -19,7 +19,7 @@ log() { echo "== build-llama-cpp: $*" >&2; }
 
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/llorch/llama.cpp"
 cpu_hash=$( (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-8)
-dest="$cache/b${VERSION%%.*}-$cpu_hash"
+dest="$cache/b${VERSION%%.*}-$cpu_hash-noamx"
 [ "${1:-}" = "--print-dir" ] && { echo "$dest/bin"; exit 0; }
 
 have_all() { for t in "${TARGETS[@]}"; do [ -x "$dest/bin/$t" ] || return 1; done; }
@@ -60,7 +60,11 @@ src=$(dirname "$(find "$work" -maxdepth 3 -name CMakeLists.txt -path '*llama.cpp
 [ -d "$src" ] || { log "no llama.cpp/CMakeLists.txt in the sdist"; exit 1; }
 
 log "configuring $src (GGML_NATIVE=ON, Release)"
+# AMX off: virtual machines often list the AMX flags without granting the tiles, and ggml's AMX
+# kernels then die with SIGILL on Q8_0/Q5_0 matrices.
+noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+  -DCMAKE_C_FLAGS="$noamx" -DCMAKE_CXX_FLAGS="$noamx" \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DBUILD_SHARED_LIBS=OFF >&2
 start=$(date +%s)
 cmake --build "$work/build" --target "${TARGETS[@]}" -j "$(nproc)" >&2

@@ -2,11 +2,14 @@
 //! batching, and lets other threads submit, cancel and observe without ever blocking on
 //! inference.
 //!
-//! Each round the scheduler admits waiting jobs into free slots (prefilling each new prompt),
-//! lets every running job sample and stream its next token, then feeds all those tokens through
-//! one batched decode step ([`Transformer::forward_batch`](crate::model::Transformer::forward_batch)):
-//! weights are read once per step for every running job, so throughput grows with concurrency
-//! while each job's output stays what it would be alone (same sampler, same seed).
+//! Each round the scheduler admits waiting jobs into free slots, lets every decoding job sample
+//! and stream its next token, then runs ONE forward pass
+//! ([`Transformer::forward_segments`](crate::model::Transformer::forward_segments)) over all
+//! those tokens and, when a job is prefilling, the next 128-token chunk of its prompt: weights
+//! are read once per round, so throughput grows with concurrency and a long prompt arriving
+//! costs the running jobs one chunk per token at most, while each job's output stays what it
+//! would be alone (same sampler, same seed; every row's arithmetic is independent of the others).
+//! With nothing decoding, a prompt is prefilled alone in 512-token chunks.
 //!
 //! Admission is counted, not left to a channel's capacity: a job holds its slot from `submit`
 //! until its terminal event is handed to the sink, and the slot is released *before* that event
@@ -22,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::generate::{EventSink, Job, Running, PREFILL_CHUNK};
 use crate::load::LoadedModel;
-use crate::model::Logits;
+use crate::model::{Logits, Segment};
 use crate::prompt_cache::PromptCache;
 
 /// Why a job was not accepted.
@@ -345,22 +348,20 @@ fn schedule(
             }
             return;
         }
-        // Prefill: the oldest new job gets one chunk, a short one while others are decoding.
+        // Prefill alone when nothing decodes; otherwise the oldest new job's next (short) chunk
+        // joins the decode step's forward pass below.
         let decoding = running.iter().any(|r| !r.is_prefilling());
-        if let Some(i) = running.iter().position(|r| r.is_prefilling()) {
-            let max = if decoding {
-                INTERLEAVED_PREFILL_CHUNK
-            } else {
-                PREFILL_CHUNK
-            };
-            match isolated(|| running[i].prefill_step(max)) {
-                Ok(true) => {}
-                Ok(false) => {
-                    running.remove(i);
-                }
-                Err(e) => {
-                    running[i].fail(&e);
-                    running.remove(i);
+        if !decoding {
+            if let Some(i) = running.iter().position(|r| r.is_prefilling()) {
+                match isolated(|| running[i].prefill_step(PREFILL_CHUNK)) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        running.remove(i);
+                    }
+                    Err(e) => {
+                        running[i].fail(&e);
+                        running.remove(i);
+                    }
                 }
             }
         }
@@ -416,30 +417,79 @@ fn schedule(
         }
         st.peak_batch
             .fetch_max(feed.len() as u32, Ordering::Relaxed);
-        let mut decoding: Vec<&mut Running<'_>> =
-            running.iter_mut().filter(|r| !r.is_prefilling()).collect();
-        // A panic in the batched forward pass fails this round's jobs (their caches may be
-        // half written and are dropped); the model's weights are read-only, the engine goes on.
-        let step = isolated(|| {
-            if let [run] = decoding.as_mut_slice() {
-                lm.model.forward(&feed, &mut run.seq.cache, Logits::Last)
-            } else {
-                let mut caches: Vec<_> = decoding.iter_mut().map(|r| &mut r.seq.cache).collect();
-                lm.model.forward_batch(&feed, &mut caches)
+        round(lm, &mut running, &feed);
+    }
+}
+
+/// One forward pass for the round: every decoding job's next token (`feed`, in their order in
+/// `running`) and, when a job is prefilling, its next chunk. A failure (or panic) of the pass
+/// fails the jobs in it (their caches may be half written); the engine goes on.
+fn round(lm: &LoadedModel, running: &mut Vec<Running<'_>>, feed: &[u32]) {
+    let pre = running.iter().position(|r| r.is_prefilling());
+    let chunk = match pre {
+        Some(i) => match running[i].next_chunk(INTERLEAVED_PREFILL_CHUNK) {
+            Some(c) => Some((i, c)),
+            None => {
+                running.remove(i); // cancelled while waiting: its terminal event is sent
+                return round(lm, running, feed);
             }
-        });
-        match step.and_then(|s| s).and_then(|l| Ok(l.to_vec2::<f32>()?)) {
-            Ok(rows) => {
-                for (run, row) in decoding.into_iter().zip(rows) {
-                    run.set_logits(row);
-                }
+        },
+        None => None,
+    };
+    let mut prefilling = None;
+    let mut decoding = Vec::with_capacity(feed.len());
+    for (j, r) in running.iter_mut().enumerate() {
+        if chunk.as_ref().is_some_and(|(i, _)| *i == j) {
+            prefilling = Some(r);
+        } else if !r.is_prefilling() {
+            decoding.push(r);
+        }
+    }
+    let step = isolated(|| {
+        let mut segs = Vec::with_capacity(decoding.len() + 1);
+        if let (Some(r), Some((_, (ids, mode)))) = (prefilling.as_mut(), chunk.as_ref()) {
+            segs.push(Segment {
+                ids,
+                cache: &mut r.seq.cache,
+                logits: *mode,
+            });
+        }
+        for (r, id) in decoding.iter_mut().zip(feed) {
+            segs.push(Segment {
+                ids: std::slice::from_ref(id),
+                cache: &mut r.seq.cache,
+                logits: Logits::Last,
+            });
+        }
+        lm.model.forward_segments(&mut segs)
+    });
+    let rows = step.and_then(|s| s).and_then(|out| {
+        out.iter()
+            .map(|t| Ok(t.to_vec2::<f32>()?))
+            .collect::<anyhow::Result<Vec<_>>>()
+    });
+    let mut ended_prefill = false;
+    match rows {
+        Ok(mut out) => {
+            if let (Some(r), Some((_, (ids, _)))) = (prefilling, chunk.as_ref()) {
+                ended_prefill = !r.absorb_chunk(ids.len(), out.remove(0));
             }
-            Err(e) => {
-                for run in decoding {
-                    run.fail(&e);
-                }
-                running.retain(|r| r.is_prefilling());
+            for (run, mut rows) in decoding.into_iter().zip(out) {
+                run.set_logits(rows.pop().unwrap_or_default());
             }
         }
+        Err(e) => {
+            if let Some(r) = prefilling {
+                r.fail(&e); // (no longer prefilling: removed below with the decoding jobs)
+            }
+            for run in decoding {
+                run.fail(&e);
+            }
+            running.retain(|r| r.is_prefilling());
+            return;
+        }
+    }
+    if let (true, Some((i, _))) = (ended_prefill, chunk) {
+        running.remove(i);
     }
 }

@@ -12,6 +12,7 @@ use llorch_wire::{ErrorCode, SamplingParams, StopReason, TokenLogprob, WorkerEve
 
 use crate::load::LoadedModel;
 use crate::model::{KvCache, Logits};
+pub use crate::prefill::{prefill, Prefill, PREFILL_CHUNK};
 use crate::sampler::{logprobs, with_bytes, Sampler};
 use crate::stop::{StopCheck, StopMatcher};
 use crate::tokenizer::StreamDecoder;
@@ -76,14 +77,6 @@ impl<F: FnMut(WorkerEvent) -> bool + Send> EventSink for F {
     }
 }
 
-/// Prompt tokens per forward pass during prefill (bounds activation memory).
-pub const PREFILL_CHUNK: usize = 512;
-
-/// Most logits (floats) one prefill chunk may return when every position's logits are kept for
-/// `prompt_logprobs`: 16 Mi floats = 64 MiB, so a 262k-word vocabulary (Gemma) prefills 64
-/// positions at a time instead of holding 512 × 262k floats (0.5 GiB, twice over).
-const ALL_LOGITS_BUDGET: usize = 16 << 20;
-
 /// The state of one sequence being generated.
 pub struct Sequence {
     pub tokens: Vec<u32>,
@@ -95,90 +88,6 @@ pub struct Sequence {
 
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
-}
-
-/// Prefill `ids` into `cache` and return the logits of the last position (and, when
-/// `prompt_top` is set, the log-probability of every prompt token after the first).
-pub fn prefill(
-    lm: &LoadedModel,
-    ids: &[u32],
-    cache: &mut KvCache,
-    prompt_top: Option<usize>,
-    cancel: &AtomicBool,
-) -> Result<Option<(Vec<f32>, Vec<TokenLogprob>)>> {
-    let mut p = Prefill::new(prompt_top);
-    while !p.done(ids) {
-        if cancel.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        p.advance(lm, ids, cache, PREFILL_CHUNK)?;
-    }
-    Ok(Some((p.last, p.plp)))
-}
-
-/// A prompt's prefill in progress: fed chunk by chunk, so a scheduler can interleave it with
-/// other jobs' decode steps.
-pub struct Prefill {
-    next: usize,
-    prompt_top: Option<usize>,
-    plp: Vec<TokenLogprob>,
-    last: Vec<f32>,
-}
-
-impl Prefill {
-    /// Nothing fed yet; with `prompt_top`, every prompt token's log-probability is collected.
-    pub fn new(prompt_top: Option<usize>) -> Self {
-        Self::resume(prompt_top, 0)
-    }
-
-    /// The first `next` tokens are already in the cache (reused from an earlier sequence).
-    pub fn resume(prompt_top: Option<usize>, next: usize) -> Self {
-        Self {
-            next,
-            prompt_top,
-            plp: Vec::new(),
-            last: Vec::new(),
-        }
-    }
-
-    /// Whether all of `ids` has been fed.
-    pub fn done(&self, ids: &[u32]) -> bool {
-        self.next >= ids.len()
-    }
-
-    /// Feed up to `max` more tokens of `ids` (fewer when every position's logits are kept: at
-    /// most [`ALL_LOGITS_BUDGET`] floats per pass).
-    pub fn advance(
-        &mut self,
-        lm: &LoadedModel,
-        ids: &[u32],
-        cache: &mut KvCache,
-        max: usize,
-    ) -> Result<()> {
-        let (mode, cap) = match self.prompt_top {
-            Some(_) => (
-                Logits::All,
-                (ALL_LOGITS_BUDGET / lm.model.cfg.vocab_size.max(1)).clamp(16, PREFILL_CHUNK),
-            ),
-            None => (Logits::Last, PREFILL_CHUNK),
-        };
-        let n = max.min(cap).max(1).min(ids.len() - self.next);
-        let rows = lm
-            .model
-            .forward(&ids[self.next..self.next + n], cache, mode)?
-            .to_vec2::<f32>()?;
-        if let Some(top) = self.prompt_top {
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(&next) = ids.get(self.next + r + 1) {
-                    self.plp
-                        .push(with_bytes(logprobs(row, next, top), &lm.tokenizer));
-                }
-            }
-        }
-        self.last = rows.into_iter().last().unwrap_or_default();
-        self.next += n;
-        Ok(())
-    }
 }
 
 /// Run `job` to completion on the calling thread, sending exactly one terminal event.
@@ -333,6 +242,12 @@ impl<'a> Running<'a> {
             self.fail(&e);
             return false;
         }
+        self.after_chunk(p, t0)
+    }
+
+    /// Keep prefilling, or, with the whole prompt in, send `started`.
+    fn after_chunk(&mut self, p: Prefill, t0: Instant) -> bool {
+        let prompt = &self.seq.tokens[..self.seq.prompt_len];
         if !p.done(prompt) {
             self.prefill = Some((p, t0));
             return true;
@@ -351,6 +266,33 @@ impl<'a> Running<'a> {
         };
         self.t_decode = Instant::now();
         self.sink.send(started)
+    }
+
+    /// The next prompt chunk (at most `max` tokens) and the logits it needs, for a forward pass
+    /// shared with other jobs ([`Transformer::forward_segments`](crate::model::Transformer::forward_segments));
+    /// hand the result to [`absorb_chunk`](Running::absorb_chunk). `None` when the job is not
+    /// prefilling, or has just ended (cancelled: its terminal event sent).
+    pub fn next_chunk(&mut self, max: usize) -> Option<(Vec<u32>, Logits)> {
+        let (p, t0) = self.prefill.as_ref()?;
+        if self.cancel.load(Ordering::Relaxed) {
+            self.prefill_ms = ms(*t0);
+            self.prefill = None;
+            return self.end(StopReason::Cancelled, None);
+        }
+        let prompt = &self.seq.tokens[..self.seq.prompt_len];
+        let (n, mode) = p.plan(self.lm, prompt, max);
+        Some((prompt[p.next..p.next + n].to_vec(), mode))
+    }
+
+    /// The logits (rows) of the chunk [`next_chunk`](Running::next_chunk) gave, its `n` tokens
+    /// now in the cache; once the whole prompt is in, send `started`. Returns false when the
+    /// job has ended (nobody listens).
+    pub fn absorb_chunk(&mut self, n: usize, rows: Vec<Vec<f32>>) -> bool {
+        let Some((mut p, t0)) = self.prefill.take() else {
+            return true;
+        };
+        p.absorb(self.lm, &self.seq.tokens[..self.seq.prompt_len], n, rows);
+        self.after_chunk(p, t0)
     }
 
     /// Sample the next token from the current logits and stream it. Returns the token to feed
@@ -455,6 +397,7 @@ impl<'a> Running<'a> {
     /// End the job with an `error` event (the forward pass failed): `VRAM_OOM` when the device
     /// ran out of memory, else `INFERENCE_FAILED`.
     pub fn fail(&mut self, e: &anyhow::Error) {
+        self.prefill = None;
         self.sink
             .send(failure_event(&self.job_id, e, self.tokens_out));
     }

@@ -18,6 +18,7 @@ pub mod export;
 pub mod generate;
 pub mod load;
 pub mod model;
+pub mod prefill;
 pub mod prompt_cache;
 pub mod sampler;
 pub mod stop;

@@ -13,5 +13,5 @@ pub mod weights;
 pub use config::{Architecture, ModelConfig};
 pub use kernels::Kernels;
 pub use kv::KvCache;
-pub use transformer::{Logits, Transformer};
+pub use transformer::{Logits, Segment, Transformer};
 pub use weights::{Matrix, Requant, Weights};

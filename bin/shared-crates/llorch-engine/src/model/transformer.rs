@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor, D};
 
@@ -13,6 +13,9 @@ use super::config::{Architecture, ModelConfig};
 use super::kv::KvCache;
 use super::rope::Rope;
 use super::weights::{Matrix, Weights};
+
+mod segments;
+pub use segments::Segment;
 
 struct Linear {
     w: Matrix,
@@ -297,53 +300,13 @@ impl Transformer {
     }
 
     fn forward_inner(&self, ids: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Tensor> {
-        let n = ids.len();
-        let pos = cache.len();
-        anyhow::ensure!(
-            pos + n <= cache.capacity(),
-            "KV cache full: {} + {n} > {}",
-            pos,
-            cache.capacity()
-        );
-        let mut x = self.embed(ids)?; // (n, d)
-                                      // the CPU attention kernel applies causality and the window itself
-        let masked = n > 1 && !self.native;
-        let mask = if masked {
-            Some(self.mask(n, pos, None)?)
-        } else {
-            None
-        };
-        let local_mask = match (masked, self.cfg.sliding_window) {
-            (true, Some(w)) => Some(self.mask(n, pos, Some(w))?),
-            _ => None,
-        };
-        for (li, layer) in self.layers.iter().enumerate() {
-            let h = self.rms(&x, &layer.attn_norm)?;
-            let m = if layer.local {
-                local_mask.as_ref()
-            } else {
-                mask.as_ref()
-            };
-            let qkv = self.qkv(layer, &h)?;
-            let out = self.attend(li, layer, qkv, pos, cache, m)?;
-            let a = layer
-                .o
-                .forward(&out)
-                .context("attention output projection")?;
-            x = self.residual_and_mlp(layer, x, a)?;
-        }
-        cache.advance(n);
-        let x = match logits {
-            Logits::Last if n > 1 => x.narrow(0, n - 1, 1)?,
-            _ => x,
-        };
-        self.logits(&x)
+        let mut seg = [Segment { ids, cache, logits }];
+        Ok(self.forward_segments(&mut seg)?.pop().expect("one segment"))
     }
 
     /// One decode step for several sequences at once: `ids[b]` goes to `caches[b]` at that
-    /// cache's next position. The projections and the MLP run once over all rows (each weight is
-    /// read once per step, not once per sequence); attention runs per sequence against its own
-    /// cache. Returns F32 logits `(ids.len(), vocab)`, row `b` for sequence `b`.
+    /// cache's next position (see [`Transformer::forward_segments`]). Returns F32 logits
+    /// `(ids.len(), vocab)`, row `b` for sequence `b`.
     pub fn forward_batch(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
         anyhow::ensure!(
             ids.len() == caches.len(),
@@ -351,43 +314,16 @@ impl Transformer {
             ids.len(),
             caches.len()
         );
-        for c in caches.iter() {
-            anyhow::ensure!(
-                c.len() < c.capacity(),
-                "KV cache full: {} + 1 > {}",
-                c.len(),
-                c.capacity()
-            );
-        }
-        let mut x = self.embed(ids)?; // (b, d)
-        for (li, layer) in self.layers.iter().enumerate() {
-            let h = self.rms(&x, &layer.attn_norm)?;
-            let (q, k, v) = self.qkv(layer, &h)?;
-            let rows = caches
-                .iter_mut()
-                .enumerate()
-                .map(|(b, cache)| {
-                    let pos = cache.len();
-                    self.attend(
-                        li,
-                        layer,
-                        (q.narrow(0, b, 1)?, k.narrow(0, b, 1)?, v.narrow(0, b, 1)?),
-                        pos,
-                        cache,
-                        None,
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let a = layer
-                .o
-                .forward(&Tensor::cat(&rows, 0)?)
-                .context("attention output projection")?;
-            x = self.residual_and_mlp(layer, x, a)?;
-        }
-        for c in caches.iter_mut() {
-            c.advance(1);
-        }
-        self.logits(&x)
+        let mut segs: Vec<Segment<'_>> = ids
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(id, cache)| Segment {
+                ids: std::slice::from_ref(id),
+                cache,
+                logits: Logits::Last,
+            })
+            .collect();
+        Ok(Tensor::cat(&self.forward_segments(&mut segs)?, 0)?)
     }
 
     /// Token embeddings `(n, d)`, scaled for Gemma.
