@@ -52,6 +52,10 @@ step "tests: build all binaries, tests and examples (release)" \
 step "tests: cargo clippy -D warnings" \
   cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 
+# CUDA compiles (no GPU needed): a pinned nvcc from PyPI, a cached CUDA-only target dir
+# (~17 min cold on 2 cores, seconds warm). Locally LLORCH_SKIP_CUDA_CHECK=1 skips it.
+step "tests: CUDA build check (cargo check --features cuda)" scripts/cuda-check.sh
+
 # Integration tests start real worker processes (2 compute threads each): two at a time on 2 cores.
 # One cargo invocation for the whole workspace: `-p` per crate would resolve dependency features
 # per crate and recompile shared dependencies. Each crate's share of the time is recorded

@@ -42,6 +42,16 @@ impl WeightMode {
             WeightMode::Stored => Requant::Off,
         }
     }
+
+    /// The same policy, as the shared memory estimate names it.
+    pub fn policy(self) -> llorch_catalog::runtime::WeightPolicy {
+        use llorch_catalog::runtime::WeightPolicy;
+        match self {
+            WeightMode::Auto => WeightPolicy::Auto,
+            WeightMode::Q8_0 => WeightPolicy::Q8_0,
+            WeightMode::Stored => WeightPolicy::Stored,
+        }
+    }
 }
 
 /// llama-orch worker: loads ONE model (GGUF file or safetensors directory) and streams tokens

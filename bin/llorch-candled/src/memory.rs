@@ -11,6 +11,7 @@
 use anyhow::{bail, Result};
 use llorch_catalog::machine;
 use llorch_catalog::memory::{self, human_bytes, MemoryEstimate};
+use llorch_catalog::runtime::{self, WeightPath};
 use llorch_wire::WorkerMemory;
 
 use crate::cli::Compute;
@@ -58,13 +59,18 @@ pub fn check(cfg: &Config) -> Result<Option<MemoryEstimate>> {
     let Ok(shape) = memory::model_shape(&cfg.model) else {
         return Ok(None);
     };
+    let generic = cfg.kernels == llorch_engine::model::Kernels::Generic;
+    let path = WeightPath::new(cfg.compute.as_str(), generic, cfg.weights.policy());
+    let weights = runtime::model_runtime_bytes(&cfg.model, path)
+        .unwrap_or_else(|_| memory::weights_bytes(&cfg.model));
     let est = MemoryEstimate::new(
-        memory::weights_bytes(&cfg.model),
+        weights,
         shape,
         // the generic path keeps an F32 cache on any device, as a GPU does
-        match cfg.kernels {
-            llorch_engine::model::Kernels::Generic => "cuda",
-            llorch_engine::model::Kernels::Native => cfg.compute.as_str(),
+        if generic {
+            "cuda"
+        } else {
+            cfg.compute.as_str()
         },
         cfg.ctx_size.map(|n| n as u64),
         Some(cfg.parallel),
@@ -191,6 +197,7 @@ mod tests {
             kv_heads: 3,
             head_dim: 64,
             context_length: Some(8192),
+            rope_tables: 1,
         };
         MemoryEstimate::new(98 << 20, smol, "cuda", Some(ctx), Some(parallel), Some(0))
     }

@@ -3,6 +3,7 @@
 
 use llorch_catalog::machine;
 use llorch_catalog::memory::{self, KvShape, MemoryEstimate};
+use llorch_catalog::runtime::{self, WeightPath, WeightPolicy};
 use llorch_catalog::{DeviceFit, FitView, ModelFormat};
 
 use crate::cli::{Backend, FitArgs};
@@ -28,7 +29,10 @@ pub fn estimate(ctx: &Ctx, args: &FitArgs) -> Result<FitView> {
                 path: l.path.clone(),
                 reason,
             })?;
-            (true, l.size_bytes, shape)
+            // what the tensors take once loaded (default --weights, --kernels native)
+            let path = WeightPath::new(args.backend.as_str(), false, WeightPolicy::Auto);
+            let weights = runtime::model_runtime_bytes(&l.path, path).unwrap_or(l.size_bytes);
+            (true, weights, shape)
         }
         // Not here: the catalog size, and no cache figures until the header can be read.
         None => (false, view.spec.size_bytes, KvShape::default()),
@@ -69,6 +73,7 @@ pub fn estimate(ctx: &Ctx, args: &FitArgs) -> Result<FitView> {
         parallel: e.parallel,
         present,
         weights_bytes: weights,
+        rope_bytes: e.rope_bytes,
         layers: shape.layers,
         kv_heads: shape.kv_heads,
         head_dim: shape.head_dim,
@@ -101,6 +106,7 @@ pub fn run(ctx: &Ctx, args: FitArgs) -> Result<()> {
         }
     );
     println!("  weights       {:>10}", human_bytes(v.weights_bytes));
+    println!("  rotary tables {:>10}", human_bytes(v.rope_bytes));
     println!(
         "  kv cache      {:>10}  (2 x {} layers x {} kv heads x {} head dim x {} ctx x {} parallel x {} B)",
         human_bytes(v.kv_cache_bytes),

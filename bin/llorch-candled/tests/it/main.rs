@@ -5,5 +5,6 @@
 mod base_model_chat;
 mod http_api;
 mod limits;
+mod memory_estimate;
 mod routes;
 mod startup;

@@ -12,6 +12,7 @@ pub mod home;
 pub mod machine;
 pub mod memory;
 pub mod model;
+pub mod runtime;
 pub mod store;
 pub mod views;
 pub mod workers;

@@ -1,7 +1,10 @@
 //! How much memory one worker of a model needs: the one estimate that `llorch-pool models fit`,
 //! the fleet's placement and the worker's own start-up check all use.
 //!
-//! total = weights (file sizes) + KV cache + prompt cache budget + overhead, where
+//! total = weights + rotary tables + KV cache + prompt cache budget + overhead, where weights
+//! are what the tensors take once loaded ([`crate::runtime`]: each tensor at the type and layout
+//! the engine runs it as; the file size when the header is unreadable), the rotary tables
+//! ctx x head_dim x 4 bytes per table (Gemma 3 has two), and
 //! KV cache = 2 (K and V) x layers x kv_heads x head_dim x ctx x parallel x bytes per element,
 //! read from the GGUF header (or `config.json` for safetensors). The worker's cache is F16
 //! (2 bytes per element) on the CPU and F32 (4 bytes) on CUDA and Metal, where candle's attention
@@ -42,12 +45,19 @@ pub struct KvShape {
     pub head_dim: u64,
     /// The model's trained context, when the metadata has it.
     pub context_length: Option<u64>,
+    /// Rotary tables the engine builds (Gemma 3: global and local).
+    pub rope_tables: u64,
 }
 
 impl KvShape {
     /// 2 x layers x kv_heads x head_dim x ctx x parallel x bytes per element.
     pub fn cache_bytes(&self, ctx: u64, parallel: u32, bytes_per_elem: u64) -> u64 {
         2 * self.layers * self.kv_heads * self.head_dim * ctx * parallel as u64 * bytes_per_elem
+    }
+
+    /// Bytes of the rotary tables (cos and sin of ctx x head_dim / 2, F32) at `ctx`.
+    pub fn rope_bytes(&self, ctx: u64) -> u64 {
+        self.rope_tables * ctx * self.head_dim * 4
     }
 
     /// The context a worker serves with `--ctx-size requested` (None: the trained context,
@@ -93,6 +103,7 @@ pub fn gguf_shape(path: &Path) -> Result<KvShape, String> {
         kv_heads,
         head_dim,
         context_length: num("context_length"),
+        rope_tables: if arch == "gemma3" { 2 } else { 1 },
     })
 }
 
@@ -110,6 +121,10 @@ pub fn safetensors_shape(dir: &Path) -> Result<KvShape, String> {
         kv_heads: n("num_key_value_heads").unwrap_or(heads),
         head_dim: n("head_dim").unwrap_or_else(|| n("hidden_size").unwrap_or(0) / heads.max(1)),
         context_length: n("max_position_embeddings"),
+        rope_tables: match c["model_type"].as_str() {
+            Some(t) if t.starts_with("gemma3") => 2,
+            _ => 1,
+        },
     })
 }
 
@@ -143,6 +158,8 @@ pub struct MemoryEstimate {
     pub ctx: u64,
     pub parallel: u32,
     pub weights_bytes: u64,
+    /// The rotary tables at `ctx`.
+    pub rope_bytes: u64,
     pub kv_bytes_per_elem: u64,
     pub kv_cache_bytes: u64,
     pub prompt_cache_bytes: u64,
@@ -152,7 +169,7 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
-    /// Estimate for `backend` with the worker's `--ctx-size`, `--parallel`, `--prompt-cache-mb`
+    /// Estimate for `backend` from the weights' loaded size (see [`crate::runtime`]) with the worker's `--ctx-size`, `--parallel`, `--prompt-cache-mb`
     /// (None: the worker's defaults).
     pub fn new(
         weights_bytes: u64,
@@ -167,15 +184,21 @@ impl MemoryEstimate {
         let kv_bytes_per_elem = kv_bytes_per_elem(backend);
         let kv_cache_bytes = shape.cache_bytes(ctx, parallel, kv_bytes_per_elem);
         let prompt_cache_bytes = prompt_cache_mb.unwrap_or(DEFAULT_PROMPT_CACHE_MB) * 1024 * 1024;
+        let rope_bytes = shape.rope_bytes(ctx);
         MemoryEstimate {
             ctx,
             parallel,
             weights_bytes,
+            rope_bytes,
             kv_bytes_per_elem,
             kv_cache_bytes,
             prompt_cache_bytes,
             overhead_bytes: OVERHEAD_BYTES,
-            total_bytes: weights_bytes + kv_cache_bytes + prompt_cache_bytes + OVERHEAD_BYTES,
+            total_bytes: weights_bytes
+                + rope_bytes
+                + kv_cache_bytes
+                + prompt_cache_bytes
+                + OVERHEAD_BYTES,
             shape,
         }
     }
@@ -189,6 +212,7 @@ impl MemoryEstimate {
     /// parallelism, the largest `--parallel` at this context, or that the weights alone do not
     /// fit. One sentence, for error messages.
     pub fn advice(&self, free: u64) -> String {
+        // what does not grow with ctx or parallel
         let fixed = self.weights_bytes + self.overhead_bytes + self.prompt_cache_bytes;
         if fixed >= free {
             let without_cache = self.weights_bytes + self.overhead_bytes;
@@ -207,10 +231,12 @@ impl MemoryEstimate {
                 )
             };
         }
+        // one slot's KV cache per position, and the rotary tables per position of context
         let per_position = self.shape.cache_bytes(1, 1, self.kv_bytes_per_elem).max(1);
-        let positions = (free - fixed) / per_position;
-        let max_ctx = positions / u64::from(self.parallel.max(1));
-        let max_parallel = positions / self.ctx.max(1);
+        let room = free - fixed;
+        let max_ctx =
+            room / (per_position * u64::from(self.parallel.max(1)) + self.shape.rope_bytes(1));
+        let max_parallel = room.saturating_sub(self.rope_bytes) / (per_position * self.ctx.max(1));
         let mut ways = Vec::new();
         if max_ctx >= 1 {
             ways.push(format!(
@@ -234,9 +260,10 @@ impl MemoryEstimate {
     /// `weights W + KV cache K (ctx C x parallel P, B bytes/elem) + prompt cache Q + overhead O`.
     pub fn breakdown(&self) -> String {
         format!(
-            "weights {} + KV cache {} (ctx {} x parallel {}, {} B/element) + prompt cache {} + \
-             overhead {}",
+            "weights {} + rotary tables {} + KV cache {} (ctx {} x parallel {}, {} B/element) + \
+             prompt cache {} + overhead {}",
             human_bytes(self.weights_bytes),
+            human_bytes(self.rope_bytes),
             human_bytes(self.kv_cache_bytes),
             self.ctx,
             self.parallel,
@@ -273,6 +300,7 @@ mod tests {
         kv_heads: 3,
         head_dim: 64,
         context_length: Some(8192),
+        rope_tables: 1,
     };
 
     #[test]
@@ -282,7 +310,11 @@ mod tests {
         let cpu = MemoryEstimate::new(100, SMOL, "cpu", Some(2048), Some(4), Some(0));
         let cuda = MemoryEstimate::new(100, SMOL, "cuda", Some(2048), Some(4), Some(0));
         assert_eq!(cuda.kv_cache_bytes, 2 * cpu.kv_cache_bytes);
-        assert_eq!(cpu.total_bytes, 100 + cpu.kv_cache_bytes + OVERHEAD_BYTES);
+        assert_eq!(cpu.rope_bytes, 2048 * 64 * 4);
+        assert_eq!(
+            cpu.total_bytes,
+            100 + cpu.rope_bytes + cpu.kv_cache_bytes + OVERHEAD_BYTES
+        );
     }
 
     #[test]

@@ -110,8 +110,12 @@ pub struct FitView {
     pub parallel: u32,
     /// Whether the model's files are on this host.
     pub present: bool,
-    /// Size of the weight files.
+    /// What the weights take once loaded (each tensor at the type and layout it runs as);
+    /// the catalog's file size when the model is not on this host.
     pub weights_bytes: u64,
+    /// Rotary position tables at `ctx` (F32 cos and sin).
+    #[serde(default)]
+    pub rope_bytes: u64,
     /// Transformer blocks, KV heads, head dimension and bytes per cached element.
     pub layers: u64,
     pub kv_heads: u64,
@@ -123,7 +127,7 @@ pub struct FitView {
     pub prompt_cache_bytes: u64,
     /// Fixed runtime overhead (buffers, tokenizer, activations).
     pub overhead_bytes: u64,
-    /// weights + kv cache + prompt cache + overhead.
+    /// weights + rotary tables + kv cache + prompt cache + overhead.
     pub total_bytes: u64,
     /// Every device of the backend with its free memory and whether the estimate fits.
     pub devices: Vec<DeviceFit>,

@@ -61,6 +61,15 @@ impl KvCache {
             .sum()
     }
 
+    /// Bytes the cache holds (every layer's K and V at full capacity, as allocated).
+    pub fn allocated_bytes(&self) -> usize {
+        self.k
+            .iter()
+            .chain(&self.v)
+            .map(super::weights::tensor_bytes)
+            .sum()
+    }
+
     /// Positions this cache can hold.
     pub fn capacity(&self) -> usize {
         self.capacity

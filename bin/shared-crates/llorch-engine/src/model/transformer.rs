@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor, D};
 use super::config::{Architecture, ModelConfig};
 use super::kv::KvCache;
 use super::rope::Rope;
-use super::weights::{Matrix, Weights};
+use super::weights::{tensor_bytes, Matrix, Weights};
 
 mod segments;
 pub use segments::Segment;
@@ -58,6 +58,10 @@ impl Linear {
             w: Matrix::fuse(parts.into_iter().map(|l| l.w).collect())?,
             b,
         }))
+    }
+
+    fn bytes(&self) -> usize {
+        self.w.allocated_bytes() + self.b.as_ref().map_or(0, tensor_bytes)
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -265,6 +269,44 @@ impl Transformer {
             &self.device,
             self.kv_dtype(),
         )
+    }
+
+    /// Bytes the loaded model holds on its device: every weight matrix and vector as it runs
+    /// (after load-time conversions) and the rotary tables. KV caches are not included.
+    pub fn allocated_bytes(&self) -> usize {
+        let opt = |t: &Option<Tensor>| t.as_ref().map_or(0, tensor_bytes);
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let attn = match &l.attn {
+                    Attn::Separate { q, k, v } => q.bytes() + k.bytes() + v.bytes(),
+                    Attn::Fused(qkv) => qkv.bytes(),
+                };
+                let mlp = match &l.mlp {
+                    Mlp::GateUp { gate, up } => gate.bytes() + up.bytes(),
+                    Mlp::FusedGateUp(l) => l.bytes(),
+                };
+                let norms = [&l.q_norm, &l.k_norm, &l.post_attn_norm, &l.post_ffn_norm];
+                tensor_bytes(&l.attn_norm)
+                    + tensor_bytes(&l.ffn_norm)
+                    + norms.into_iter().map(opt).sum::<usize>()
+                    + attn
+                    + mlp
+                    + l.o.bytes()
+                    + l.down.bytes()
+            })
+            .sum();
+        let ropes = [Some(&self.rope_global), self.rope_local.as_ref()]
+            .into_iter()
+            .flatten();
+        layers
+            + self.embed.as_ref().map_or(0, |q| q.storage_size_in_bytes())
+            + tensor_bytes(&self.norm)
+            + self.output.allocated_bytes()
+            + ropes
+                .map(|r| tensor_bytes(&r.cos) + tensor_bytes(&r.sin))
+                .sum::<usize>()
     }
 
     /// The KV cache's element type: F16 on the native CPU path, F32 on the generic path.

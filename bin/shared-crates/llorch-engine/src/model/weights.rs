@@ -115,6 +115,15 @@ impl Matrix {
         }
     }
 
+    /// Bytes the matrix holds in memory (on its device), as stored at run time.
+    pub fn allocated_bytes(&self) -> usize {
+        match self {
+            Matrix::Own(m) => m.allocated_bytes(),
+            Matrix::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Matrix::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => tensor_bytes(t),
+        }
+    }
+
     /// `x` `(…, k)` → `(…, n)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let t = profile::start();
@@ -463,6 +472,11 @@ fn runtime_dtype(requant: Requant, stored: GgmlDType) -> GgmlDType {
         (Requant::Auto | Requant::Q8_0, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) => G::Q8_0,
         _ => stored,
     }
+}
+
+/// Bytes of a tensor's elements.
+pub fn tensor_bytes(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
 }
 
 /// Copy a CPU QTensor to a GPU device.

@@ -366,6 +366,11 @@ impl OwnMatrix {
         each!(self, m => m.k)
     }
 
+    /// Bytes the matrix holds in memory (its blocks, in the kernel's unpacked layout).
+    pub fn allocated_bytes(&self) -> usize {
+        each!(self, m => std::mem::size_of_val(m.blocks.as_slice()))
+    }
+
     /// Rows `ids` dequantized (see [`QMatrix::rows`]).
     pub fn rows(&self, ids: &[u32]) -> Result<Tensor> {
         each!(self, m => m.rows(ids))
