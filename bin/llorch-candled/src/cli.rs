@@ -175,18 +175,7 @@ pub struct Args {
     /// URL the orchestrator should use to reach this worker (default: http://HOST:PORT).
     #[arg(long)]
     pub advertise_url: Option<String>,
-}
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`); colour only on a terminal without
-/// `NO_COLOR`.
-pub fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    #[command(flatten)]
+    pub log: llorch_http::logging::LogArgs,
 }

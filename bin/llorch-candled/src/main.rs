@@ -7,7 +7,7 @@ use llorch_candled::{cli, start, Config};
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    cli::init_tracing();
+    llorch_http::logging::init(args.log.log_format, "info");
     match Config::from_args(args).and_then(start::run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use llorch_wire::tasks::{WorkerHeartbeat, WorkerRegistered, WorkerRegistration};
+use llorch_wire::tasks::{self, WorkerHeartbeat, WorkerRegistered, WorkerRegistration};
 
 /// Where to register and what to say.
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ impl Registration {
 
     async fn register(&self, http: &reqwest::Client) -> Result<Duration, String> {
         let resp = self
-            .auth(http.post(format!("{}/v2/workers/register", self.base())))
+            .auth(http.post(format!("{}{}", self.base(), tasks::REGISTER_PATH)))
             .json(&self.body)
             .send()
             .await
@@ -59,9 +59,9 @@ impl Registration {
         loop {
             tokio::time::sleep(interval).await;
             let url = format!(
-                "{}/v2/workers/{}/heartbeat",
+                "{}{}",
                 self.base(),
-                self.body.worker_id
+                tasks::heartbeat_path(&self.body.worker_id)
             );
             match self.auth(http.post(url)).json(&load()).send().await {
                 Ok(r) if r.status().as_u16() == 404 => {
@@ -78,7 +78,11 @@ impl Registration {
 
     /// Best-effort deregistration on shutdown.
     pub async fn deregister(&self, http: &reqwest::Client) {
-        let url = format!("{}/v2/workers/{}", self.base(), self.body.worker_id);
+        let url = format!(
+            "{}{}",
+            self.base(),
+            tasks::worker_path(&self.body.worker_id)
+        );
         let _ =
             tokio::time::timeout(Duration::from_secs(2), self.auth(http.delete(url)).send()).await;
     }

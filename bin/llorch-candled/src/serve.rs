@@ -87,7 +87,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(llorch_http::shutdown_signal())
         .await?;
     if let Some(t) = reg_task {
         t.abort();
@@ -97,14 +97,4 @@ pub async fn serve(
     }
     tracing::info!("worker stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutdown signal received");
 }

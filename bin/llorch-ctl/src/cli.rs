@@ -29,6 +29,9 @@ pub struct Cli {
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 
+    #[command(flatten)]
+    pub log: llorch_http::logging::LogArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -8,7 +8,6 @@ mod host;
 mod orchestrator;
 mod ssh;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -19,7 +18,7 @@ use crate::error::CliResult;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    init_tracing(&cli);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -44,18 +43,11 @@ fn run(cli: Cli) -> CliResult {
 }
 
 /// Logs go to stderr; `RUST_LOG` wins over `-v`.
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
+fn init_tracing(cli: &Cli) {
+    let default = match cli.verbose {
         0 => "warn",
         1 => "llorch=debug,info",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    llorch_http::logging::init(cli.log.log_format, default);
 }

@@ -118,6 +118,8 @@ pub struct Args {
     /// `[policy]` in the config file sets its limits).
     #[arg(long, env = "LLORCH_ORCH_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    #[command(flatten)]
+    pub log: llorch_http::logging::LogArgs,
 }
 
 /// One `[[workers]]` entry of the config file.

@@ -101,21 +101,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// On SIGINT or SIGTERM: end every unfinished task, then tell the server to stop.
 async fn shutdown_signal(orch: Arc<Orchestrator>, stop: tokio::sync::watch::Sender<bool>) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-    tracing::info!("shutting down");
+    llorch_http::shutdown_signal().await;
     orch.begin_shutdown();
     orch.wake.notify_one();
     let _ = stop.send(true);

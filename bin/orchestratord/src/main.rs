@@ -5,14 +5,9 @@ use orchestratord::config::{Args, Config};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "orchestratord=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cfg = match Config::from_args(Args::parse()) {
+    let args = Args::parse();
+    llorch_http::logging::init(args.log.log_format, "info");
+    let cfg = match Config::from_args(args) {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("orchestratord: {e}");

@@ -15,6 +15,10 @@ fn error(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": schema("ErrorEnvelope") } } })
 }
 
+fn name_param() -> Value {
+    json!([{ "name": "name", "in": "path", "required": true, "description": "pool name", "schema": { "type": "string" } }])
+}
+
 fn id_param(what: &str) -> Value {
     json!([{ "name": "id", "in": "path", "required": true, "description": what, "schema": { "type": "string" } }])
 }
@@ -86,6 +90,27 @@ fn paths() -> Value {
                 "404": error("NOT_FOUND") } },
             "delete": { "summary": "Deregister (worker shutdown)", "parameters": id_param("worker id"), "responses": {
                 "204": { "description": "Removed" }, "404": error("NOT_FOUND") } } },
+        "/v2/workers/{id}/drain": { "post": {
+            "summary": "No new tasks on the worker; running ones finish (a fleet worker then stops)",
+            "parameters": id_param("worker id"),
+            "responses": { "200": { "description": "Worker", "content": { "application/json": { "schema": schema("WorkerInfo") } } },
+                           "404": error("NOT_FOUND") } } },
+        "/v2/workers/{id}/undrain": { "post": {
+            "summary": "Give the worker tasks again", "parameters": id_param("worker id"),
+            "responses": { "200": { "description": "Worker", "content": { "application/json": { "schema": schema("WorkerInfo") } } },
+                           "404": error("NOT_FOUND") } } },
+        "/v2/pools": { "get": { "summary": "Every pool and deployment of the fleet", "responses": {
+            "200": { "description": "Fleet", "content": { "application/json": { "schema": { "type": "object" } } } } } } },
+        "/v2/pools/{name}": { "get": { "summary": "One pool", "parameters": name_param(), "responses": {
+            "200": { "description": "Pool", "content": { "application/json": { "schema": { "type": "object" } } } },
+            "404": error("NOT_FOUND") } } },
+        "/v2/pools/{name}/drain": { "post": { "summary": "No new tasks or workers on the pool; its workers stop once idle",
+            "parameters": name_param(), "responses": {
+            "200": { "description": "Pool", "content": { "application/json": { "schema": { "type": "object" } } } },
+            "404": error("NOT_FOUND") } } },
+        "/v2/pools/{name}/undrain": { "post": { "summary": "Use the pool again", "parameters": name_param(), "responses": {
+            "200": { "description": "Pool", "content": { "application/json": { "schema": { "type": "object" } } } },
+            "404": error("NOT_FOUND") } } },
         "/v2/meta/capabilities": { "get": { "summary": "Models served and admission settings", "responses": {
             "200": { "description": "Capabilities", "content": { "application/json": { "schema": schema("Capabilities") } } } } } },
         "/v2/openapi.json": { "get": { "summary": "This document (no auth)", "responses": { "200": { "description": "OpenAPI" } } } },
@@ -103,10 +128,11 @@ fn obj(required: &[&str], props: Value) -> Value {
 
 fn schemas() -> Value {
     let s = |t: &str| json!({ "type": t });
-    let error_code = json!({ "type": "string", "enum": ["INVALID_REQUEST", "CONTEXT_LENGTH_EXCEEDED", "WORKER_BUSY",
-        "QUEUE_FULL", "NOT_FOUND", "METHOD_NOT_ALLOWED", "MODEL_NOT_FOUND", "UNAUTHORIZED", "FORBIDDEN", "POLICY_REJECTED", "RATE_LIMITED", "QUOTA_EXCEEDED", "MODEL_LOAD_FAILED", "INFERENCE_FAILED",
-        "WORKER_LOST", "DEADLINE_EXCEEDED", "EVICTED", "CANCELLED", "SHUTTING_DOWN", "ENGINE_FAILED", "NO_CAPACITY",
-        "VRAM_OOM", "PAYLOAD_TOO_LARGE", "TOO_MANY_SUBSCRIBERS", "INTERNAL"] });
+    let codes: Vec<&str> = llorch_wire::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    let error_code = json!({ "type": "string", "enum": codes });
     let stop_reason =
         json!({ "type": "string", "enum": ["eos", "stop_sequence", "max_tokens", "cancelled"] });
     let priority =

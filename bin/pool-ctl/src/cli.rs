@@ -21,6 +21,8 @@ pub struct Cli {
     /// No progress bars or informational messages on stderr.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub log: llorch_http::logging::LogArgs,
     #[command(subcommand)]
     pub command: Command,
 }

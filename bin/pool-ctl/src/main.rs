@@ -51,15 +51,8 @@ impl Ctx {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
     let cli = Cli::parse();
+    llorch_http::logging::init(cli.log.log_format, "warn");
     let json = cli.json;
     if let Err(e) = run(cli) {
         report(&e, json);

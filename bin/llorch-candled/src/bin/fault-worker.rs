@@ -39,11 +39,13 @@ struct Args {
     /// Register with this orchestrator and heartbeat.
     #[arg(long)]
     orchestrator_url: Option<String>,
+    #[command(flatten)]
+    log: llorch_http::logging::LogArgs,
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
-    let orchestrator = args.orchestrator_url.map(|url| OrchestratorConfig {
+    let orchestrator = args.orchestrator_url.clone().map(|url| OrchestratorConfig {
         url,
         token: None,
         model_id: None,
@@ -76,7 +78,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    llorch_candled::cli::init_tracing();
+    llorch_http::logging::init(args.log.log_format, "info");
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,12 +6,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llorch_wire::{CancelRequest, CancelResponse, ErrorCode, ErrorEnvelope};
 
-use super::{error, parse_json, Shared};
+use llorch_http::parse_json;
+
+use super::{error, Shared};
 
 pub(super) async fn cancel(State(st): State<Shared>, body: Bytes) -> Response {
     let req: CancelRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(env) => return error(*env),
+        Err(e) => return e.into_response(),
     };
     if st.backend.cancel(&req.job_id) {
         Json(CancelResponse {

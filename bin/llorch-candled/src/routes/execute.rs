@@ -12,13 +12,15 @@ use futures::stream::Stream;
 use llorch_wire::{ErrorCode, ErrorEnvelope, ExecuteRequest, WorkerEvent};
 use tokio::sync::mpsc;
 
-use super::{error, parse_json, Shared};
+use llorch_http::parse_json;
+
+use super::{error, Shared};
 use crate::backend::{Backend, EventSink};
 
 pub(super) async fn execute(State(st): State<Shared>, body: Bytes) -> Response {
     let req: ExecuteRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(env) => return error(*env),
+        Err(e) => return e.into_response(),
     };
     if let Err(fields) = req.validate() {
         reject(&st);

@@ -6,12 +6,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use llorch_wire::{DetokenizeRequest, ErrorCode, ErrorEnvelope, TokenizeRequest};
 
-use super::{error, parse_json, Shared};
+use llorch_http::parse_json;
+
+use super::{error, Shared};
 
 pub(super) async fn tokenize(State(st): State<Shared>, body: Bytes) -> Response {
     let req: TokenizeRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(env) => return error(*env),
+        Err(e) => return e.into_response(),
     };
     let backend = st.backend.clone();
     match tokio::task::spawn_blocking(move || backend.tokenize(req)).await {
@@ -24,7 +26,7 @@ pub(super) async fn tokenize(State(st): State<Shared>, body: Bytes) -> Response 
 pub(super) async fn detokenize(State(st): State<Shared>, body: Bytes) -> Response {
     let req: DetokenizeRequest = match parse_json(&body) {
         Ok(r) => r,
-        Err(env) => return error(*env),
+        Err(e) => return e.into_response(),
     };
     match st.backend.detokenize(req) {
         Ok(r) => Json(r).into_response(),

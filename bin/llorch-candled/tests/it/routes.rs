@@ -291,3 +291,23 @@ async fn unknown_routes_wrong_methods_and_busy_get_envelopes() {
     );
     assert_eq!((h.status.as_str(), h.state), ("ready", WorkerState::Idle));
 }
+
+/// The router serves exactly `llorch_wire::routes::worker` (each route with its methods, 405
+/// for the others), and names its paths only through those constants.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_router_serves_exactly_the_wire_crates_routes() {
+    let base = serve(FaultMode::Busy, 1, &[TOKEN]).await;
+    let addr = base.trim_start_matches("http://").to_string();
+    let problems = tokio::task::spawn_blocking(move || {
+        llorch_testkit::routes::check_served(&addr, llorch_wire::routes::worker::ALL, Some(TOKEN))
+    })
+    .await
+    .unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let literals = llorch_testkit::routes::literal_routes(&src, &[]);
+    assert!(
+        literals.is_empty(),
+        "route paths must be llorch_wire::routes constants: {literals:#?}"
+    );
+}

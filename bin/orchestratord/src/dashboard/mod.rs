@@ -28,7 +28,7 @@ use crate::state::Orchestrator;
 use live::Live;
 
 /// The live data stream's route.
-pub const STREAM_PATH: &str = "/v2/dashboard/stream";
+pub const STREAM_PATH: &str = llorch_wire::routes::orchestrator::DASHBOARD_STREAM;
 /// What the page reads before it knows whether it needs a token (public).
 const BOOT_PATH: &str = "/ui/boot.json";
 

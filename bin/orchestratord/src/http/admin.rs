@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use llorch_wire::routes::orchestrator as r;
 use llorch_wire::tenancy::{
     AuditEntry, AuditList, KeyCreate, KeyList, TenantList, TenantSpec, UsageReport,
 };
@@ -31,13 +32,13 @@ const DEFAULT_USAGE_DAYS: u64 = 30;
 /// The admin and usage routes.
 pub fn routes() -> Router<Arc<Orchestrator>> {
     Router::new()
-        .route("/v2/admin/tenants", post(create_tenant).get(list_tenants))
-        .route("/v2/admin/tenants/{name}", get(show_tenant).put(put_tenant))
-        .route("/v2/admin/keys", post(create_key).get(list_keys))
-        .route("/v2/admin/keys/{id}", axum::routing::delete(revoke_key))
-        .route("/v2/admin/keys/{id}/revoke", post(revoke_key))
-        .route("/v2/admin/audit", get(audit))
-        .route("/v2/usage", get(usage))
+        .route(r::ADMIN_TENANTS, post(create_tenant).get(list_tenants))
+        .route(r::ADMIN_TENANT, get(show_tenant).put(put_tenant))
+        .route(r::ADMIN_KEYS, post(create_key).get(list_keys))
+        .route(r::ADMIN_KEY, axum::routing::delete(revoke_key))
+        .route(r::ADMIN_KEY_REVOKE, post(revoke_key))
+        .route(r::ADMIN_AUDIT, get(audit))
+        .route(r::USAGE, get(usage))
 }
 
 fn admin_only(caller: &Caller) -> Result<(), ApiError> {

@@ -1,9 +1,9 @@
-//! The HTTP surface: routes, correlation ids, bearer auth. Handlers are thin; the work is in
-//! `admission`, `state`, `workers`.
+//! The HTTP surface: routes (paths from `llorch_wire::routes::orchestrator`), bearer auth and
+//! the caller's identity. Handlers are thin; the work is in `admission`, `state`, `workers`.
+//! Correlation ids, the body limit, envelope fallbacks and error answers are llorch-http's.
 
 mod admin;
 mod events;
-mod limits;
 mod meta;
 mod pools;
 mod tasks;
@@ -11,101 +11,60 @@ mod workers;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
-use llorch_wire::ErrorCode;
-use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use llorch_http::BodyLimit;
+use llorch_wire::routes::orchestrator as r;
 
 use crate::error::ApiError;
 use crate::openai;
 use crate::state::Orchestrator;
 use crate::tenancy::Caller;
 
-/// Request and response header carrying the correlation id.
-pub const CORRELATION_HEADER: &str = "x-correlation-id";
-/// Routes answered without a token (probes and the public contract).
-const OPEN_PATHS: &[&str] = &["/health", "/ready", "/v2/openapi.json"];
+pub use llorch_http::{parse_json, token_matches, CorrelationId, CORRELATION_HEADER};
 
-/// The correlation id of the current request (accepted from the client or generated).
-#[derive(Debug, Clone)]
-pub struct CorrelationId(pub String);
+/// Routes answered without a token (probes and the public contract).
+const OPEN_PATHS: &[&str] = &[r::HEALTH, r::READY, r::OPENAPI];
 
 /// Every route of the orchestrator.
 pub fn router(orch: Arc<Orchestrator>) -> Router {
-    let max_body = orch.cfg.limits.max_body_bytes;
-    Router::new()
-        .route("/v2/tasks", post(tasks::submit).get(tasks::list))
-        .route("/v2/tasks/{id}", get(tasks::status))
-        .route("/v2/tasks/{id}/events", get(events::stream))
-        .route("/v2/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/v2/workers", get(workers::list))
-        .route("/v2/workers/register", post(workers::register))
-        .route("/v2/workers/{id}/heartbeat", post(workers::heartbeat))
-        .route("/v2/workers/{id}/drain", post(workers::drain))
-        .route("/v2/workers/{id}/undrain", post(workers::undrain))
-        .route(
-            "/v2/workers/{id}",
-            axum::routing::delete(workers::deregister).get(workers::show),
-        )
-        .route("/v2/pools", get(pools::list))
-        .route("/v2/pools/{name}", get(pools::show))
-        .route("/v2/pools/{name}/drain", post(pools::drain))
-        .route("/v2/pools/{name}/undrain", post(pools::undrain))
-        .route("/v2/meta/capabilities", get(meta::capabilities))
-        .route("/v2/openapi.json", get(meta::openapi))
-        .route("/health", get(meta::health))
-        .route("/ready", get(meta::ready))
-        .route("/metrics", get(meta::metrics))
+    let limit = BodyLimit {
+        max: orch.cfg.limits.max_body_bytes,
+        setting: "max_body_bytes; --max-body-bytes / LLORCH_ORCH_MAX_BODY_BYTES",
+        shape: shaped,
+    };
+    let router = Router::new()
+        .route(r::TASKS, post(tasks::submit).get(tasks::list))
+        .route(r::TASK, get(tasks::status))
+        .route(r::TASK_EVENTS, get(events::stream))
+        .route(r::TASK_CANCEL, post(tasks::cancel))
+        .route(r::WORKERS, get(workers::list))
+        .route(r::WORKER_REGISTER, post(workers::register))
+        .route(r::WORKER_HEARTBEAT, post(workers::heartbeat))
+        .route(r::WORKER_DRAIN, post(workers::drain))
+        .route(r::WORKER_UNDRAIN, post(workers::undrain))
+        .route(r::WORKER, delete(workers::deregister).get(workers::show))
+        .route(r::POOLS, get(pools::list))
+        .route(r::POOL, get(pools::show))
+        .route(r::POOL_DRAIN, post(pools::drain))
+        .route(r::POOL_UNDRAIN, post(pools::undrain))
+        .route(r::CAPABILITIES, get(meta::capabilities))
+        .route(r::OPENAPI, get(meta::openapi))
+        .route(r::HEALTH, get(meta::health))
+        .route(r::READY, get(meta::ready))
+        .route(r::METRICS, get(meta::metrics))
         .merge(crate::openai::routes())
         .merge(admin::routes())
-        .merge(crate::dashboard::routes(&orch))
-        .fallback(unknown_route)
-        .method_not_allowed_fallback(wrong_method)
-        .layer(middleware::from_fn_with_state(orch.clone(), auth))
-        .layer(middleware::from_fn_with_state(max_body, limits::body_limit))
-        .layer(middleware::from_fn(correlation))
-        .layer(DefaultBodyLimit::max(max_body))
+        .merge(crate::dashboard::routes(&orch));
+    let router = llorch_http::fallback::apply(router, shaped)
+        .layer(middleware::from_fn_with_state(orch.clone(), auth));
+    limit
+        .apply(router)
+        .layer(middleware::from_fn(llorch_http::correlation::correlation))
         .with_state(orch)
-}
-
-fn usable_correlation_id(v: &HeaderValue) -> Option<String> {
-    let s = v.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| s.to_string())
-}
-
-/// Accept or generate `X-Correlation-Id`, expose it to handlers, echo it on every response.
-async fn correlation(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(CORRELATION_HEADER)
-        .and_then(usable_correlation_id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    req.extensions_mut().insert(CorrelationId(id.clone()));
-    let start = std::time::Instant::now();
-    let mut resp = next.run(req).await;
-    tracing::debug!(correlation_id = %id, %method, %path, status = resp.status().as_u16(),
-        ms = start.elapsed().as_secs_f64() * 1000.0, "request");
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut()
-            .insert(HeaderName::from_static(CORRELATION_HEADER), v);
-    }
-    resp
-}
-
-/// Whether `presented` equals one of `tokens`, in time independent of where they differ.
-pub fn token_matches(presented: &str, tokens: &[String]) -> bool {
-    let p = Sha256::digest(presented.as_bytes());
-    tokens.iter().fold(0u8, |ok, t| {
-        ok | Sha256::digest(t.as_bytes()).ct_eq(&p).unwrap_u8()
-    }) == 1
 }
 
 /// Bearer auth on every route except [`OPEN_PATHS`] and the dashboard page's own files (they
@@ -122,15 +81,7 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, mut req: Request, next: Nex
             .insert(Caller::anonymous(false, "open", source));
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+    let presented = llorch_http::bearer_token(req.headers());
     let err = match crate::tenancy::auth::authenticate(&orch, &path, presented, source) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
@@ -138,7 +89,7 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, mut req: Request, next: Nex
         }
         Err(err) => err,
     };
-    if path == "/v2/tasks" || openai::SUBMIT_PATHS.contains(&path.as_str()) {
+    if path == r::TASKS || openai::SUBMIT_PATHS.contains(&path.as_str()) {
         orch.metrics
             .inc("orchd_tasks_enqueued_total", &[("outcome", "rejected")]);
         orch.metrics.inc(
@@ -146,15 +97,7 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, mut req: Request, next: Nex
             &[("reason", err.code().as_str())],
         );
     }
-    let unauthorized = err.code() == ErrorCode::Unauthorized;
-    let mut resp = shaped(&path, err);
-    if unauthorized {
-        resp.headers_mut().insert(
-            axum::http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer"),
-        );
-    }
-    resp
+    shaped(&path, err)
 }
 
 /// The error as a response: OpenAI's error shape under `/v1`, the envelope elsewhere.
@@ -163,46 +106,5 @@ fn shaped(path: &str, err: ApiError) -> Response {
         openai::OaiError(err).into_response()
     } else {
         err.into_response()
-    }
-}
-
-/// Unknown route: 404 `NOT_FOUND` naming it.
-async fn unknown_route(req: Request) -> Response {
-    let path = req.uri().path();
-    let msg = format!(
-        "no route {} {path} (routes: GET /v2/openapi.json)",
-        req.method()
-    );
-    shaped(path, ApiError::new(ErrorCode::NotFound, msg))
-}
-
-/// Known route, wrong method: 405 `METHOD_NOT_ALLOWED`.
-async fn wrong_method(req: Request) -> Response {
-    let path = req.uri().path();
-    let msg = format!("{path} does not accept {}", req.method());
-    shaped(path, ApiError::new(ErrorCode::MethodNotAllowed, msg))
-}
-
-/// Parse a JSON body into `T`, answering with the error envelope when it does not fit.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(vec![llorch_wire::FieldError::new(
-            "body",
-            "json",
-            format!("invalid JSON body: {e}"),
-        )])
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_compare() {
-        let tokens = vec!["alpha-token".to_string(), "beta-token".to_string()];
-        assert!(token_matches("beta-token", &tokens));
-        assert!(!token_matches("beta-toke", &tokens));
-        assert!(!token_matches("", &tokens));
     }
 }

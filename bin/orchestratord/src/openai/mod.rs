@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
+use llorch_wire::routes::orchestrator as r;
 
 pub use error::OaiError;
 
@@ -54,10 +55,10 @@ pub struct Meta {
 /// The `/v1` routes (auth and correlation ids come from the enclosing router).
 pub fn routes() -> Router<Arc<Orchestrator>> {
     Router::new()
-        .route("/v1/chat/completions", post(completions::chat))
-        .route("/v1/completions", post(completions::completion))
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{*id}", get(models::show))
+        .route(r::OPENAI_CHAT, post(completions::chat))
+        .route(r::OPENAI_COMPLETIONS, post(completions::completion))
+        .route(r::OPENAI_MODELS, get(models::list))
+        .route(r::OPENAI_MODEL, get(models::show))
 }
 
 /// Whether a path is answered in OpenAI's error shape.
@@ -66,4 +67,4 @@ pub fn is_openai_path(path: &str) -> bool {
 }
 
 /// Paths that admit tasks (counted as submissions in the metrics).
-pub const SUBMIT_PATHS: &[&str] = &["/v1/chat/completions", "/v1/completions"];
+pub const SUBMIT_PATHS: &[&str] = &[r::OPENAI_CHAT, r::OPENAI_COMPLETIONS];

@@ -76,7 +76,7 @@ pub fn authenticate(
             let (tenant, key_id) = orch
                 .tenancy
                 .authenticate(t)
-                .map_err(|why| ApiError::new(ErrorCode::Unauthorized, why))?;
+                .map_err(llorch_http::auth::unauthorized)?;
             if !tenant_may_use(path) {
                 return Err(ApiError::new(
                     ErrorCode::Forbidden,
@@ -95,13 +95,8 @@ pub fn authenticate(
     if tokens.is_empty() {
         return Ok(Caller::anonymous(true, "open", source));
     }
-    Err(ApiError::new(
-        ErrorCode::Unauthorized,
-        match bearer {
-            Some(_) => "the API token is not valid",
-            None => {
-                "missing API token: send Authorization: Bearer <LLORCH_API_TOKEN or tenant key>"
-            }
-        },
-    ))
+    Err(llorch_http::auth::unauthorized(match bearer {
+        Some(_) => "the API token is not valid",
+        None => "missing API token: send Authorization: Bearer <LLORCH_API_TOKEN or tenant key>",
+    }))
 }

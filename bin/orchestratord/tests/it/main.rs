@@ -13,6 +13,7 @@ mod openai;
 mod policy;
 mod real;
 mod reliability;
+mod routes;
 mod soak;
 mod state;
 mod tenancy;

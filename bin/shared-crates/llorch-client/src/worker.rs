@@ -1,6 +1,7 @@
 //! Typed client for one worker (`llorch-candled`).
 
 use futures::stream::{Stream, StreamExt};
+use llorch_wire::routes::worker as routes;
 use llorch_wire::{
     CancelRequest, ErrorEnvelope, ExecuteRequest, TokenizeRequest, TokenizeResponse, WorkerEvent,
     WorkerHealth,
@@ -119,7 +120,7 @@ impl WorkerClient {
     pub async fn health(&self) -> Result<WorkerHealth, ClientError> {
         let resp = self
             .http
-            .get(format!("{}/health", self.base))
+            .get(format!("{}{}", self.base, routes::HEALTH))
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
@@ -132,7 +133,7 @@ impl WorkerClient {
     /// `POST /tokenize`.
     pub async fn tokenize(&self, req: &TokenizeRequest) -> Result<TokenizeResponse, ClientError> {
         let resp = self
-            .post("/tokenize")
+            .post(routes::TOKENIZE)
             .json(req)
             .send()
             .await
@@ -146,7 +147,7 @@ impl WorkerClient {
     /// `POST /cancel`; `Ok(false)` when the worker does not know the job (404).
     pub async fn cancel(&self, job_id: &str) -> Result<bool, ClientError> {
         let resp = self
-            .post("/cancel")
+            .post(routes::CANCEL)
             .json(&CancelRequest {
                 job_id: job_id.to_string(),
             })
@@ -170,7 +171,7 @@ impl WorkerClient {
         headers: &[(&str, &str)],
     ) -> Result<impl Stream<Item = Result<WorkerEvent, ClientError>> + Send + 'static, ClientError>
     {
-        let mut rb = self.post("/execute").json(req);
+        let mut rb = self.post(routes::EXECUTE).json(req);
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }

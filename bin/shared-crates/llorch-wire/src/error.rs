@@ -116,6 +116,35 @@ impl ErrorCode {
         )
     }
 
+    /// Every code, in declaration order (the OpenAPI documents' enum is built from it).
+    pub const ALL: &[ErrorCode] = &[
+        ErrorCode::InvalidRequest,
+        ErrorCode::ContextLengthExceeded,
+        ErrorCode::WorkerBusy,
+        ErrorCode::QueueFull,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::ModelNotFound,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::PolicyRejected,
+        ErrorCode::RateLimited,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::ModelLoadFailed,
+        ErrorCode::InferenceFailed,
+        ErrorCode::WorkerLost,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::Evicted,
+        ErrorCode::Cancelled,
+        ErrorCode::ShuttingDown,
+        ErrorCode::EngineFailed,
+        ErrorCode::NoCapacity,
+        ErrorCode::VramOom,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::TooManySubscribers,
+        ErrorCode::Internal,
+    ];
+
     /// The wire spelling, e.g. `"INVALID_REQUEST"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -267,6 +296,47 @@ impl ErrorEnvelope {
 
 #[cfg(test)]
 mod tests {
+    /// `ALL` lists every variant: the match below does not compile without an arm for a new
+    /// variant, and its position must be inside `ALL` and hold that variant.
+    #[test]
+    fn all_lists_every_code_once() {
+        fn position(c: ErrorCode) -> usize {
+            match c {
+                ErrorCode::InvalidRequest => 0,
+                ErrorCode::ContextLengthExceeded => 1,
+                ErrorCode::WorkerBusy => 2,
+                ErrorCode::QueueFull => 3,
+                ErrorCode::NotFound => 4,
+                ErrorCode::MethodNotAllowed => 5,
+                ErrorCode::ModelNotFound => 6,
+                ErrorCode::Unauthorized => 7,
+                ErrorCode::Forbidden => 8,
+                ErrorCode::PolicyRejected => 9,
+                ErrorCode::RateLimited => 10,
+                ErrorCode::QuotaExceeded => 11,
+                ErrorCode::ModelLoadFailed => 12,
+                ErrorCode::InferenceFailed => 13,
+                ErrorCode::WorkerLost => 14,
+                ErrorCode::DeadlineExceeded => 15,
+                ErrorCode::Evicted => 16,
+                ErrorCode::Cancelled => 17,
+                ErrorCode::ShuttingDown => 18,
+                ErrorCode::EngineFailed => 19,
+                ErrorCode::NoCapacity => 20,
+                ErrorCode::VramOom => 21,
+                ErrorCode::PayloadTooLarge => 22,
+                ErrorCode::TooManySubscribers => 23,
+                ErrorCode::Internal => 24,
+            }
+        }
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(position(*c), i, "{c}");
+            let json = serde_json::to_string(c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+        }
+        assert_eq!(ErrorCode::ALL.len(), 25);
+    }
+
     use super::*;
 
     #[test]

@@ -12,16 +12,16 @@ use crate::execute::{ExecuteRequest, Generation, StopReason, TokenLogprob};
 pub const API_VERSION: &str = "2.0.0";
 
 /// Route a worker calls once it is ready (`POST`, body [`WorkerRegistration`]).
-pub const REGISTER_PATH: &str = "/v2/workers/register";
+pub const REGISTER_PATH: &str = crate::routes::orchestrator::WORKER_REGISTER;
 
 /// `POST` here every `heartbeat_interval_ms` (body [`WorkerHeartbeat`], may be empty `{}`).
 pub fn heartbeat_path(worker_id: &str) -> String {
-    format!("/v2/workers/{worker_id}/heartbeat")
+    crate::routes::fill(crate::routes::orchestrator::WORKER_HEARTBEAT, &[worker_id])
 }
 
 /// `DELETE` here on shutdown.
 pub fn worker_path(worker_id: &str) -> String {
-    format!("/v2/workers/{worker_id}")
+    crate::routes::fill(crate::routes::orchestrator::WORKER, &[worker_id])
 }
 
 /// Longest accepted `task_id`, `session_id` or `worker_id`.
