@@ -4,7 +4,7 @@
 #   cargo check --release -p llorch-candled --features cuda --all-targets
 # in a CUDA-only target directory. Both are cached under ~/.cache/llorch:
 #   cuda-toolkit/<hash of the pins>        the wheels, installed with pip --target (~350 MB)
-#   cuda-target/<sha256(Cargo.lock)[:12]>  the CUDA target dir (~700 MB); older keys are pruned
+#   cuda-target/<hash of the pins>         the CUDA target dir (~700 MB), reused across Cargo.lock changes
 # A cold run costs ~17 min on 2 idle cores (candle-kernels compiles its PTX one file at a time);
 # a warm run seconds.
 #
@@ -69,11 +69,11 @@ export CUDA_PATH="$cuda_home" CUDA_ROOT="$cuda_home" CUDA_HOME="$cuda_home" CUDA
 export CPATH="$cuda_home/include:$cuda_home/include/cccl${CPATH:+:$CPATH}"
 log "$(nvcc --version | tail -n 2 | head -n 1)"
 
-lock_key=$(sha256sum Cargo.lock | cut -c1-12)
-export CARGO_TARGET_DIR="$cache/cuda-target/$lock_key"
+# One CUDA target dir per toolkit, kept across Cargo.lock changes: cargo rebuilds only what a
+# change touches (candle-kernels' PTX, most of the cold cost, only when candle changes).
+export CARGO_TARGET_DIR="$cache/cuda-target/$pins_key"
 mkdir -p "$CARGO_TARGET_DIR"
-# One CUDA target dir per Cargo.lock: the previous ones only hold stale dependency builds.
-find "$cache/cuda-target" -mindepth 1 -maxdepth 1 ! -name "$lock_key" -exec rm -rf {} +
+find "$cache/cuda-target" -mindepth 1 -maxdepth 1 ! -name "$pins_key" -exec rm -rf {} +
 
 # `-p` is right here (unlike for cargo test): this target dir holds only the CUDA build, so the
 # feature resolution of the rest of the workspace does not matter.
