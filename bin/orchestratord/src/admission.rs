@@ -327,6 +327,8 @@ async fn admit(
     task.push(&TaskEvent::Queued {
         phase: None,
         pool: None,
+        bytes_done: None,
+        bytes_total: None,
         task_id: id.clone(),
         queue_position: position,
         predicted_start_ms: predicted,

@@ -213,6 +213,8 @@ pub fn resume(orch: &Arc<Orchestrator>) -> usize {
         task.push(&TaskEvent::Queued {
             phase: None,
             pool: None,
+            bytes_done: None,
+            bytes_total: None,
             task_id: task.id.clone(),
             queue_position: position,
             predicted_start_ms: 0,

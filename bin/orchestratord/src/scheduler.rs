@@ -139,6 +139,8 @@ fn announce_positions(orch: &Orchestrator) {
                 task.push(&TaskEvent::Queued {
                     phase: None,
                     pool: None,
+                    bytes_done: None,
+                    bytes_total: None,
                     task_id: id,
                     queue_position: position,
                     predicted_start_ms: eta,

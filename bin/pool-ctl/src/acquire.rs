@@ -12,6 +12,7 @@ use crate::error::{PoolError, Result};
 use crate::hub::{glob_match, is_pattern, Hub, HubConfig};
 use crate::inspect::{inspect, sha256_file};
 use crate::models::view;
+use crate::progress::ProgressFile;
 use crate::Ctx;
 
 fn lookup(cat: &Catalog, id: &str) -> Result<ModelView> {
@@ -47,10 +48,21 @@ pub fn download(ctx: &Ctx, id: &str, opts: &DownloadOptions) -> Result<ModelView
     } else {
         None
     };
+    // Sizes first, so the progress file has the total from the start.
+    let mut total = 0;
+    for f in &files {
+        total += hub.file_meta(&repo, &revision, f)?.size;
+    }
+    let mut opts = opts.clone();
+    opts.progress_file = Some(std::rc::Rc::new(ProgressFile::create(
+        ctx.home.download_progress(id),
+        id,
+        total,
+    )));
     let mut fetched: Vec<Fetched> = Vec::new();
     for f in &files {
         ctx.info(&format!("fetching {repo}/{f}"));
-        fetched.push(fetch_file(&hub, &repo, &revision, f, pin, opts)?);
+        fetched.push(fetch_file(&hub, &repo, &revision, f, pin, &opts)?);
     }
     let commit = fetched[0].commit.clone();
     // Files fetched by commit (listing mode) still get the branch recorded, as Python does.

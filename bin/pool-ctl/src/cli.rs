@@ -78,6 +78,12 @@ pub enum ModelsCmd {
         /// Model id.
         id: String,
     },
+    /// Progress of a `models download ID` in flight on this host (bytes done and total);
+    /// fails with `no_download` when none runs.
+    Progress {
+        /// Model id.
+        id: String,
+    },
     /// Download a model into the Hugging Face cache: resumable, sha256-verified.
     Download {
         /// Model id.

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{PoolError, Result};
 use crate::hub::{blob_link_target, FileMeta, Hub};
+use crate::progress::ProgressFile;
 
 const BUF_SIZE: usize = 256 * 1024;
 
@@ -31,6 +32,8 @@ pub struct DownloadOptions {
     pub retry_delay: Duration,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Progress file other processes read (`models progress`).
+    pub progress_file: Option<std::rc::Rc<ProgressFile>>,
 }
 
 /// A file present in the cache after [`fetch_file`].
@@ -117,6 +120,9 @@ pub fn fetch_file(
         Some(h) => h,
         None => download_blob(hub, &meta, file, &blob, pinned_sha256, opts)?,
     };
+    if let Some(p) = &opts.progress_file {
+        p.file_finished(meta.size);
+    }
     let path = link_snapshot(&repo_dir, &meta, file, revision)?;
     drop(lock);
     Ok(Fetched {
@@ -225,7 +231,11 @@ fn download_blob(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        match transfer(hub, meta, &part, &mut out, &mut have, &mut hashes, &bar)? {
+        let sink = Sink {
+            bar: &bar,
+            file: opts.progress_file.as_deref(),
+        };
+        match transfer(hub, meta, &part, &mut out, &mut have, &mut hashes, &sink)? {
             Attempt::Done => break,
             Attempt::Retry(reason) if attempts > opts.retries => {
                 bar.abandon();
@@ -283,6 +293,21 @@ fn progress_bar(enabled: bool, file: &str, size: u64, have: u64) -> ProgressBar 
     bar
 }
 
+/// Where the position of a transfer is shown: the terminal bar and the progress file.
+struct Sink<'a> {
+    bar: &'a ProgressBar,
+    file: Option<&'a ProgressFile>,
+}
+
+impl Sink<'_> {
+    fn set_position(&self, have: u64) {
+        self.bar.set_position(have);
+        if let Some(f) = self.file {
+            f.update(have);
+        }
+    }
+}
+
 /// One GET of the missing bytes; appends to `out` and updates `have` and `hashes`.
 fn transfer(
     hub: &Hub,
@@ -291,7 +316,7 @@ fn transfer(
     out: &mut File,
     have: &mut u64,
     hashes: &mut Hashes,
-    bar: &ProgressBar,
+    bar: &Sink,
 ) -> Result<Attempt> {
     if *have == meta.size {
         return Ok(Attempt::Done);
@@ -365,7 +390,7 @@ fn start_over(
     have: &mut u64,
     hashes: &mut Hashes,
     meta: &FileMeta,
-    bar: &ProgressBar,
+    bar: &Sink,
 ) -> Result<()> {
     out.set_len(0)
         .map_err(|e| PoolError::io("truncate", part, e))?;

@@ -79,6 +79,8 @@ pub enum PoolError {
         log: PathBuf,
         tail: String,
     },
+    #[error("no download of `{0}` in flight on this host")]
+    NoDownload(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -128,6 +130,7 @@ impl PoolError {
             PoolError::WorkerNotFound(_) => "worker_not_found",
             PoolError::WorkerExists { .. } => "worker_exists",
             PoolError::WorkerFailed { .. } => "worker_failed",
+            PoolError::NoDownload(_) => "no_download",
             PoolError::Io { .. } => "io",
             PoolError::Usage(_) => "usage",
         }

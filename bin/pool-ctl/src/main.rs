@@ -13,6 +13,7 @@ mod inspect;
 mod models;
 mod output;
 mod procs;
+mod progress;
 mod spawn;
 mod worker;
 

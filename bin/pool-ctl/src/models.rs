@@ -33,6 +33,7 @@ pub fn run(ctx: &Ctx, cmd: ModelsCmd) -> Result<()> {
         ModelsCmd::Rm { id } => rm(ctx, &id),
         ModelsCmd::Verify { id } => verify(ctx, &id),
         ModelsCmd::Fit(args) => crate::fit::run(ctx, args),
+        ModelsCmd::Progress { id } => crate::progress::show(ctx, &id),
         ModelsCmd::Download {
             id,
             retries,
@@ -42,6 +43,7 @@ pub fn run(ctx: &Ctx, cmd: ModelsCmd) -> Result<()> {
                 retries,
                 retry_delay: Duration::from_secs_f64(retry_delay.max(0.0)),
                 progress: !ctx.quiet && !ctx.json,
+                progress_file: None,
             };
             let view = download(ctx, &id, &opts)?;
             let path = view

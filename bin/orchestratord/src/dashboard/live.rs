@@ -337,6 +337,7 @@ mod tests {
             planned_bytes: 1,
             inventory: Some(inventory),
             workers: Vec::new(),
+            downloads: Vec::new(),
         }
     }
 

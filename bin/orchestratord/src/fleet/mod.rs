@@ -7,6 +7,7 @@
 //! loop and its actions), this module (state and its JSON views).
 
 pub mod config;
+mod download;
 pub mod placement;
 pub mod reconcile;
 mod start;
@@ -16,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use llorch_catalog::{FitView, StatusView};
+use llorch_catalog::{DownloadProgress, FitView, StatusView};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -103,6 +104,8 @@ pub struct PoolState {
     pub drained: bool,
     /// `models fit` answers by model id.
     pub estimates: HashMap<String, FitView>,
+    /// Downloads in flight there (the fleet's own), by model id, as last polled.
+    pub downloads: BTreeMap<String, DownloadProgress>,
 }
 
 /// Mutable fleet state (one lock; never held across an await).
@@ -283,6 +286,8 @@ pub struct PoolView {
     /// `status --json` of the pool's llorch-pool (inventory, models, workers).
     pub inventory: Option<StatusView>,
     pub workers: Vec<WorkerView>,
+    /// Model downloads in flight there, as last polled (every 500 ms).
+    pub downloads: Vec<DownloadProgress>,
 }
 
 /// A fleet worker with its load.
@@ -340,6 +345,7 @@ fn pool_view(p: &PoolConfig, st: &FleetState, busy: &dyn Fn(&str) -> Option<u32>
         planned_bytes: workers.iter().map(|w| w.worker.estimate_bytes).sum(),
         inventory: ps.status,
         workers,
+        downloads: ps.downloads.into_values().collect(),
     }
 }
 

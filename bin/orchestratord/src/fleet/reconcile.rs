@@ -274,6 +274,17 @@ pub(super) fn fail_queued(orch: &Orchestrator, model: &str, code: ErrorCode, mes
 
 /// Tell queued tasks of `model` what the start is doing.
 pub(super) fn announce_phase(orch: &Orchestrator, model: &str, phase: &str, pool: &str) {
+    announce(orch, model, phase, pool, None);
+}
+
+/// [`announce_phase`] with the bytes done and total of a download.
+pub(super) fn announce(
+    orch: &Orchestrator,
+    model: &str,
+    phase: &str,
+    pool: &str,
+    bytes: Option<(u64, u64)>,
+) {
     let ids = orch.core().queue.of_model(model);
     let load_ms = orch
         .fleet
@@ -293,6 +304,8 @@ pub(super) fn announce_phase(orch: &Orchestrator, model: &str, phase: &str, pool
                 predicted_start_ms: load_ms as u64,
                 phase: Some(phase.to_string()),
                 pool: (!pool.is_empty()).then(|| pool.to_string()),
+                bytes_done: bytes.map(|b| b.0),
+                bytes_total: bytes.map(|b| b.1),
             });
         }
     }

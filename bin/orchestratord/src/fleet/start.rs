@@ -158,8 +158,7 @@ async fn place_and_spawn(
         .and_then(|p| p.status.clone());
     if !present_on(status.as_ref(), &d.id) {
         announce_phase(orch, &d.id, "downloading", &pool);
-        let args = vec!["models".to_string(), "download".into(), d.id.clone()];
-        if let Err(e) = t.call::<serde_json::Value>(&args, DOWNLOAD_CALL).await {
+        if let Err(e) = super::download::download(orch, t, &pool, &d.id, DOWNLOAD_CALL).await {
             return Err(StartError::Failed {
                 message: format!("download of {} on pool {pool} failed: {e}", d.id),
                 tail: None,

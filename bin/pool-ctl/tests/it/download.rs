@@ -275,3 +275,52 @@ fn builtin_smollm2_downloads_from_a_mirror_and_matches_its_pin() {
         llorch_catalog::builtin::SMOLLM2_SHA256
     );
 }
+
+#[test]
+fn download_progress_is_visible_while_it_runs_and_gone_after() {
+    let gguf = tiny_gguf(ELEMS);
+    let total = gguf.len() as u64;
+    let (env, hub) = setup(vec![("tiny.gguf", HubFile::lfs(gguf))]);
+    // About 2.5 s for the file: several progress rewrites (every 250 ms) to observe.
+    hub.throttle(total * 2 / 5);
+    let none = env.run(&["models", "progress", "tiny", "--json"]);
+    assert!(!none.status.success(), "{}", text(&none));
+    let v: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "no_download");
+
+    let child = env
+        .cmd()
+        .args(["models", "download", "tiny", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        let out = env.run(&["models", "progress", "tiny", "--json"]);
+        if out.status.success() {
+            let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(p["model"], "tiny");
+            assert_eq!(p["bytes_total"], total);
+            let done = p["bytes_done"].as_u64().unwrap();
+            if done > 0 && done < total {
+                seen.push(done);
+                if seen.len() >= 2 {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        seen.len() >= 2 && seen[0] <= seen[1],
+        "partial progress never observed: {seen:?}"
+    );
+    // The file is removed at the end: nothing in flight any more.
+    let after = env.run(&["models", "progress", "tiny", "--json"]);
+    assert!(!after.status.success(), "{}", text(&after));
+    assert!(!env.home().join("downloads/tiny.json").exists());
+}

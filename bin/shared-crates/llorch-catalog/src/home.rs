@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// catalog.lock        lock file serialising catalog writers
 /// workers/<id>.json   one record per spawned worker
 /// logs/<id>.log       stdout+stderr of each worker
+/// downloads/<id>.json progress of a model download in flight (removed when it ends)
 /// ```
 #[derive(Debug, Clone)]
 pub struct PoolHome {
@@ -45,6 +46,11 @@ impl PoolHome {
     /// `logs/`.
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// `downloads/<id>.json`: progress of a download of model `id` in flight.
+    pub fn download_progress(&self, id: &str) -> PathBuf {
+        self.root.join("downloads").join(format!("{id}.json"))
     }
 
     /// `logs/<id>.log`.

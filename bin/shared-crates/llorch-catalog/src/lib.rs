@@ -23,8 +23,8 @@ pub use home::PoolHome;
 pub use model::{LocalFile, LocalModel, ModelFormat, ModelSource, ModelSpec};
 pub use store::{Catalog, CatalogStore, CATALOG_VERSION};
 pub use views::{
-    BackendView, DeviceFit, ErrorView, FitView, GpuView, MachineView, ModelView, StatusView,
-    WorkerView,
+    BackendView, DeviceFit, DownloadProgress, ErrorView, FitView, GpuView, MachineView, ModelView,
+    StatusView, WorkerView,
 };
 pub use workers::{WorkerRecord, WorkerStore};
 

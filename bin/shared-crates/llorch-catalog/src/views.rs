@@ -143,6 +143,22 @@ pub struct DeviceFit {
     pub fits: bool,
 }
 
+/// `$LLORCH_HOME/downloads/<id>.json` while `models download ID` runs, and the answer of
+/// `models progress ID`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DownloadProgress {
+    pub model: String,
+    /// Bytes of the model's files present so far (cached files and resumed parts count).
+    pub bytes_done: u64,
+    /// Sum of the sizes of the model's files.
+    pub bytes_total: u64,
+    /// Unix time in ms of the last update (the writer updates it at least every 250 ms while
+    /// bytes arrive).
+    pub updated: u64,
+    /// Process id of the downloading `llorch-pool`.
+    pub pid: u32,
+}
+
 /// Printed on stdout instead of a result when a command fails under `--json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorView {

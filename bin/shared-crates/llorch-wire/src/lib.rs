@@ -9,6 +9,7 @@ pub mod error;
 pub mod execute;
 pub mod openai;
 pub mod openai_logprobs;
+pub mod registry;
 pub mod routes;
 pub mod secret;
 pub mod tasks;

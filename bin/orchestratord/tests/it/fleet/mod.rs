@@ -15,6 +15,7 @@ use crate::common::*;
 use crate::real::SERIAL;
 
 mod capacity;
+mod download;
 mod engine_failure;
 
 const PROMPT: &str = "<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n";

@@ -2,7 +2,7 @@
 //! Hugging Face cache, tiny valid model files, and the local hub server.
 #![allow(dead_code)]
 
-pub mod hub;
+pub use llorch_testkit::hub;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

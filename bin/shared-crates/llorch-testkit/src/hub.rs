@@ -2,7 +2,8 @@
 //! serves the hub's URL layout. `HEAD/GET /{repo}/resolve/{rev}/{file}` answers like the hub:
 //! LFS files get a 302 to `/cdn/<sha256>` carrying `X-Linked-Etag`/`X-Linked-Size`/
 //! `X-Repo-Commit`; regular files get a 200 with the git blob sha1 as `ETag`. `/cdn/...` honours
-//! `Range` and can drop the connection mid-file once. `/api/models/{repo}/revision/{rev}` lists
+//! `Range`, can drop the connection mid-file once and can be throttled (slow downloads whose
+//! progress a test observes). `/api/models/{repo}/revision/{rev}` lists
 //! files. Every request is logged with its `Range` header and the body bytes sent.
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ pub struct HubFile {
 }
 
 impl HubFile {
+    /// A file stored with git LFS.
     pub fn lfs(content: Vec<u8>) -> HubFile {
         HubFile {
             content,
@@ -31,6 +33,7 @@ impl HubFile {
             served: None,
         }
     }
+    /// A regular git file.
     pub fn git(content: Vec<u8>) -> HubFile {
         HubFile {
             content,
@@ -38,6 +41,7 @@ impl HubFile {
             served: None,
         }
     }
+    /// sha256 hex of the content.
     pub fn sha256(&self) -> String {
         hex(&Sha256::digest(&self.content))
     }
@@ -49,6 +53,7 @@ impl HubFile {
     }
 }
 
+/// Lowercase hex.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -70,6 +75,8 @@ struct State {
     repos: BTreeMap<String, (String, BTreeMap<String, HubFile>)>,
     /// Drop the next `/cdn` body after this many bytes.
     drop_after: Option<u64>,
+    /// Bytes per second of `/cdn` bodies (unlimited when unset).
+    throttle: Option<u64>,
     seen: Vec<Seen>,
 }
 
@@ -79,9 +86,11 @@ pub struct HubServer {
     state: Arc<Mutex<State>>,
 }
 
+/// The commit every repo is at.
 pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 impl HubServer {
+    /// Listen on 127.0.0.1 (a free port) and serve until the test ends.
     pub fn start() -> HubServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -98,10 +107,12 @@ impl HubServer {
         HubServer { addr, state }
     }
 
+    /// `http://addr`, for `HF_ENDPOINT`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// Serve `files` as `repo` at [`COMMIT`] (branch `main`).
     pub fn add_repo(&self, repo: &str, files: Vec<(&str, HubFile)>) {
         let files = files.into_iter().map(|(n, f)| (n.to_string(), f)).collect();
         self.state
@@ -111,10 +122,17 @@ impl HubServer {
             .insert(repo.to_string(), (COMMIT.to_string(), files));
     }
 
+    /// Drop the connection of the next `/cdn` GET after `bytes` body bytes.
     pub fn drop_next_body_after(&self, bytes: u64) {
         self.state.lock().unwrap().drop_after = Some(bytes);
     }
 
+    /// Send `/cdn` bodies at about `bytes_per_sec` from now on.
+    pub fn throttle(&self, bytes_per_sec: u64) {
+        self.state.lock().unwrap().throttle = Some(bytes_per_sec.max(1));
+    }
+
+    /// Every request seen so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -135,6 +153,7 @@ struct Response {
     /// Body length announced in Content-Length (may exceed what is sent when dropping).
     announced: usize,
     drop_after: Option<u64>,
+    throttle: Option<u64>,
 }
 
 impl Response {
@@ -146,6 +165,7 @@ impl Response {
             body,
             announced,
             drop_after: None,
+            throttle: None,
         }
     }
     fn header(mut self, k: &str, v: impl Into<String>) -> Response {
@@ -228,6 +248,7 @@ fn route(
         };
         if method == "GET" {
             resp.drop_after = st.drop_after.take();
+            resp.throttle = st.throttle;
         }
         return resp;
     }
@@ -294,11 +315,18 @@ fn write_response(mut stream: TcpStream, method: &str, r: &Response) -> u64 {
         .map(|d| (d as usize).min(r.body.len()))
         .unwrap_or(r.body.len());
     let mut sent = 0u64;
+    let t0 = std::time::Instant::now();
     for chunk in r.body[..n].chunks(64 * 1024) {
         if stream.write_all(chunk).is_err() {
             break;
         }
         sent += chunk.len() as u64;
+        if let Some(rate) = r.throttle {
+            let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
     }
     let _ = stream.flush();
     let _ = stream.shutdown(Shutdown::Both);
