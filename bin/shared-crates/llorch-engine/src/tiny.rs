@@ -70,7 +70,7 @@ impl TinyArch {
 }
 
 /// Deterministic values uniform in `[-scale, scale]` (a 64-bit LCG seeded by `seed`).
-fn uniform(shape: &[usize], seed: u64, scale: f32) -> Result<Tensor> {
+pub fn uniform(shape: &[usize], seed: u64, scale: f32) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let mut x = seed
         .wrapping_mul(6364136223846793005)

@@ -18,6 +18,8 @@ use llorch_engine::tiny::{write_gguf, TinyArch};
 use llorch_engine::{load, LoadOptions};
 use serde_json::Value;
 
+use crate::ids;
+
 /// Largest |Δ logprob| at one position, and the largest mean over a run. Random weights give
 /// sharp distributions (next-token log-probabilities down to about -40), so a small relative
 /// error is a large absolute one: the bound is absolute plus 2% of the reference's magnitude.
@@ -31,14 +33,6 @@ fn fnv1a64(path: &Path) -> String {
         h = (h ^ b as u64).wrapping_mul(0x100000001B3);
     }
     format!("{h:016x}")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn check(arch: TinyArch) {

@@ -19,6 +19,8 @@ use llorch_engine::{load, LoadOptions, LoadedModel};
 use llorch_wire::ChatMessage;
 use serde_json::Value;
 
+use crate::ids;
+
 /// `<end_of_turn>` and `<eos>` in Gemma 3's vocabulary.
 const END_OF_TURN: u32 = 106;
 const EOS: u32 = 1;
@@ -78,14 +80,6 @@ fn gemma(test: &str) -> Option<&'static LoadedModel> {
 fn fixture() -> Value {
     let path = llorch_testkit::fixture("gemma3-greedy.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 fn last_logits(

@@ -27,3 +27,12 @@ pub(crate) fn smollm2(test: &str, kernels: Kernels) -> Option<Arc<LoadedModel>> 
     };
     Some(Arc::new(load(&path, &opts).unwrap()))
 }
+
+/// Token ids from a fixture's JSON array.
+pub(crate) fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}

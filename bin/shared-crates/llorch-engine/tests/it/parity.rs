@@ -6,19 +6,12 @@ use std::path::Path;
 
 use llorch_engine::generate::teacher_force;
 use llorch_engine::{load, LoadOptions, LoadedModel};
-use serde_json::Value;
+
+use crate::ids;
 
 /// Free-running greedy generation of `n` tokens (stops at a stop id).
 fn greedy(lm: &LoadedModel, prompt: &[u32], n: usize) -> Vec<u32> {
     llorch_engine::generate::greedy(lm, prompt, n).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 /// Check every fixture case; returns a report line per case.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use llorch_engine::{load, Engine, Job, LoadOptions};
 use llorch_wire::{SamplingParams, StopReason, WorkerEvent};
 
@@ -40,19 +40,7 @@ fn byte_chars() -> Vec<char> {
 
 /// Deterministic pseudo-random weights in [-scale, scale].
 fn weights(shape: &[usize], seed: u64, scale: f32) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect();
-    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    llorch_engine::tiny::uniform(shape, seed, scale).unwrap()
 }
 
 fn write_tiny_llama(dir: &Path) {
