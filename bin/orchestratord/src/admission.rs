@@ -165,21 +165,15 @@ pub async fn submit_task(
     };
     let m = &orch.metrics;
     match &result {
-        Ok(_) => m.inc("orchd_tasks_enqueued_total", &[("outcome", "accepted")]),
+        Ok(_) => m.tasks_enqueued_total.inc(&[("outcome", "accepted")]),
         Err(e) => {
-            m.inc("orchd_tasks_enqueued_total", &[("outcome", "rejected")]);
-            m.inc(
-                "orchd_tasks_rejected_total",
-                &[("reason", e.code().as_str())],
-            );
+            m.tasks_enqueued_total.inc(&[("outcome", "rejected")]);
+            m.tasks_rejected_total.inc(&[("reason", e.code().as_str())]);
             crate::tenancy::meter::rejected(orch, &caller.tenant, e.code().as_str());
         }
     }
-    m.observe(
-        "orchd_admission_latency_ms",
-        &[],
-        t0.elapsed().as_secs_f64() * 1000.0,
-    );
+    m.admission_latency_ms
+        .observe(&[], t0.elapsed().as_secs_f64() * 1000.0);
     result
 }
 
@@ -312,7 +306,7 @@ async fn admit(
         Admit::Evicted { position, evicted } => {
             if let Some(old) = orch.task(&evicted) {
                 orch.end_task(&old, EndCause::Evicted);
-                orch.metrics.inc("orchd_tasks_evicted_total", &[]);
+                orch.metrics.tasks_evicted_total.inc(&[]);
             }
             position
         }

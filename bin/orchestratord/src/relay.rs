@@ -60,12 +60,12 @@ pub async fn run(orch: Arc<Orchestrator>, task: Arc<Task>, target: Target, dispa
         return;
     };
     let wid = target.worker_id.as_str();
-    orch.metrics.inc(
-        "orchd_tasks_dispatched_total",
-        &[("worker_id", wid), ("outcome", "failure")],
-    );
     orch.metrics
-        .inc("orchd_tasks_retried_total", &[("reason", code.as_str())]);
+        .tasks_dispatched_total
+        .inc(&[("worker_id", wid), ("outcome", "failure")]);
+    orch.metrics
+        .tasks_retried_total
+        .inc(&[("reason", code.as_str())]);
     if worker_suspect {
         orch.mark_unhealthy(wid, &message);
     }
@@ -172,10 +172,9 @@ async fn relay(
         Ok(Ok(s)) => Box::pin(s),
     };
     let wid = target.worker_id.as_str();
-    orch.metrics.inc(
-        "orchd_tasks_dispatched_total",
-        &[("worker_id", wid), ("outcome", "success")],
-    );
+    orch.metrics
+        .tasks_dispatched_total
+        .inc(&[("worker_id", wid), ("outcome", "success")]);
     let queue_time_ms = dispatched.duration_since(task.created).as_secs_f64() * 1000.0;
     let now = Instant::now();
     let mut p = Progress {
@@ -334,8 +333,7 @@ fn on_token(
     let now = Instant::now();
     let model = task.request.model.as_str();
     if p.first_token_at.is_some() {
-        orch.metrics.observe(
-            "orchd_inter_token_ms",
+        orch.metrics.inter_token_ms.observe(
             &[("model", model)],
             (now - p.last_token_at).as_secs_f64() * 1000.0,
         );
@@ -350,9 +348,9 @@ fn on_token(
     task.set_started(tokens_in, queue_time_ms, ttft_ms);
     orch.tenancy.charge(&task.tenant, tokens_in.into());
     orch.metrics
-        .observe("orchd_queue_time_ms", &[("model", model)], queue_time_ms);
-    orch.metrics
-        .observe("orchd_ttft_ms", &[("model", model)], ttft_ms);
+        .queue_time_ms
+        .observe(&[("model", model)], queue_time_ms);
+    orch.metrics.ttft_ms.observe(&[("model", model)], ttft_ms);
     task.push(&TaskEvent::Started {
         task_id: task.id.clone(),
         worker_id: wid.to_string(),
@@ -365,10 +363,9 @@ fn on_token(
 }
 
 fn maybe_metrics(orch: &Orchestrator, task: &Task, p: &mut Progress) {
-    orch.metrics.inc(
-        "orchd_tokens_out_total",
-        &[("model", task.request.model.as_str())],
-    );
+    orch.metrics
+        .tokens_out_total
+        .inc(&[("model", task.request.model.as_str())]);
     let now = Instant::now();
     if now.duration_since(p.last_metrics_at) < METRICS_EVERY {
         return;

@@ -84,8 +84,7 @@ pub fn dispatch_ready(orch: &Arc<Orchestrator>) {
         };
         let Some((entry, target)) = picked else { break };
         moved = true;
-        orch.metrics.observe(
-            "orchd_scheduling_latency_ms",
+        orch.metrics.scheduling_latency_ms.observe(
             &[("algorithm", algorithm)],
             t0.elapsed().as_secs_f64() * 1000.0,
         );

@@ -195,12 +195,12 @@ impl Orchestrator {
             TaskEvent::Error { code, .. } => code.as_str().to_string(),
             _ => "other".to_string(),
         };
-        self.metrics.inc(
-            "orchd_tasks_finished_total",
-            &[("model", model), ("outcome", &outcome)],
-        );
         self.metrics
-            .observe("orchd_e2e_ms", &[("model", model)], ms_since(task.created));
+            .tasks_finished_total
+            .inc(&[("model", model), ("outcome", &outcome)]);
+        self.metrics
+            .e2e_ms
+            .observe(&[("model", model)], ms_since(task.created));
         tracing::info!(task_id = %task.id, correlation_id = %task.correlation_id, %outcome,
             tokens_out = task.tokens_out(), e2e_ms = ms_since(task.created) as u64, "task finished");
         self.persist(task);

@@ -56,8 +56,7 @@ pub(super) async fn execute(State(st): State<Shared>, body: Bytes) -> Response {
 }
 
 fn reject(st: &Shared) {
-    st.metrics
-        .inc("worker_requests_total", &[("outcome", "rejected")], 1.0);
+    st.metrics.requests_total.inc(&[("outcome", "rejected")]);
 }
 
 /// Records each event in the metrics (on the backend's thread, so a job's end is counted even
@@ -77,8 +76,7 @@ fn metered_sink(
         if is_token {
             last_token = Some(now);
         }
-        crate::metrics::record(
-            &st.metrics,
+        st.metrics.record(
             &ev,
             now.saturating_duration_since(admitted).as_secs_f64() * 1e3,
             since_prev,

@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use llorch_http::auth::{require_token, TokenGate};
 use llorch_http::{ApiTokens, BodyLimit};
-use llorch_metrics::Registry;
 
 use crate::backend::Backend;
 use crate::config::ServerConfig;
@@ -39,7 +38,7 @@ pub struct DeviceReport {
 /// Shared state of the handlers.
 pub struct AppState {
     pub backend: Arc<dyn Backend>,
-    pub metrics: Registry,
+    pub metrics: crate::metrics::Metrics,
     pub worker_id: String,
     pub tokens: ApiTokens,
     pub device: DeviceReport,
@@ -61,7 +60,7 @@ impl AppState {
     ) -> Arc<AppState> {
         Arc::new(AppState {
             backend,
-            metrics: crate::metrics::registry(),
+            metrics: Default::default(),
             worker_id: server.worker_id.clone(),
             tokens: server.tokens.clone(),
             device,

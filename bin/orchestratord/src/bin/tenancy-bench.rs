@@ -215,7 +215,7 @@ fn policy_costs(
             place.push(t0.elapsed().as_secs_f64() * 1e6);
         }
     }
-    let errors = metrics.total("orchd_policy_errors_total");
+    let errors = metrics.policy_errors_total.total();
     assert_eq!(errors, 0.0, "the script failed {errors} times");
     (admit, place)
 }

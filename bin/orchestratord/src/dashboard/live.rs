@@ -181,10 +181,14 @@ fn read_counters(orch: &Orchestrator, now: Instant) -> (Gauges, Counters) {
             slots_total: slots,
         }
     };
-    let (ttft_bounds, ttft_buckets, ttft_count) = orch.metrics.histogram_total("orchd_ttft_ms");
+    let llorch_metrics::HistogramTotal {
+        bounds: ttft_bounds,
+        cumulative: ttft_buckets,
+        count: ttft_count,
+    } = orch.metrics.ttft_ms.total();
     let c = Counters {
         at: now,
-        tokens_out: orch.metrics.total("orchd_tokens_out_total"),
+        tokens_out: orch.metrics.tokens_out_total.total(),
         ttft_bounds,
         ttft_buckets,
         ttft_count,
@@ -290,11 +294,13 @@ fn summarize(v: FleetView) -> DashFleet {
 fn tasks_key(orch: &Orchestrator) -> u64 {
     let mut h = DefaultHasher::new();
     orch.metrics
-        .total("orchd_tasks_enqueued_total")
+        .tasks_enqueued_total
+        .total()
         .to_bits()
         .hash(&mut h);
     orch.metrics
-        .total("orchd_tasks_finished_total")
+        .tasks_finished_total
+        .total()
         .to_bits()
         .hash(&mut h);
     let mut live: Vec<(String, u32, bool)> = orch

@@ -70,18 +70,16 @@ async fn probe_all(orch: &Arc<Orchestrator>) {
         match r {
             Ok((status, took)) => {
                 let ms = took.as_secs_f64() * 1000.0;
+                orch.metrics.fleet_probe_ms.observe(&[("pool", &pool)], ms);
                 orch.metrics
-                    .observe("orchd_fleet_probe_ms", &[("pool", &pool)], ms);
-                orch.metrics
-                    .set("orchd_fleet_pool_reachable", &[("pool", &pool)], 1.0);
+                    .fleet_pool_reachable
+                    .set(&[("pool", &pool)], 1.0);
                 if let Some(m) = &status.machine {
-                    orch.metrics.set(
-                        "orchd_fleet_memory_total_bytes",
+                    orch.metrics.fleet_memory_total_bytes.set(
                         &[("pool", &pool), ("device", "cpu")],
                         m.mem_total_bytes as f64,
                     );
-                    orch.metrics.set(
-                        "orchd_fleet_memory_free_bytes",
+                    orch.metrics.fleet_memory_free_bytes.set(
                         &[("pool", &pool), ("device", "cpu")],
                         m.mem_available_bytes as f64,
                     );
@@ -100,7 +98,8 @@ async fn probe_all(orch: &Arc<Orchestrator>) {
             }
             Err(e) => {
                 orch.metrics
-                    .set("orchd_fleet_pool_reachable", &[("pool", &pool)], 0.0);
+                    .fleet_pool_reachable
+                    .set(&[("pool", &pool)], 0.0);
                 let mut st = fleet.state();
                 let ps = st.pools.entry(pool.clone()).or_default();
                 if ps.reachable != Some(false) || ps.last_error.as_deref() != Some(&e.to_string()) {
@@ -150,10 +149,9 @@ fn sync_workers(orch: &Arc<Orchestrator>, pool: &str, listed: &[PoolWorker]) {
                 .or(pw.rss_bytes)
                 .unwrap_or(0);
             tracing::info!(worker_id = %id, %pool, model = %pw.record.model, "adopted a running fleet worker");
-            orch.metrics.inc(
-                "orchd_fleet_worker_starts_total",
-                &[("pool", pool), ("reason", "adopted")],
-            );
+            orch.metrics
+                .fleet_worker_starts_total
+                .inc(&[("pool", pool), ("reason", "adopted")]);
             st.workers.insert(
                 id.to_string(),
                 ManagedWorker {
@@ -203,10 +201,9 @@ fn worker_died(orch: &Arc<Orchestrator>, pool: &str, id: &str) {
         return;
     };
     tracing::warn!(worker_id = %id, %pool, model = %w.model, "fleet worker died; restarting as deployed");
-    orch.metrics.inc(
-        "orchd_fleet_worker_stops_total",
-        &[("pool", pool), ("reason", "died")],
-    );
+    orch.metrics
+        .fleet_worker_stops_total
+        .inc(&[("pool", pool), ("reason", "died")]);
     let msg = format!("worker {id} on pool {pool} died");
     let failed = record_failure(orch, &mut st, &w.model, msg, None);
     drop(st);
@@ -540,13 +537,11 @@ pub async fn stop_worker(orch: &Arc<Orchestrator>, id: &str, reason: &'static st
         Ok(()) | Err(PoolCallError::Failed { .. }) => {
             st.workers.remove(id);
             st.drained_workers.remove(id);
-            orch.metrics.inc(
-                "orchd_fleet_worker_stops_total",
-                &[("pool", &pool), ("reason", reason)],
-            );
+            orch.metrics
+                .fleet_worker_stops_total
+                .inc(&[("pool", &pool), ("reason", reason)]);
             if reason == "evicted" {
-                orch.metrics
-                    .inc("orchd_fleet_evictions_total", &[("pool", &pool)]);
+                orch.metrics.fleet_evictions_total.inc(&[("pool", &pool)]);
             }
             true
         }

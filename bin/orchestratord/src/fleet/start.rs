@@ -62,7 +62,8 @@ pub async fn start_worker(orch: &Arc<Orchestrator>, d: &Deployment) {
             );
             drop(st);
             orch.metrics
-                .inc("orchd_fleet_placement_failures_total", &[("model", &d.id)]);
+                .fleet_placement_failures_total
+                .inc(&[("model", &d.id)]);
             fail_queued(orch, &d.id, ErrorCode::NoCapacity, &msg);
         }
         Err(StartError::Retry(why)) => {
@@ -130,11 +131,9 @@ async fn place_and_spawn(
     let t_place = Instant::now();
     let cands = candidates(orch, d);
     let plan = placement::plan(need, &cands);
-    orch.metrics.observe(
-        "orchd_fleet_placement_ms",
-        &[],
-        t_place.elapsed().as_secs_f64() * 1000.0,
-    );
+    orch.metrics
+        .fleet_placement_ms
+        .observe(&[], t_place.elapsed().as_secs_f64() * 1000.0);
     let (pool, evict) = match plan {
         Plan::NoFit { report } => return Err(StartError::NoFit(report)),
         Plan::Place { pool, evict } => (pool, evict),
@@ -249,15 +248,12 @@ async fn place_and_spawn(
                 "start"
             };
             drop(st);
-            orch.metrics.inc(
-                "orchd_fleet_worker_starts_total",
-                &[("pool", &pool), ("reason", reason)],
-            );
-            orch.metrics.observe(
-                "orchd_fleet_start_ms",
-                &[("model", &d.id)],
-                t0.elapsed().as_secs_f64() * 1000.0,
-            );
+            orch.metrics
+                .fleet_worker_starts_total
+                .inc(&[("pool", &pool), ("reason", reason)]);
+            orch.metrics
+                .fleet_start_ms
+                .observe(&[("model", &d.id)], t0.elapsed().as_secs_f64() * 1000.0);
             tracing::info!(worker_id = %id, %pool, model = %d.id, load_ms, total_ms = t0.elapsed().as_secs_f64() * 1000.0, reason, "fleet worker ready");
             Ok(())
         }

@@ -54,26 +54,17 @@ pub async fn metrics(State(orch): State<Arc<Orchestrator>>) -> Response {
     {
         let core = orch.core();
         for p in [Priority::Interactive, Priority::Batch] {
-            m.set(
-                "orchd_queue_depth",
-                &[("priority", p.as_str())],
-                core.queue.depth(p) as f64,
-            );
+            m.queue_depth
+                .set(&[("priority", p.as_str())], core.queue.depth(p) as f64);
         }
-        m.set("orchd_tasks_running", &[], core.running as f64);
+        m.tasks_running.set(&[], core.running as f64);
         let (ready, total) = core.registry.counts();
-        m.set("orchd_workers", &[("status", "ready")], ready as f64);
-        m.set(
-            "orchd_workers",
-            &[("status", "unhealthy")],
-            (total - ready) as f64,
-        );
+        m.workers.set(&[("status", "ready")], ready as f64);
+        m.workers
+            .set(&[("status", "unhealthy")], (total - ready) as f64);
         for w in core.registry.iter() {
-            m.set(
-                "orchd_worker_connections_active",
-                &[("worker_id", &w.reg.worker_id)],
-                w.busy as f64,
-            );
+            m.worker_connections_active
+                .set(&[("worker_id", &w.reg.worker_id)], w.busy as f64);
         }
     }
     (

@@ -91,11 +91,11 @@ async fn auth(State(orch): State<Arc<Orchestrator>>, mut req: Request, next: Nex
     };
     if path == r::TASKS || openai::SUBMIT_PATHS.contains(&path.as_str()) {
         orch.metrics
-            .inc("orchd_tasks_enqueued_total", &[("outcome", "rejected")]);
-        orch.metrics.inc(
-            "orchd_tasks_rejected_total",
-            &[("reason", err.code().as_str())],
-        );
+            .tasks_enqueued_total
+            .inc(&[("outcome", "rejected")]);
+        orch.metrics
+            .tasks_rejected_total
+            .inc(&[("reason", err.code().as_str())]);
     }
     shaped(&path, err)
 }

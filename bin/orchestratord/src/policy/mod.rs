@@ -188,7 +188,7 @@ impl Policy {
             Ok(script) => {
                 *self.script.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(script);
                 *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                metrics.inc("orchd_policy_reloads_total", &[]);
+                metrics.policy_reloads_total.inc(&[]);
                 tracing::info!(path = %self.path.display(), "policy script reloaded");
                 Some(true)
             }
@@ -199,10 +199,9 @@ impl Policy {
     fn refuse(&self, metrics: &Metrics, text: String, message: &str) -> Option<bool> {
         let mut last = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
         if last.as_ref() != Some(&text) {
-            metrics.inc(
-                "orchd_policy_errors_total",
-                &[("hook", "reload"), ("kind", "compile")],
-            );
+            metrics
+                .policy_errors_total
+                .inc(&[("hook", "reload"), ("kind", "compile")]);
             tracing::error!(error = %message, "policy script not reloaded; the previous version stays in use");
             *last = Some(text);
         }
@@ -270,20 +269,17 @@ impl Policy {
         );
         DEADLINE.with(|d| d.set(None));
         let labels = [("hook", hook.as_str())];
-        metrics.inc("orchd_policy_calls_total", &labels);
-        metrics.observe(
-            "orchd_policy_call_ms",
-            &labels,
-            t0.elapsed().as_secs_f64() * 1000.0,
-        );
+        metrics.policy_calls_total.inc(&labels);
+        metrics
+            .policy_call_ms
+            .observe(&labels, t0.elapsed().as_secs_f64() * 1000.0);
         out.map_err(|e| classify(&e))
     }
 
     fn failed(&self, metrics: &Metrics, hook: Hook, e: &CallError) {
-        metrics.inc(
-            "orchd_policy_errors_total",
-            &[("hook", hook.as_str()), ("kind", e.kind)],
-        );
+        metrics
+            .policy_errors_total
+            .inc(&[("hook", hook.as_str()), ("kind", e.kind)]);
         tracing::warn!(hook = hook.as_str(), kind = e.kind, error = %e.message,
             "policy script failed; the built-in policy decides this call");
     }

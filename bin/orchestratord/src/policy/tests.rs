@@ -54,10 +54,8 @@ impl Fixture {
 }
 
 fn errors(m: &Metrics, hook: &str, kind: &str) -> f64 {
-    m.value(
-        "orchd_policy_errors_total",
-        &[("hook", hook), ("kind", kind)],
-    )
+    m.policy_errors_total
+        .value(&[("hook", hook), ("kind", kind)])
 }
 
 #[test]
@@ -143,10 +141,7 @@ fn raising_growing_and_recursing_scripts_fall_back_and_are_counted() {
         assert_eq!(d, Decision::default(), "{script}");
         assert_eq!(errors(&m, "admit", kind), before + 1.0, "{script}");
     }
-    assert_eq!(
-        m.value("orchd_policy_calls_total", &[("hook", "admit")]),
-        7.0
-    );
+    assert_eq!(m.policy_calls_total.value(&[("hook", "admit")]), 7.0);
 }
 
 #[test]
@@ -194,7 +189,7 @@ fn reload_picks_up_changes_and_keeps_the_old_version_when_broken() {
     std::fs::write(&f.path, r#"fn admit(task, tenant) { #{ reject: "v2" } }"#).unwrap();
     assert_eq!(p.reload_if_changed(&m), Some(true));
     assert_eq!(reject(&p).as_deref(), Some("v2"));
-    assert_eq!(m.value("orchd_policy_reloads_total", &[]), 1.0);
+    assert_eq!(m.policy_reloads_total.value(&[]), 1.0);
     std::fs::write(&f.path, "fn admit(task, tenant) { #{ reject: ").unwrap();
     assert_eq!(p.reload_if_changed(&m), Some(false));
     assert_eq!(p.reload_if_changed(&m), Some(false));

@@ -53,28 +53,22 @@ pub fn record(orch: &Orchestrator, task: &Task, ev: &TaskEvent) {
     let label = orch.tenancy.label(&task.tenant);
     let label = label.as_str();
     let m = &orch.metrics;
-    m.inc(
-        "orchd_tenant_tasks_total",
-        &[("tenant", label), ("outcome", outcome)],
-    );
+    m.tenant_tasks_total
+        .inc(&[("tenant", label), ("outcome", outcome)]);
     for (kind, n) in [
         ("in", tokens_in),
         ("out", tokens_out),
         ("cached", tokens_cached),
     ] {
-        m.add(
-            "orchd_tenant_tokens_total",
-            &[("tenant", label), ("kind", kind)],
-            f64::from(n),
-        );
+        m.tenant_tokens_total
+            .add(&[("tenant", label), ("kind", kind)], f64::from(n));
     }
 }
 
 /// Count a refused submission of `tenant`.
 pub fn rejected(orch: &Orchestrator, tenant: &str, reason: &str) {
     let label = orch.tenancy.label(tenant);
-    orch.metrics.inc(
-        "orchd_tenant_rejected_total",
-        &[("tenant", label.as_str()), ("reason", reason)],
-    );
+    orch.metrics
+        .tenant_rejected_total
+        .inc(&[("tenant", label.as_str()), ("reason", reason)]);
 }

@@ -200,7 +200,10 @@ async fn allow_list_example_refuses_other_models_for_its_tenant_only() {
         4.0,
         "{m}"
     );
-    assert!(!m.contains("orchd_policy_errors_total{"), "{m}");
+    assert!(
+        m.contains("orchd_policy_errors_total{component=\"orchestratord\"} 0\n"),
+        "no policy error: {m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +242,10 @@ async fn placement_example_scores_beat_round_robin() {
         ) >= 4.0,
         "{m}"
     );
-    assert!(!m.contains("orchd_policy_errors_total{"), "{m}");
+    assert!(
+        m.contains("orchd_policy_errors_total{component=\"orchestratord\"} 0\n"),
+        "no policy error: {m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
