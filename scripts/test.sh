@@ -44,6 +44,9 @@ step "tests: fetch test models" sh -c 'scripts/fetch-test-model.sh all >/dev/nul
 
 step "tests: cargo fmt --check" cargo fmt --all -- --check
 
+# The workspace rust-version is true: no dependency needs a newer compiler (clippy checks our code).
+step "tests: rust-version holds" python3 scripts/check-msrv.py
+
 # Release profile for everything: the quickstart's build already compiled the dependencies.
 # --examples: the model matrix runs llorch-engine's export_safetensors example.
 step "tests: build all binaries, tests and examples (release)" \

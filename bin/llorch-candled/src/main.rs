@@ -1,5 +1,7 @@
 //! llorch-candled: the llama-orch worker daemon. Loads one model and serves it over HTTP/SSE.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,5 +1,7 @@
 //! `llorch`: the operator CLI of llama-orch. See `.specs/llorch-cli.md`.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod commands;
 mod config;

@@ -8,6 +8,8 @@
 //! API over the same admission), `dashboard` (the web page and its live stream), `config`,
 //! `metrics`, `openapi`, `policy` (the optional Rhai policy hook).
 
+#![forbid(unsafe_code)]
+
 pub mod admission;
 pub mod config;
 pub mod dashboard;

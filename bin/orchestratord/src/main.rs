@@ -1,5 +1,7 @@
 //! `orchestratord`: parse flags/env/file into a config, then serve.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use orchestratord::config::{Args, Config};
 

@@ -2,6 +2,8 @@
 //! heartbeats over [`FaultBackend`], a backend that misbehaves on purpose (`--mode` picks the
 //! fault) and generates no real text. orchestratord's failure tests run it.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

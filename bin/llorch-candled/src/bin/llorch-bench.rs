@@ -11,6 +11,8 @@
 //! usage: llorch-bench --model PATH [--threads 2] [--rounds 5] [--pp 128] [--tg 128]
 //!        [--weights auto|q8_0|stored] [--batch 1,2,4] [--worker] [--profile]
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;

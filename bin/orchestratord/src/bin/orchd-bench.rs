@@ -5,6 +5,8 @@
 //!    generated tokens/s and TTFT p50 (the worker batches them, `--parallel`);
 //! 3. admission throughput: concurrent submits until the queue answers 429.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

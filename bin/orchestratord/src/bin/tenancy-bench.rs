@@ -4,6 +4,8 @@
 //! Prints p50/p99/max in µs. With `--policy FILE`, also the cost of the policy hook's admission
 //! call (and placement call among `--candidates` workers when the script has `place`).
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -3,6 +3,8 @@
 //! - [`sse`]: an incremental Server-Sent-Events parser (works on any byte stream).
 //! - [`worker`]: typed client for a worker's `/execute`, `/cancel`, `/health`, `/tokenize`.
 
+#![forbid(unsafe_code)]
+
 pub mod sse;
 pub mod worker;
 

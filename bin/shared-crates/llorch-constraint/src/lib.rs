@@ -12,6 +12,8 @@
 //! - [`check`] validates a constraint without a model (against a byte-level vocabulary): the
 //!   orchestrator uses it to answer 400 before queueing anything.
 
+#![forbid(unsafe_code)]
+
 mod locate;
 
 use std::sync::{Arc, OnceLock};

@@ -6,6 +6,8 @@
 //! elsewhere while holding it) is recovered, never propagated, so a metric update cannot take the
 //! engine thread or a request handler down.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -4,6 +4,8 @@
 //! Locally a test may skip, and then prints why. Use [`require_model`], [`require_bin`] or
 //! [`skip_or_fail`] to apply that rule.
 
+#![forbid(unsafe_code)]
+
 pub mod hub;
 pub mod routes;
 pub mod sshd;

@@ -4,6 +4,8 @@
 //! This crate is serde-only on purpose: every binary depends on it, none of its types carry
 //! behaviour beyond validation helpers. The contracts are written out in `.specs/`.
 
+#![forbid(unsafe_code)]
+
 pub mod constraint;
 pub mod error;
 pub mod execute;
