@@ -1,7 +1,8 @@
 //! What the weights of a model take in memory once loaded: per tensor, the type the engine runs
 //! it as (its stored type, or what the load policy converts it to) at that type's size in memory.
-//! This mirrors llorch-engine's load policy (`model::weights`); llorch-candled's
-//! `memory_estimate` test loads real models and holds this within 10% of what they allocate.
+//! The per-matrix type decision ([`WeightPath::runtime_type`]) is the one llorch-engine's loader
+//! calls; llorch-candled's `memory_estimate` test loads real models and checks that this estimate
+//! equals what they allocate.
 //!
 //! - Vectors (norms, biases): F32 on the device.
 //! - The native CPU path (`--kernels native` on the CPU): matrices of the types the engine has
@@ -55,16 +56,30 @@ impl WeightPath {
         self.native_cpu && self.policy != WeightPolicy::Stored
     }
 
-    /// The type a matrix stored as `dt` runs as (before the layout).
-    fn target(&self, dt: GgmlDType, cols: usize) -> GgmlDType {
+    /// The type a matrix stored as `dt` runs as: THE load decision, used by the engine when it
+    /// loads and by the estimate here. Only the native CPU path converts, and only under the
+    /// `auto`/`q8_0` policies: Q4_1 and Q5_0 stay on the engine's kernels under `auto` when
+    /// they run here; Q4_1, Q5_0, Q5_1, F16 and BF16 become Q8_0 otherwise; every other type
+    /// runs as stored.
+    pub fn runtime_type(&self, dt: GgmlDType) -> GgmlDType {
         use GgmlDType as G;
-        if !self.converts() || !cols.is_multiple_of(32) {
+        if !self.converts() {
             return dt;
         }
         match (self.policy, dt) {
             (WeightPolicy::Auto, G::Q4_1 | G::Q5_0) if self.own_kernels => dt,
             (_, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) => G::Q8_0,
             _ => dt,
+        }
+    }
+
+    /// [`runtime_type`](Self::runtime_type) for a matrix of `cols` columns: one whose rows
+    /// are not whole Q8_0 blocks (32) stays as stored.
+    pub fn matrix_type(&self, dt: GgmlDType, cols: usize) -> GgmlDType {
+        if cols.is_multiple_of(32) {
+            self.runtime_type(dt)
+        } else {
+            dt
         }
     }
 
@@ -162,7 +177,7 @@ fn runtime_bytes(tensors: &[TensorMeta], wp: WeightPath, embed: &str, output: &s
                 let dt = if converts_dense(wp, t) {
                     GgmlDType::Q8_0
                 } else {
-                    wp.target(t.dtype, cols)
+                    wp.matrix_type(t.dtype, cols)
                 };
                 wp.matrix_bytes(dt, elems)
             }
@@ -259,5 +274,50 @@ pub fn model_runtime_bytes(path: &Path, wp: WeightPath) -> Result<u64, String> {
         safetensors_runtime_bytes(path, wp)
     } else {
         gguf_runtime_bytes(path, wp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_decision_table_for_every_stored_type_and_path() {
+        use GgmlDType as G;
+        let path = |native_cpu, policy, own_kernels| WeightPath {
+            native_cpu,
+            policy,
+            own_kernels,
+        };
+        let (auto, q8, stored) = (WeightPolicy::Auto, WeightPolicy::Q8_0, WeightPolicy::Stored);
+        // (path, stored type, runs as)
+        let table = [
+            (path(true, auto, true), G::Q4_1, G::Q4_1),
+            (path(true, auto, true), G::Q5_0, G::Q5_0),
+            (path(true, auto, true), G::Q5_1, G::Q8_0),
+            (path(true, auto, true), G::F16, G::Q8_0),
+            (path(true, auto, true), G::BF16, G::Q8_0),
+            (path(true, auto, true), G::Q8_0, G::Q8_0),
+            (path(true, auto, true), G::Q4K, G::Q4K),
+            (path(true, auto, true), G::Q5K, G::Q5K),
+            (path(true, auto, true), G::Q6K, G::Q6K),
+            (path(true, auto, true), G::F32, G::F32),
+            (path(true, auto, false), G::Q4_1, G::Q8_0),
+            (path(true, auto, false), G::Q5_0, G::Q8_0),
+            (path(true, q8, true), G::Q4_1, G::Q8_0),
+            (path(true, q8, true), G::Q5_0, G::Q8_0),
+            (path(true, q8, true), G::Q4K, G::Q4K),
+            (path(true, stored, true), G::Q4_1, G::Q4_1),
+            (path(true, stored, true), G::F16, G::F16),
+            // GPU or --kernels generic: always as stored
+            (path(false, auto, true), G::Q4_1, G::Q4_1),
+            (path(false, q8, true), G::F16, G::F16),
+            (path(false, auto, false), G::Q5_1, G::Q5_1),
+        ];
+        for (wp, stored, runs) in table {
+            assert_eq!(wp.runtime_type(stored), runs, "{wp:?} {stored:?}");
+            assert_eq!(wp.matrix_type(stored, 64), runs, "{wp:?} {stored:?}");
+            assert_eq!(wp.matrix_type(stored, 48), stored, "{wp:?} {stored:?}: 48 columns");
+        }
     }
 }

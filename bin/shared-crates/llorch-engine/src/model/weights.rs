@@ -464,14 +464,21 @@ fn generic_policy(requant: Requant, kernels: Kernels) -> Requant {
     }
 }
 
-/// The type a matrix stored as `stored` runs as on the CPU under policy `requant`.
+/// The type a matrix stored as `stored` runs as on the CPU under policy `requant`: the one
+/// decision shared with the memory estimate (`llorch_catalog::runtime::WeightPath`).
 fn runtime_dtype(requant: Requant, stored: GgmlDType) -> GgmlDType {
-    use GgmlDType as G;
-    match (requant, stored) {
-        (Requant::Auto, G::Q4_1 | G::Q5_0) if qmatmul::available() => stored,
-        (Requant::Auto | Requant::Q8_0, G::Q4_1 | G::Q5_0 | G::Q5_1 | G::F16 | G::BF16) => G::Q8_0,
-        _ => stored,
+    use llorch_catalog::runtime::{WeightPath, WeightPolicy};
+    let policy = match requant {
+        Requant::Auto => WeightPolicy::Auto,
+        Requant::Q8_0 => WeightPolicy::Q8_0,
+        Requant::Off => WeightPolicy::Stored,
+    };
+    WeightPath {
+        native_cpu: true,
+        policy,
+        own_kernels: qmatmul::available(),
     }
+    .runtime_type(stored)
 }
 
 /// Bytes of a tensor's elements.
