@@ -3,10 +3,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file;
 use llorch_catalog::ModelFormat;
 use sha2::{Digest, Sha256};
 
@@ -69,54 +68,28 @@ fn invalid(path: &Path, reason: impl Into<String>) -> PoolError {
 }
 
 fn inspect_gguf(path: &Path) -> Result<Inspected> {
-    let file = File::open(path).map_err(|e| PoolError::io("open", path, e))?;
-    let file_size = file
-        .metadata()
-        .map_err(|e| PoolError::io("stat", path, e))?
-        .len();
-    let mut reader = BufReader::new(file);
-    let content = gguf_file::Content::read(&mut reader).map_err(|e| {
-        // candle attaches a backtrace under RUST_BACKTRACE: keep only the message
-        let msg = llorch_wire::human_message(&e.to_string());
-        invalid(path, format!("bad GGUF header: {msg}"))
+    let (h, _) = llorch_catalog::gguf::read(path).map_err(|e| match e {
+        llorch_catalog::gguf::GgufError::Open(e) => PoolError::io("open", path, e),
+        e => invalid(path, e.to_string()),
     })?;
-    let meta_str = |k: &str| {
-        content
-            .metadata
-            .get(k)
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-    };
-    let architecture = meta_str("general.architecture")
-        .ok_or_else(|| invalid(path, "GGUF metadata lacks general.architecture"))?;
-    let context_length = content
-        .metadata
-        .get(&format!("{architecture}.context_length"))
-        .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)));
-    // Every tensor must lie inside the file: catches truncated downloads and copies.
-    let mut bytes_by_type: HashMap<String, u64> = HashMap::new();
-    for (name, info) in &content.tensor_infos {
-        let elems = info.shape.elem_count() as u64;
-        let block = info.ggml_dtype.block_size() as u64;
-        let bytes = elems / block.max(1) * info.ggml_dtype.type_size() as u64;
-        let end = content
-            .tensor_data_offset
-            .saturating_add(info.offset)
-            .saturating_add(bytes);
-        if end > file_size {
-            return Err(invalid(path, format!("tensor `{name}` ends at byte {end} but the file has {file_size} bytes (truncated?)")));
-        }
-        *bytes_by_type
-            .entry(format!("{:?}", info.ggml_dtype))
-            .or_default() += bytes;
-    }
-    if content.tensor_infos.is_empty() {
+    let architecture = h
+        .architecture()
+        .ok_or_else(|| invalid(path, "GGUF metadata lacks general.architecture"))?
+        .to_string();
+    if h.content.tensor_infos.is_empty() {
         return Err(invalid(path, "GGUF file has no tensors"));
     }
-    let quantization = bytes_by_type
-        .into_iter()
-        .max_by_key(|(_, b)| *b)
-        .map(|(t, _)| t.to_uppercase());
+    // Every tensor must lie inside the file: catches truncated downloads and copies.
+    if let Some(t) = h.truncated() {
+        return Err(invalid(
+            path,
+            format!(
+                "tensor `{}` ends at byte {} but the file has {} bytes (truncated?)",
+                t.tensor, t.ends_at, t.file_size
+            ),
+        ));
+    }
+    let file_size = h.file_size;
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -124,9 +97,9 @@ fn inspect_gguf(path: &Path) -> Result<Inspected> {
     Ok(Inspected {
         format: ModelFormat::Gguf,
         architecture,
-        name: meta_str("general.name"),
-        context_length,
-        quantization,
+        name: h.meta_str("general.name").map(str::to_string),
+        context_length: h.arch_u64("context_length"),
+        quantization: Some(format!("{:?}", h.dominant_matrix_type()).to_uppercase()),
         model_path: path.to_path_buf(),
         files: vec![(file_name, path.to_path_buf(), file_size)],
     })

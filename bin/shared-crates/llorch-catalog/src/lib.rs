@@ -8,6 +8,7 @@
 
 pub mod builtin;
 pub mod error;
+pub mod gguf;
 pub mod home;
 pub mod machine;
 pub mod memory;

@@ -11,11 +11,7 @@
 //! wants one dtype. ctx defaults to the worker's default (the model's trained context, at most
 //! 8192) and parallel to 4.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
-
-use candle_core::quantized::gguf_file;
 
 /// Fixed runtime overhead per worker: buffers, tokenizer, activations, the process itself.
 /// Measured RSS minus weights: about 57 MiB for SmolLM2-135M at ctx 512; rounded up.
@@ -73,23 +69,9 @@ impl KvShape {
 
 /// Read the KV shape of a GGUF file (the header only). Err: why the header is unreadable.
 pub fn gguf_shape(path: &Path) -> Result<KvShape, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let content = gguf_file::Content::read(&mut BufReader::new(file))
-        .map_err(|e| format!("bad GGUF header: {e}"))?;
-    let md = &content.metadata;
-    let arch = md
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
-    let num = |k: &str| {
-        md.get(&format!("{arch}.{k}")).and_then(|v| {
-            v.to_u64()
-                .ok()
-                .or_else(|| v.to_u32().ok().map(u64::from))
-                .or_else(|| v.to_i32().ok().and_then(|n| u64::try_from(n).ok()))
-        })
-    };
+    let (h, _) = crate::gguf::read(path).map_err(|e| e.to_string())?;
+    let arch = h.architecture().unwrap_or_default();
+    let num = |k: &str| h.arch_u64(k);
     let layers = num("block_count").unwrap_or(0);
     let heads = num("attention.head_count").unwrap_or(0);
     let kv_heads = num("attention.head_count_kv").unwrap_or(heads);

@@ -14,10 +14,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
-use candle_core::quantized::{gguf_file, GgmlDType};
+use candle_core::quantized::GgmlDType;
 
 /// The worker's `--weights` policy on the native CPU path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,10 +193,9 @@ fn converts_dense(wp: WeightPath, t: &TensorMeta) -> bool {
 
 /// Bytes the weights of a GGUF file take once loaded on `wp`.
 pub fn gguf_runtime_bytes(path: &Path, wp: WeightPath) -> Result<u64, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let content = gguf_file::Content::read(&mut BufReader::new(file))
-        .map_err(|e| format!("bad GGUF header: {e}"))?;
-    let tensors: Vec<TensorMeta> = content
+    let (h, _) = crate::gguf::read(path).map_err(|e| e.to_string())?;
+    let tensors: Vec<TensorMeta> = h
+        .content
         .tensor_infos
         .iter()
         .map(|(name, i)| TensorMeta {
@@ -317,7 +316,11 @@ mod tests {
         for (wp, stored, runs) in table {
             assert_eq!(wp.runtime_type(stored), runs, "{wp:?} {stored:?}");
             assert_eq!(wp.matrix_type(stored, 64), runs, "{wp:?} {stored:?}");
-            assert_eq!(wp.matrix_type(stored, 48), stored, "{wp:?} {stored:?}: 48 columns");
+            assert_eq!(
+                wp.matrix_type(stored, 48),
+                stored,
+                "{wp:?} {stored:?}: 48 columns"
+            );
         }
     }
 }

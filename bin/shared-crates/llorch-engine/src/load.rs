@@ -1,13 +1,11 @@
 //! Opening a model path (a GGUF file or a safetensors directory): format detection, validation
 //! with errors that name the file and the reason, tokenizer and chat template.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::gguf_file;
 use candle_core::Device;
 use llorch_constraint::{Compiler, ConstraintError, Guide};
 use llorch_wire::Constraint;
@@ -132,36 +130,33 @@ fn model_name(path: &Path) -> String {
 }
 
 fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
-    let mut file =
-        File::open(path).with_context(|| format!("{}: cannot open model file", path.display()))?;
-    let size = file.metadata()?.len();
-    let content = gguf_file::Content::read(&mut file).map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("dtype") {
-            anyhow::anyhow!(
-                "{}: unsupported quantization type ({msg}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K",
-                path.display()
-            )
-        } else {
+    use llorch_catalog::gguf::{self, GgufError};
+    let (header, file) = gguf::read(path).map_err(|e| match e {
+        GgufError::Open(e) => {
+            anyhow::Error::new(e).context(format!("{}: cannot open model file", path.display()))
+        }
+        GgufError::Header(msg) if msg.contains("dtype") => anyhow::anyhow!(
+            "{}: unsupported quantization type ({msg}); supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K",
+            path.display()
+        ),
+        GgufError::Header(msg) => {
             anyhow::anyhow!("{}: not a valid GGUF file: {msg}", path.display())
         }
     })?;
     // A truncated download still has a readable header: check every tensor lies inside the file.
-    for (name, info) in content.tensor_infos.iter() {
-        let bytes =
-            info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
-        let end = content.tensor_data_offset + info.offset + bytes as u64;
-        if end > size {
-            bail!(
-                "{}: file is truncated: tensor `{name}` ends at byte {end} but the file has {size} bytes \
-                 (re-download or re-verify the model)",
-                path.display()
-            );
-        }
+    if let Some(t) = header.truncated() {
+        bail!(
+            "{}: file is truncated: tensor `{}` ends at byte {} but the file has {} bytes \
+             (re-download or re-verify the model)",
+            path.display(),
+            t.tensor,
+            t.ends_at,
+            t.file_size
+        );
     }
-    let cfg = ModelConfig::from_gguf(&content)
+    let cfg = ModelConfig::from_gguf(&header.content)
         .with_context(|| format!("{}: unsupported model", path.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&content).with_context(|| {
+    let tokenizer = Tokenizer::from_gguf(&header.content).with_context(|| {
         format!(
             "{}: cannot build tokenizer from GGUF metadata",
             path.display()
@@ -169,14 +164,7 @@ fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<LoadedModel> {
     })?;
     let ctx = context_for(cfg.trained_context, opts);
     let trained = cfg.trained_context;
-    let mut weights = Weights::gguf(
-        path,
-        content,
-        file,
-        &opts.device,
-        opts.requant,
-        opts.kernels,
-    )?;
+    let mut weights = Weights::gguf(path, header, file, &opts.device, opts.requant, opts.kernels)?;
     let model = Transformer::load(cfg, &mut weights, &|n: &str| n.to_string(), ctx)
         .with_context(|| format!("{}: cannot load weights", path.display()))?;
     assemble(path, "gguf", trained, model, &weights, tokenizer, opts)

@@ -194,18 +194,17 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Weights from an opened GGUF file.
+    /// Weights from an opened GGUF file (its header read by `llorch_catalog::gguf::read`).
     pub fn gguf(
         path: &Path,
-        content: gguf_file::Content,
+        header: llorch_catalog::gguf::GgufHeader,
         file: File,
         device: &Device,
         requant: Requant,
         kernels: Kernels,
     ) -> Result<Self> {
         let requant = generic_policy(requant, kernels);
-        let mut counts: HashMap<GgmlDType, usize> = HashMap::new();
-        for (name, info) in content.tensor_infos.iter() {
+        for (name, info) in header.content.tensor_infos.iter() {
             if !supported(info.ggml_dtype) {
                 bail!(
                     "{}: tensor `{name}` has quantization type {:?}, which this build cannot run \
@@ -214,15 +213,9 @@ impl Weights {
                     info.ggml_dtype
                 );
             }
-            if info.shape.rank() == 2 {
-                *counts.entry(info.ggml_dtype).or_default() += 1;
-            }
         }
-        let stored = counts
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(d, _)| *d)
-            .unwrap_or(GgmlDType::F32);
+        let stored = header.dominant_matrix_type();
+        let content = header.content;
         let mut w = Self {
             source: WeightSource::Gguf {
                 path: path.to_path_buf(),
