@@ -110,14 +110,7 @@ async fn validation_errors_name_fields_models_and_limits() {
     assert_eq!(caps["models"][0]["model"], FAULT_MODEL);
     assert_eq!(caps["models"][0]["context_length"], 64);
     assert_eq!(get_json(&o.url("/ready")).await.0, 200);
-    let metrics = client()
-        .get(o.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&o.url(""), None).await;
     assert!(
         metrics.contains(
             "orchd_tasks_rejected_total{component=\"orchestratord\",reason=\"MODEL_NOT_FOUND\"} 1"
@@ -293,14 +286,7 @@ async fn priorities_drop_lru_and_backpressure() {
         "interactive task submitted later runs before the waiting batch task"
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let metrics = client()
-        .get(o.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&o.url(""), None).await;
     assert!(
         metrics.contains("orchd_tasks_evicted_total{component=\"orchestratord\"} 1"),
         "{metrics}"

@@ -233,6 +233,28 @@ pub async fn get_json(url: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// The Prometheus text at `base` + `/metrics` (orchestratord's or a worker's), with a bearer
+/// token when given.
+pub async fn scrape(base: &str, token: Option<&str>) -> String {
+    let mut r = client().get(format!("{base}/metrics"));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap().text().await.unwrap()
+}
+
+/// The sum over the series of `family` (exact name) whose line contains `labels` ("" for all).
+pub fn metric_sum(text: &str, family: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// One received SSE event.
 #[derive(Debug, Clone)]
 pub struct Ev {

@@ -375,19 +375,8 @@ async fn queue_full_is_429_with_retry_after_and_auth_uses_the_openai_shape() {
 async fn wait_orchd_cancelled(o: &Orchd, n: f64) {
     let start = Instant::now();
     loop {
-        let text = client()
-            .get(o.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let got: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("orchd_tasks_finished_total") && l.contains("\"cancelled\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let text = scrape(&o.url(""), None).await;
+        let got = metric_sum(&text, "orchd_tasks_finished_total", "\"cancelled\"");
         if got >= n {
             return;
         }
@@ -467,18 +456,8 @@ async fn real_stack(test: &str) -> Option<(Orchd, WorkerProcess)> {
 }
 
 async fn worker_cancelled(url: &str) -> f64 {
-    let text = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("worker_requests_total") && l.contains("cancelled"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let text = scrape(url, None).await;
+    metric_sum(&text, "worker_requests_total", "cancelled")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -29,13 +29,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 async fn metrics(o: &Orchd) -> String {
-    let r = client()
-        .get(o.url("/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    r.text().await.unwrap()
+    scrape(&o.url(""), Some(ADMIN)).await
 }
 
 fn series(text: &str, prefix: &str) -> f64 {

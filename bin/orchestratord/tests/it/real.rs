@@ -180,18 +180,8 @@ async fn overload_gives_429_with_retry_after_and_every_task_ends_once() {
 }
 
 async fn worker_cancelled_count(url: &str) -> f64 {
-    let text = client()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("worker_requests_total") && l.contains("cancelled"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let text = scrape(url, None).await;
+    metric_sum(&text, "worker_requests_total", "cancelled")
 }
 
 async fn wait_cancelled_on_worker(url: &str, at_least: f64) {

@@ -312,15 +312,7 @@ async fn limits_answer_429_with_a_retry_after_that_works() {
             .any(|r| r["tenant"] == "quota"),
         "{all}"
     );
-    let metrics = client()
-        .get(o.url("/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&o.url(""), Some(ADMIN)).await;
     assert!(
         metrics.contains(
             "orchd_tenant_tokens_total{component=\"orchestratord\",tenant=\"tpm\",kind=\"out\"}"

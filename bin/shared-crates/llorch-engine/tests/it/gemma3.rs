@@ -12,7 +12,6 @@ use std::time::Instant;
 use candle_core::Device;
 use llorch_engine::chat::ChatTemplate;
 use llorch_engine::chat_choice::UNTRAINED_LOGPROB;
-use llorch_engine::generate::teacher_force;
 use llorch_engine::model::Logits;
 use llorch_engine::sampler::argmax;
 use llorch_engine::{load, LoadOptions, LoadedModel};
@@ -153,63 +152,7 @@ pub(crate) fn check_parity(lm: &LoadedModel) {
     let fx = fixture();
     let step_tol = fx["tolerance"]["step"].as_f64().unwrap();
     let mean_tol = fx["tolerance"]["mean"].as_f64().unwrap();
-    let mut failures = Vec::new();
-    for case in fx["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let prompt = ids(&case["prompt_ids"]);
-        let reference = ids(&case["greedy_ids"]);
-        let must = case["must_match_prefix"].as_u64().unwrap() as usize;
-        let got = greedy(lm, &prompt, reference.len());
-        let matched = got
-            .iter()
-            .zip(&reference)
-            .take_while(|(a, b)| a == b)
-            .count();
-        if matched < must {
-            failures.push(format!(
-                "{name}: greedy prefix {matched} < {must}: {:?}",
-                lm.tokenizer.decode(&got, false)
-            ));
-        }
-        let lps = teacher_force(lm, &prompt, &reference, 2).unwrap();
-        let (mut sum, mut worst) = (0.0f64, 0.0f64);
-        for (i, (step, lp)) in case["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(&lps)
-            .enumerate()
-        {
-            let d = (lp.logprob as f64 - step["logprob"].as_f64().unwrap()).abs();
-            sum += d;
-            worst = worst.max(d);
-            if d > step_tol {
-                failures.push(format!("{name} step {i}: |Δlogprob| {d:.3} > {step_tol}"));
-            }
-            let top = step["top"].as_array().unwrap();
-            let gap = top[0][1].as_f64().unwrap() - top[1][1].as_f64().unwrap();
-            if gap >= 0.5 && lp.top[0].id != reference[i] {
-                failures.push(format!(
-                    "{name} step {i}: top-1 {} != {} (gap {gap:.2})",
-                    lp.top[0].id, reference[i]
-                ));
-            }
-        }
-        let mean = sum / lps.len() as f64;
-        if mean > mean_tol {
-            failures.push(format!("{name}: mean |Δlogprob| {mean:.3} > {mean_tol}"));
-        }
-        eprintln!(
-            "{name}: greedy prefix {matched}/{} (must {must}), mean |Δ| {mean:.4}, max |Δ| {worst:.4}: {:?}",
-            reference.len(),
-            lm.tokenizer.decode(&got, false)
-        );
-    }
-    assert!(
-        failures.is_empty(),
-        "parity failures:\n{}",
-        failures.join("\n")
-    );
+    crate::check_fixture(lm, &fx, "gemma3", step_tol, mean_tol);
 }
 
 /// This file is the pretrained google/gemma-3-270m (the package's upstream card says so): it never
