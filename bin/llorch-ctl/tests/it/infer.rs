@@ -141,28 +141,13 @@ fn ctrl_c_cancels_the_job_and_exits_130() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut first = [0u8; 1];
-    out.read_exact(&mut first).expect("a first token");
-    let sent = Instant::now();
-    let st = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status.code(), Some(130), "stderr: {err}");
+    let run = llorch_testkit::interrupt_after_first_output(&mut child);
+    let err = run.stderr;
+    assert_eq!(run.status.code(), Some(130), "stderr: {err}");
     assert!(
-        sent.elapsed() < Duration::from_secs(30),
+        run.exit_after < Duration::from_secs(30),
         "exit took {:?}",
-        sent.elapsed()
+        run.exit_after
     );
     assert!(err.contains("cancelling job cancel-me"), "{err}");
     assert!(

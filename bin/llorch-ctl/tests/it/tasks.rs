@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -209,22 +208,9 @@ fn ctrl_c_cancels_the_task() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut first = [0u8; 1];
-    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
-    let st = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status.code(), Some(130), "{err}");
+    let run = llorch_testkit::interrupt_after_first_output(&mut child);
+    let err = run.stderr;
+    assert_eq!(run.status.code(), Some(130), "{err}");
     assert!(
         err.contains("cancelling task interrupt-me") && err.contains("stop cancelled"),
         "{err}"

@@ -175,6 +175,43 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// How a CLI child ended after Ctrl-C: its exit status, its whole stderr, and the time from the
+/// signal to its exit.
+pub struct Interrupted {
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+    pub exit_after: Duration,
+}
+
+/// Wait for the first byte `child` writes to its (piped) stdout, then send it SIGINT (as Ctrl-C
+/// would) and wait for it to exit. The child's stderr must be piped too.
+pub fn interrupt_after_first_output(child: &mut Child) -> Interrupted {
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .take()
+        .expect("stdout piped")
+        .read_exact(&mut first)
+        .expect("a first byte of output");
+    let sent = Instant::now();
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(st.success(), "kill -INT {} failed", child.id());
+    let status = child.wait().expect("the child exits");
+    let exit_after = sent.elapsed();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    Interrupted {
+        status,
+        stderr,
+        exit_after,
+    }
+}
+
 /// A worker (`llorch-candled`) started for a test; killed on drop.
 pub struct WorkerProcess {
     pub child: Child,
