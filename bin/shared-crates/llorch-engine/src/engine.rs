@@ -23,10 +23,11 @@ use std::sync::{Arc, Mutex};
 use llorch_wire::WorkerEvent;
 use rayon::prelude::*;
 
-use crate::generate::{EventSink, Job, Running, PREFILL_CHUNK};
+use crate::generate::{EventSink, Job, Running};
 use crate::load::LoadedModel;
 use crate::model::{Logits, Segment};
 use crate::prompt_cache::PromptCache;
+use crate::schedule::{self, Phase, Round};
 
 /// Why a job was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -276,10 +277,6 @@ impl Engine {
     }
 }
 
-/// Prompt tokens a new job's prefill may take between two decode steps of running jobs: bounds
-/// the pause a long prompt causes them (SmolLM2 on 2 cores: ~0.3 s).
-const INTERLEAVED_PREFILL_CHUNK: usize = 128;
-
 /// The engine thread's loop: admit, one prefill chunk, sample, one batched decode step; until
 /// the engine handle is dropped and every running job has ended.
 /// FAULT INJECTION settings (tests only), see [`EngineOptions`].
@@ -311,7 +308,7 @@ fn schedule(
     let mut open = true;
     loop {
         // Admit: block only when nothing runs.
-        while open && running.len() < parallel {
+        while open && schedule::admit(running.len(), parallel) > 0 {
             let next = if running.is_empty() {
                 rx.recv().map_err(|_| TryRecvError::Disconnected)
             } else {
@@ -342,28 +339,26 @@ fn schedule(
                 running.push(run);
             }
         }
-        if running.is_empty() {
-            if open {
-                continue;
-            }
-            return;
-        }
-        // Prefill alone when nothing decodes; otherwise the oldest new job's next (short) chunk
-        // joins the decode step's forward pass below.
-        let decoding = running.iter().any(|r| !r.is_prefilling());
-        if !decoding {
-            if let Some(i) = running.iter().position(|r| r.is_prefilling()) {
-                match isolated(|| running[i].prefill_step(PREFILL_CHUNK)) {
+        match schedule::plan(&phases(&running)) {
+            Round::Idle if open => continue,
+            Round::Idle => return,
+            // Nothing decodes: the oldest new job prefills alone, in big chunks.
+            Round::Prefill { job, chunk } => {
+                match isolated(|| running[job].prefill_step(chunk)) {
                     Ok(true) => {}
                     Ok(false) => {
-                        running.remove(i);
+                        running.remove(job);
                     }
                     Err(e) => {
-                        running[i].fail(&e);
-                        running.remove(i);
+                        running[job].fail(&e);
+                        running.remove(job);
                     }
                 }
+                continue;
             }
+            // Otherwise the oldest new job's next (short) chunk joins the decode step's forward
+            // pass below (`round`).
+            Round::Decode { .. } => {}
         }
         // Constrained jobs' token masks: computed side by side when several jobs need one, so
         // one job's grammar work does not add up with the others' (errors surface in `step`).
@@ -421,13 +416,27 @@ fn schedule(
     }
 }
 
+/// Each running job's phase, for the scheduling policy.
+fn phases(running: &[Running<'_>]) -> Vec<Phase> {
+    running
+        .iter()
+        .map(|r| match r.is_prefilling() {
+            true => Phase::Prefilling,
+            false => Phase::Decoding,
+        })
+        .collect()
+}
+
 /// One forward pass for the round: every decoding job's next token (`feed`, in their order in
 /// `running`) and, when a job is prefilling, its next chunk. A failure (or panic) of the pass
 /// fails the jobs in it (their caches may be half written); the engine goes on.
 fn round(lm: &LoadedModel, running: &mut Vec<Running<'_>>, feed: &[u32]) {
-    let pre = running.iter().position(|r| r.is_prefilling());
+    let pre = match schedule::plan(&phases(running)) {
+        Round::Decode { prefill, .. } => prefill,
+        _ => None,
+    };
     let chunk = match pre {
-        Some(i) => match running[i].next_chunk(INTERLEAVED_PREFILL_CHUNK) {
+        Some((i, max)) => match running[i].next_chunk(max) {
             Some(c) => Some((i, c)),
             None => {
                 running.remove(i); // cancelled while waiting: its terminal event is sent

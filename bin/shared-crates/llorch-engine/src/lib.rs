@@ -21,6 +21,7 @@ pub mod model;
 pub mod prefill;
 pub mod prompt_cache;
 pub mod sampler;
+pub mod schedule;
 pub mod stop;
 pub mod tiny;
 pub mod tokenizer;

@@ -55,7 +55,10 @@ fn submit(engine: &Engine, j: Job) -> Receiver<WorkerEvent> {
     rx
 }
 
-const PROMPTS: [(&str, u32, Option<u64>); 6] = [
+/// A job for the batching checks: prompt, max_tokens, sampling seed (None: greedy).
+pub(crate) type Prompt = (&'static str, u32, Option<u64>);
+
+pub(crate) const PROMPTS: [Prompt; 6] = [
     ("The quick brown fox", 24, None),
     ("Once upon a time, in a small village,", 40, None),
     ("1, 2, 3, 4, 5,", 8, None),
@@ -68,13 +71,20 @@ const PROMPTS: [(&str, u32, Option<u64>); 6] = [
 fn batched_jobs_generate_what_they_generate_alone() {
     let test = "batched_jobs_generate_what_they_generate_alone";
     if let Some(lm) = crate::smollm2(test, Kernels::Native) {
-        check_batched_jobs_match_solo(lm);
+        check_batched_jobs_match_solo(lm, &PROMPTS, 4);
     }
 }
 
 /// 6 jobs through 4 slots produce each job's solo tokens, stop reason and seed.
-pub(crate) fn check_batched_jobs_match_solo(lm: Arc<LoadedModel>) {
-    let alone: Vec<Vec<WorkerEvent>> = PROMPTS
+/// Jobs submitted at once to an engine with 4 slots (the rest wait, then join as earlier jobs
+/// finish) produce exactly the tokens, stop reason and seed they produce alone, and at least
+/// `min_peak` of them shared a decode step.
+pub(crate) fn check_batched_jobs_match_solo(
+    lm: Arc<LoadedModel>,
+    prompts: &[Prompt],
+    min_peak: u32,
+) {
+    let alone: Vec<Vec<WorkerEvent>> = prompts
         .iter()
         .enumerate()
         .map(|(i, &(p, n, seed))| {
@@ -88,9 +98,8 @@ pub(crate) fn check_batched_jobs_match_solo(lm: Arc<LoadedModel>) {
         })
         .collect();
 
-    // 4 slots for 6 jobs: two wait, then join the batch as earlier jobs finish.
     let engine = Engine::start(lm.clone(), 8, 4);
-    let streams: Vec<_> = PROMPTS
+    let streams: Vec<_> = prompts
         .iter()
         .enumerate()
         .map(|(i, &(p, n, seed))| submit(&engine, job(&format!("b{i}"), &lm, p, n, seed)))
@@ -102,7 +111,7 @@ pub(crate) fn check_batched_jobs_match_solo(lm: Arc<LoadedModel>) {
         assert_eq!(
             got, want,
             "job {i} ({:?}): batched tokens differ",
-            PROMPTS[i].0
+            prompts[i].0
         );
         match (want_end, got_end) {
             (
@@ -118,7 +127,7 @@ pub(crate) fn check_batched_jobs_match_solo(lm: Arc<LoadedModel>) {
                 },
             ) => {
                 assert_eq!(a, b, "job {i}: stop reason");
-                if PROMPTS[i].2.is_some() {
+                if prompts[i].2.is_some() {
                     assert_eq!(sa, sb, "job {i}: the requested seed is reported");
                 }
             }
@@ -126,10 +135,10 @@ pub(crate) fn check_batched_jobs_match_solo(lm: Arc<LoadedModel>) {
         }
     }
     let st = engine.status();
-    assert_eq!(
-        st.peak_batch.load(std::sync::atomic::Ordering::SeqCst),
-        4,
-        "the jobs really ran together"
+    let peak = st.peak_batch.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        peak >= min_peak,
+        "the jobs really ran together: peak batch {peak}"
     );
     let idle = (0..200).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(5));

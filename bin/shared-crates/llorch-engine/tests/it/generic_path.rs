@@ -35,7 +35,7 @@ fn generic_path_batches_chunks_caches_and_cancels() {
     let Some(lm) = crate::smollm2(test, Kernels::Generic) else {
         return;
     };
-    crate::batching::check_batched_jobs_match_solo(lm.clone());
+    crate::batching::check_batched_jobs_match_solo(lm.clone(), &crate::batching::PROMPTS, 4);
     crate::batching::check_cancel_isolation(lm.clone());
     crate::batching::check_long_prompt_chunks(lm.clone());
     crate::prompt_cache::check_prompt_cache(lm);

@@ -44,6 +44,11 @@ fn weights(shape: &[usize], seed: u64, scale: f32) -> Tensor {
 }
 
 fn write_tiny_llama(dir: &Path) {
+    write_tiny_llama_ctx(dir, 256);
+}
+
+/// The tiny llama with a trained context of `ctx` tokens.
+fn write_tiny_llama_ctx(dir: &Path, ctx: usize) {
     let hd = HIDDEN / HEADS;
     let mut t: HashMap<String, Tensor> = HashMap::new();
     let mut seed = 1;
@@ -90,7 +95,7 @@ fn write_tiny_llama(dir: &Path) {
     let config = serde_json::json!({
         "model_type": "llama", "hidden_size": HIDDEN, "intermediate_size": FF, "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "vocab_size": VOCAB,
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": ctx,
         "bos_token_id": 256, "eos_token_id": 257,
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
@@ -240,4 +245,23 @@ fn loader_errors_name_the_file_and_reason() {
         err.contains("config.json") && err.contains("unsupported model_type `mamba`"),
         "{err}"
     );
+}
+
+/// The batching check on the tiny model: jobs batched with each other (seeded and greedy, some
+/// waiting for a slot) generate exactly what they generate alone; scheduling is covered by CI
+/// in seconds, without a download.
+#[test]
+fn batched_jobs_generate_what_they_generate_alone_on_the_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_llama_ctx(dir.path(), 1024);
+    let lm = Arc::new(load(dir.path(), &LoadOptions::default()).unwrap());
+    const PROMPTS: [crate::batching::Prompt; 6] = [
+        ("The quick brown fox", 200, None),
+        ("Once upon a time, in a small village,", 300, None),
+        ("1, 2, 3, 4, 5,", 60, Some(3)),
+        ("The capital of France is", 250, Some(7)),
+        ("def fibonacci(n):", 120, None),
+        ("Water boils at", 20, Some(11)),
+    ];
+    crate::batching::check_batched_jobs_match_solo(lm, &PROMPTS, 2);
 }
