@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use llorch_engine::{Engine, EngineOptions, LoadedModel, SubmitError};
+use llorch_engine::{Engine, EngineEvent, EngineOptions, Failure, LoadedModel, SubmitError};
 use llorch_wire::{
     ChatTemplateReport, DetokenizeRequest, DetokenizeResponse, ErrorCode, ErrorEnvelope,
-    ExecuteRequest, FieldError, TokenizeRequest, TokenizeResponse,
+    ExecuteRequest, FieldError, TokenizeRequest, TokenizeResponse, WorkerEvent,
 };
 
 use crate::backend::{Backend, BackendInfo, EventSink, Load};
@@ -145,8 +145,9 @@ impl Backend for CandleBackend {
     fn submit(&self, req: ExecuteRequest, events: EventSink) -> Result<String, ErrorEnvelope> {
         let job = crate::prepare::prepare(self.engine.model(), req)?;
         let job_id = job.job_id.clone();
+        let mut events = events;
         self.engine
-            .submit(job, Box::new(events))
+            .submit(job, Box::new(move |ev| events(to_wire(ev))))
             .map_err(rejection)?;
         Ok(job_id)
     }
@@ -204,5 +205,104 @@ impl Backend for CandleBackend {
             .tokenizer
             .decode(&req.ids, req.skip_special_tokens);
         Ok(DetokenizeResponse { text })
+    }
+}
+
+/// The wire form of an engine event: a device out-of-memory is `VRAM_OOM` (retriable: another
+/// worker, or this one later, may have the room), any other failure `INFERENCE_FAILED`.
+pub fn to_wire(ev: EngineEvent) -> WorkerEvent {
+    match ev {
+        EngineEvent::Started {
+            job_id,
+            model,
+            started_at,
+            seed,
+            tokens_in,
+            tokens_cached,
+            queue_time_ms,
+            prompt_logprobs,
+        } => WorkerEvent::Started {
+            job_id,
+            model,
+            started_at,
+            seed,
+            tokens_in,
+            queue_time_ms,
+            tokens_cached,
+            prompt_logprobs,
+        },
+        EngineEvent::Token { i, id, t, logprob } => WorkerEvent::Token { i, id, t, logprob },
+        EngineEvent::End {
+            job_id,
+            stop_reason,
+            stop_sequence_matched,
+            tokens_in,
+            tokens_out,
+            seed,
+            queue_time_ms,
+            prefill_time_ms,
+            decode_time_ms,
+            prefill_tokens_per_sec,
+            decode_tokens_per_sec,
+        } => WorkerEvent::End {
+            job_id,
+            stop_reason,
+            stop_sequence_matched,
+            tokens_in,
+            tokens_out,
+            seed,
+            queue_time_ms,
+            prefill_time_ms,
+            decode_time_ms,
+            prefill_tokens_per_sec,
+            decode_tokens_per_sec,
+        },
+        EngineEvent::Failed {
+            job_id,
+            failure,
+            message,
+            tokens_out,
+        } => {
+            let code = match failure {
+                Failure::OutOfMemory => ErrorCode::VramOom,
+                Failure::Inference => ErrorCode::InferenceFailed,
+            };
+            WorkerEvent::Error {
+                job_id,
+                code,
+                message,
+                retriable: code.retriable(),
+                tokens_out,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_map_to_their_wire_codes() {
+        let failed = |failure| EngineEvent::Failed {
+            job_id: "j".into(),
+            failure,
+            message: "m".into(),
+            tokens_out: 3,
+        };
+        for (failure, code, retriable) in [
+            (Failure::OutOfMemory, ErrorCode::VramOom, true),
+            (Failure::Inference, ErrorCode::InferenceFailed, false),
+        ] {
+            match to_wire(failed(failure)) {
+                WorkerEvent::Error {
+                    code: c,
+                    retriable: r,
+                    tokens_out: 3,
+                    ..
+                } => assert_eq!((c, r), (code, retriable)),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

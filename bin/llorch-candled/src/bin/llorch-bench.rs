@@ -221,8 +221,9 @@ mod constrained {
     use std::time::Instant;
 
     use anyhow::Result;
+    use llorch_engine::EngineEvent;
     use llorch_engine::{Engine, Job, LoadedModel};
-    use llorch_wire::{ChatMessage, Constraint, SamplingParams, WorkerEvent};
+    use llorch_wire::{ChatMessage, Constraint, SamplingParams};
     use serde_json::json;
 
     fn schema() -> Constraint {
@@ -297,7 +298,7 @@ mod constrained {
             }
             let tx = tx.clone();
             engine
-                .submit(job, Box::new(move |e: WorkerEvent| tx.send(e).is_ok()))
+                .submit(job, Box::new(move |e: EngineEvent| tx.send(e).is_ok()))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         drop(tx);
@@ -305,12 +306,12 @@ mod constrained {
         let mut last = Instant::now();
         for e in rx {
             match e {
-                WorkerEvent::Token { .. } => {
+                EngineEvent::Token { .. } => {
                     tokens += 1;
                     first.get_or_insert_with(Instant::now);
                     last = Instant::now();
                 }
-                WorkerEvent::End { .. } | WorkerEvent::Error { .. } => ended += 1,
+                EngineEvent::End { .. } | EngineEvent::Failed { .. } => ended += 1,
                 _ => {}
             }
             if ended == b {

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 
-use llorch_wire::WorkerEvent;
 use rayon::prelude::*;
 
 use crate::generate::{EventSink, Job, Running};
@@ -99,7 +98,7 @@ struct SlotSink {
 }
 
 impl EventSink for SlotSink {
-    fn send(&mut self, event: WorkerEvent) -> bool {
+    fn send(&mut self, event: crate::events::EngineEvent) -> bool {
         if event.is_terminal() && !self.released {
             self.released = true;
             self.status.release(&self.job_id);

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
-use llorch_wire::{ErrorCode, SamplingParams, StopReason, TokenLogprob, WorkerEvent};
+use llorch_wire::{SamplingParams, StopReason, TokenLogprob};
+
+use crate::events::{EngineEvent, Failure};
 
 use crate::load::LoadedModel;
 use crate::model::{KvCache, Logits};
@@ -68,11 +70,11 @@ impl Job {
 /// Where a job's events go. `send` returns false when nobody listens any more (client gone),
 /// which cancels the job.
 pub trait EventSink: Send {
-    fn send(&mut self, event: WorkerEvent) -> bool;
+    fn send(&mut self, event: EngineEvent) -> bool;
 }
 
-impl<F: FnMut(WorkerEvent) -> bool + Send> EventSink for F {
-    fn send(&mut self, event: WorkerEvent) -> bool {
+impl<F: FnMut(EngineEvent) -> bool + Send> EventSink for F {
+    fn send(&mut self, event: EngineEvent) -> bool {
         self(event)
     }
 }
@@ -254,7 +256,7 @@ impl<'a> Running<'a> {
         }
         self.prefill_ms = ms(t0);
         self.logits = p.last;
-        let started = WorkerEvent::Started {
+        let started = EngineEvent::Started {
             job_id: self.job_id.clone(),
             model: self.lm.info.name.clone(),
             started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -320,7 +322,7 @@ impl<'a> Running<'a> {
             let rest = self.decoder.finish() + &self.seq.stop.finish();
             if !rest.is_empty() {
                 // flush held text with the last token's index; no extra token event for EOS
-                self.sink.send(WorkerEvent::Token {
+                self.sink.send(EngineEvent::Token {
                     i: self.tokens_out.saturating_sub(1),
                     id,
                     t: rest,
@@ -348,7 +350,7 @@ impl<'a> Running<'a> {
             ),
             StopCheck::Continue(text) => (text, None),
         };
-        if !self.sink.send(WorkerEvent::Token { i, id, t, logprob }) {
+        if !self.sink.send(EngineEvent::Token { i, id, t, logprob }) {
             self.cancel.store(true, Ordering::Relaxed);
         }
         if let Some((reason, matched)) = ended {
@@ -410,7 +412,7 @@ impl<'a> Running<'a> {
             0.0
         };
         let per_sec = |n: f64, t: f64| if t > 0.0 { n / t * 1e3 } else { 0.0 };
-        self.sink.send(WorkerEvent::End {
+        self.sink.send(EngineEvent::End {
             job_id: self.job_id.clone(),
             stop_reason: reason,
             stop_sequence_matched: matched,
@@ -472,23 +474,21 @@ pub fn teacher_force(
     Ok(out)
 }
 
-/// The `error` event of a job whose forward pass (or cache allocation) failed, logged. An
-/// out-of-memory of the device (CUDA's `CUDA_ERROR_OUT_OF_MEMORY`, Metal's and candle's "out of
-/// memory") is `VRAM_OOM`, retriable (another worker, or this one later, may have the room);
-/// anything else is `INFERENCE_FAILED`.
-pub fn failure_event(job_id: &str, e: &anyhow::Error, tokens_out: u32) -> WorkerEvent {
+/// The `Failed` event of a job whose forward pass (or cache allocation) failed, logged: an
+/// out-of-memory of the device is [`Failure::OutOfMemory`], anything else
+/// [`Failure::Inference`].
+pub fn failure_event(job_id: &str, e: &anyhow::Error, tokens_out: u32) -> EngineEvent {
     let message = llorch_wire::human_message(&format!("{e:#}"));
-    let code = if is_out_of_memory(&message) {
-        ErrorCode::VramOom
+    let failure = if is_out_of_memory(&message) {
+        Failure::OutOfMemory
     } else {
-        ErrorCode::InferenceFailed
+        Failure::Inference
     };
-    tracing::error!(job_id, code = code.as_str(), error = %message, "inference failed");
-    WorkerEvent::Error {
+    tracing::error!(job_id, ?failure, error = %message, "inference failed");
+    EngineEvent::Failed {
         job_id: job_id.to_string(),
-        code,
+        failure,
         message,
-        retriable: code.retriable(),
         tokens_out,
     }
 }
@@ -511,24 +511,20 @@ mod failure_tests {
     use super::*;
 
     #[test]
-    fn device_out_of_memory_is_vram_oom_and_retriable() {
+    fn device_out_of_memory_is_its_own_failure() {
         for text in [
             "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")",
             "Metal error: Insufficient Memory (00000008:kIOGPUCommandBufferCallbackErrorOutOfMemory)",
         ] {
             match failure_event("j", &anyhow::anyhow!(text.to_string()), 3) {
-                WorkerEvent::Error { code, retriable, tokens_out, .. } => {
-                    assert_eq!((code, retriable, tokens_out), (ErrorCode::VramOom, true, 3), "{text}");
+                EngineEvent::Failed { failure, tokens_out, .. } => {
+                    assert_eq!((failure, tokens_out), (Failure::OutOfMemory, 3), "{text}");
                 }
                 other => panic!("{other:?}"),
             }
         }
         match failure_event("j", &anyhow::anyhow!("shape mismatch in matmul"), 0) {
-            WorkerEvent::Error {
-                code, retriable, ..
-            } => {
-                assert_eq!((code, retriable), (ErrorCode::InferenceFailed, false));
-            }
+            EngineEvent::Failed { failure, .. } => assert_eq!(failure, Failure::Inference),
             other => panic!("{other:?}"),
         }
     }

@@ -14,6 +14,7 @@
 pub mod chat;
 pub mod chat_choice;
 pub mod engine;
+pub mod events;
 pub mod export;
 pub mod generate;
 pub mod load;
@@ -27,6 +28,7 @@ pub mod tiny;
 pub mod tokenizer;
 
 pub use engine::{Engine, EngineOptions, SubmitError};
+pub use events::{EngineEvent, Failure};
 pub use generate::{EventSink, Job};
 pub use load::{load, LoadOptions, LoadedModel, ModelInfo};
 

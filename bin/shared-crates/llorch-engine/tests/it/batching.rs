@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use llorch_engine::generate::run_job;
 use llorch_engine::model::Kernels;
+use llorch_engine::EngineEvent;
 use llorch_engine::{Engine, Job, LoadedModel};
-use llorch_wire::{SamplingParams, StopReason, WorkerEvent};
+use llorch_wire::{SamplingParams, StopReason};
 
 fn job(id: &str, lm: &LoadedModel, prompt: &str, max_tokens: u32, seed: Option<u64>) -> Job {
     let sampling = match seed {
@@ -33,11 +34,11 @@ fn job(id: &str, lm: &LoadedModel, prompt: &str, max_tokens: u32, seed: Option<u
 }
 
 /// Token ids and the terminal event of one job's events.
-fn outcome(events: &[WorkerEvent]) -> (Vec<u32>, &WorkerEvent) {
+fn outcome(events: &[EngineEvent]) -> (Vec<u32>, &EngineEvent) {
     let ids = events
         .iter()
         .filter_map(|e| match e {
-            WorkerEvent::Token { id, .. } => Some(*id),
+            EngineEvent::Token { id, .. } => Some(*id),
             _ => None,
         })
         .collect();
@@ -47,10 +48,10 @@ fn outcome(events: &[WorkerEvent]) -> (Vec<u32>, &WorkerEvent) {
     (ids, terminal[0])
 }
 
-fn submit(engine: &Engine, j: Job) -> Receiver<WorkerEvent> {
+fn submit(engine: &Engine, j: Job) -> Receiver<EngineEvent> {
     let (tx, rx) = channel();
     engine
-        .submit(j, Box::new(move |e: WorkerEvent| tx.send(e).is_ok()))
+        .submit(j, Box::new(move |e: EngineEvent| tx.send(e).is_ok()))
         .unwrap();
     rx
 }
@@ -84,12 +85,12 @@ pub(crate) fn check_batched_jobs_match_solo(
     prompts: &[Prompt],
     min_peak: u32,
 ) {
-    let alone: Vec<Vec<WorkerEvent>> = prompts
+    let alone: Vec<Vec<EngineEvent>> = prompts
         .iter()
         .enumerate()
         .map(|(i, &(p, n, seed))| {
             let mut events = Vec::new();
-            let mut sink = |e: WorkerEvent| {
+            let mut sink = |e: EngineEvent| {
                 events.push(e);
                 true
             };
@@ -115,12 +116,12 @@ pub(crate) fn check_batched_jobs_match_solo(
         );
         match (want_end, got_end) {
             (
-                WorkerEvent::End {
+                EngineEvent::End {
                     stop_reason: a,
                     seed: sa,
                     ..
                 },
-                WorkerEvent::End {
+                EngineEvent::End {
                     stop_reason: b,
                     seed: sb,
                     ..
@@ -158,7 +159,7 @@ fn cancelling_one_batched_job_leaves_the_others_alone() {
 /// A job cancelled after 5 tokens stops within a few steps; the job beside it is unaffected.
 pub(crate) fn check_cancel_isolation(lm: Arc<LoadedModel>) {
     let mut events = Vec::new();
-    let mut sink = |e: WorkerEvent| {
+    let mut sink = |e: EngineEvent| {
         events.push(e);
         true
     };
@@ -174,7 +175,7 @@ pub(crate) fn check_cancel_isolation(lm: Arc<LoadedModel>) {
     let long_events: Vec<_> = rx_long
         .iter()
         .inspect(|e| {
-            if matches!(e, WorkerEvent::Token { .. }) {
+            if matches!(e, EngineEvent::Token { .. }) {
                 seen += 1;
                 if seen == 5 {
                     engine.cancel("long");
@@ -187,7 +188,7 @@ pub(crate) fn check_cancel_isolation(lm: Arc<LoadedModel>) {
     assert!(
         matches!(
             end,
-            WorkerEvent::End {
+            EngineEvent::End {
                 stop_reason: StopReason::Cancelled,
                 ..
             }
@@ -224,7 +225,7 @@ pub(crate) fn check_long_prompt_chunks(lm: Arc<LoadedModel>) {
     engine
         .submit(
             decoding,
-            Box::new(move |e: WorkerEvent| tx.send((e, Instant::now())).is_ok()),
+            Box::new(move |e: EngineEvent| tx.send((e, Instant::now())).is_ok()),
         )
         .unwrap();
     // wait until it streams, then send ~1500 prompt tokens
@@ -236,7 +237,7 @@ pub(crate) fn check_long_prompt_chunks(lm: Arc<LoadedModel>) {
     engine
         .submit(
             long,
-            Box::new(move |e: WorkerEvent| tx_long.send((e, Instant::now())).is_ok()),
+            Box::new(move |e: EngineEvent| tx_long.send((e, Instant::now())).is_ok()),
         )
         .unwrap();
     let timed_long: Vec<_> = rx_long.iter().collect();
@@ -248,7 +249,7 @@ pub(crate) fn check_long_prompt_chunks(lm: Arc<LoadedModel>) {
     );
     let long_events: Vec<_> = timed_long.into_iter().map(|(e, _)| e).collect();
     let (_, end) = outcome(&long_events);
-    let WorkerEvent::End {
+    let EngineEvent::End {
         prefill_time_ms, ..
     } = end
     else {
@@ -256,7 +257,7 @@ pub(crate) fn check_long_prompt_chunks(lm: Arc<LoadedModel>) {
     };
     let gaps: Vec<f64> = events
         .windows(2)
-        .filter(|w| matches!(w[1].0, WorkerEvent::Token { .. }))
+        .filter(|w| matches!(w[1].0, EngineEvent::Token { .. }))
         .map(|w| (w[1].1 - w[0].1).as_secs_f64() * 1e3)
         .collect();
     let worst = gaps.iter().cloned().fold(0.0, f64::max);
@@ -269,7 +270,7 @@ pub(crate) fn check_long_prompt_chunks(lm: Arc<LoadedModel>) {
     assert_eq!(outcome(&plain).0.len(), 200);
     // prefilled in 128-token chunks between decode steps, yet the same as one whole prefill
     let mut solo = Vec::new();
-    let mut sink = |e: WorkerEvent| {
+    let mut sink = |e: EngineEvent| {
         solo.push(e);
         true
     };

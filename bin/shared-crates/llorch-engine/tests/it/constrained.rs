@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llorch_engine::generate::{run_job, teacher_force};
+use llorch_engine::EngineEvent;
 use llorch_engine::{load, Engine, Job, LoadOptions, LoadedModel};
-use llorch_wire::{ChatMessage, Constraint, SamplingParams, StopReason, WorkerEvent};
+use llorch_wire::{ChatMessage, Constraint, SamplingParams, StopReason};
 use serde_json::{json, Value};
 
 /// A chat prompt asking for JSON, tokenized as the worker does for `messages`.
@@ -39,11 +40,11 @@ fn job(lm: &LoadedModel, id: &str, q: &str, c: &Constraint, max: u32, seed: Opti
 }
 
 /// Output text, token ids and the terminal event of one job's events.
-fn outcome(events: &[WorkerEvent]) -> (String, Vec<u32>, WorkerEvent) {
+fn outcome(events: &[EngineEvent]) -> (String, Vec<u32>, EngineEvent) {
     let mut text = String::new();
     let mut ids = Vec::new();
     for e in events {
-        if let WorkerEvent::Token { id, t, .. } = e {
+        if let EngineEvent::Token { id, t, .. } = e {
             text.push_str(t);
             ids.push(*id);
         }
@@ -53,9 +54,9 @@ fn outcome(events: &[WorkerEvent]) -> (String, Vec<u32>, WorkerEvent) {
     (text, ids, last)
 }
 
-fn run_alone(lm: &LoadedModel, j: Job) -> Vec<WorkerEvent> {
+fn run_alone(lm: &LoadedModel, j: Job) -> Vec<EngineEvent> {
     let mut events = Vec::new();
-    let mut sink = |e: WorkerEvent| {
+    let mut sink = |e: EngineEvent| {
         events.push(e);
         true
     };
@@ -63,15 +64,15 @@ fn run_alone(lm: &LoadedModel, j: Job) -> Vec<WorkerEvent> {
     events
 }
 
-fn submit(engine: &Engine, j: Job) -> Receiver<WorkerEvent> {
+fn submit(engine: &Engine, j: Job) -> Receiver<EngineEvent> {
     let (tx, rx) = channel();
     engine
-        .submit(j, Box::new(move |e: WorkerEvent| tx.send(e).is_ok()))
+        .submit(j, Box::new(move |e: EngineEvent| tx.send(e).is_ok()))
         .unwrap();
     rx
 }
 
-fn collect(rx: Receiver<WorkerEvent>) -> Vec<WorkerEvent> {
+fn collect(rx: Receiver<EngineEvent>) -> Vec<EngineEvent> {
     let mut events = Vec::new();
     while let Ok(e) = rx.recv_timeout(Duration::from_secs(300)) {
         let end = e.is_terminal();
@@ -220,7 +221,7 @@ fn constrained_answers_validate_alone_and_batched() {
         assert!(
             matches!(
                 end,
-                WorkerEvent::End {
+                EngineEvent::End {
                     stop_reason: StopReason::Eos,
                     ..
                 }
@@ -291,7 +292,7 @@ fn constrained_cut_off_logprobs_and_cancel() {
     assert!(
         matches!(
             end,
-            WorkerEvent::End {
+            EngineEvent::End {
                 stop_reason: StopReason::MaxTokens,
                 tokens_out: 6,
                 ..
@@ -305,7 +306,7 @@ fn constrained_cut_off_logprobs_and_cancel() {
     let got: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            WorkerEvent::Token { logprob, .. } => logprob.clone(),
+            EngineEvent::Token { logprob, .. } => logprob.clone(),
             _ => None,
         })
         .collect();
@@ -332,7 +333,7 @@ fn constrained_cut_off_logprobs_and_cancel() {
     let rx = submit(&engine, j);
     let mut events = Vec::new();
     while let Ok(e) = rx.recv_timeout(Duration::from_secs(300)) {
-        if matches!(e, WorkerEvent::Token { i: 3, .. }) {
+        if matches!(e, EngineEvent::Token { i: 3, .. }) {
             cancel.store(true, std::sync::atomic::Ordering::SeqCst);
         }
         let end = e.is_terminal();
@@ -345,7 +346,7 @@ fn constrained_cut_off_logprobs_and_cancel() {
     assert!(
         matches!(
             end,
-            WorkerEvent::End {
+            EngineEvent::End {
                 stop_reason: StopReason::Cancelled,
                 ..
             }

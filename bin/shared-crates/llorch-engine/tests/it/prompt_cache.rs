@@ -8,8 +8,9 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 
 use llorch_engine::model::Kernels;
+use llorch_engine::EngineEvent;
 use llorch_engine::{Engine, EngineOptions, Job, LoadedModel};
-use llorch_wire::{SamplingParams, WorkerEvent};
+use llorch_wire::SamplingParams;
 
 const SYSTEM: &str = "You are a careful assistant for a harbour office. You answer questions \
 about boats, tides, moorings and the weather in short, plain sentences. When you do not know \
@@ -27,16 +28,16 @@ fn job(id: &str, lm: &LoadedModel, text: &str, prompt_logprobs: Option<u32>) -> 
 fn run(engine: &Engine, j: Job) -> (u32, Vec<u32>) {
     let (tx, rx) = channel();
     engine
-        .submit(j, Box::new(move |e: WorkerEvent| tx.send(e).is_ok()))
+        .submit(j, Box::new(move |e: EngineEvent| tx.send(e).is_ok()))
         .unwrap();
     let mut cached = None;
     let mut ids = Vec::new();
     for e in rx.iter() {
         match e {
-            WorkerEvent::Started { tokens_cached, .. } => cached = Some(tokens_cached),
-            WorkerEvent::Token { id, .. } => ids.push(id),
-            WorkerEvent::Error { message, .. } => panic!("{message}"),
-            WorkerEvent::End { .. } => {}
+            EngineEvent::Started { tokens_cached, .. } => cached = Some(tokens_cached),
+            EngineEvent::Token { id, .. } => ids.push(id),
+            EngineEvent::Failed { message, .. } => panic!("{message}"),
+            EngineEvent::End { .. } => {}
         }
     }
     (cached.expect("started event"), ids)

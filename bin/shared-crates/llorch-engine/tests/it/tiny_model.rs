@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
+use llorch_engine::EngineEvent;
 use llorch_engine::{load, Engine, Job, LoadOptions};
-use llorch_wire::{SamplingParams, StopReason, WorkerEvent};
+use llorch_wire::{SamplingParams, StopReason};
 
 const HIDDEN: usize = 64;
 const LAYERS: usize = 2;
@@ -128,14 +129,14 @@ fn job(id: &str, prompt: Vec<u32>, max_tokens: u32, sampling: SamplingParams) ->
 }
 
 /// Run one job on an engine thread and collect its events.
-fn run(engine: &Engine, j: Job) -> Vec<WorkerEvent> {
+fn run(engine: &Engine, j: Job) -> Vec<EngineEvent> {
     let events = Arc::new(Mutex::new(Vec::new()));
     let (tx, rx) = std::sync::mpsc::channel();
     let ev = events.clone();
     engine
         .submit(
             j,
-            Box::new(move |e: WorkerEvent| {
+            Box::new(move |e: EngineEvent| {
                 let terminal = e.is_terminal();
                 ev.lock().unwrap().push(e);
                 if terminal {
@@ -176,10 +177,10 @@ fn tiny_random_llama_loads_and_generates() {
         &engine,
         job("b", prompt.clone(), 12, SamplingParams::greedy()),
     );
-    let ids = |evs: &[WorkerEvent]| -> Vec<u32> {
+    let ids = |evs: &[EngineEvent]| -> Vec<u32> {
         evs.iter()
             .filter_map(|e| {
-                if let WorkerEvent::Token { id, .. } = e {
+                if let EngineEvent::Token { id, .. } = e {
                     Some(*id)
                 } else {
                     None
@@ -187,7 +188,7 @@ fn tiny_random_llama_loads_and_generates() {
             })
             .collect()
     };
-    assert!(matches!(a[0], WorkerEvent::Started { tokens_in: 5, .. }));
+    assert!(matches!(a[0], EngineEvent::Started { tokens_in: 5, .. }));
     assert_eq!(
         ids(&a),
         ids(&b),
@@ -195,7 +196,7 @@ fn tiny_random_llama_loads_and_generates() {
     );
     assert_eq!(a.iter().filter(|e| e.is_terminal()).count(), 1);
     match a.last().unwrap() {
-        WorkerEvent::End {
+        EngineEvent::End {
             stop_reason,
             tokens_out,
             ..
