@@ -61,8 +61,14 @@ impl WeightMode {
 #[command(name = "llorch-candled", version, about, long_about = None)]
 pub struct Args {
     /// Model to serve: a .gguf file, or a directory with config.json, tokenizer.json and *.safetensors.
-    #[arg(long, env = "LLORCH_MODEL")]
-    pub model: PathBuf,
+    #[arg(long, env = "LLORCH_MODEL", required_unless_present = "print_backends")]
+    pub model: Option<PathBuf>,
+
+    /// Print the compute backends this binary was built with, as JSON
+    /// (`{"backends": ["cpu", "cuda"]}`), and exit. `llorch-pool status` asks this so that
+    /// placement never picks a GPU backend the worker cannot run.
+    #[arg(long)]
+    pub print_backends: bool,
 
     /// TCP port to listen on.
     #[arg(long, default_value_t = 8001)]

@@ -128,7 +128,9 @@ impl Config {
             .max(1);
         Ok(Config {
             server,
-            model: args.model,
+            model: args
+                .model
+                .ok_or_else(|| anyhow::anyhow!("--model is required"))?,
             compute: args.backend,
             device: args.device,
             threads,

@@ -22,3 +22,16 @@ pub use backend::{Backend, BackendInfo, EventSink, Load};
 pub use config::{Config, OrchestratorConfig, ServerConfig};
 pub use routes::{app, AppState, DeviceReport};
 pub use serve::serve;
+
+/// The compute backends compiled into this build: `cpu`, then `cuda` and `metal` when built
+/// with those cargo features (`--print-backends`).
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut b = vec!["cpu"];
+    if cfg!(feature = "cuda") {
+        b.push("cuda");
+    }
+    if cfg!(feature = "metal") {
+        b.push("metal");
+    }
+    b
+}

@@ -9,6 +9,11 @@ use llorch_candled::{cli, start, Config};
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
+    if args.print_backends {
+        let backends = llorch_candled::compiled_backends();
+        println!("{}", serde_json::json!({ "backends": backends }));
+        return ExitCode::SUCCESS;
+    }
     llorch_http::logging::init(args.log.log_format, "info");
     match Config::from_args(args).and_then(start::run) {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,40 +8,63 @@ use crate::hub::HubConfig;
 use crate::output::{human_bytes, print_json, print_table};
 use crate::{models, procs, worker, Ctx};
 
-/// Detect the backends of this host.
-///
-/// The worker contract has no way to ask a `llorch-candled` binary which backends it was built
-/// with, so cuda/metal availability is about devices; a worker built without the feature exits
-/// with a clear message that `worker spawn` shows.
+/// Detect the backends of this host: its devices, and which backends its `llorch-candled`
+/// was built with (`--print-backends`; a GPU the worker cannot use is not available).
 pub fn detect() -> Vec<BackendView> {
+    let compiled = crate::spawn::find_worker_bin(None)
+        .ok()
+        .and_then(|bin| compiled_backends(&bin));
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
-    let mut out = vec![BackendView {
-        name: "cpu".into(),
-        available: true,
-        devices: cpus,
-        detail: format!("{cpus} logical CPUs"),
-    }];
-    let (n, detail) = cuda_devices();
-    out.push(BackendView {
-        name: "cuda".into(),
-        available: n > 0,
-        devices: n,
-        detail,
-    });
+    let (n, cuda_detail) = cuda_devices();
     let mac = cfg!(target_os = "macos");
-    out.push(BackendView {
-        name: "metal".into(),
-        available: mac,
-        devices: u32::from(mac),
-        detail: if mac {
-            "macOS".into()
-        } else {
-            "Metal needs macOS".into()
-        },
-    });
-    out
+    let metal_detail = if mac { "macOS" } else { "Metal needs macOS" };
+    [
+        ("cpu", cpus, format!("{cpus} logical CPUs")),
+        ("cuda", n, cuda_detail),
+        ("metal", u32::from(mac), metal_detail.to_string()),
+    ]
+    .into_iter()
+    .map(|(name, devices, detail)| {
+        let built = compiled.as_ref().map(|c| c.iter().any(|b| b == name));
+        let available = devices > 0 && built != Some(false);
+        let detail = match built {
+            Some(false) if devices > 0 => format!(
+                "{detail}, but this host's llorch-candled was built without the {name} feature"
+            ),
+            _ => detail,
+        };
+        BackendView {
+            name: name.into(),
+            available,
+            devices,
+            detail,
+            compiled: built,
+        }
+    })
+    .collect()
+}
+
+/// The backends a `llorch-candled` binary was built with, from its `--print-backends` (None
+/// when it does not answer: an older or broken binary).
+fn compiled_backends(bin: &std::path::Path) -> Option<Vec<String>> {
+    let out = std::process::Command::new(bin)
+        .arg("--print-backends")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let list = v.get("backends")?.as_array()?;
+    Some(
+        list.iter()
+            .filter_map(|b| b.as_str().map(str::to_string))
+            .collect(),
+    )
 }
 
 /// NVIDIA GPUs the driver exposes (`/proc/driver/nvidia/gpus/*`, else `/dev/nvidiaN`).

@@ -199,7 +199,7 @@ fn lock_spawns(ctx: &Ctx) -> Result<File> {
 }
 
 /// `--worker-bin`/`LLORCH_WORKER_BIN`, else `llorch-candled` next to this executable, else PATH.
-fn find_worker_bin(explicit: Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn find_worker_bin(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return if p.is_file() {
             Ok(p)

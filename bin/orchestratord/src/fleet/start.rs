@@ -295,10 +295,14 @@ fn backend_for(d: &Deployment, status: Option<&StatusView>) -> &'static str {
         BackendChoice::Cuda => "cuda",
         BackendChoice::Metal => "metal",
         BackendChoice::Auto => {
+            // a GPU backend only where the pool's worker binary was built with it
+            let usable = |name: &str| {
+                status.is_some_and(|s| s.backends.iter().any(|b| b.name == name && b.available))
+            };
             let gpus = status.and_then(|s| s.machine.as_ref()).map(|m| &m.gpus);
             match gpus.and_then(|g| g.first()) {
-                Some(g) if g.backend == "cuda" => "cuda",
-                Some(g) if g.backend == "metal" => "metal",
+                Some(g) if g.backend == "cuda" && usable("cuda") => "cuda",
+                Some(g) if g.backend == "metal" && usable("metal") => "metal",
                 _ => "cpu",
             }
         }
@@ -436,5 +440,28 @@ mod tests {
         assert_eq!(m, "worker `x` failed to start: boom");
         assert_eq!(t.as_deref(), Some("a\nb"));
         assert_eq!(split_tail("plain").1, None);
+    }
+
+    #[test]
+    fn auto_picks_a_gpu_only_where_the_worker_binary_can_use_it() {
+        let d: Deployment = serde_json::from_value(serde_json::json!({"id": "m"})).unwrap();
+        let status = |cuda_available: bool| -> StatusView {
+            serde_json::from_value(serde_json::json!({
+                "host": "h", "version": "0", "home": "/h", "hf_cache": "/c",
+                "backends": [
+                    {"name": "cpu", "available": true, "devices": 16, "detail": "", "compiled": true},
+                    {"name": "cuda", "available": cuda_available, "devices": 1, "detail": "",
+                     "compiled": cuda_available}
+                ],
+                "models": [], "workers": [],
+                "machine": {"cpu_cores": 16, "mem_total_bytes": 1, "mem_available_bytes": 1,
+                    "gpus": [{"backend": "cuda", "index": 0, "name": "H100",
+                              "mem_total_bytes": 80, "mem_free_bytes": 80}]}
+            }))
+            .unwrap()
+        };
+        assert_eq!(backend_for(&d, Some(&status(true))), "cuda");
+        assert_eq!(backend_for(&d, Some(&status(false))), "cpu");
+        assert_eq!(backend_for(&d, None), "cpu");
     }
 }

@@ -368,6 +368,13 @@ fn spawn_refuses_what_it_cannot_start() {
     let backends = env.json(&["backends", "list"]);
     assert_eq!(backends["backends"][0]["name"], "cpu");
     assert_eq!(backends["backends"][0]["available"], true);
+    // the llorch-candled next to llorch-pool was asked what it was built with (a default build:
+    // cpu only, so no GPU backend can be available, whatever the devices)
+    let b = &backends["backends"];
+    assert_eq!(b[0]["compiled"], true, "{backends}");
+    assert_eq!(b[1]["name"], "cuda");
+    assert_eq!(b[1]["compiled"], false, "{backends}");
+    assert_eq!(b[1]["available"], false, "{backends}");
 }
 
 /// A record for an arbitrary process, as `worker spawn` would write it.

@@ -51,6 +51,11 @@ pub struct BackendView {
     pub devices: u32,
     /// Why the backend is unavailable, or how it was detected.
     pub detail: String,
+    /// Whether the host's `llorch-candled` was built with this backend (its
+    /// `--print-backends`); absent when the binary could not be asked. A backend the worker
+    /// lacks is never `available`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compiled: Option<bool>,
 }
 
 /// `llorch-pool status --json`.
