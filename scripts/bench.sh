@@ -12,24 +12,49 @@
 # Compare with llama.cpp only in the same run (see ../shared/reference/perf-baseline.md):
 # on a shared machine a ratio to a number from another day means nothing.
 #
-# usage: scripts/bench.sh [--markdown] [--rounds N] [--peer PATH-TO-llama-bench]
+# usage: scripts/bench.sh [--markdown] [--rounds N] [--peer PATH-TO-llama-bench] [--fleet] [--tenancy]
+#        [--only-extra]   (--fleet/--tenancy without 1-3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { echo "== bench.sh: $*" >&2; }
 MD=()
 ROUNDS=3
 PEER=
+FLEET=
+TENANCY=
+ONLY=
 while [ $# -gt 0 ]; do
   case "$1" in
     --markdown) MD=(--markdown); shift ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
     --peer) PEER="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --fleet) FLEET=1; shift ;;
+    --tenancy) TENANCY=1; shift ;;
+    --only-extra) ONLY=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 status=0
+extras() {
+  if [ -n "$TENANCY" ]; then
+    log "tenancy-bench (10,000 tenants and keys, 10,000 queued)"
+    cargo build --release --quiet --workspace --bins
+    target/release/tenancy-bench || status=1
+  fi
+  if [ -n "$FLEET" ]; then
+    log "fleet benchmarks (real llorch-pool, sshd on loopback, SmolLM2)"
+    scripts/ci-sshd.sh install >&2 || true
+    scripts/fetch-test-model.sh smollm2 >/dev/null
+    cargo test --release --workspace --quiet bench_fleet -- --ignored --nocapture --test-threads=1 \
+      2>&1 | grep -E '^fleet|test result|panicked|FAILED' || status=1
+  fi
+}
+if [ -n "$ONLY" ]; then
+  extras
+  exit "$status"
+fi
 log "model matrix with the bench budgets"
 scripts/test_all_models.sh --bin-dir target/release --budgets bench --report target/model-report-bench.json \
   "${MD[@]}" || status=1
@@ -45,4 +70,5 @@ if [ -n "$PEER" ]; then
     scripts/bench-peer.py --peer "$PEER" --model "$m" --threads 2 --rounds "$ROUNDS" || status=1
   done
 fi
+extras
 exit "$status"

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::real::SERIAL;
 
+mod bench;
 mod capacity;
 mod download;
 mod engine_failure;
