@@ -16,6 +16,25 @@ const TEMPLATE: &str = "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}\
 {% elif messages[0]['content'] == 'raise' %}{{ raise_exception('only polite questions') }}\
 {% else %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n{% endif %}";
 
+/// POST `path` declaring a `len`-byte JSON body without sending it; (status line and headers,
+/// body) of the answer, read until the server closes.
+fn declared_only(addr: &str, path: &str, len: usize) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_string(), body.to_string())
+}
+
 fn chat(content: &str) -> Value {
     json!({"messages": [{"role": "user", "content": content}], "max_tokens": 2})
 }
@@ -82,15 +101,16 @@ fn hostile_templates_bodies_and_sizes_fail_one_request_only() {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("event: end"));
-        // over --max-body-bytes: the envelope naming the limit, and the connection is not
-        // reused (the fuzz loop below goes on with the same client and its pool)
-        let big = json!({"prompt": "x".repeat(3 << 20), "max_tokens": 1});
-        let r = post("/execute", big.to_string().into_bytes())
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 413);
-        assert_eq!(r.headers()["connection"], "close");
-        let v: Value = r.json().await.unwrap();
+        // over --max-body-bytes: the envelope naming the limit, answered from the declared
+        // length before any body is read, and the connection is not reused. (Raw TCP: a client
+        // that insists on writing 3 MB first may see the closed socket before the answer.)
+        let (head, body) = declared_only(w.addr.as_str(), "/execute", 3 << 20);
+        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["error"]["code"], "PAYLOAD_TOO_LARGE", "{v}");
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(
