@@ -4,8 +4,9 @@
 //! tokenizer they borrow, so a test can write the file again and check it against the fixture's
 //! sha256 before comparing outputs.
 //!
-//! Every model has 2 layers, hidden size 256, 4 query and 2 key/value heads of 64, and an MLP of
-//! 512, so every matrix row fits the k-quants' 256-value super-blocks. The tokenizer (vocabulary,
+//! Every model has 2 layers (Gemma 3: 6, so that five sliding-window layers precede a global
+//! one), hidden size 256, 4 query and 2 key/value heads of 64, and an MLP of 512, so every
+//! matrix row fits the k-quants' 256-value super-blocks. The tokenizer (vocabulary,
 //! merges, special ids) is copied from a real GGUF (SmolLM2), so prompts are real text.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,9 @@ use candle_core::{Device, Tensor};
 
 const HIDDEN: usize = 256;
 const LAYERS: usize = 2;
+const GEMMA3_LAYERS: usize = 6;
+/// Gemma 3's sliding window here: short enough that the long prompt crosses it.
+const GEMMA3_WINDOW: usize = 128;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 const HEAD_DIM: usize = 64;
@@ -35,11 +39,21 @@ pub enum TinyArch {
     Qwen2,
     /// Phi-3 (fused QKV and gate-up projections), matrices in Q6_K.
     Phi3,
+    /// Gemma 3 (q/k norms, post-attention and post-MLP norms, GELU, embeddings scaled by
+    /// sqrt(hidden) and tied to the output, five sliding-window layers then a global one, two
+    /// RoPE bases), matrices in Q5_0.
+    Gemma3,
 }
 
 impl TinyArch {
     /// Every variant, in fixture order.
-    pub const ALL: [TinyArch; 4] = [Self::Llama, Self::Llama3Rope, Self::Qwen2, Self::Phi3];
+    pub const ALL: [TinyArch; 5] = [
+        Self::Llama,
+        Self::Llama3Rope,
+        Self::Qwen2,
+        Self::Phi3,
+        Self::Gemma3,
+    ];
 
     /// The fixture's name (`fixtures/arch-NAME.json`) and the file's stem.
     pub fn name(self) -> &'static str {
@@ -48,6 +62,7 @@ impl TinyArch {
             Self::Llama3Rope => "llama3rope-q8_0",
             Self::Qwen2 => "qwen2-q5k",
             Self::Phi3 => "phi3-q6k",
+            Self::Gemma3 => "gemma3-q5_0",
         }
     }
 
@@ -56,6 +71,7 @@ impl TinyArch {
             Self::Llama | Self::Llama3Rope => "llama",
             Self::Qwen2 => "qwen2",
             Self::Phi3 => "phi3",
+            Self::Gemma3 => "gemma3",
         }
     }
 
@@ -65,6 +81,7 @@ impl TinyArch {
             Self::Llama3Rope => GgmlDType::Q8_0,
             Self::Qwen2 => GgmlDType::Q5K,
             Self::Phi3 => GgmlDType::Q6K,
+            Self::Gemma3 => GgmlDType::Q5_0,
         }
     }
 }
@@ -143,43 +160,57 @@ pub fn write_gguf(arch: TinyArch, tokenizer_from: &Path, out: &Path) -> Result<(
         "general.name".into(),
         Value::String("llorch tiny test model".into()),
     );
+    let gemma = arch == TinyArch::Gemma3;
+    let layers = if gemma { GEMMA3_LAYERS } else { LAYERS };
     md.insert(format!("{a}.context_length"), u(2048));
     md.insert(format!("{a}.embedding_length"), u(HIDDEN));
-    md.insert(format!("{a}.block_count"), u(LAYERS));
+    md.insert(format!("{a}.block_count"), u(layers));
     md.insert(format!("{a}.feed_forward_length"), u(FF));
     md.insert(format!("{a}.attention.head_count"), u(HEADS));
     md.insert(format!("{a}.attention.head_count_kv"), u(KV_HEADS));
     md.insert(format!("{a}.rope.dimension_count"), u(HEAD_DIM));
     md.insert(
         format!("{a}.attention.layer_norm_rms_epsilon"),
-        Value::F32(1e-5),
+        Value::F32(if gemma { 1e-6 } else { 1e-5 }),
     );
-    let theta = if arch == TinyArch::Llama3Rope {
-        500_000.0
-    } else {
-        10_000.0
+    let theta = match arch {
+        TinyArch::Llama3Rope => 500_000.0,
+        TinyArch::Gemma3 => 1_000_000.0,
+        _ => 10_000.0,
     };
+    if gemma {
+        md.insert(format!("{a}.attention.key_length"), u(HEAD_DIM));
+        md.insert(format!("{a}.attention.value_length"), u(HEAD_DIM));
+        md.insert(format!("{a}.attention.sliding_window"), u(GEMMA3_WINDOW));
+        md.insert(format!("{a}.rope.freq_base_swa"), Value::F32(10_000.0));
+    }
     md.insert(format!("{a}.rope.freq_base"), Value::F32(theta));
 
     let q = arch.matrix_type();
     let kv = KV_HEADS * HEAD_DIM;
     let mut t = Tensors { list: Vec::new() };
+    // Gemma scales the embeddings by sqrt(hidden) = 16 on input and ties them to the output:
+    // 0.06 keeps both near a real model's range.
+    let embd_scale = if gemma { 0.06 } else { 1.0 };
     t.add(
         "token_embd.weight".into(),
         &[vocab, HIDDEN],
-        1.0,
+        embd_scale,
         GgmlDType::Q8_0,
     )?;
     t.norm("output_norm.weight".into(), HIDDEN)?;
     // An output projection of its own: tied to random embeddings, each position would predict
-    // its own token with a margin of ~50 nats (the tied path is covered by SmolLM2's parity);
-    // 0.35 spreads the logits like a real model's, a few nats between the top tokens.
-    t.add(
-        "output.weight".into(),
-        &[vocab, HIDDEN],
-        0.35,
-        GgmlDType::Q8_0,
-    )?;
+    // its own token with a margin of ~50 nats (the tied path is covered by SmolLM2's parity and
+    // Gemma 3 here); 0.35 spreads the logits like a real model's, a few nats between the top
+    // tokens.
+    if !gemma {
+        t.add(
+            "output.weight".into(),
+            &[vocab, HIDDEN],
+            0.35,
+            GgmlDType::Q8_0,
+        )?;
+    }
     if arch == TinyArch::Llama3Rope {
         let f = Tensor::new(llama3_factors(), &Device::Cpu)?;
         t.list.push((
@@ -187,10 +218,16 @@ pub fn write_gguf(arch: TinyArch, tokenizer_from: &Path, out: &Path) -> Result<(
             QTensor::quantize(&f, GgmlDType::F32)?,
         ));
     }
-    for i in 0..LAYERS {
+    for i in 0..layers {
         let p = |s: &str| format!("blk.{i}.{s}");
         t.norm(p("attn_norm.weight"), HIDDEN)?;
         t.norm(p("ffn_norm.weight"), HIDDEN)?;
+        if gemma {
+            t.norm(p("attn_q_norm.weight"), HEAD_DIM)?;
+            t.norm(p("attn_k_norm.weight"), HEAD_DIM)?;
+            t.norm(p("post_attention_norm.weight"), HIDDEN)?;
+            t.norm(p("post_ffw_norm.weight"), HIDDEN)?;
+        }
         if arch == TinyArch::Phi3 {
             t.matrix(p("attn_qkv.weight"), HIDDEN + 2 * kv, HIDDEN, q)?;
             t.matrix(p("ffn_up.weight"), 2 * FF, HIDDEN, q)?;

@@ -1,6 +1,7 @@
 //! Every architecture against llama.cpp without a download: the tiny random-weight models of
 //! `llorch_engine::tiny` (Llama with Q4_K, Llama 3 RoPE factors with Q8_0, Qwen2 biases with Q5_K,
-//! Phi-3 fused projections with Q6_K) are written again here, checked byte-identical to the file
+//! Phi-3 fused projections with Q6_K, Gemma 3 with its norms, tied embeddings, GELU and a 128-token sliding
+//! window crossed by the long prompt, in Q5_0) are written again here, checked byte-identical to the file
 //! llama.cpp evaluated, and run on both compute paths (native kernels and the device-generic GPU
 //! path). `fixtures/arch-*.json` (from `scripts/arch-fixtures.py`) hold llama.cpp's
 //! log-probabilities at every position of a short and a 629-token prompt.
@@ -139,4 +140,9 @@ fn qwen2_biases_q5_k_match_llama_cpp() {
 #[test]
 fn phi3_fused_projections_q6_k_match_llama_cpp() {
     check(TinyArch::Phi3);
+}
+
+#[test]
+fn gemma3_sliding_window_norms_q5_0_match_llama_cpp() {
+    check(TinyArch::Gemma3);
 }
