@@ -1,6 +1,8 @@
 //! `backends list` and `status`: what this host can run and what it is running.
 
-use llorch_catalog::{BackendView, StatusView};
+use std::path::{Path, PathBuf};
+
+use llorch_catalog::{BackendView, PoolHome, StatusView};
 use serde_json::json;
 
 use crate::error::Result;
@@ -8,12 +10,16 @@ use crate::hub::HubConfig;
 use crate::output::{human_bytes, print_json, print_table};
 use crate::{models, procs, worker, Ctx};
 
-/// Detect the backends of this host: its devices, and which backends its `llorch-candled`
-/// was built with (`--print-backends`; a GPU the worker cannot use is not available).
-pub fn detect() -> Vec<BackendView> {
-    let compiled = crate::spawn::find_worker_bin(None)
+/// Detect the backends of this host: its devices, and which backends the `llorch-candled` that
+/// `worker spawn` would run (`worker_bin`, else the default one) was built with
+/// (`--print-backends`, cached in `home` per binary); a GPU the worker cannot use is not
+/// available.
+pub fn detect(home: &PoolHome, worker_bin: Option<PathBuf>) -> Vec<BackendView> {
+    let worker_bin =
+        worker_bin.or_else(|| std::env::var_os("LLORCH_WORKER_BIN").map(PathBuf::from));
+    let compiled = crate::spawn::find_worker_bin(worker_bin)
         .ok()
-        .and_then(|bin| compiled_backends(&bin));
+        .and_then(|bin| compiled_backends(home, &bin));
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
@@ -47,8 +53,29 @@ pub fn detect() -> Vec<BackendView> {
 }
 
 /// The backends a `llorch-candled` binary was built with, from its `--print-backends` (None
-/// when it does not answer: an older or broken binary).
-fn compiled_backends(bin: &std::path::Path) -> Option<Vec<String>> {
+/// when it does not answer: an older or broken binary). The answer is kept in
+/// `$LLORCH_HOME/worker-backends.json` under the binary's path, size and modification time, so
+/// a probe does not start the worker binary each time.
+fn compiled_backends(home: &PoolHome, bin: &Path) -> Option<Vec<String>> {
+    let meta = std::fs::metadata(bin).ok()?;
+    let stamp = format!(
+        "{}:{}:{}",
+        bin.display(),
+        meta.len(),
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos())
+    );
+    let cache = home.root().join("worker-backends.json");
+    let cached: Option<serde_json::Value> = std::fs::read(&cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(v) = cached.filter(|v| v["stamp"] == stamp.as_str()) {
+        if let Some(list) = string_list(&v["backends"]) {
+            return Some(list);
+        }
+    }
     let out = std::process::Command::new(bin)
         .arg("--print-backends")
         .stdin(std::process::Stdio::null())
@@ -59,9 +86,20 @@ fn compiled_backends(bin: &std::path::Path) -> Option<Vec<String>> {
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let list = v.get("backends")?.as_array()?;
+    let list = string_list(&v["backends"])?;
+    // best effort: a read-only home just means asking again next time
+    let tmp = cache.with_extension(format!("json.{}", std::process::id()));
+    let body = json!({ "stamp": stamp, "backends": list });
+    if std::fs::write(&tmp, body.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, &cache);
+    }
+    Some(list)
+}
+
+fn string_list(v: &serde_json::Value) -> Option<Vec<String>> {
     Some(
-        list.iter()
+        v.as_array()?
+            .iter()
             .filter_map(|b| b.as_str().map(str::to_string))
             .collect(),
     )
@@ -97,7 +135,7 @@ fn cuda_devices() -> (u32, String) {
 
 /// `backends list`.
 pub fn list(ctx: &Ctx) -> Result<()> {
-    let backends = detect();
+    let backends = detect(&ctx.home, None);
     if ctx.json {
         print_json(&json!({ "backends": backends }));
         return Ok(());
@@ -129,7 +167,7 @@ pub fn status(ctx: &Ctx) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
         home: ctx.home.root().display().to_string(),
         hf_cache: HubConfig::from_env().cache_dir.display().to_string(),
-        backends: detect(),
+        backends: detect(&ctx.home, None),
         models: models::local_views(&cat),
         workers: worker::views(ctx),
         machine: Some(llorch_catalog::machine::inventory()),

@@ -27,7 +27,7 @@ const WORKER_BIN: &str = "llorch-candled";
 /// Run `worker spawn`.
 pub fn spawn(ctx: &Ctx, a: SpawnArgs) -> Result<()> {
     let backend = a.backend.as_str();
-    if let Some(b) = backends::detect()
+    if let Some(b) = backends::detect(&ctx.home, a.worker_bin.clone())
         .into_iter()
         .find(|b| b.name == backend && !b.available)
     {

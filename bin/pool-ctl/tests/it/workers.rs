@@ -375,6 +375,9 @@ fn spawn_refuses_what_it_cannot_start() {
     assert_eq!(b[1]["name"], "cuda");
     assert_eq!(b[1]["compiled"], false, "{backends}");
     assert_eq!(b[1]["available"], false, "{backends}");
+    // the answer is kept per binary in the home, and the next probe uses it
+    assert!(env.home().join("worker-backends.json").is_file());
+    assert_eq!(env.json(&["backends", "list"]), backends);
 }
 
 /// A record for an arbitrary process, as `worker spawn` would write it.
