@@ -1,6 +1,7 @@
 //! Write a GGUF model out as a HF-style safetensors directory (`config.json`, `tokenizer.json`,
 //! `model.safetensors`): weights dequantized to F32, llama Q/K rows un-permuted back to the HF
-//! half-rotation layout. Used to test the safetensors loader against the same weights.
+//! half-rotation layout (qwen2 and phi3 GGUFs keep HF's layout), phi3's fused gate/up as
+//! `gate_up_proj`. Used to test the safetensors loader against the same weights.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -31,31 +32,42 @@ pub fn gguf_to_safetensors(gguf: &Path, out: &Path) -> Result<()> {
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", gguf.display()))?;
     let cfg = ModelConfig::from_gguf(&content)?;
-    if cfg.arch != Architecture::Llama {
-        bail!(
-            "export supports llama-architecture GGUF files only (got {})",
-            cfg.arch.as_str()
-        );
+    let (model_type, class) = match cfg.arch {
+        Architecture::Llama => ("llama", "LlamaForCausalLM"),
+        Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+        Architecture::Phi3 => ("phi3", "Phi3ForCausalLM"),
+        other => bail!(
+            "export supports llama, qwen2 and phi3 GGUF files (got {})",
+            other.as_str()
+        ),
+    };
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        bail!("export: RoPE frequency factors (Llama 3) have no config.json form here");
     }
+    let llama = cfg.arch == Architecture::Llama;
     std::fs::create_dir_all(out)?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for name in content.tensor_infos.keys() {
         let q = content.tensor(&mut file, name, &Device::Cpu)?;
         let mut t = q.dequantize(&Device::Cpu)?;
-        if name.ends_with("attn_q.weight") {
+        if llama && name.ends_with("attn_q.weight") {
             t = unpermute(&t, cfg.n_head)?;
-        } else if name.ends_with("attn_k.weight") {
+        } else if llama && name.ends_with("attn_k.weight") {
             t = unpermute(&t, cfg.n_kv_head)?;
         }
-        tensors.insert(hf_name(name), t);
+        let mut hf = hf_name(name);
+        if cfg.arch == Architecture::Phi3 {
+            hf = hf.replace("mlp.up_proj", "mlp.gate_up_proj");
+        }
+        tensors.insert(hf, t);
     }
     let tied = !tensors.contains_key("lm_head.weight");
     candle_core::safetensors::save(&tensors, out.join("model.safetensors"))?;
     let tok = Tokenizer::from_gguf(&content)?;
     std::fs::write(out.join("tokenizer.json"), tok.to_tokenizer_json()?)?;
     let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [class],
+        "model_type": model_type,
         "hidden_size": cfg.n_embd,
         "intermediate_size": cfg.n_ff,
         "num_hidden_layers": cfg.n_layer,

@@ -36,8 +36,20 @@ fn fnv1a64(path: &Path) -> String {
     format!("{h:016x}")
 }
 
+/// The GGUF as written.
 fn check(arch: TinyArch) {
-    let test = format!("arch_fixtures::{}", arch.name());
+    check_as(arch, false);
+}
+
+/// The same weights exported to a safetensors directory (F32, HF names and layout) and loaded
+/// through the safetensors path, against the same llama.cpp reference.
+fn check_safetensors(arch: TinyArch) {
+    check_as(arch, true);
+}
+
+fn check_as(arch: TinyArch, safetensors: bool) {
+    let format = if safetensors { "safetensors" } else { "gguf" };
+    let test = format!("arch_fixtures::{}::{format}", arch.name());
     let Some(tokenizer) = llorch_testkit::require_smollm2(&test) else {
         return;
     };
@@ -55,6 +67,13 @@ fn check(arch: TinyArch) {
         "{test}: the tiny model's bytes changed since the fixture was written; \
          regenerate it with scripts/arch-fixtures.py"
     );
+    let model = if safetensors {
+        let out = dir.path().join(format!("{}-safetensors", arch.name()));
+        llorch_engine::export::gguf_to_safetensors(&model, &out).unwrap();
+        out
+    } else {
+        model
+    };
     let mut failures = Vec::new();
     for kernels in [Kernels::Native, Kernels::Generic] {
         let opts = LoadOptions {
@@ -145,4 +164,19 @@ fn phi3_fused_projections_q6_k_match_llama_cpp() {
 #[test]
 fn gemma3_sliding_window_norms_q5_0_match_llama_cpp() {
     check(TinyArch::Gemma3);
+}
+
+#[test]
+fn llama_safetensors_directory_matches_llama_cpp() {
+    check_safetensors(TinyArch::Llama);
+}
+
+#[test]
+fn qwen2_safetensors_directory_matches_llama_cpp() {
+    check_safetensors(TinyArch::Qwen2);
+}
+
+#[test]
+fn phi3_safetensors_directory_matches_llama_cpp() {
+    check_safetensors(TinyArch::Phi3);
 }
