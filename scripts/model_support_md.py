@@ -36,7 +36,8 @@ NAMES = {
 NOT_RUN = [
     ("qwen-0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "safetensors, qwen2, ~0.99 GB",
      "Hugging Face hub access (`llorch-pool models download qwen-0.5b`). The qwen2 path (q/k/v "
-     "biases) matches llama.cpp on a tiny random-weight GGUF (`fixtures/arch-qwen2-q5k.json`); real "
+     "biases) matches llama.cpp on a tiny random-weight GGUF and on the same weights as a safetensors "
+     "directory (`fixtures/arch-qwen2-q5k.json`); real "
      "weights have not been run in this project."),
     ("tinyllama", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "safetensors, llama, ~2.2 GB",
      "Hugging Face hub access. The llama safetensors path is covered here only by the SmolLM2 export."),
@@ -44,7 +45,8 @@ NOT_RUN = [
      "Hugging Face hub access, and free memory well above the weights' size: safetensors are read "
      "into memory before the CPU conversion to Q8_0 (the SmolLM2 export peaked at about twice its "
      "file size, table above). The phi3 path (fused qkv and gate/up) matches "
-     "llama.cpp on a tiny random-weight GGUF (`fixtures/arch-phi3-q6k.json`); real weights have not "
+     "llama.cpp on a tiny random-weight GGUF and on the same weights as a safetensors directory "
+     "(`fixtures/arch-phi3-q6k.json`); real weights have not "
      "been run in this project."),
     ("mistral", "mistralai/Mistral-7B-Instruct-v0.2", "safetensors, mistral (llama path), ~14.5 GB",
      "Gated on the hub: `HF_TOKEN` of an account that accepted the licence, plus the memory noted for "
