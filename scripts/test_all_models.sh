@@ -9,7 +9,8 @@
 #
 # usage: scripts/test_all_models.sh [--bin-dir DIR] [--report FILE] [--backends cpu,cuda]
 #                                   [--threads N] [--markdown] [--no-hf-cache] [--budgets ci|bench]
-#   --bin-dir   target/release (default) or target/debug: llorch-pool and llorch-candled are
+#   --bin-dir   target/release (default) or target/debug ($CARGO_TARGET_DIR/... when that is
+#               set; then pass it explicitly): llorch-pool and llorch-candled are
 #               (re)built there first with cargo, a no-op when up to date (CI passes
 #               target/debug after its own build; the engine and dependencies are optimised in
 #               dev builds too)
@@ -31,17 +32,20 @@ while [ $# -gt 0 ]; do
     --markdown) MARKDOWN=1; shift ;;
     --backends|--threads|--budgets) PASS+=("$1" "$2"); shift 2 ;;
     --no-hf-cache) PASS+=("$1"); shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 log() { echo "== test_all_models: $*" >&2; }
 
+# The profile directory of the target dir cargo builds into (target/, or $CARGO_TARGET_DIR as
+# scripts/gpu-check.sh sets it).
+target_dir="${CARGO_TARGET_DIR:-target}"
 case "$BIN_DIR" in
-  target/release) profile_flag=(--release) ;;
-  target/debug) profile_flag=() ;;
-  *) echo "--bin-dir must be target/release or target/debug" >&2; exit 2 ;;
+  "$target_dir/release" | "$target_dir/release/") profile_flag=(--release) ;;
+  "$target_dir/debug" | "$target_dir/debug/") profile_flag=() ;;
+  *) echo "--bin-dir must be $target_dir/release or $target_dir/debug" >&2; exit 2 ;;
 esac
 # LLORCH_FEATURES, e.g. llorch-candled/cuda (scripts/gpu-check.sh sets it).
 log "building the workspace's binaries and examples (${profile_flag[*]:-dev}${LLORCH_FEATURES:+, $LLORCH_FEATURES})"
