@@ -23,6 +23,28 @@ impl Compute {
     }
 }
 
+/// A device spelled `cpu`, `cuda`, `cuda:N`, `metal` or `metal:N` (no index: 0), as
+/// `llorch-bench --device` and the engine tests' `LLORCH_TEST_DEVICE` take it: the worker's
+/// `--backend` and `--device N` in one word. Open it with [`crate::candle::device`].
+pub fn parse_device_spec(spec: &str) -> Result<(Compute, usize), String> {
+    let (kind, index) = match spec.split_once(':') {
+        Some((k, i)) => (k, Some(i)),
+        None => (spec, None),
+    };
+    let compute = Compute::from_str(kind, true)
+        .map_err(|_| format!("unknown device `{spec}` (cpu, cuda:N or metal:N)"))?;
+    let index = match index {
+        None => 0,
+        Some(i) => i
+            .parse()
+            .map_err(|_| format!("device `{spec}`: `{i}` is not a device index"))?,
+    };
+    if compute == Compute::Cpu && index != 0 {
+        return Err(format!("device `{spec}`: the CPU has no index"));
+    }
+    Ok((compute, index))
+}
+
 /// How weights are run on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WeightMode {
@@ -184,4 +206,24 @@ pub struct Args {
 
     #[command(flatten)]
     pub log: llorch_http::logging::LogArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_specs_parse_as_backend_and_index() {
+        assert_eq!(parse_device_spec("cpu"), Ok((Compute::Cpu, 0)));
+        assert_eq!(parse_device_spec("cuda"), Ok((Compute::Cuda, 0)));
+        assert_eq!(parse_device_spec("cuda:3"), Ok((Compute::Cuda, 3)));
+        assert_eq!(parse_device_spec("metal:0"), Ok((Compute::Metal, 0)));
+        assert!(parse_device_spec("tpu:0")
+            .unwrap_err()
+            .contains("unknown device"));
+        assert!(parse_device_spec("cuda:x")
+            .unwrap_err()
+            .contains("not a device index"));
+        assert!(parse_device_spec("cpu:1").is_err());
+    }
 }

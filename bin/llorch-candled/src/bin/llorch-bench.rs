@@ -8,7 +8,12 @@
 //! With `--batch 1,2,4,8` it also measures continuous batching: aggregate generation tokens/s
 //! when that many sequences share each decode step (the worker's `--parallel`).
 //!
-//! usage: llorch-bench --model PATH [--threads 2] [--rounds 5] [--pp 128] [--tg 128]
+//! With `--device cuda:N` (or `metal`) the engine benchmarks run on that GPU (a build with the
+//! `cuda`/`metal` feature; `scripts/gpu-check.sh` runs pp512/tg64 and `--batch 8` there);
+//! `--kernels generic` runs the GPU code path on the CPU.
+//!
+//! usage: llorch-bench --model PATH [--device cpu|cuda:N|metal] [--kernels native|generic]
+//!        [--threads 2] [--rounds 5] [--pp 128] [--tg 128]
 //!        [--weights auto|q8_0|stored] [--batch 1,2,4] [--worker] [--profile]
 
 #![forbid(unsafe_code)]
@@ -42,6 +47,14 @@ struct Args {
     /// CPU weight handling: auto | q8_0 | stored (as the worker's --weights).
     #[arg(long, default_value = "auto")]
     weights: String,
+    /// Device for the engine benchmarks: cpu, cuda:N or metal[:N] (the worker's `--backend`
+    /// and `--device` in one word; GPUs need a build with that cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Compute path, as the worker's `--kernels`: native (CPU default) or generic (the code a
+    /// GPU runs; GPU devices always run it).
+    #[arg(long, default_value = "native", value_name = "native|generic")]
+    kernels: llorch_engine::model::Kernels,
     /// Also benchmark a real worker process (needs llorch-candled next to this binary).
     #[arg(long)]
     worker: bool,
@@ -66,7 +79,11 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 fn main() -> Result<()> {
     let args = Args::parse();
     std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    let (compute, index) =
+        llorch_candled::cli::parse_device_spec(&args.device).map_err(anyhow::Error::msg)?;
     let opts = LoadOptions {
+        device: llorch_candled::candle::device(compute, index)?,
+        kernels: args.kernels,
         requant: match args.weights.as_str() {
             "q8_0" => Requant::Q8_0,
             "stored" => Requant::Off,
@@ -76,10 +93,12 @@ fn main() -> Result<()> {
     };
     let lm = load(&args.model, &opts)?;
     println!(
-        "model {} ({} → {}), {} threads, load {:.0} ms",
+        "model {} ({} → {}), device {}, kernels {}, {} threads, load {:.0} ms",
         lm.info.name,
         lm.info.quantization,
         lm.info.runtime_quantization,
+        args.device,
+        lm.info.kernels,
         args.threads,
         lm.info.load_time_ms
     );
