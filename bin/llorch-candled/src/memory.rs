@@ -135,9 +135,25 @@ fn refusal(est: &MemoryEstimate, dev: Option<DeviceMemory>, cfg: &Config) -> Opt
 /// What `/health` reports: memory in use on the worker's device now (CPU: this process's RSS;
 /// CUDA: the device's used memory, every process), the device total, and the start-up estimate.
 pub fn report(backend: Compute, device: usize, estimate_bytes: u64) -> WorkerMemory {
-    let dev = device_memory(backend, device);
+    report_from(
+        backend,
+        device_memory(backend, device),
+        machine::process_rss_bytes,
+        estimate_bytes,
+    )
+}
+
+/// [`report`] from the device's numbers: a GPU's used memory is total − free (the driver's
+/// view, every process on it); the CPU, and a GPU whose numbers are unknown (Metal today,
+/// `nvidia-smi` missing), report this process's RSS.
+fn report_from(
+    backend: Compute,
+    dev: Option<DeviceMemory>,
+    rss: impl FnOnce() -> u64,
+    estimate_bytes: u64,
+) -> WorkerMemory {
     let used_bytes = match (backend, dev) {
-        (Compute::Cpu, _) | (_, None) => machine::process_rss_bytes(),
+        (Compute::Cpu, _) | (_, None) => rss(),
         (_, Some(d)) => d.total_bytes.saturating_sub(d.free_bytes),
     };
     WorkerMemory {
@@ -239,6 +255,33 @@ mod tests {
         let why = refusal(&e, None, &args(&["--max-memory-mb", "200"])).expect("refused");
         assert!(why.contains("--max-memory-mb allows 209.7 MB"), "{why}");
         assert!(refusal(&est(256, 1), None, &args(&["--max-memory-mb", "300"])).is_none());
+    }
+
+    #[test]
+    fn a_gpu_report_is_total_minus_free_and_unknown_is_rss() {
+        let gpu = DeviceMemory {
+            total_bytes: 24 << 30,
+            free_bytes: 20 << 30,
+            source: "nvidia-smi",
+        };
+        let r = report_from(Compute::Cuda, Some(gpu), || 1, 9);
+        assert_eq!(r.used_bytes, 4 << 30);
+        assert_eq!(r.total_bytes, Some(24 << 30));
+        assert_eq!((r.source.as_str(), r.estimate_bytes), ("nvidia-smi", 9));
+        // free above total (a driver race) never underflows
+        let odd = DeviceMemory {
+            free_bytes: 25 << 30,
+            ..gpu
+        };
+        assert_eq!(report_from(Compute::Cuda, Some(odd), || 1, 0).used_bytes, 0);
+        // Metal (no figure today) and a CUDA worker without nvidia-smi: this process's RSS
+        for b in [Compute::Metal, Compute::Cuda] {
+            let r = report_from(b, None, || 123, 0);
+            assert_eq!(
+                (r.used_bytes, r.total_bytes, r.source.as_str()),
+                (123, None, "rss")
+            );
+        }
     }
 
     #[test]
