@@ -15,6 +15,16 @@ use crate::{models, procs, worker, Ctx};
 /// (`--print-backends`, cached in `home` per binary); a GPU the worker cannot use is not
 /// available.
 pub fn detect(home: &PoolHome, worker_bin: Option<PathBuf>) -> Vec<BackendView> {
+    detect_with(home, worker_bin, None)
+}
+
+/// [`detect`], with the number of CUDA GPUs `nvidia-smi` listed when the caller already asked
+/// it (`status` does, for the machine view), so that it is not asked twice.
+fn detect_with(
+    home: &PoolHome,
+    worker_bin: Option<PathBuf>,
+    smi_gpus: Option<usize>,
+) -> Vec<BackendView> {
     let worker_bin =
         worker_bin.or_else(|| std::env::var_os("LLORCH_WORKER_BIN").map(PathBuf::from));
     let compiled = crate::spawn::find_worker_bin(worker_bin)
@@ -23,7 +33,7 @@ pub fn detect(home: &PoolHome, worker_bin: Option<PathBuf>) -> Vec<BackendView> 
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
-    let (n, cuda_detail) = cuda_devices();
+    let (n, cuda_detail) = cuda_devices(smi_gpus);
     let mac = cfg!(target_os = "macos");
     let metal_detail = if mac { "macOS" } else { "Metal needs macOS" };
     [
@@ -105,8 +115,9 @@ fn string_list(v: &serde_json::Value) -> Option<Vec<String>> {
     )
 }
 
-/// NVIDIA GPUs the driver exposes (`/proc/driver/nvidia/gpus/*`, else `/dev/nvidiaN`).
-fn cuda_devices() -> (u32, String) {
+/// NVIDIA GPUs the driver exposes (`/proc/driver/nvidia/gpus/*`, else `/dev/nvidiaN`, else the
+/// GPUs `nvidia-smi` lists: `smi_gpus` when already asked, else asked now, with its timeout).
+fn cuda_devices(smi_gpus: Option<usize>) -> (u32, String) {
     let count = |dir: &str, pred: &dyn Fn(&str) -> bool| {
         std::fs::read_dir(dir)
             .map(|rd| {
@@ -127,9 +138,14 @@ fn cuda_devices() -> (u32, String) {
     if n > 0 {
         return (n, format!("{n} NVIDIA device node(s) in /dev"));
     }
+    let n = smi_gpus.unwrap_or_else(|| llorch_catalog::machine::cuda_gpus().len()) as u32;
+    if n > 0 {
+        return (n, format!("{n} NVIDIA GPU(s) (nvidia-smi)"));
+    }
     (
         0,
-        "no NVIDIA GPU found (no /proc/driver/nvidia/gpus, no /dev/nvidiaN)".into(),
+        "no NVIDIA GPU found (no /proc/driver/nvidia/gpus, no /dev/nvidiaN, none from nvidia-smi)"
+            .into(),
     )
 }
 
@@ -162,15 +178,17 @@ pub fn list(ctx: &Ctx) -> Result<()> {
 /// `status`.
 pub fn status(ctx: &Ctx) -> Result<()> {
     let cat = ctx.store.load()?;
+    let machine = llorch_catalog::machine::inventory();
+    let smi_gpus = machine.gpus.iter().filter(|g| g.backend == "cuda").count();
     let view = StatusView {
         host: procs::hostname(),
         version: env!("CARGO_PKG_VERSION").into(),
         home: ctx.home.root().display().to_string(),
         hf_cache: HubConfig::from_env().cache_dir.display().to_string(),
-        backends: detect(&ctx.home, None),
+        backends: detect_with(&ctx.home, None, Some(smi_gpus)),
         models: models::local_views(&cat),
         workers: worker::views(ctx),
-        machine: Some(llorch_catalog::machine::inventory()),
+        machine: Some(machine),
     };
     if ctx.json {
         print_json(&view);

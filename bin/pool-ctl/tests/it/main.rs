@@ -3,5 +3,6 @@
 
 mod catalog;
 mod download;
+mod gpus;
 mod support;
 mod workers;
