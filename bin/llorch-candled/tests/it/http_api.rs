@@ -10,6 +10,7 @@ use llorch_wire::{
 };
 
 mod constrained;
+mod generic;
 mod reliability;
 
 /// A prompt SmolLM2 continues for hundreds of tokens without an end-of-sequence.
