@@ -24,7 +24,7 @@
 # then prints the MODEL_SUPPORT.md matrix rows of the report (scripts/model_support_md.py
 # --rows) and writes OUT/report.md: each step pass/FAIL/OVERRAN with its seconds and numbers.
 # Exits 1 when any step fails or overruns. Merge the matrix into MODEL_SUPPORT.md with
-#   python3 scripts/model_support_md.py target/model-report.json OUT/model-report-cuda.json > MODEL_SUPPORT.md
+#   python3 scripts/model_support_md.py target/model-report.json target/gpu-check/model-report-cuda.json > MODEL_SUPPORT.md
 #
 # Needs: nvidia-smi (the driver), Rust, python3 (pip for the toolkit and models), and network
 # access to crates.io and PyPI, or both prepared in advance: a cargo vendor directory named by

@@ -178,11 +178,13 @@ def main():
                     w(f"| {prompt} | {mode} | {s['stop_reason']} ({s['tokens_out']} tok) | {text} |")
                 w("")
     w("## GPU backends\n")
-    w("`scripts/gpu-check.sh` builds the worker with `--features cuda`, runs the Gemma 3 engine "
-      "test on the GPU (`LLORCH_TEST_DEVICE=cuda:0`) and this matrix on the cpu and cuda backends "
-      "(parity fixtures included), and writes `target/model-report-cuda.json`; pass both reports to "
-      "`scripts/model_support_md.py` to fill the CUDA column. It has not been run yet: no GPU was "
-      "available to the sessions that wrote it. Metal has no such script yet.\n")
+    w("`scripts/gpu-check.sh` builds the worker with `--features cuda`, runs the engine's "
+      "generic-path and Gemma 3 tests on the GPU (`LLORCH_TEST_DEVICE=cuda:0`), this matrix on the "
+      "cpu and cuda backends (parity fixtures included) and a benchmark, prints this table's rows "
+      "and writes `target/gpu-check/model-report-cuda.json` and `target/gpu-check/report.md`; pass "
+      "the report with the CPU one to `scripts/model_support_md.py` to fill the CUDA column. It has "
+      "not been run yet: no GPU was available to the sessions that wrote it. Metal has no such "
+      "script yet.\n")
     w("## Reproduce\n")
     w("```sh\nscripts/bench.sh                       # release build, tight budgets, rewrites this page\n"
       "scripts/test_all_models.sh             # what CI runs (release build, CI bounds)\n"
