@@ -171,6 +171,13 @@ fn llama_safetensors_directory_matches_llama_cpp() {
     check_safetensors(TinyArch::Llama);
 }
 
+/// Llama 3's RoPE factors as `config.json`'s `rope_scaling` (the exporter derives it from the
+/// GGUF's divisor table), through the safetensors loader's own computation of the divisors.
+#[test]
+fn llama3_rope_scaling_safetensors_directory_matches_llama_cpp() {
+    check_safetensors(TinyArch::Llama3Rope);
+}
+
 #[test]
 fn qwen2_safetensors_directory_matches_llama_cpp() {
     check_safetensors(TinyArch::Qwen2);

@@ -227,8 +227,12 @@ impl<B: WeightBlock> QMatrix<B> {
             .zip(xs.par_chunks(k))
             .for_each(|(dst, src)| B::Act::quantize(src, dst));
         let mut out = vec![0f32; m * self.n];
-        // Parallel over output columns; each task writes its own columns of every row.
+        // Parallel over output columns; each task writes its own columns of every row. Inside a
+        // task the activation rows go in tiles small enough to stay in L1 while every column of
+        // the task passes over them (one pass per column over all rows would stream the whole
+        // activation matrix from L2 once per column).
         let cols_per_task = 16usize;
+        let row_tile = rows_per_tile(kb * std::mem::size_of::<B::Act>());
         let out_ptr = SendPtr(out.as_mut_ptr());
         let n = self.n;
         let (dot1, dot4) = (kern.dot1, kern.dot4);
@@ -236,30 +240,35 @@ impl<B: WeightBlock> QMatrix<B> {
             .into_par_iter()
             .for_each(|t| {
                 let p = &out_ptr;
-                for j in t * cols_per_task..((t + 1) * cols_per_task).min(n) {
-                    let w = &self.blocks[j * kb..(j + 1) * kb];
-                    let mut i = 0;
-                    while i + 4 <= m {
-                        let r = dot4(
-                            w,
-                            [
-                                &qx[i * kb..(i + 1) * kb],
-                                &qx[(i + 1) * kb..(i + 2) * kb],
-                                &qx[(i + 2) * kb..(i + 3) * kb],
-                                &qx[(i + 3) * kb..(i + 4) * kb],
-                            ],
-                        );
-                        for (o, v) in r.iter().enumerate() {
-                            // SAFETY: column j belongs to this task only; (i + o, j) is in bounds.
-                            unsafe { *p.0.add((i + o) * n + j) = *v };
+                let cols = t * cols_per_task..((t + 1) * cols_per_task).min(n);
+                for r0 in (0..m).step_by(row_tile) {
+                    let r1 = (r0 + row_tile).min(m);
+                    for j in cols.clone() {
+                        let w = &self.blocks[j * kb..(j + 1) * kb];
+                        let mut i = r0;
+                        while i + 4 <= r1 {
+                            let r = dot4(
+                                w,
+                                [
+                                    &qx[i * kb..(i + 1) * kb],
+                                    &qx[(i + 1) * kb..(i + 2) * kb],
+                                    &qx[(i + 2) * kb..(i + 3) * kb],
+                                    &qx[(i + 3) * kb..(i + 4) * kb],
+                                ],
+                            );
+                            for (o, v) in r.iter().enumerate() {
+                                // SAFETY: column j belongs to this task only; (i + o, j) is in
+                                // bounds.
+                                unsafe { *p.0.add((i + o) * n + j) = *v };
+                            }
+                            i += 4;
                         }
-                        i += 4;
-                    }
-                    while i < m {
-                        let v = dot1(w, &qx[i * kb..(i + 1) * kb]);
-                        // SAFETY: as above.
-                        unsafe { *p.0.add(i * n + j) = v };
-                        i += 1;
+                        while i < r1 {
+                            let v = dot1(w, &qx[i * kb..(i + 1) * kb]);
+                            // SAFETY: as above.
+                            unsafe { *p.0.add(i * n + j) = v };
+                            i += 1;
+                        }
                     }
                 }
             });
@@ -267,6 +276,13 @@ impl<B: WeightBlock> QMatrix<B> {
         *shape.last_mut().unwrap() = self.n;
         Ok(Tensor::from_vec(out, shape, &Device::Cpu)?)
     }
+}
+
+/// Activation rows per tile: as many as fit in about 16 KiB (half of a typical L1 data cache),
+/// a multiple of four (the kernels' row group), at least four.
+fn rows_per_tile(row_bytes: usize) -> usize {
+    const L1_SHARE: usize = 16 * 1024;
+    (L1_SHARE / row_bytes.max(1) / 4 * 4).max(4)
 }
 
 struct SendPtr(*mut f32);
