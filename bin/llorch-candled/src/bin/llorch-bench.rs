@@ -181,7 +181,10 @@ fn print_profile(phase: &str, entries: &[(String, std::time::Duration, u64)], to
     let mut rows: Vec<(&str, f64)> = by_op.into_iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     let counted: f64 = rows.iter().map(|r| r.1).sum();
-    rows.push(("other (norms, rotary, residuals, copies)", total - counted));
+    rows.push((
+        "other: the rest (residuals, embedding, copies)",
+        total - counted,
+    ));
     for (op, ms) in rows {
         println!(
             "  {:<44} {:8.3} ms/token {:5.1}%",

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 const PARALLEL_WORK: usize = 1 << 16;
 
 /// Borrow a CPU tensor's elements of type `E` and its (start offset, strides).
-fn with_slice<E: WithDType, T>(
+pub(super) fn with_slice<E: WithDType, T>(
     t: &Tensor,
     f: impl FnOnce(&[E], usize, &[usize]) -> Result<T>,
 ) -> Result<T> {
@@ -101,36 +101,6 @@ fn max(s: &[f32]) -> f32 {
         acc[l] = acc[l].max(*x);
     }
     acc.into_iter().fold(f32::NEG_INFINITY, f32::max)
-}
-
-/// `e^x` for `x <= 0` (softmax after subtracting the maximum), within 2 ulp; arguments below
-/// -87 give `e^-87` (about 1.6e-38, zero for a softmax).
-///
-/// Written with plain arithmetic so that the loop over a row vectorizes (libm's `expf` is a call
-/// per element, a third of prefill attention time measured on SmolLM2). Range reduction
-/// `x = n ln2 + r`, `|r| <= ln2/2`, then a degree-6 polynomial for `e^r` (the classic Cephes
-/// minimax coefficients) scaled by `2^n` through the exponent bits.
-#[inline]
-fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let x = x.max(-87.0);
-    let t = x.mul_add(LOG2E, ROUND);
-    let n = t - ROUND;
-    let r = (-n).mul_add(LN2_HI, x);
-    let r = (-n).mul_add(LN2_LO, r);
-    let mut p = 1.987_569_2e-4f32;
-    p = p.mul_add(r, 1.398_2e-3);
-    p = p.mul_add(r, 8.333_452e-3);
-    p = p.mul_add(r, 4.166_579_6e-2);
-    p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 0.5);
-    let y = (p * r).mul_add(r, r) + 1.0;
-    // n is an integer in [-126, 0]: build 2^n from its biased exponent
-    let bits = (t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) as u32;
-    y * f32::from_bits(bits << 23)
 }
 
 /// Softmax attention of `n` query rows at absolute positions `pos..pos+n`.
@@ -221,7 +191,7 @@ impl<E: KvElem> Views<'_, E> {
             for h in 0..rep {
                 let s = &mut scores[visible(r, i, h)];
                 let m = max(s);
-                s.iter_mut().for_each(|x| *x = exp_nonpositive(*x - m));
+                s.iter_mut().for_each(|x| *x = super::vecmath::exp(*x - m));
                 inv[r * rep + h] = 1.0 / sum(s);
             }
         }
@@ -354,20 +324,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_over_the_softmax_range() {
-        let mut worst = 0f64;
-        for i in 0..=200_000u32 {
-            let x = -(i as f32) * 87.0 / 200_000.0;
-            let want = (x as f64).exp();
-            let got = exp_nonpositive(x) as f64;
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 2.5e-7, "worst relative error {worst:e}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert!(exp_nonpositive(-1000.0) < 1e-37);
     }
 
     #[test]

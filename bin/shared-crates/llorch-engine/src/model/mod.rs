@@ -8,6 +8,7 @@ pub mod profile;
 pub mod qmatmul;
 pub mod rope;
 pub mod transformer;
+pub mod vecmath;
 pub mod weights;
 
 pub use config::{Architecture, ModelConfig};

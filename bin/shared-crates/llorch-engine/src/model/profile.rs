@@ -38,3 +38,11 @@ pub fn take() -> Vec<(String, Duration, u64)> {
         .map(|(k, (d, n))| (k, d, n))
         .collect()
 }
+
+/// Run `f`, adding its time to operation `op` when accounting is on.
+pub fn time<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
+    let t = start();
+    let out = f();
+    record(t, || op.into());
+    out
+}

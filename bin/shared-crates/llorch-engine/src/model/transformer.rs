@@ -329,7 +329,9 @@ impl Transformer {
     }
 
     fn rms(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(x, w, self.cfg.rms_eps as f32)?)
+        super::profile::time("other: rms norm", || {
+            Ok(candle_nn::ops::rms_norm(x, w, self.cfg.rms_eps as f32)?)
+        })
     }
 
     /// Run `ids` at absolute positions `cache.len()..` through the model, appending to the
@@ -404,19 +406,32 @@ impl Transformer {
     }
 
     fn mlp(&self, layer: &Layer, h: &Tensor) -> Result<Tensor> {
-        let act = |t: &Tensor| -> Result<Tensor> {
-            Ok(if self.cfg.arch == Architecture::Gemma3 {
-                t.gelu()?
-            } else {
-                candle_nn::ops::silu(t)?
+        let gemma = self.cfg.arch == Architecture::Gemma3;
+        let gated = |g: &Tensor, u: &Tensor| -> Result<Tensor> {
+            super::profile::time("other: gated activation", || {
+                if self.native {
+                    let act = match gemma {
+                        true => super::vecmath::Activation::GeluTanh,
+                        false => super::vecmath::Activation::Silu,
+                    };
+                    return super::vecmath::gated(g, u, act);
+                }
+                let a = match gemma {
+                    true => g.gelu()?,
+                    false => candle_nn::ops::silu(g)?,
+                };
+                Ok((a * u)?)
             })
         };
         let y = match &layer.mlp {
-            Mlp::GateUp { gate, up } => (act(&gate.forward(h)?)? * up.forward(h)?)?,
+            Mlp::GateUp { gate, up } => gated(&gate.forward(h)?, &up.forward(h)?)?,
             Mlp::FusedGateUp(l) => {
                 let gu = l.forward(h)?;
                 let ff = self.cfg.n_ff;
-                (act(&gu.narrow(D::Minus1, 0, ff)?)? * gu.narrow(D::Minus1, ff, ff)?)?
+                gated(
+                    &gu.narrow(D::Minus1, 0, ff)?,
+                    &gu.narrow(D::Minus1, ff, ff)?,
+                )?
             }
         };
         layer.down.forward(&y)
@@ -477,9 +492,9 @@ impl Transformer {
                 .contiguous()?
                 .unsqueeze(0)?)
         };
-        let mut q = to_heads(q, nh)?;
-        let mut k = to_heads(k, nkv)?;
-        let v = to_heads(v, nkv)?;
+        let (mut q, mut k, v) = super::profile::time("other: split heads", || -> Result<_> {
+            Ok((to_heads(q, nh)?, to_heads(k, nkv)?, to_heads(v, nkv)?))
+        })?;
         if let Some(w) = &layer.q_norm {
             q = self.rms(&q, w)?;
         }
@@ -493,18 +508,22 @@ impl Transformer {
         };
         let cos = rope.cos.narrow(0, pos, n)?;
         let sin = rope.sin.narrow(0, pos, n)?;
-        let (q, k) = if cfg.rope_interleaved {
-            (
-                candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-            )
-        } else {
-            (
-                candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
-                candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
-            )
-        };
-        let (k_all, v_all) = cache.append(li, &k.squeeze(0)?, &v.squeeze(0)?, pos)?; // (nkv, t, hd)
+        let (q, k) = super::profile::time("other: rotary", || -> Result<_> {
+            Ok(if cfg.rope_interleaved {
+                (
+                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                )
+            } else {
+                (
+                    candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+                )
+            })
+        })?;
+        let (k_all, v_all) = super::profile::time("other: kv append", || {
+            cache.append(li, &k.squeeze(0)?, &v.squeeze(0)?, pos)
+        })?; // (nkv, t, hd)
         if self.native {
             let window = if layer.local {
                 cfg.sliding_window
