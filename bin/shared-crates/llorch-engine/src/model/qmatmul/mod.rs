@@ -23,6 +23,8 @@ macro_rules! kernel_items {
                 dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
                 // SAFETY: as above.
                 dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
+                // SAFETY: as above.
+                dot8: |w, x| unsafe { avx2::dot::<8>(w, x) },
             })
         }
 
@@ -66,13 +68,19 @@ pub use q8_0::BlockQ8_0;
 
 /// Four activation rows of the same length.
 pub type Rows4<'a, A> = [&'a [A]; 4];
+/// Eight activation rows of the same length.
+pub type Rows8<'a, A> = [&'a [A]; 8];
 
 /// The dot products of one weight type, chosen once per matmul.
+#[derive(Clone, Copy)]
 pub struct Kernels<B: WeightBlock> {
     /// One weight row with one activation row.
     pub dot1: fn(&[B], &[B::Act]) -> f32,
     /// One weight row with four activation rows.
     pub dot4: for<'a> fn(&[B], Rows4<'a, B::Act>) -> [f32; 4],
+    /// One weight row with eight activation rows. A row's result is the same, bit for bit,
+    /// whichever of the three computes it.
+    pub dot8: for<'a> fn(&[B], Rows8<'a, B::Act>) -> [f32; 8],
 }
 
 /// A weight block type the kernels run.
@@ -100,6 +108,7 @@ pub trait WeightBlock: Copy + Send + Sync + 'static {
         Self::simd().unwrap_or(Kernels {
             dot1: Self::dot_scalar,
             dot4: scalar4::<Self>,
+            dot8: scalar8::<Self>,
         })
     }
     /// Wrap a matrix of this type.
@@ -109,6 +118,10 @@ pub trait WeightBlock: Copy + Send + Sync + 'static {
 }
 
 fn scalar4<B: WeightBlock>(w: &[B], x: [&[B::Act]; 4]) -> [f32; 4] {
+    x.map(|x| B::dot_scalar(w, x))
+}
+
+fn scalar8<B: WeightBlock>(w: &[B], x: [&[B::Act]; 8]) -> [f32; 8] {
     x.map(|x| B::dot_scalar(w, x))
 }
 
@@ -235,38 +248,36 @@ impl<B: WeightBlock> QMatrix<B> {
         let row_tile = rows_per_tile(kb * std::mem::size_of::<B::Act>());
         let out_ptr = SendPtr(out.as_mut_ptr());
         let n = self.n;
-        let (dot1, dot4) = (kern.dot1, kern.dot4);
+        let (dot1, dot4, dot8) = (kern.dot1, kern.dot4, kern.dot8);
         (0..n.div_ceil(cols_per_task))
             .into_par_iter()
             .for_each(|t| {
                 let p = &out_ptr;
+                let row = |i: usize| &qx[i * kb..(i + 1) * kb];
+                let put = |i: usize, j: usize, v: f32| {
+                    debug_assert!(i < m && j < n);
+                    // SAFETY: callers pass a column j of this task's (no other task writes it)
+                    // and a row i < m, so i * n + j is inside `out`.
+                    unsafe { *p.0.add(i * n + j) = v }
+                };
                 let cols = t * cols_per_task..((t + 1) * cols_per_task).min(n);
                 for r0 in (0..m).step_by(row_tile) {
                     let r1 = (r0 + row_tile).min(m);
                     for j in cols.clone() {
                         let w = &self.blocks[j * kb..(j + 1) * kb];
                         let mut i = r0;
+                        while i + 8 <= r1 {
+                            let r = dot8(w, std::array::from_fn(|o| row(i + o)));
+                            r.iter().enumerate().for_each(|(o, v)| put(i + o, j, *v));
+                            i += 8;
+                        }
                         while i + 4 <= r1 {
-                            let r = dot4(
-                                w,
-                                [
-                                    &qx[i * kb..(i + 1) * kb],
-                                    &qx[(i + 1) * kb..(i + 2) * kb],
-                                    &qx[(i + 2) * kb..(i + 3) * kb],
-                                    &qx[(i + 3) * kb..(i + 4) * kb],
-                                ],
-                            );
-                            for (o, v) in r.iter().enumerate() {
-                                // SAFETY: column j belongs to this task only; (i + o, j) is in
-                                // bounds.
-                                unsafe { *p.0.add((i + o) * n + j) = *v };
-                            }
+                            let r = dot4(w, std::array::from_fn(|o| row(i + o)));
+                            r.iter().enumerate().for_each(|(o, v)| put(i + o, j, *v));
                             i += 4;
                         }
                         while i < r1 {
-                            let v = dot1(w, &qx[i * kb..(i + 1) * kb]);
-                            // SAFETY: as above.
-                            unsafe { *p.0.add(i * n + j) = v };
+                            put(i, j, dot1(w, row(i)));
                             i += 1;
                         }
                     }
@@ -279,10 +290,10 @@ impl<B: WeightBlock> QMatrix<B> {
 }
 
 /// Activation rows per tile: as many as fit in about 16 KiB (half of a typical L1 data cache),
-/// a multiple of four (the kernels' row group), at least four.
+/// a multiple of eight (the kernels' widest row group), at least eight.
 fn rows_per_tile(row_bytes: usize) -> usize {
     const L1_SHARE: usize = 16 * 1024;
-    (L1_SHARE / row_bytes.max(1) / 4 * 4).max(4)
+    (L1_SHARE / row_bytes.max(1) / 8 * 8).max(8)
 }
 
 struct SendPtr(*mut f32);

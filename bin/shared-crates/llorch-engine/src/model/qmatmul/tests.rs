@@ -43,7 +43,7 @@ fn random_weights<B: WeightBlock>(rng: &mut StdRng, n: usize, k: usize) -> QTens
     QTensor::new(storage, (n, k)).expect("qtensor")
 }
 
-/// `m = 7` activation rows (four go through `dot4`, three through `dot1`).
+/// `m = 15` activation rows (eight go through `dot8`, four through `dot4`, three through `dot1`).
 fn activations(rng: &mut StdRng, k: usize) -> Vec<Vec<f32>> {
     let uniform =
         |rng: &mut StdRng| -> Vec<f32> { (0..k).map(|_| rng.random_range(-2.0f32..2.0)).collect() };
@@ -55,6 +55,14 @@ fn activations(rng: &mut StdRng, k: usize) -> Vec<Vec<f32>> {
         vec![0.0; k],
         vec![-0.5; k],
         uniform(rng).iter().map(|v| v * 1e-20).collect(),
+        uniform(rng),
+        uniform(rng),
+        uniform(rng),
+        uniform(rng).iter().map(|v| v * 1e3).collect(),
+        uniform(rng),
+        vec![1.0; k],
+        uniform(rng),
+        uniform(rng),
         uniform(rng),
         uniform(rng),
     ]
@@ -83,6 +91,7 @@ fn check<B: WeightBlock>(k: usize) {
         Kernels {
             dot1: B::dot_scalar,
             dot4: scalar4::<B>,
+            dot8: scalar8::<B>,
         },
     )];
     match B::simd() {
@@ -91,10 +100,21 @@ fn check<B: WeightBlock>(k: usize) {
     }
     for (name, kern) in runs {
         let got = mat
-            .forward_with(&xt, kern)
+            .forward_with(&xt, kern.clone())
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
+        // each row alone (dot1) gives what it gives in a group of eight or four, bit for bit
+        for (i, x) in xs.iter().enumerate() {
+            let alone = Tensor::new(x.as_slice(), &Device::Cpu).unwrap();
+            let alone = mat.forward_with(&alone, kern.clone()).unwrap();
+            assert_eq!(
+                alone.to_vec1::<f32>().unwrap(),
+                got[i],
+                "{:?} {name} row {i}",
+                B::DTYPE
+            );
+        }
         for (i, x) in xs.iter().enumerate() {
             let xq: Vec<f32> = quantized::<B::Act>(x)
                 .iter()
