@@ -100,14 +100,14 @@ fn check<B: WeightBlock>(k: usize) {
     }
     for (name, kern) in runs {
         let got = mat
-            .forward_with(&xt, kern.clone())
+            .forward_with(&xt, kern)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
         // each row alone (dot1) gives what it gives in a group of eight or four, bit for bit
         for (i, x) in xs.iter().enumerate() {
             let alone = Tensor::new(x.as_slice(), &Device::Cpu).unwrap();
-            let alone = mat.forward_with(&alone, kern.clone()).unwrap();
+            let alone = mat.forward_with(&alone, kern).unwrap();
             assert_eq!(
                 alone.to_vec1::<f32>().unwrap(),
                 got[i],
