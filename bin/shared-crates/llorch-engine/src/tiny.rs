@@ -43,16 +43,21 @@ pub enum TinyArch {
     /// sqrt(hidden) and tied to the output, five sliding-window layers then a global one, two
     /// RoPE bases), matrices in Q5_0.
     Gemma3,
+    /// Mistral: a `llama` GGUF (as llama.cpp converts Mistral models) with grouped-query
+    /// attention, matrices in Q4_1; its safetensors export is declared `mistral` with a
+    /// `sliding_window` (the tests set it).
+    Mistral,
 }
 
 impl TinyArch {
     /// Every variant, in fixture order.
-    pub const ALL: [TinyArch; 5] = [
+    pub const ALL: [TinyArch; 6] = [
         Self::Llama,
         Self::Llama3Rope,
         Self::Qwen2,
         Self::Phi3,
         Self::Gemma3,
+        Self::Mistral,
     ];
 
     /// The fixture's name (`fixtures/arch-NAME.json`) and the file's stem.
@@ -63,12 +68,13 @@ impl TinyArch {
             Self::Qwen2 => "qwen2-q5k",
             Self::Phi3 => "phi3-q6k",
             Self::Gemma3 => "gemma3-q5_0",
+            Self::Mistral => "mistral-q4_1",
         }
     }
 
     fn gguf_arch(self) -> &'static str {
         match self {
-            Self::Llama | Self::Llama3Rope => "llama",
+            Self::Llama | Self::Llama3Rope | Self::Mistral => "llama",
             Self::Qwen2 => "qwen2",
             Self::Phi3 => "phi3",
             Self::Gemma3 => "gemma3",
@@ -82,6 +88,7 @@ impl TinyArch {
             Self::Qwen2 => GgmlDType::Q5K,
             Self::Phi3 => GgmlDType::Q6K,
             Self::Gemma3 => GgmlDType::Q5_0,
+            Self::Mistral => GgmlDType::Q4_1,
         }
     }
 }

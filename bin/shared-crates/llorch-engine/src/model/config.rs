@@ -63,8 +63,10 @@ pub struct ModelConfig {
     pub rope_freq_factors: Option<Vec<f32>>,
     /// Context the model was trained for.
     pub trained_context: usize,
-    /// Sliding window and the period of global layers (Gemma 3: every 6th layer is global).
+    /// Sliding window: a query sees this many positions, itself included.
     pub sliding_window: Option<usize>,
+    /// With a window, every `sliding_window_pattern`-th layer is global (Gemma 3: 6); 0: every
+    /// layer uses the window (Mistral's `sliding_window`).
     pub sliding_window_pattern: usize,
     /// Scale applied to attention scores (default 1/sqrt(head_dim)).
     pub attn_scale: f64,
@@ -236,7 +238,13 @@ impl ModelConfig {
             rope_interleaved: false,
             rope_freq_factors,
             trained_context: u("max_position_embeddings").unwrap_or(4096),
-            sliding_window: None,
+            // Mistral's window applies to every layer (as in transformers; llama.cpp runs
+            // Mistral GGUFs as `llama`, without one). Qwen2's and Phi-3's are not read: their
+            // GGUF conversions run without a window in llama.cpp too.
+            sliding_window: match model_type.as_str() {
+                "mistral" => v["sliding_window"].as_u64().map(|w| w as usize),
+                _ => None,
+            },
             sliding_window_pattern: 0,
             attn_scale: (head_dim as f64).powf(-0.5),
         })
@@ -245,8 +253,8 @@ impl ModelConfig {
     /// Whether layer `i` uses sliding-window attention.
     pub fn is_local_layer(&self, i: usize) -> bool {
         self.sliding_window.is_some()
-            && self.sliding_window_pattern > 0
-            && !(i + 1).is_multiple_of(self.sliding_window_pattern)
+            && (self.sliding_window_pattern == 0
+                || !(i + 1).is_multiple_of(self.sliding_window_pattern))
     }
 }
 
