@@ -7,7 +7,9 @@
 #   2. llorch-bench on SmolLM2: pp128/tg128 and continuous batching 1,2,4,8, and the worker
 #      process (cold start, TTFT, cancel latency)
 #   3. with --peer PATH-TO-llama-bench: scripts/bench-peer.py, llorch-bench and llama.cpp's
-#      llama-bench interleaved on SmolLM2 Q4_1 and Gemma 3 Q4_K_M (pp512, tg64), with ratios
+#      llama-bench interleaved on SmolLM2 Q4_1 and Gemma 3 Q4_K_M (pp512, tg64), with ratios, and
+#      scripts/bench-serve.py, 8 concurrent streams against the llama-server next to it; with
+#      --markdown their table goes into MODEL_SUPPORT.md (JSON in target/bench/)
 #
 # Compare with llama.cpp only in the same run (see ../shared/reference/perf-baseline.md):
 # on a shared machine a ratio to a number from another day means nothing.
@@ -65,10 +67,31 @@ SMOL=$(scripts/fetch-test-model.sh smollm2)
 target/release/llorch-bench --model "$SMOL" --threads 2 --rounds "$ROUNDS" --batch 1,2,4,8 --worker || status=1
 
 if [ -n "$PEER" ]; then
-  for m in $(scripts/fetch-test-model.sh all); do
-    log "same-run ratios to llama.cpp: $(basename "$m")"
-    scripts/bench-peer.py --peer "$PEER" --model "$m" --threads 2 --rounds "$ROUNDS" || status=1
+  mkdir -p target/bench
+  PEERS=()
+  # SmolLM2 requantized to the formats people download (its 576-wide rows are not a multiple of
+  # 256, so llama-quantize falls back to Q5_0/Q8_0 for most matrices, as it does for such models)
+  requant=~/.cache/llorch/models/requant
+  mkdir -p "$requant"
+  for t in Q4_K_M Q6_K; do
+    f="$requant/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf"
+    [ -s "$f" ] || "$(dirname "$PEER")/llama-quantize" --allow-requantize "$SMOL" "$f" "$t" 2 >/dev/null \
+      || { log "llama-quantize $t failed"; status=1; }
   done
+  for m in $(scripts/fetch-test-model.sh all) "$requant"/*.gguf; do
+    log "same-run ratios to llama.cpp: $(basename "$m")"
+    out="target/bench/peer-$(basename "$m" .gguf).json"
+    scripts/bench-peer.py --peer "$PEER" --model "$m" --threads 2 --rounds "$ROUNDS" --json > "$out" \
+      && PEERS+=(--peer "$out") || status=1
+  done
+  log "8 concurrent streams: worker vs llama-server -np 8 (SmolLM2)"
+  out=target/bench/serve-8.json
+  scripts/bench-serve.py --server "$(dirname "$PEER")/llama-server" --model "$SMOL" --streams 8 \
+    --rounds "$ROUNDS" --json > "$out" && PEERS+=(--peer "$out") || status=1
+  if [ ${#MD[@]} -gt 0 ] && [ ${#PEERS[@]} -gt 0 ]; then
+    log "MODEL_SUPPORT.md with the same-run table"
+    scripts/model_support_md.py target/model-report-bench.json "${PEERS[@]}" > MODEL_SUPPORT.md
+  fi
 fi
 extras
 exit "$status"

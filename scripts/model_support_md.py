@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Render MODEL_SUPPORT.md from a scripts/test_all_models.sh report.
 
-usage: scripts/model_support_md.py REPORT.json [GPU_REPORT.json ...] > MODEL_SUPPORT.md
+usage: scripts/model_support_md.py REPORT.json [GPU_REPORT.json ...] [--peer PEER.json ...]
+       > MODEL_SUPPORT.md
        scripts/model_support_md.py --rows REPORT.json ...   (only the matrix table: header and
                                                            one row per model; gpu-check.sh)
-Every cell comes from a report; a backend without a run says "not run".
+Every cell comes from a report; a backend without a run says "not run". `--peer` takes the
+`--json` output of scripts/bench-peer.py or scripts/bench-serve.py (same-run ratios to
+llama.cpp) and adds their table.
 """
 
 import json
@@ -84,10 +87,40 @@ def matrix(order, cells):
     return rows
 
 
+def peer_table(peers):
+    """Rows of the same-run comparison with llama.cpp, one per benchmark and measure."""
+    rows = ["| model | weights | measure | llorch | llama.cpp | ratio: median (range) | rounds | load average |",
+            "|---|---|---|---|---|---|---|---|"]
+    for p in peers:
+        n = len(p["rounds"])
+        if "summary" in p:  # bench-peer.py: engine pp/tg against llama-bench
+            loads = p["load1_range"]
+            for k in ("pp", "tg"):
+                x = p["summary"][k]
+                rows.append(f"| {p['model']} | {p['weights']} | {k}{p[k]} tok/s, {p['threads']} threads "
+                            f"(llorch-bench vs llama-bench) | {x['ours_median']:.1f} | "
+                            f"{x['llama_cpp_median']:.1f} | **{x['median_ratio']:.2f}×** "
+                            f"({x['min_ratio']:.2f}–{x['max_ratio']:.2f}) | {n} | "
+                            f"{loads[0]:.1f}–{loads[1]:.1f} |")
+        else:  # bench-serve.py: N concurrent streams against llama-server -np N
+            loads = [r["load"] for r in p["rounds"]]
+            rows.append(f"| {p['model']} | as stored | aggregate decode tok/s, {p['streams']} streams of "
+                        f"{p['tokens']} tokens, {p['threads']} threads (worker vs llama-server "
+                        f"`-np {p['streams']}`) | {p['ours_tok_s']:.1f} | {p['llama_tok_s']:.1f} | "
+                        f"**{p['ratio_median']:.2f}×** ({p['ratio_min']:.2f}–{p['ratio_max']:.2f}); "
+                        f"median TTFT {p['ttft_ratio_median']:.2f}× llama-server's | {n} | "
+                        f"{min(loads):.1f}–{max(loads):.1f} |")
+    return rows
+
+
 def main():
     args = sys.argv[1:]
     rows_only = bool(args) and args[0] == "--rows"
-    reports = [json.load(open(p)) for p in args[rows_only:]]
+    args = args[rows_only:]
+    peer_files = [args[i + 1] for i, a in enumerate(args) if a == "--peer"]
+    args = [a for i, a in enumerate(args) if a != "--peer" and (i == 0 or args[i - 1] != "--peer")]
+    peers = [json.load(open(p)) for p in peer_files]
+    reports = [json.load(open(p)) for p in args]
     if not reports:
         sys.exit(__doc__)
     main_rep = reports[0]
@@ -153,6 +186,21 @@ def main():
           f"{fmt(x.get('peak_rss_mb'))} | {fmt(x.get('peak_rss_with_prompt_logprobs_mb'))} | {fmt(x.get('prefill_tps'), 1)} | {fmt(x.get('decode_tps'), 1)} | "
           f"{pct(x.get('perf_other_cpu_share'))} | {r.get('threads') or '-'} |")
     w("")
+    if peers:
+        w("## Speed against llama.cpp, same run\n")
+        w("llama.cpp b11434 (built from the PyPI sdist by `scripts/build-llama-cpp.sh`) and llorch on "
+          "the same model, threads and machine, in interleaved rounds of one run: "
+          "`scripts/bench-peer.py` (engine: `llorch-bench` vs `llama-bench`, ppN = one forward "
+          "over N prompt tokens, tgN = N single-token decodes) and `scripts/bench-serve.py` "
+          "(concurrent streaming requests to a worker with `--parallel N` vs `llama-server -np N`). "
+          "Ratios are ours / llama.cpp's, the median of per-round ratios; on a shared machine "
+          "only a ratio from one run means anything, so no number here is compared with another "
+          "day's. `*-from-Q4_1` files are SmolLM2 requantized by `llama-quantize "
+          "--allow-requantize` (its 576-wide rows are not a multiple of 256, so most matrices fall "
+          "back to Q5_0 for Q4_K_M and to Q8_0 for Q6_K; the weights column names the most common "
+          "type).\n")
+        out.extend(peer_table(peers))
+        w("")
     w("## Checks\n")
     for m in order:
         for b in BACKENDS:

