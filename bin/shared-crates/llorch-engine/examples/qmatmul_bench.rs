@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     let on = |t: &str| wanted.is_empty() || wanted.iter().any(|w| w == t);
     if on("q4_1") {
         bench::<BlockQ4_1>("q4_1", 3072, 576)?;
+        bench::<BlockQ4_1>("q4_1", 640, 2048)?;
     }
     if on("q5_0") {
         bench::<BlockQ5_0>("q5_0", 4096, 640)?;
@@ -80,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     }
     if on("q4_k") {
         bench::<BlockQ4K>("q4_k", 640, 2048)?;
+        bench::<BlockQ4K>("q4_k", 3072, 768)?;
     }
     if on("q5_k") {
         bench::<BlockQ5K>("q5_k", 640, 2048)?;
