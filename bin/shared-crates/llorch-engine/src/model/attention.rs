@@ -168,13 +168,15 @@ impl<E: KvElem> Views<'_, E> {
         let qrow = |i: usize, h: usize| &self.qs[((kv * rep + h) * self.n + i) * hd..][..hd];
         let krow = |j: usize| &self.ks[self.k_at.0 + kv * self.k_at.1 + j * self.k_at.2..][..hd];
         let vrow = |j: usize| &self.vs[self.v_at.0 + kv * self.v_at.1 + j * self.v_at.2..][..hd];
+        // query row i sees key j
+        let sees = |i: usize, j: usize| lo(i) <= j && j <= qpos(i);
         let mut row = vec![0f32; hd];
         // scores of (row, head) over the block's keys; each row uses its own visible range
         let mut scores = vec![0f32; rows.len() * rep * span];
         for j in jlo..=jhi {
             E::widen(krow(j), &mut row);
             for (r, i) in rows.clone().enumerate() {
-                if j < lo(i) || j > qpos(i) {
+                if !sees(i, j) {
                     continue;
                 }
                 for h in 0..rep {
@@ -199,7 +201,7 @@ impl<E: KvElem> Views<'_, E> {
         for j in jlo..=jhi {
             E::widen(vrow(j), &mut row);
             for (r, i) in rows.clone().enumerate() {
-                if j < lo(i) || j > qpos(i) {
+                if !sees(i, j) {
                     continue;
                 }
                 for h in 0..rep {

@@ -410,15 +410,17 @@ impl Transformer {
         let gated = |g: &Tensor, u: &Tensor| -> Result<Tensor> {
             super::profile::time("other: gated activation", || {
                 if self.native {
-                    let act = match gemma {
-                        true => super::vecmath::Activation::GeluTanh,
-                        false => super::vecmath::Activation::Silu,
+                    let act = if gemma {
+                        super::vecmath::Activation::GeluTanh
+                    } else {
+                        super::vecmath::Activation::Silu
                     };
                     return super::vecmath::gated(g, u, act);
                 }
-                let a = match gemma {
-                    true => g.gelu()?,
-                    false => candle_nn::ops::silu(g)?,
+                let a = if gemma {
+                    g.gelu()?
+                } else {
+                    candle_nn::ops::silu(g)?
                 };
                 Ok((a * u)?)
             })
