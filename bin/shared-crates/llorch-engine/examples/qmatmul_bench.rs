@@ -10,7 +10,7 @@ use std::time::Instant;
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use llorch_engine::model::qmatmul::{
-    BlockQ4K, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0, QMatrix, WeightBlock,
+    BlockQ4K, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0, OwnMatrix, WeightBlock,
 };
 
 /// Random GGUF blocks of `n × k` with small finite f16 scales (every f16 field of every block
@@ -42,7 +42,7 @@ fn weights<B: WeightBlock>(n: usize, k: usize) -> QTensor {
 }
 
 fn bench<B: WeightBlock>(name: &str, n: usize, k: usize) -> anyhow::Result<()> {
-    let m = QMatrix::<B>::from_qtensor(&weights::<B>(n, k))?;
+    let m = OwnMatrix::from_qtensor(&weights::<B>(n, k))?.expect("a kernel type");
     for rows in [1usize, 8, 64, 512] {
         let x: Vec<f32> = (0..rows * k)
             .map(|i| ((i % 61) as f32 - 30.0) / 7.0)

@@ -14,13 +14,14 @@ pub trait ActBlock: Copy + Send + Sync + 'static {
     fn values(&self) -> Vec<f32>;
 }
 
-/// One quantized activation block: 32 signed 8-bit values, scale, scale × Σq.
+/// One quantized activation block: 32 signed 8-bit values, scale, scale × Σq, and Σq.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 pub struct BlockQ8 {
     pub(super) qs: [i8; 32],
     pub(super) d: f32,
     pub(super) s: f32,
+    pub(super) sum: i32,
 }
 
 impl ActBlock for BlockQ8 {
@@ -29,6 +30,7 @@ impl ActBlock for BlockQ8 {
         qs: [0; 32],
         d: 0.0,
         s: 0.0,
+        sum: 0,
     };
 
     /// Scale `max|x| / 127`, values rounded to nearest (llama.cpp's Q8_0 / Q8_1).
@@ -44,6 +46,7 @@ impl ActBlock for BlockQ8 {
             }
             b.d = d;
             b.s = d * sum as f32;
+            b.sum = sum;
         }
     }
 

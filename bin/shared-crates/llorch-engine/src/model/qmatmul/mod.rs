@@ -6,16 +6,17 @@
 //! blocks with a scale and the block sum ([`BlockQ8`]) for the 32-value types, 256-value
 //! super-blocks with per-16 sums ([`BlockQ8K`]) for the k-quants. Products are integer inside a
 //! block, f32 across blocks. Each type has a scalar reference and an AVX2/FMA kernel, chosen at
-//! run time ([`WeightBlock::kernels`]). For several activation rows (prefill) each unpacked
-//! weight block is reused across four rows. Work is split over the rayon pool by output
+//! run time. The 32-value types are stored in groups of eight rows ([`group`]): one VNNI
+//! instruction then adds four values' products for eight rows at once, and one float step per
+//! block serves eight rows. The k-quants go row by row ([`QMatrix`]), an unpacked weight block
+//! reused across up to eight activation rows. Work is split over the rayon pool by output
 //! columns; rayon's workers sleep instead of spinning, so a busy machine slows the engine down
 //! instead of collapsing it.
 
-/// The items every weight type's [`WeightBlock`] impl shares: its AVX2 kernels (its module's
-/// `avx2::dot`, entered only after [`available`] found AVX2 and FMA) and its [`OwnMatrix`]
-/// variant.
+/// The AVX2 kernels of a weight type run row by row (its module's `avx2::dot`, entered only
+/// after [`available`] found AVX2 and FMA).
 macro_rules! kernel_items {
-    ($variant:ident) => {
+    () => {
         #[cfg(target_arch = "x86_64")]
         fn simd() -> Option<super::Kernels<Self>> {
             super::available().then_some(super::Kernels {
@@ -27,21 +28,30 @@ macro_rules! kernel_items {
                 dot8: |w, x| unsafe { avx2::dot::<8>(w, x) },
             })
         }
+    };
+}
 
-        fn into_own(m: super::QMatrix<Self>) -> super::OwnMatrix {
-            super::OwnMatrix::$variant(m)
-        }
-
-        fn from_own(m: super::OwnMatrix) -> Option<super::QMatrix<Self>> {
-            match m {
-                super::OwnMatrix::$variant(m) => Some(m),
-                _ => None,
+/// The AVX2 kernels of a row-group type (its module's `avx2::dot`, entered only after
+/// [`available`] found AVX2 and FMA).
+macro_rules! group_kernel_items {
+    () => {
+        fn simd() -> Option<super::group::GroupKernels<Self>> {
+            #[cfg(target_arch = "x86_64")]
+            if super::available() {
+                return Some(super::group::GroupKernels {
+                    // SAFETY: `available()` found AVX2 and FMA.
+                    dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
+                    // SAFETY: as above.
+                    dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
+                });
             }
+            None
         }
     };
 }
 
 mod act;
+mod group;
 mod q4_1;
 mod q4_k;
 mod q5_0;
@@ -59,12 +69,13 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 pub use act::{ActBlock, BlockQ8, BlockQ8K};
-pub use q4_1::BlockQ4_1;
+pub use group::{GroupMatrix, RowGroup};
+pub use q4_1::{BlockQ4_1, GroupQ4_1};
 pub use q4_k::BlockQ4K;
-pub use q5_0::BlockQ5_0;
+pub use q5_0::{BlockQ5_0, GroupQ5_0};
 pub use q5_k::BlockQ5K;
 pub use q6_k::BlockQ6K;
-pub use q8_0::BlockQ8_0;
+pub use q8_0::{BlockQ8_0, GroupQ8_0};
 
 /// Four activation rows of the same length.
 pub type Rows4<'a, A> = [&'a [A]; 4];
@@ -111,10 +122,6 @@ pub trait WeightBlock: Copy + Send + Sync + 'static {
             dot8: scalar8::<Self>,
         })
     }
-    /// Wrap a matrix of this type.
-    fn into_own(m: QMatrix<Self>) -> OwnMatrix;
-    /// Unwrap a matrix of this type.
-    fn from_own(m: OwnMatrix) -> Option<QMatrix<Self>>;
 }
 
 fn scalar4<B: WeightBlock>(w: &[B], x: [&[B::Act]; 4]) -> [f32; 4] {
@@ -217,6 +224,11 @@ impl<B: WeightBlock> QMatrix<B> {
         Ok(Self { n, k, blocks })
     }
 
+    /// Bytes the blocks hold.
+    pub fn allocated_bytes(&self) -> usize {
+        std::mem::size_of_val(self.blocks.as_slice())
+    }
+
     /// `x` is `(m, k)` (or `(k,)`); returns `(m, n)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_with(x, B::kernels())
@@ -300,43 +312,80 @@ struct SendPtr(*mut f32);
 // SAFETY: tasks write disjoint elements (see `forward_with`).
 unsafe impl Sync for SendPtr {}
 
-/// A weight matrix on one of the engine's kernels, whichever its type.
+/// A weight matrix on one of the engine's kernels, whichever its type: the 32-value types as
+/// row groups ([`GroupMatrix`]), the k-quants row by row ([`QMatrix`]).
 pub enum OwnMatrix {
-    Q4_1(QMatrix<BlockQ4_1>),
-    Q5_0(QMatrix<BlockQ5_0>),
-    Q8_0(QMatrix<BlockQ8_0>),
+    Q4_1(GroupMatrix<GroupQ4_1>),
+    Q5_0(GroupMatrix<GroupQ5_0>),
+    Q8_0(GroupMatrix<GroupQ8_0>),
     Q4K(QMatrix<BlockQ4K>),
     Q5K(QMatrix<BlockQ5K>),
     Q6K(QMatrix<BlockQ6K>),
 }
 
-/// Run `$e` with `$B` bound to the block type of GGUF type `$dtype`, or `$none` for the types
+/// What [`OwnMatrix`] needs of each matrix type it holds.
+trait Matmul: Sized {
+    /// The GGUF type of the weights.
+    const DTYPE: GgmlDType;
+    fn concat(parts: Vec<Self>) -> Result<Self>;
+    fn into_own(self) -> OwnMatrix;
+    fn from_own(m: OwnMatrix) -> Option<Self>;
+}
+
+macro_rules! matmul_impl {
+    ($variant:ident, $ty:ty, $dtype:expr) => {
+        impl Matmul for $ty {
+            const DTYPE: GgmlDType = $dtype;
+            fn concat(parts: Vec<Self>) -> Result<Self> {
+                <$ty>::concat(parts)
+            }
+            fn into_own(self) -> OwnMatrix {
+                OwnMatrix::$variant(self)
+            }
+            fn from_own(m: OwnMatrix) -> Option<Self> {
+                match m {
+                    OwnMatrix::$variant(m) => Some(m),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+matmul_impl!(Q4_1, GroupMatrix<GroupQ4_1>, GgmlDType::Q4_1);
+matmul_impl!(Q5_0, GroupMatrix<GroupQ5_0>, GgmlDType::Q5_0);
+matmul_impl!(Q8_0, GroupMatrix<GroupQ8_0>, GgmlDType::Q8_0);
+matmul_impl!(Q4K, QMatrix<BlockQ4K>, GgmlDType::Q4K);
+matmul_impl!(Q5K, QMatrix<BlockQ5K>, GgmlDType::Q5K);
+matmul_impl!(Q6K, QMatrix<BlockQ6K>, GgmlDType::Q6K);
+
+/// Run `$e` with `$M` bound to the matrix type of GGUF type `$dtype`, or `$none` for the types
 /// without a kernel here.
-macro_rules! with_block {
-    ($dtype:expr, $B:ident => $e:expr, else $none:expr) => {
+macro_rules! with_matrix {
+    ($dtype:expr, $M:ident => $e:expr, else $none:expr) => {
         match $dtype {
             GgmlDType::Q4_1 => {
-                type $B = BlockQ4_1;
+                type $M = GroupMatrix<GroupQ4_1>;
                 $e
             }
             GgmlDType::Q5_0 => {
-                type $B = BlockQ5_0;
+                type $M = GroupMatrix<GroupQ5_0>;
                 $e
             }
             GgmlDType::Q8_0 => {
-                type $B = BlockQ8_0;
+                type $M = GroupMatrix<GroupQ8_0>;
                 $e
             }
             GgmlDType::Q4K => {
-                type $B = BlockQ4K;
+                type $M = QMatrix<BlockQ4K>;
                 $e
             }
             GgmlDType::Q5K => {
-                type $B = BlockQ5K;
+                type $M = QMatrix<BlockQ5K>;
                 $e
             }
             GgmlDType::Q6K => {
-                type $B = BlockQ6K;
+                type $M = QMatrix<BlockQ6K>;
                 $e
             }
             _ => $none,
@@ -344,7 +393,7 @@ macro_rules! with_block {
     };
 }
 
-/// Run `$e` on the `QMatrix` inside an [`OwnMatrix`].
+/// Run `$e` on the matrix inside an [`OwnMatrix`].
 macro_rules! each {
     ($own:expr, $m:ident => $e:expr) => {
         match $own {
@@ -361,29 +410,30 @@ macro_rules! each {
 impl OwnMatrix {
     /// Whether GGUF type `dtype` has a kernel here.
     pub fn supports(dtype: GgmlDType) -> bool {
-        with_block!(dtype, B => B::DTYPE == dtype, else false)
+        with_matrix!(dtype, M => M::DTYPE == dtype, else false)
     }
 
     /// The matrix of a `QTensor`, or `None` for a type without a kernel here.
     pub fn from_qtensor(q: &QTensor) -> Result<Option<Self>> {
-        with_block!(q.dtype(), B => Ok(Some(B::into_own(QMatrix::<B>::from_qtensor(q)?))), else Ok(None))
+        with_matrix!(q.dtype(), M => Ok(Some(M::from_qtensor(q)?.into_own())), else Ok(None))
     }
 
-    /// Read an `n × k` matrix of type `dtype` from a reader (see [`QMatrix::from_reader`]).
+    /// Read an `n × k` matrix of type `dtype` from a reader (a GGUF file positioned at the
+    /// tensor's data), a few rows at a time: no second copy of the tensor.
     pub fn from_reader(
         r: &mut impl std::io::Read,
         dtype: GgmlDType,
         n: usize,
         k: usize,
     ) -> Result<Self> {
-        with_block!(dtype, B => Ok(B::into_own(QMatrix::<B>::from_reader(r, n, k)?)),
+        with_matrix!(dtype, M => Ok(M::from_reader(r, n, k)?.into_own()),
             else bail!("no engine kernel for {dtype:?}"))
     }
 
     /// The GGUF type of the weights.
     pub fn dtype(&self) -> GgmlDType {
-        fn of<B: WeightBlock>(_: &QMatrix<B>) -> GgmlDType {
-            B::DTYPE
+        fn of<M: Matmul>(_: &M) -> GgmlDType {
+            M::DTYPE
         }
         each!(self, m => of(m))
     }
@@ -395,7 +445,7 @@ impl OwnMatrix {
 
     /// Bytes the matrix holds in memory (its blocks, in the kernel's unpacked layout).
     pub fn allocated_bytes(&self) -> usize {
-        each!(self, m => std::mem::size_of_val(m.blocks.as_slice()))
+        each!(self, m => m.allocated_bytes())
     }
 
     /// Rows `ids` dequantized (see [`QMatrix::rows`]).
@@ -410,14 +460,14 @@ impl OwnMatrix {
 
     /// Stack matrices of one type and row length along the output axis.
     pub fn concat(parts: Vec<OwnMatrix>) -> Result<Self> {
-        fn as_type<B: WeightBlock>(parts: Vec<OwnMatrix>) -> Result<OwnMatrix> {
+        fn as_type<M: Matmul>(parts: Vec<OwnMatrix>) -> Result<OwnMatrix> {
             let mats = parts
                 .into_iter()
-                .map(|p| B::from_own(p).context("concat: different weight types"))
+                .map(|p| M::from_own(p).context("concat: different weight types"))
                 .collect::<Result<Vec<_>>>()?;
-            Ok(B::into_own(QMatrix::concat(mats)?))
+            Ok(M::concat(mats)?.into_own())
         }
         let dtype = parts.first().context("concat: no matrices")?.dtype();
-        with_block!(dtype, B => as_type::<B>(parts), else unreachable!("every OwnMatrix type has a kernel"))
+        with_matrix!(dtype, M => as_type::<M>(parts), else unreachable!("every OwnMatrix type has a kernel"))
     }
 }

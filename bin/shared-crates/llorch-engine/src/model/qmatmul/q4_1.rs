@@ -3,7 +3,7 @@
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::{BlockQ8, WeightBlock};
+use super::{BlockQ8, RowGroup, WeightBlock};
 
 /// One Q4_1 block: scale, minimum (GGUF's f16 widened to f32 at load, so the inner loop does
 /// no conversions), 32 4-bit values (low nibbles are values 0..16, high nibbles 16..32).
@@ -50,31 +50,85 @@ impl WeightBlock for BlockQ4_1 {
         }
         acc
     }
+}
 
-    kernel_items!(Q4_1);
+/// Eight rows' Q4_1 blocks: `qs[32p + 4i + t]` is row `i`'s stored byte `4p + t` (its low
+/// nibble is value `4p + t`, chunk `p`; its high nibble value `16 + 4p + t`, chunk `p + 4`).
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub struct GroupQ4_1 {
+    d: [f32; 8],
+    m: [f32; 8],
+    qs: [u8; 128],
+}
+
+impl RowGroup for GroupQ4_1 {
+    type Block = BlockQ4_1;
+
+    fn pack(rows: &[BlockQ4_1; 8]) -> Self {
+        GroupQ4_1 {
+            d: rows.map(|b| b.d),
+            m: rows.map(|b| b.m),
+            qs: std::array::from_fn(|j| rows[(j % 32) / 4].qs[4 * (j / 32) + j % 4]),
+        }
+    }
+
+    fn unpack(&self, i: usize) -> BlockQ4_1 {
+        BlockQ4_1 {
+            d: self.d[i],
+            m: self.m[i],
+            qs: std::array::from_fn(|j| self.qs[32 * (j / 4) + 4 * i + j % 4]),
+        }
+    }
+
+    fn accumulate(&self, a: &BlockQ8, acc: &mut [f32; 8]) {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let b = self.unpack(i);
+            let mut s = 0i32;
+            for j in 0..16 {
+                s += (b.qs[j] & 0x0F) as i32 * a.qs[j] as i32;
+                s += (b.qs[j] >> 4) as i32 * a.qs[j + 16] as i32;
+            }
+            *acc = (s as f32).mul_add(b.d * a.d, *acc);
+            *acc = b.m.mul_add(a.s, *acc);
+        }
+    }
+
+    group_kernel_items!();
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::simd::{dot_u8_i8, hsum, load, nibbles};
-    use super::{BlockQ4_1, BlockQ8};
+    use super::super::group::off;
+    use super::super::simd::{dot_acc, lanes, load_ps, load_u8, quad};
+    use super::{BlockQ8, GroupQ4_1};
 
-    /// One weight row against `R` activation rows; each block is unpacked once.
+    /// Eight weight rows against `R` activation rows.
     #[target_feature(enable = "avx2,fma")]
-    pub fn dot<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8]; R]) -> [f32; R] {
+    pub fn dot<const R: usize>(w: &[GroupQ4_1], x: [&[BlockQ8]; R]) -> [[f32; 8]; R] {
         let mut acc = [_mm256_setzero_ps(); R];
-        let mut mins = [0f32; R];
-        for (bi, b) in w.iter().enumerate() {
-            let qw = nibbles(&b.qs);
+        let low = _mm256_set1_epi8(0x0F);
+        for (bi, g) in w.iter().enumerate() {
+            let a: [&BlockQ8; R] = std::array::from_fn(|r| &x[r][bi]);
+            let mut s = [_mm256_setzero_si256(); R];
+            for p in 0..4 {
+                let v = load_u8(&g.qs[32 * p..]);
+                let lo = _mm256_and_si256(v, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                for r in 0..R {
+                    s[r] = dot_acc(s[r], lo, quad(&a[r].qs, off(p)));
+                    s[r] = dot_acc(s[r], hi, quad(&a[r].qs, off(p + 4)));
+                }
+            }
+            let (d, m) = (load_ps(&g.d), load_ps(&g.m));
             for r in 0..R {
-                let a = &x[r][bi];
-                let s = _mm256_cvtepi32_ps(dot_u8_i8(qw, load(&a.qs)));
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d), s, acc[r]);
-                mins[r] += b.m * a.s;
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), scale, acc[r]);
+                acc[r] = _mm256_fmadd_ps(m, _mm256_set1_ps(a[r].s), acc[r]);
             }
         }
-        std::array::from_fn(|r| hsum(acc[r]) + mins[r])
+        std::array::from_fn(|r| lanes(acc[r]))
     }
 }

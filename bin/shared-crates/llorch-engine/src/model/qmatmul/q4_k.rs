@@ -59,7 +59,7 @@ impl WeightBlock for BlockQ4K {
             .sum()
     }
 
-    kernel_items!(Q4K);
+    kernel_items!();
 }
 
 /// The 6-bit scales and minimums of the 8 sub-blocks from their 12 packed bytes (Q4_K, Q5_K).

@@ -5,7 +5,8 @@
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::{BlockQ8, WeightBlock};
+use super::group::off;
+use super::{BlockQ8, RowGroup, WeightBlock};
 
 /// One Q5_0 block: scale (widened to f32 at load), the fifth bits (bit `i` for value `i`), and
 /// the low 4 bits (low nibbles are values 0..16, high nibbles 16..32).
@@ -59,49 +60,122 @@ impl WeightBlock for BlockQ5_0 {
             })
             .sum()
     }
+}
 
-    kernel_items!(Q5_0);
+/// Eight rows' Q5_0 blocks: `qs` as in [`super::GroupQ4_1`]; `qh[c]` holds chunk `c`'s fifth
+/// bits, bit `4i + t` for row `i`'s value `off(c) + t` (so bit `j` belongs to byte `j` of the
+/// chunk's vector).
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub struct GroupQ5_0 {
+    d: [f32; 8],
+    qh: [u32; 8],
+    qs: [u8; 128],
+}
+
+impl RowGroup for GroupQ5_0 {
+    type Block = BlockQ5_0;
+
+    fn pack(rows: &[BlockQ5_0; 8]) -> Self {
+        GroupQ5_0 {
+            d: rows.map(|b| b.d),
+            qh: std::array::from_fn(|c| {
+                (0..32).fold(0u32, |bits, j| {
+                    let (i, t) = (j / 4, j % 4);
+                    bits | (((rows[i].qh >> (off(c) + t)) & 1) << j)
+                })
+            }),
+            qs: std::array::from_fn(|j| rows[(j % 32) / 4].qs[4 * (j / 32) + j % 4]),
+        }
+    }
+
+    fn unpack(&self, i: usize) -> BlockQ5_0 {
+        let mut qh = 0u32;
+        for c in 0..8 {
+            for t in 0..4 {
+                qh |= ((self.qh[c] >> (4 * i + t)) & 1) << (off(c) + t);
+            }
+        }
+        BlockQ5_0 {
+            d: self.d[i],
+            qh,
+            qs: std::array::from_fn(|j| self.qs[32 * (j / 4) + 4 * i + j % 4]),
+        }
+    }
+
+    fn accumulate(&self, a: &BlockQ8, acc: &mut [f32; 8]) {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let b = self.unpack(i);
+            let s: i32 = (0..32).map(|j| b.q(j) * a.qs[j] as i32).sum();
+            *acc = (s as f32).mul_add(b.d * a.d, *acc);
+        }
+    }
+
+    group_kernel_items!();
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::simd::{dot_i8_i8, hsum, load, nibbles};
-    use super::{BlockQ5_0, BlockQ8};
+    use super::super::group::off;
+    use super::super::simd::{dot_acc, lanes, load_ps, load_u8, quad};
+    use super::{BlockQ8, GroupQ5_0};
 
-    /// The 32 bits of `qh` as bytes: 0x10 where bit `i` is set, else 0.
+    /// 0x10 in byte `j` where bit `j` of `bits` is set, else 0.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn fifth_bits(qh: u32) -> __m256i {
-        // byte i takes byte i/8 of qh; OR-ing every bit but bit i%8 leaves all ones iff bit i is set
-        let spread = _mm256_shuffle_epi8(
-            _mm256_set1_epi32(qh as i32),
-            _mm256_set_epi64x(
-                0x0303030303030303,
-                0x0202020202020202,
-                0x0101010101010101,
-                0,
-            ),
-        );
-        let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-        let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
-        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    fn sixteens(bits: u32) -> __m256i {
+        #[cfg(all(target_feature = "avx512bw", target_feature = "avx512vl"))]
+        // SAFETY: this branch is compiled only when the build enables AVX-512 BW and VL.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm256_maskz_mov_epi8(bits, _mm256_set1_epi8(0x10))
+        }
+        #[cfg(not(all(target_feature = "avx512bw", target_feature = "avx512vl")))]
+        {
+            // byte j takes byte j/8 of bits; OR-ing every bit but bit j%8 leaves all ones iff
+            // bit j is set
+            let spread = _mm256_shuffle_epi8(
+                _mm256_set1_epi32(bits as i32),
+                _mm256_set_epi64x(
+                    0x0303030303030303,
+                    0x0202020202020202,
+                    0x0101010101010101,
+                    0,
+                ),
+            );
+            let others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+            let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+            _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+        }
     }
 
-    /// One weight row against `R` activation rows; each block is unpacked once.
+    /// Eight weight rows against `R` activation rows. The products are taken with the stored
+    /// unsigned values `q` (0..32) and corrected by `-16·Σx` per block.
     #[target_feature(enable = "avx2,fma")]
-    pub fn dot<const R: usize>(w: &[BlockQ5_0], x: [&[BlockQ8]; R]) -> [f32; R] {
+    pub fn dot<const R: usize>(w: &[GroupQ5_0], x: [&[BlockQ8]; R]) -> [[f32; 8]; R] {
         let mut acc = [_mm256_setzero_ps(); R];
-        for (bi, b) in w.iter().enumerate() {
-            let q = _mm256_or_si256(nibbles(&b.qs), fifth_bits(b.qh));
-            let qw = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+        let low = _mm256_set1_epi8(0x0F);
+        for (bi, g) in w.iter().enumerate() {
+            let a: [&BlockQ8; R] = std::array::from_fn(|r| &x[r][bi]);
+            let mut s: [__m256i; R] = std::array::from_fn(|r| _mm256_set1_epi32(-16 * a[r].sum));
+            for p in 0..4 {
+                let v = load_u8(&g.qs[32 * p..]);
+                let lo = _mm256_or_si256(_mm256_and_si256(v, low), sixteens(g.qh[p]));
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                let hi = _mm256_or_si256(hi, sixteens(g.qh[p + 4]));
+                for r in 0..R {
+                    s[r] = dot_acc(s[r], lo, quad(&a[r].qs, off(p)));
+                    s[r] = dot_acc(s[r], hi, quad(&a[r].qs, off(p + 4)));
+                }
+            }
+            let d = load_ps(&g.d);
             for r in 0..R {
-                let a = &x[r][bi];
-                let s = _mm256_cvtepi32_ps(dot_i8_i8(qw, load(&a.qs)));
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d), s, acc[r]);
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), scale, acc[r]);
             }
         }
-        std::array::from_fn(|r| hsum(acc[r]))
+        std::array::from_fn(|r| lanes(acc[r]))
     }
 }

@@ -66,7 +66,7 @@ impl WeightBlock for BlockQ5K {
             .sum()
     }
 
-    kernel_items!(Q5K);
+    kernel_items!();
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -65,7 +65,7 @@ impl WeightBlock for BlockQ6K {
         acc
     }
 
-    kernel_items!(Q6K);
+    kernel_items!();
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,8 @@
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::{BlockQ8, WeightBlock};
+use super::group::off;
+use super::{BlockQ8, RowGroup, WeightBlock};
 
 /// One Q8_0 block: scale (widened to f32 at load) and 32 signed 8-bit values.
 #[derive(Clone, Copy)]
@@ -46,29 +47,104 @@ impl WeightBlock for BlockQ8_0 {
             })
             .sum()
     }
+}
 
-    kernel_items!(Q8_0);
+/// Eight rows' Q8_0 blocks: `qs[32c + 4i + t]` is row `i`'s value `off(c) + t` plus 128 (its
+/// sign bit flipped), an unsigned byte for the u8 × i8 products.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+pub struct GroupQ8_0 {
+    d: [f32; 8],
+    qs: [u8; 256],
+}
+
+impl RowGroup for GroupQ8_0 {
+    type Block = BlockQ8_0;
+
+    fn pack(rows: &[BlockQ8_0; 8]) -> Self {
+        GroupQ8_0 {
+            d: rows.map(|b| b.d),
+            qs: std::array::from_fn(|j| {
+                let (c, i, t) = (j / 32, (j % 32) / 4, j % 4);
+                rows[i].qs[off(c) + t] as u8 ^ 0x80
+            }),
+        }
+    }
+
+    fn unpack(&self, i: usize) -> BlockQ8_0 {
+        let mut qs = [0i8; 32];
+        for c in 0..8 {
+            for t in 0..4 {
+                qs[off(c) + t] = (self.qs[32 * c + 4 * i + t] ^ 0x80) as i8;
+            }
+        }
+        BlockQ8_0 { d: self.d[i], qs }
+    }
+
+    fn accumulate(&self, a: &BlockQ8, acc: &mut [f32; 8]) {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let b = self.unpack(i);
+            let s: i32 =
+                b.qs.iter()
+                    .zip(&a.qs)
+                    .map(|(&p, &q)| p as i32 * q as i32)
+                    .sum();
+            *acc = (s as f32).mul_add(b.d * a.d, *acc);
+        }
+    }
+
+    group_kernel_items!();
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::simd::{dot_i8_i8, hsum, load};
-    use super::{BlockQ8, BlockQ8_0};
+    use super::super::group::off;
+    use super::super::simd::{lanes, load_ps, load_u8, quad};
+    use super::{BlockQ8, GroupQ8_0};
 
-    /// One weight row against `R` activation rows.
+    /// Whether the products go through VNNI (u8 × i8 into i32, no saturation).
+    const VNNI: bool = cfg!(all(
+        target_feature = "avx512vnni",
+        target_feature = "avx512vl"
+    ));
+
+    /// `acc` plus the products of one chunk of weights `v` (stored plus 128) with activations `x`:
+    /// with VNNI, of `v` itself (the caller subtracts `128·Σx`); without, of the signed values
+    /// (maddubs would saturate on `v` up to 255).
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub fn dot<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8]; R]) -> [f32; R] {
+    fn chunk(acc: __m256i, v: __m256i, x: __m256i) -> __m256i {
+        if VNNI {
+            super::super::simd::dot_acc(acc, v, x)
+        } else {
+            let w = _mm256_xor_si256(v, _mm256_set1_epi8(-128));
+            let pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        }
+    }
+
+    /// Eight weight rows against `R` activation rows.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn dot<const R: usize>(w: &[GroupQ8_0], x: [&[BlockQ8]; R]) -> [[f32; 8]; R] {
         let mut acc = [_mm256_setzero_ps(); R];
-        for (bi, b) in w.iter().enumerate() {
-            let qw = load(&b.qs);
+        for (bi, g) in w.iter().enumerate() {
+            let a: [&BlockQ8; R] = std::array::from_fn(|r| &x[r][bi]);
+            let offset = |r: usize| if VNNI { -128 * a[r].sum } else { 0 };
+            let mut s: [__m256i; R] = std::array::from_fn(|r| _mm256_set1_epi32(offset(r)));
+            for c in 0..8 {
+                let v = load_u8(&g.qs[32 * c..]);
+                for r in 0..R {
+                    s[r] = chunk(s[r], v, quad(&a[r].qs, off(c)));
+                }
+            }
+            let d = load_ps(&g.d);
             for r in 0..R {
-                let a = &x[r][bi];
-                let s = _mm256_cvtepi32_ps(dot_i8_i8(qw, load(&a.qs)));
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d), s, acc[r]);
+                let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), scale, acc[r]);
             }
         }
-        std::array::from_fn(|r| hsum(acc[r]))
+        std::array::from_fn(|r| lanes(acc[r]))
     }
 }

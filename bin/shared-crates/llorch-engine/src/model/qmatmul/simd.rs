@@ -3,28 +3,48 @@
 
 use std::arch::x86_64::*;
 
-/// Sums of 4 adjacent u8 × i8 products: one VNNI instruction where the build has it.
+/// `acc` plus the sums of 4 adjacent u8 × i8 products (the u8 operand below 128 without VNNI,
+/// where maddubs saturates at i16).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn dot_u8_i8(u: __m256i, i: __m256i) -> __m256i {
+pub(super) fn dot_acc(acc: __m256i, u: __m256i, i: __m256i) -> __m256i {
     #[cfg(all(target_feature = "avx512vnni", target_feature = "avx512vl"))]
     // SAFETY: this branch is compiled only when the build enables AVX-512 VNNI and VL.
     #[allow(unused_unsafe)]
     unsafe {
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, i)
+        _mm256_dpbusd_epi32(acc, u, i)
     }
     #[cfg(not(all(target_feature = "avx512vnni", target_feature = "avx512vl")))]
     {
-        // maddubs saturates at i16: the operands here stay below (u ≤ 128, |i| ≤ 127: 2·128·127)
-        _mm256_madd_epi16(_mm256_maddubs_epi16(u, i), _mm256_set1_epi16(1))
+        let pairs = _mm256_maddubs_epi16(u, i);
+        _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
     }
 }
 
-/// Sums of 4 adjacent i8 × i8 products: |w| as the unsigned operand, the sign moved onto x.
+/// Activation values `off..off + 4` of a block broadcast to the eight 32-bit lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn dot_i8_i8(w: __m256i, x: __m256i) -> __m256i {
-    dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+pub(super) fn quad(qs: &[i8; 32], off: usize) -> __m256i {
+    let b: [i8; 4] = qs[off..off + 4].try_into().expect("4 values");
+    _mm256_set1_epi32(i32::from_le_bytes(b.map(|v| v as u8)))
+}
+
+/// Eight f32 lanes as an array.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn lanes(v: __m256) -> [f32; 8] {
+    let mut out = [0f32; 8];
+    // SAFETY: `out` has room for 8 f32.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+/// Eight f32 from an array.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn load_ps(v: &[f32; 8]) -> __m256 {
+    // SAFETY: reads the 8 f32 of `v`.
+    unsafe { _mm256_loadu_ps(v.as_ptr()) }
 }
 
 /// Horizontal sum of 8 f32 lanes.
@@ -35,16 +55,6 @@ pub(super) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-/// 32 bytes from 16: low nibbles in the low half, high nibbles in the high half.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
-    // SAFETY: reads the 16 bytes of `qs`.
-    let q = unsafe { _mm_loadu_si128(qs.as_ptr() as *const __m128i) };
-    let both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }
 
 /// 32 bytes of `i8` at `p`.

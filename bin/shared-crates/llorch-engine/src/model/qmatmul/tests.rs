@@ -74,53 +74,82 @@ fn quantized<A: ActBlock>(x: &[f32]) -> Vec<A> {
     q
 }
 
+/// A kernel under test: its name and its forward pass.
+type Run<'a> = (&'static str, Box<dyn Fn(&Tensor) -> Tensor + 'a>);
+
+/// The row-by-row kernels of `B` (scalar and, where the CPU has them, AVX2).
 fn check<B: WeightBlock>(k: usize) {
     let mut rng = StdRng::seed_from_u64(B::BYTES as u64 * 1000 + k as u64);
-    let n = 19;
-    let q = random_weights::<B>(&mut rng, n, k);
+    let q = random_weights::<B>(&mut rng, 19, k);
+    let mat = &QMatrix::<B>::from_qtensor(&q).unwrap();
+    let scalar = Kernels {
+        dot1: B::dot_scalar,
+        dot4: scalar4::<B>,
+        dot8: scalar8::<B>,
+    };
+    let mut runs: Vec<Run> = vec![(
+        "scalar",
+        Box::new(move |x| mat.forward_with(x, scalar).unwrap()),
+    )];
+    match B::simd() {
+        Some(s) => runs.push(("avx2", Box::new(move |x| mat.forward_with(x, s).unwrap()))),
+        None => assert!(!available(), "{:?}: no AVX2 kernel", B::DTYPE),
+    }
+    check_runs::<B::Act>(&mut rng, &q, runs, |ids| mat.rows(ids).unwrap());
+}
+
+/// The row-group kernels of `G` (scalar and, where the CPU has them, AVX2); 19 rows, so the
+/// last group is padded.
+fn check_group<G: RowGroup>(k: usize) {
+    let mut rng = StdRng::seed_from_u64(G::Block::BYTES as u64 * 1000 + k as u64);
+    let q = random_weights::<G::Block>(&mut rng, 19, k);
+    let mat = &GroupMatrix::<G>::from_qtensor(&q).unwrap();
+    let scalar = group::GroupKernels {
+        dot1: |w, x| group::scalar::<G, 1>(w, [x])[0],
+        dot4: group::scalar::<G, 4>,
+    };
+    let mut runs: Vec<Run> = vec![(
+        "scalar",
+        Box::new(move |x| mat.forward_with(x, scalar).unwrap()),
+    )];
+    match G::simd() {
+        Some(s) => runs.push(("avx2", Box::new(move |x| mat.forward_with(x, s).unwrap()))),
+        None => assert!(!available(), "{:?}: no AVX2 kernel", G::Block::DTYPE),
+    }
+    check_runs::<BlockQ8>(&mut rng, &q, runs, |ids| mat.rows(ids).unwrap());
+}
+
+/// Every run against the dequantized weights, each activation row alone equal to the same row
+/// in the batch, and the embedding rows equal to candle's dequantized rows.
+fn check_runs<A: ActBlock>(
+    rng: &mut StdRng,
+    q: &QTensor,
+    runs: Vec<Run>,
+    rows: impl Fn(&[u32]) -> Tensor,
+) {
+    let dtype = q.dtype();
+    let k = q.shape().dims2().unwrap().1;
     let deq = q
         .dequantize(&Device::Cpu)
         .unwrap()
         .to_vec2::<f32>()
         .unwrap();
-    let xs = activations(&mut rng, k);
+    let xs = activations(rng, k);
     let xt = Tensor::new(xs.clone(), &Device::Cpu).unwrap();
-    let mat = QMatrix::<B>::from_qtensor(&q).unwrap();
-    let mut runs = vec![(
-        "scalar",
-        Kernels {
-            dot1: B::dot_scalar,
-            dot4: scalar4::<B>,
-            dot8: scalar8::<B>,
-        },
-    )];
-    match B::simd() {
-        Some(s) => runs.push(("avx2", s)),
-        None => assert!(!available(), "{:?}: no AVX2 kernel", B::DTYPE),
-    }
-    for (name, kern) in runs {
-        let got = mat
-            .forward_with(&xt, kern)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
+    for (name, forward) in runs {
+        let got = forward(&xt).to_vec2::<f32>().unwrap();
         // each row alone (dot1) gives what it gives in a group of eight or four, bit for bit
         for (i, x) in xs.iter().enumerate() {
-            let alone = Tensor::new(x.as_slice(), &Device::Cpu).unwrap();
-            let alone = mat.forward_with(&alone, kern).unwrap();
+            let alone = forward(&Tensor::new(x.as_slice(), &Device::Cpu).unwrap());
             assert_eq!(
                 alone.to_vec1::<f32>().unwrap(),
                 got[i],
-                "{:?} {name} row {i}",
-                B::DTYPE
+                "{dtype:?} {name} row {i}"
             );
         }
         for (i, x) in xs.iter().enumerate() {
-            let xq: Vec<f32> = quantized::<B::Act>(x)
-                .iter()
-                .flat_map(|b| b.values())
-                .collect();
-            let steps: Vec<f32> = xq_steps::<B::Act>(x);
+            let xq: Vec<f32> = quantized::<A>(x).iter().flat_map(|b| b.values()).collect();
+            let steps: Vec<f32> = xq_steps::<A>(x);
             let sum_abs_x: f64 = x.iter().map(|v| v.abs() as f64).sum();
             for (j, w) in deq.iter().enumerate() {
                 let g = got[i][j] as f64;
@@ -129,8 +158,7 @@ fn check<B: WeightBlock>(k: usize) {
                 let tol = 2e-5 * wmax * sum_abs_x + 1e-30;
                 assert!(
                     (g - exact).abs() <= tol,
-                    "{:?} {name} k={k} row {i} col {j}: {g} vs {exact} (tol {tol})",
-                    B::DTYPE
+                    "{dtype:?} {name} k={k} row {i} col {j}: {g} vs {exact} (tol {tol})"
                 );
                 // against the unquantized activations: at most half a step per value
                 let f32_ref: f64 = w.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
@@ -143,17 +171,16 @@ fn check<B: WeightBlock>(k: usize) {
                     + tol;
                 assert!(
                     (g - f32_ref).abs() <= bound,
-                    "{:?} {name} k={k} row {i} col {j}: {g} vs f32 {f32_ref} (bound {bound})",
-                    B::DTYPE
+                    "{dtype:?} {name} k={k} row {i} col {j}: {g} vs f32 {f32_ref} (bound {bound})"
                 );
             }
         }
     }
     // embedding rows equal candle's dequantized weights, bit for bit
-    let rows = mat.rows(&[3, 0, 1]).unwrap().to_vec2::<f32>().unwrap();
-    assert_eq!(rows[0], deq[3], "{:?} rows", B::DTYPE);
-    assert_eq!(rows[1], deq[0], "{:?} rows", B::DTYPE);
-    assert_eq!(rows[2], deq[1], "{:?} rows", B::DTYPE);
+    let got = rows(&[3, 0, 1, 18]).to_vec2::<f32>().unwrap();
+    for (g, want) in got.iter().zip([3, 0, 1, 18]) {
+        assert_eq!(g, &deq[want], "{dtype:?} rows");
+    }
 }
 
 /// The quantization step of each activation value (its block's scale).
@@ -171,20 +198,45 @@ fn xq_steps<A: ActBlock>(x: &[f32]) -> Vec<f32> {
 
 #[test]
 fn q4_1_kernel_matches_dequantized() {
-    check::<BlockQ4_1>(96);
-    check::<BlockQ4_1>(512);
+    check_group::<GroupQ4_1>(96);
+    check_group::<GroupQ4_1>(512);
 }
 
 #[test]
 fn q5_0_kernel_matches_dequantized() {
-    check::<BlockQ5_0>(96);
-    check::<BlockQ5_0>(640);
+    check_group::<GroupQ5_0>(96);
+    check_group::<GroupQ5_0>(640);
 }
 
 #[test]
 fn q8_0_kernel_matches_dequantized() {
-    check::<BlockQ8_0>(96);
-    check::<BlockQ8_0>(512);
+    check_group::<GroupQ8_0>(96);
+    check_group::<GroupQ8_0>(512);
+}
+
+#[test]
+fn row_groups_unpack_to_the_stored_blocks() {
+    fn roundtrip<G: RowGroup>() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let q = random_weights::<G::Block>(&mut rng, 8, 64);
+        let data = q.data().unwrap();
+        let blocks: Vec<G::Block> = data
+            .chunks_exact(G::Block::BYTES)
+            .map(G::Block::read)
+            .collect();
+        // rows 0..8, block 1 of each (two blocks per row)
+        let rows: [G::Block; 8] = std::array::from_fn(|i| blocks[2 * i + 1]);
+        let g = G::pack(&rows);
+        for (i, want) in rows.iter().enumerate() {
+            let (mut a, mut b) = ([0f32; 32], [0f32; 32]);
+            g.unpack(i).dequant(&mut a);
+            want.dequant(&mut b);
+            assert_eq!(a, b, "{:?} row {i}", G::Block::DTYPE);
+        }
+    }
+    roundtrip::<GroupQ4_1>();
+    roundtrip::<GroupQ5_0>();
+    roundtrip::<GroupQ8_0>();
 }
 
 #[test]
@@ -242,6 +294,18 @@ fn concatenated_matrices_compute_the_parts() {
     .unwrap();
     let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
     assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    // row groups: parts of 5 and 9 rows are regrouped across the seam
+    let a = random_weights::<BlockQ5_0>(&mut rng, 5, 64);
+    let b = random_weights::<BlockQ5_0>(&mut rng, 9, 64);
+    let x = Tensor::new(activations(&mut rng, 64), &Device::Cpu).unwrap();
+    let both = OwnMatrix::concat(vec![own(&a), own(&b)]).unwrap();
+    let want = Tensor::cat(
+        &[own(&a).forward(&x).unwrap(), own(&b).forward(&x).unwrap()],
+        1,
+    )
+    .unwrap();
+    let diff = (both.forward(&x).unwrap() - want).unwrap().abs().unwrap();
+    assert_eq!(diff.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     // different types do not concatenate
     let c = random_weights::<BlockQ6K>(&mut rng, 3, 512);
     assert!(OwnMatrix::concat(vec![own(&a), own(&c)]).is_err());
