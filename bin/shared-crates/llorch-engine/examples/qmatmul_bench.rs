@@ -63,6 +63,25 @@ fn bench<B: WeightBlock>(name: &str, n: usize, k: usize) -> anyhow::Result<()> {
             best * 1e6
         );
     }
+    // one row with the weights coming from memory, as in decode: enough copies to pass 64 MB
+    let copies = (64 << 20) / m.allocated_bytes().max(1) + 1;
+    let mats = (0..copies)
+        .map(|_| OwnMatrix::from_qtensor(&weights::<B>(n, k)).map(|m| m.expect("kernel")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let x = Tensor::from_vec(vec![0.5f32; k], (1, k), &Device::Cpu)?;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for m in &mats {
+            m.forward(&x)?;
+        }
+        best = best.min(t.elapsed().as_secs_f64() / copies as f64);
+    }
+    println!(
+        "{name:5} {k:5}→{n:<5} rows    1 from memory: {:9.1} µs  {:6.1} GB/s of weights",
+        best * 1e6,
+        m.allocated_bytes() as f64 / best / 1e9
+    );
     Ok(())
 }
 
@@ -71,6 +90,7 @@ fn main() -> anyhow::Result<()> {
     let on = |t: &str| wanted.is_empty() || wanted.iter().any(|w| w == t);
     if on("q4_1") {
         bench::<BlockQ4_1>("q4_1", 3072, 576)?;
+        bench::<BlockQ4_1>("q4_1", 576, 576)?;
         bench::<BlockQ4_1>("q4_1", 640, 2048)?;
     }
     if on("q5_0") {

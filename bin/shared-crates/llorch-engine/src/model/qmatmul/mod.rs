@@ -14,13 +14,13 @@
 //! instead of collapsing it.
 
 /// The AVX2 kernels of a weight type run row by row (its module's `avx2::dot`, entered only
-/// after [`available`] found AVX2 and FMA).
+/// after [`available`] found AVX2, FMA and F16C).
 macro_rules! kernel_items {
     () => {
         #[cfg(target_arch = "x86_64")]
         fn simd() -> Option<super::Kernels<Self>> {
             super::available().then_some(super::Kernels {
-                // SAFETY: `available()` found AVX2 and FMA.
+                // SAFETY: `available()` found AVX2, FMA and F16C.
                 dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
                 // SAFETY: as above.
                 dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
@@ -32,14 +32,14 @@ macro_rules! kernel_items {
 }
 
 /// The AVX2 kernels of a row-group type (its module's `avx2::dot`, entered only after
-/// [`available`] found AVX2 and FMA).
+/// [`available`] found AVX2, FMA and F16C).
 macro_rules! group_kernel_items {
     () => {
         fn simd() -> Option<super::group::GroupKernels<Self>> {
             #[cfg(target_arch = "x86_64")]
             if super::available() {
                 return Some(super::group::GroupKernels {
-                    // SAFETY: `available()` found AVX2 and FMA.
+                    // SAFETY: `available()` found AVX2, FMA and F16C.
                     dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
                     // SAFETY: as above.
                     dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
@@ -137,7 +137,9 @@ fn scalar8<B: WeightBlock>(w: &[B], x: [&[B::Act]; 8]) -> [f32; 8] {
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -55,10 +55,10 @@ impl WeightBlock for BlockQ4_1 {
 /// Eight rows' Q4_1 blocks: `qs[32p + 4i + t]` is row `i`'s stored byte `4p + t` (its low
 /// nibble is value `4p + t`, chunk `p`; its high nibble value `16 + 4p + t`, chunk `p + 4`).
 #[derive(Clone, Copy)]
-#[repr(C, align(32))]
+#[repr(C, align(16))]
 pub struct GroupQ4_1 {
-    d: [f32; 8],
-    m: [f32; 8],
+    d: [u16; 8],
+    m: [u16; 8],
     qs: [u8; 128],
 }
 
@@ -67,16 +67,16 @@ impl RowGroup for GroupQ4_1 {
 
     fn pack(rows: &[BlockQ4_1; 8]) -> Self {
         GroupQ4_1 {
-            d: rows.map(|b| b.d),
-            m: rows.map(|b| b.m),
+            d: rows.map(|b| f16::from_f32(b.d).to_bits()),
+            m: rows.map(|b| f16::from_f32(b.m).to_bits()),
             qs: std::array::from_fn(|j| rows[(j % 32) / 4].qs[4 * (j / 32) + j % 4]),
         }
     }
 
     fn unpack(&self, i: usize) -> BlockQ4_1 {
         BlockQ4_1 {
-            d: self.d[i],
-            m: self.m[i],
+            d: f16::from_bits(self.d[i]).to_f32(),
+            m: f16::from_bits(self.m[i]).to_f32(),
             qs: std::array::from_fn(|j| self.qs[32 * (j / 4) + 4 * i + j % 4]),
         }
     }
@@ -102,15 +102,16 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::group::off;
-    use super::super::simd::{dot_acc, lanes, load_ps, load_u8, quad};
+    use super::super::simd::{dot_acc, lanes, load_ph, load_u8, prefetch_ahead, quad};
     use super::{BlockQ8, GroupQ4_1};
 
     /// Eight weight rows against `R` activation rows.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub fn dot<const R: usize>(w: &[GroupQ4_1], x: [&[BlockQ8]; R]) -> [[f32; 8]; R] {
         let mut acc = [_mm256_setzero_ps(); R];
         let low = _mm256_set1_epi8(0x0F);
         for (bi, g) in w.iter().enumerate() {
+            prefetch_ahead(g);
             let a: [&BlockQ8; R] = std::array::from_fn(|r| &x[r][bi]);
             let mut s = [_mm256_setzero_si256(); R];
             for p in 0..4 {
@@ -122,7 +123,7 @@ mod avx2 {
                     s[r] = dot_acc(s[r], hi, quad(&a[r].qs, off(p + 4)));
                 }
             }
-            let (d, m) = (load_ps(&g.d), load_ps(&g.m));
+            let (d, m) = (load_ph(&g.d), load_ph(&g.m));
             for r in 0..R {
                 let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d));
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), scale, acc[r]);

@@ -66,9 +66,9 @@ impl WeightBlock for BlockQ5_0 {
 /// bits, bit `4i + t` for row `i`'s value `off(c) + t` (so bit `j` belongs to byte `j` of the
 /// chunk's vector).
 #[derive(Clone, Copy)]
-#[repr(C, align(32))]
+#[repr(C, align(16))]
 pub struct GroupQ5_0 {
-    d: [f32; 8],
+    d: [u16; 8],
     qh: [u32; 8],
     qs: [u8; 128],
 }
@@ -78,7 +78,7 @@ impl RowGroup for GroupQ5_0 {
 
     fn pack(rows: &[BlockQ5_0; 8]) -> Self {
         GroupQ5_0 {
-            d: rows.map(|b| b.d),
+            d: rows.map(|b| f16::from_f32(b.d).to_bits()),
             qh: std::array::from_fn(|c| {
                 (0..32).fold(0u32, |bits, j| {
                     let (i, t) = (j / 4, j % 4);
@@ -97,7 +97,7 @@ impl RowGroup for GroupQ5_0 {
             }
         }
         BlockQ5_0 {
-            d: self.d[i],
+            d: f16::from_bits(self.d[i]).to_f32(),
             qh,
             qs: std::array::from_fn(|j| self.qs[32 * (j / 4) + 4 * i + j % 4]),
         }
@@ -119,7 +119,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::group::off;
-    use super::super::simd::{dot_acc, lanes, load_ps, load_u8, quad};
+    use super::super::simd::{dot_acc, lanes, load_ph, load_u8, prefetch_ahead, quad};
     use super::{BlockQ8, GroupQ5_0};
 
     /// 0x10 in byte `j` where bit `j` of `bits` is set, else 0.
@@ -153,11 +153,12 @@ mod avx2 {
 
     /// Eight weight rows against `R` activation rows. The products are taken with the stored
     /// unsigned values `q` (0..32) and corrected by `-16·Σx` per block.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub fn dot<const R: usize>(w: &[GroupQ5_0], x: [&[BlockQ8]; R]) -> [[f32; 8]; R] {
         let mut acc = [_mm256_setzero_ps(); R];
         let low = _mm256_set1_epi8(0x0F);
         for (bi, g) in w.iter().enumerate() {
+            prefetch_ahead(g);
             let a: [&BlockQ8; R] = std::array::from_fn(|r| &x[r][bi]);
             let mut s: [__m256i; R] = std::array::from_fn(|r| _mm256_set1_epi32(-16 * a[r].sum));
             for p in 0..4 {
@@ -170,7 +171,7 @@ mod avx2 {
                     s[r] = dot_acc(s[r], hi, quad(&a[r].qs, off(p + 4)));
                 }
             }
-            let d = load_ps(&g.d);
+            let d = load_ph(&g.d);
             for r in 0..R {
                 let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d));
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), scale, acc[r]);

@@ -52,9 +52,9 @@ impl WeightBlock for BlockQ8_0 {
 /// Eight rows' Q8_0 blocks: `qs[32c + 4i + t]` is row `i`'s value `off(c) + t` plus 128 (its
 /// sign bit flipped), an unsigned byte for the u8 × i8 products.
 #[derive(Clone, Copy)]
-#[repr(C, align(32))]
+#[repr(C, align(16))]
 pub struct GroupQ8_0 {
-    d: [f32; 8],
+    d: [u16; 8],
     qs: [u8; 256],
 }
 
@@ -63,7 +63,7 @@ impl RowGroup for GroupQ8_0 {
 
     fn pack(rows: &[BlockQ8_0; 8]) -> Self {
         GroupQ8_0 {
-            d: rows.map(|b| b.d),
+            d: rows.map(|b| f16::from_f32(b.d).to_bits()),
             qs: std::array::from_fn(|j| {
                 let (c, i, t) = (j / 32, (j % 32) / 4, j % 4);
                 rows[i].qs[off(c) + t] as u8 ^ 0x80
@@ -78,7 +78,10 @@ impl RowGroup for GroupQ8_0 {
                 qs[off(c) + t] = (self.qs[32 * c + 4 * i + t] ^ 0x80) as i8;
             }
         }
-        BlockQ8_0 { d: self.d[i], qs }
+        BlockQ8_0 {
+            d: f16::from_bits(self.d[i]).to_f32(),
+            qs,
+        }
     }
 
     fn accumulate(&self, a: &BlockQ8, acc: &mut [f32; 8]) {
@@ -101,7 +104,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::group::off;
-    use super::super::simd::{lanes, load_ps, load_u8, quad};
+    use super::super::simd::{lanes, load_ph, load_u8, prefetch_ahead, quad};
     use super::{BlockQ8, GroupQ8_0};
 
     /// Whether the products go through VNNI (u8 × i8 into i32, no saturation).
@@ -126,10 +129,11 @@ mod avx2 {
     }
 
     /// Eight weight rows against `R` activation rows.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub fn dot<const R: usize>(w: &[GroupQ8_0], x: [&[BlockQ8]; R]) -> [[f32; 8]; R] {
         let mut acc = [_mm256_setzero_ps(); R];
         for (bi, g) in w.iter().enumerate() {
+            prefetch_ahead(g);
             let a: [&BlockQ8; R] = std::array::from_fn(|r| &x[r][bi]);
             let offset = |r: usize| if VNNI { -128 * a[r].sum } else { 0 };
             let mut s: [__m256i; R] = std::array::from_fn(|r| _mm256_set1_epi32(offset(r)));
@@ -139,7 +143,7 @@ mod avx2 {
                     s[r] = chunk(s[r], v, quad(&a[r].qs, off(c)));
                 }
             }
-            let d = load_ps(&g.d);
+            let d = load_ph(&g.d);
             for r in 0..R {
                 let scale = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d));
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), scale, acc[r]);
