@@ -35,8 +35,8 @@ pub(super) fn quad(qs: &[i8; 32], off: usize) -> __m256i {
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn prefetch_ahead<T>(p: &T) {
     let ahead = (p as *const T as *const i8).wrapping_add(PREFETCH_BYTES);
-    // SAFETY: a prefetch never faults, whatever the address.
-    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead) }
+    // a prefetch never faults, whatever the address
+    _mm_prefetch::<_MM_HINT_T0>(ahead)
 }
 
 /// How far ahead of the weights being multiplied [`prefetch_ahead`] asks.
