@@ -14,6 +14,9 @@ use candle_core::{DType, Device, Storage, Tensor, WithDType};
 use half::f16;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 /// Below this many multiply-adds a call runs on one thread (rayon's overhead would dominate).
 const PARALLEL_WORK: usize = 1 << 16;
 
@@ -217,6 +220,71 @@ impl<E: KvElem> Views<'_, E> {
             o.iter_mut().for_each(|x| *x *= s);
         }
     }
+
+    /// [`Views::block`] with the AVX2 kernels, on keys and values widened to f32 (`w`).
+    #[cfg(target_arch = "x86_64")]
+    fn block_avx2(&self, kv: usize, rows: std::ops::Range<usize>, part: &mut [f32], w: &Widened) {
+        let (hd, rep) = (self.hd, self.rep);
+        let qpos = |i: usize| self.pos + i;
+        let lo = |i: usize| self.window.map_or(0, |w| (qpos(i) + 1).saturating_sub(w));
+        let (jlo, jhi) = (lo(rows.start), qpos(rows.end - 1));
+        let keys = (jlo - w.first, jhi + 1 - w.first);
+        let stride = (jhi + 1 - jlo).next_multiple_of(8);
+        let qrow = |i: usize, h: usize| &self.qs[((kv * rep + h) * self.n + i) * hd..][..hd];
+        let mut probs = vec![0f32; rows.len() * rep * stride];
+        let mut inv = vec![0f32; rows.len() * rep];
+        for (r, i) in rows.clone().enumerate() {
+            for h in 0..rep {
+                let p = &mut probs[(r * rep + h) * stride..][..stride];
+                // SAFETY: callers run this only where `qmatmul::available()` found AVX2 and FMA.
+                unsafe { avx2::scores(qrow(i, h), w, hd, keys, self.scale, p) };
+                let visible = lo(i) - jlo..qpos(i) + 1 - jlo;
+                let s = &mut p[visible.clone()];
+                let m = max(s);
+                s.iter_mut().for_each(|x| *x = super::vecmath::exp(*x - m));
+                inv[r * rep + h] = 1.0 / sum(s);
+                p[..visible.start].fill(0.0);
+                p[visible.end..].fill(0.0);
+            }
+        }
+        let part = &mut part[..rows.len() * rep * hd];
+        // SAFETY: as above.
+        unsafe { avx2::weighted_all(&probs, stride, w.values, hd, keys, part) };
+        for (o, s) in part.chunks_exact_mut(hd).zip(&inv) {
+            o.iter_mut().for_each(|x| *x *= s);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use avx2::Widened;
+
+/// Keys and values of every KV head from position `first` on, widened to f32:
+/// `(nkv, t - first + 8, hd)` each (8 zero rows past the end, for the score kernel's groups of
+/// eight).
+#[cfg(target_arch = "x86_64")]
+fn widen_all<E: KvElem>(
+    views: &Views<E>,
+    nkv: usize,
+    t: usize,
+    first: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let hd = views.hd;
+    let per_head = (t - first + 8) * hd;
+    let mut keys = vec![0f32; nkv * per_head];
+    let mut values = vec![0f32; nkv * per_head];
+    for kv in 0..nkv {
+        for j in first..t {
+            let at = |(o, sh, sj): (usize, usize, usize)| o + kv * sh + j * sj;
+            let dst = kv * per_head + (j - first) * hd;
+            E::widen(&views.ks[at(views.k_at)..][..hd], &mut keys[dst..dst + hd]);
+            E::widen(
+                &views.vs[at(views.v_at)..][..hd],
+                &mut values[dst..dst + hd],
+            );
+        }
+    }
+    (keys, values)
 }
 
 fn attend_typed<E: KvElem>(
@@ -252,9 +320,26 @@ fn attend_typed<E: KvElem>(
                     scale,
                     window,
                 };
+                #[cfg(target_arch = "x86_64")]
+                // no query row of this call sees a key before the first row's window
+                #[cfg(target_arch = "x86_64")]
+                let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                #[cfg(target_arch = "x86_64")]
+                let widened = (hd % 8 == 0 && super::qmatmul::available())
+                    .then(|| widen_all(&views, nkv, t, first));
                 let task = |(idx, part): (usize, &mut [f32])| {
                     let (b, kv) = (idx / nkv, idx % nkv);
                     let rows = b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(n);
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some((keys, values)) = &widened {
+                        let per_head = (t - first + 8) * hd;
+                        let w = Widened {
+                            keys: &keys[kv * per_head..][..per_head],
+                            values: &values[kv * per_head..][..per_head],
+                            first,
+                        };
+                        return views.block_avx2(kv, rows, part, &w);
+                    }
                     views.block(kv, rows, part);
                 };
                 if n * nh * t * hd >= PARALLEL_WORK {
@@ -330,7 +415,15 @@ mod tests {
 
     #[test]
     fn matches_plain_softmax_attention_with_causal_and_window_masks() {
-        let (nh, nkv, hd, t) = (2, 1, 8, 6);
+        // head sizes 8 and 72 (one 64-wide slice of the value kernel and one 8-wide), an odd
+        // number of heads per KV head (a pair of heads and a single one)
+        for (nh, hd, t) in [(2, 8, 6), (3, 72, 13)] {
+            plain_softmax_case(nh, hd, t);
+        }
+    }
+
+    fn plain_softmax_case(nh: usize, hd: usize, t: usize) {
+        let nkv = 1;
         let q = rand((nh, t, hd), 4);
         let k = rand((nkv, t, hd), 5);
         let v = rand((nkv, t, hd), 6);
