@@ -252,7 +252,14 @@ fn json_object_regex_and_lark() {
     let c = Constraint::JsonObject(true);
     // Greedy, a 135M model may list the same array element until the token limit (the JSON so
     // far is valid, only unfinished); a repetition penalty keeps this test about the constraint.
-    let mut o = job(&lm, "o", "Give a JSON object with a dog's name and age.", &c, 128, None);
+    let mut o = job(
+        &lm,
+        "o",
+        "Give a JSON object with a dog's name and age.",
+        &c,
+        128,
+        None,
+    );
     o.sampling.repetition_penalty = 1.3;
     let (text, _, _) = outcome(&run_alone(&lm, o));
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text:?}: {e}"));

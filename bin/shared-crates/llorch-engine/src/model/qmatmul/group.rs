@@ -15,6 +15,7 @@ use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+use super::buf::WeightBuf;
 use super::{rows_per_tile, BlockQ8, Rows4, SendPtr, WeightBlock};
 
 /// Weight rows per group (the lanes of a 256-bit vector of f32 or i32).
@@ -80,7 +81,7 @@ pub struct GroupMatrix<G: RowGroup> {
     pub(super) n: usize,
     pub(super) k: usize,
     /// Group `g`'s block `b` at `g · k / 32 + b`.
-    groups: Vec<G>,
+    groups: WeightBuf<G>,
 }
 
 impl<G: RowGroup> GroupMatrix<G> {
@@ -98,7 +99,7 @@ impl<G: RowGroup> GroupMatrix<G> {
         );
         let kb = k / qk;
         let zero = G::Block::read(&vec![0u8; G::Block::BYTES]);
-        let mut groups = Vec::with_capacity(n.div_ceil(ROWS) * kb);
+        let mut groups = WeightBuf::with_capacity(n.div_ceil(ROWS) * kb);
         let mut rows = vec![zero; ROWS * kb];
         for g in 0..n.div_ceil(ROWS) {
             for (i, row) in rows.chunks_exact_mut(kb).enumerate() {
@@ -154,7 +155,7 @@ impl<G: RowGroup> GroupMatrix<G> {
 
     /// Bytes the groups hold.
     pub fn allocated_bytes(&self) -> usize {
-        std::mem::size_of_val(self.groups.as_slice())
+        std::mem::size_of_val(&*self.groups)
     }
 
     /// Rows `ids` dequantized, `(ids.len(), k)`: the embedding lookup of a tied table.
@@ -185,7 +186,10 @@ impl<G: RowGroup> GroupMatrix<G> {
         );
         if parts.iter().all(|p| p.n.is_multiple_of(ROWS)) {
             let n = parts.iter().map(|p| p.n).sum();
-            let groups = parts.into_iter().flat_map(|p| p.groups).collect();
+            let mut groups = WeightBuf::with_capacity(parts.iter().map(|p| p.groups.len()).sum());
+            for p in &parts {
+                groups.extend(p.groups.iter().copied());
+            }
             return Ok(Self { n, k, groups });
         }
         let n = parts.iter().map(|p| p.n).sum();

@@ -51,6 +51,7 @@ macro_rules! group_kernel_items {
 }
 
 mod act;
+mod buf;
 mod group;
 mod q4_1;
 mod q4_k;
