@@ -16,7 +16,7 @@ pub trait ActBlock: Copy + Send + Sync + 'static {
 
 /// One quantized activation block: 32 signed 8-bit values, scale, scale × Σq, and Σq.
 #[derive(Clone, Copy)]
-#[repr(C, align(32))]
+#[repr(C, align(16))]
 pub struct BlockQ8 {
     pub(super) qs: [i8; 32],
     pub(super) d: f32,

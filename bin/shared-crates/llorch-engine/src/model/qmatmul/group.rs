@@ -1,4 +1,4 @@
-//! Row groups for the 32-value block types (Q4_1, Q5_0, Q8_0): the blocks of eight weight rows
+//! Row groups (Q4_1, Q5_0, Q8_0, Q4_K): the blocks of eight weight rows
 //! at one block index are stored together, four values of each row side by side, so one
 //! 32-byte vector holds four values of eight rows. One VNNI instruction multiplies that vector
 //! with four activation values broadcast to every lane and adds the products into eight
@@ -16,7 +16,10 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::buf::WeightBuf;
-use super::{rows_per_tile, BlockQ8, Rows4, SendPtr, WeightBlock};
+use super::{rows_per_tile, ActBlock, Rows4, SendPtr, WeightBlock};
+
+/// The activation block type of a row group.
+pub type Act<G> = <<G as RowGroup>::Block as WeightBlock>::Act;
 
 /// Weight rows per group (the lanes of a 256-bit vector of f32 or i32).
 pub const ROWS: usize = 8;
@@ -29,10 +32,10 @@ pub const fn off(c: usize) -> usize {
 /// The dot products of one row-group type, chosen once per matmul.
 pub struct GroupKernels<G: RowGroup> {
     /// Eight weight rows with one activation row.
-    pub dot1: fn(&[G], &[BlockQ8]) -> [f32; ROWS],
+    pub dot1: fn(&[G], &[Act<G>]) -> [f32; ROWS],
     /// Eight weight rows with four activation rows; a row's result is the same, bit for bit,
     /// as `dot1` gives it.
-    pub dot4: for<'a> fn(&[G], Rows4<'a, BlockQ8>) -> [[f32; ROWS]; 4],
+    pub dot4: for<'a> fn(&[G], Rows4<'a, Act<G>>) -> [[f32; ROWS]; 4],
 }
 
 impl<G: RowGroup> Clone for GroupKernels<G> {
@@ -45,14 +48,14 @@ impl<G: RowGroup> Copy for GroupKernels<G> {}
 /// Eight rows' blocks at one block index, in a kernel's layout.
 pub trait RowGroup: Copy + Send + Sync + 'static {
     /// The stored block type.
-    type Block: WeightBlock<Act = BlockQ8>;
+    type Block: WeightBlock;
     /// Interleave eight rows' blocks.
     fn pack(rows: &[Self::Block; ROWS]) -> Self;
     /// Row `i`'s block, as stored.
     fn unpack(&self, i: usize) -> Self::Block;
     /// Scalar reference: add this block's products with `a` to the eight row sums, in the
     /// SIMD kernels' order (integer block sum, then `sum·(d_w·d_x)` fused into the row's sum).
-    fn accumulate(&self, a: &BlockQ8, acc: &mut [f32; ROWS]);
+    fn accumulate(&self, a: &Act<Self>, acc: &mut [f32; ROWS]);
     /// The AVX2/FMA kernels, where this CPU has them.
     fn simd() -> Option<GroupKernels<Self>>;
     /// The fastest kernels this CPU runs.
@@ -65,7 +68,7 @@ pub trait RowGroup: Copy + Send + Sync + 'static {
 }
 
 /// The scalar reference of a group against `R` activation rows.
-pub fn scalar<G: RowGroup, const R: usize>(w: &[G], x: [&[BlockQ8]; R]) -> [[f32; ROWS]; R] {
+pub fn scalar<G: RowGroup, const R: usize>(w: &[G], x: [&[Act<G>]; R]) -> [[f32; ROWS]; R] {
     std::array::from_fn(|r| {
         let mut acc = [0f32; ROWS];
         for (g, a) in w.iter().zip(x[r]) {
@@ -80,12 +83,12 @@ pub fn scalar<G: RowGroup, const R: usize>(w: &[G], x: [&[BlockQ8]; R]) -> [[f32
 pub struct GroupMatrix<G: RowGroup> {
     pub(super) n: usize,
     pub(super) k: usize,
-    /// Group `g`'s block `b` at `g · k / 32 + b`.
+    /// Group `g`'s block `b` at `g · k / QK + b`.
     groups: WeightBuf<G>,
 }
 
 impl<G: RowGroup> GroupMatrix<G> {
-    /// Build from a source of rows: `next_row` fills one row's `k / 32` blocks at a time, so a
+    /// Build from a source of rows: `next_row` fills one row's `k / QK` blocks at a time, so a
     /// reader never holds more than eight rows beside the groups.
     fn from_rows(
         n: usize,
@@ -209,7 +212,6 @@ impl<G: RowGroup> GroupMatrix<G> {
 
     /// [`GroupMatrix::forward`] with the given kernels (tests run the scalar and SIMD ones).
     pub(super) fn forward_with(&self, x: &Tensor, kern: GroupKernels<G>) -> Result<Tensor> {
-        use super::ActBlock;
         let dims = x.dims().to_vec();
         let k = *dims.last().unwrap_or(&0);
         ensure!(
@@ -221,17 +223,17 @@ impl<G: RowGroup> GroupMatrix<G> {
         let m = x.elem_count() / k.max(1);
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
         let kb = k / G::Block::QK;
-        let mut qx = vec![BlockQ8::ZERO; m * kb];
+        let mut qx = vec![Act::<G>::ZERO; m * kb];
         qx.par_chunks_mut(kb.max(1))
             .zip(xs.par_chunks(k.max(1)))
-            .for_each(|(dst, src)| BlockQ8::quantize(src, dst));
+            .for_each(|(dst, src)| Act::<G>::quantize(src, dst));
         let n = self.n;
         let mut out = vec![0f32; m * n];
         // Parallel over groups of output columns; each task writes its own columns of every
         // row, taking the activation rows in tiles that stay in L1 while its groups pass over
         // them.
         const GROUPS_PER_TASK: usize = 2;
-        let row_tile = rows_per_tile(kb * std::mem::size_of::<BlockQ8>());
+        let row_tile = rows_per_tile(kb * std::mem::size_of::<Act<G>>());
         let out_ptr = SendPtr(out.as_mut_ptr());
         let (dot1, dot4) = (kern.dot1, kern.dot4);
         let n_groups = n.div_ceil(ROWS);

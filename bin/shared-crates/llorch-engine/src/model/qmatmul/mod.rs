@@ -31,18 +31,21 @@ macro_rules! kernel_items {
     };
 }
 
-/// The AVX2 kernels of a row-group type (its module's `avx2::dot`, entered only after
-/// [`available`] found AVX2, FMA and F16C).
+/// The AVX2 kernels of a row-group type (its module's `avx2::dot`, or the named module's, entered
+/// only after [`available`] found AVX2, FMA and F16C).
 macro_rules! group_kernel_items {
     () => {
+        group_kernel_items!(avx2);
+    };
+    ($module:ident) => {
         fn simd() -> Option<super::group::GroupKernels<Self>> {
             #[cfg(target_arch = "x86_64")]
             if super::available() {
                 return Some(super::group::GroupKernels {
                     // SAFETY: `available()` found AVX2, FMA and F16C.
-                    dot1: |w, x| unsafe { avx2::dot::<1>(w, [x])[0] },
+                    dot1: |w, x| unsafe { $module::dot::<1>(w, [x])[0] },
                     // SAFETY: as above.
-                    dot4: |w, x| unsafe { avx2::dot::<4>(w, x) },
+                    dot4: |w, x| unsafe { $module::dot::<4>(w, x) },
                 });
             }
             None
@@ -72,7 +75,7 @@ use rayon::prelude::*;
 pub use act::{ActBlock, BlockQ8, BlockQ8K};
 pub use group::{GroupMatrix, RowGroup};
 pub use q4_1::{BlockQ4_1, GroupQ4_1};
-pub use q4_k::BlockQ4K;
+pub use q4_k::{BlockQ4K, GroupQ4K};
 pub use q5_0::{BlockQ5_0, GroupQ5_0};
 pub use q5_k::BlockQ5K;
 pub use q6_k::BlockQ6K;
@@ -321,7 +324,7 @@ pub enum OwnMatrix {
     Q4_1(GroupMatrix<GroupQ4_1>),
     Q5_0(GroupMatrix<GroupQ5_0>),
     Q8_0(GroupMatrix<GroupQ8_0>),
-    Q4K(QMatrix<BlockQ4K>),
+    Q4K(GroupMatrix<GroupQ4K>),
     Q5K(QMatrix<BlockQ5K>),
     Q6K(QMatrix<BlockQ6K>),
 }
@@ -358,7 +361,7 @@ macro_rules! matmul_impl {
 matmul_impl!(Q4_1, GroupMatrix<GroupQ4_1>, GgmlDType::Q4_1);
 matmul_impl!(Q5_0, GroupMatrix<GroupQ5_0>, GgmlDType::Q5_0);
 matmul_impl!(Q8_0, GroupMatrix<GroupQ8_0>, GgmlDType::Q8_0);
-matmul_impl!(Q4K, QMatrix<BlockQ4K>, GgmlDType::Q4K);
+matmul_impl!(Q4K, GroupMatrix<GroupQ4K>, GgmlDType::Q4K);
 matmul_impl!(Q5K, QMatrix<BlockQ5K>, GgmlDType::Q5K);
 matmul_impl!(Q6K, QMatrix<BlockQ6K>, GgmlDType::Q6K);
 
@@ -380,7 +383,7 @@ macro_rules! with_matrix {
                 $e
             }
             GgmlDType::Q4K => {
-                type $M = QMatrix<BlockQ4K>;
+                type $M = GroupMatrix<GroupQ4K>;
                 $e
             }
             GgmlDType::Q5K => {

@@ -24,7 +24,7 @@ pub(super) fn dot_acc(acc: __m256i, u: __m256i, i: __m256i) -> __m256i {
 /// Activation values `off..off + 4` of a block broadcast to the eight 32-bit lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn quad(qs: &[i8; 32], off: usize) -> __m256i {
+pub(super) fn quad(qs: &[i8], off: usize) -> __m256i {
     let b: [i8; 4] = qs[off..off + 4].try_into().expect("4 values");
     _mm256_set1_epi32(i32::from_le_bytes(b.map(|v| v as u8)))
 }

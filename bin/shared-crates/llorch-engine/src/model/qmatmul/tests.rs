@@ -116,7 +116,7 @@ fn check_group<G: RowGroup>(k: usize) {
         Some(s) => runs.push(("avx2", Box::new(move |x| mat.forward_with(x, s).unwrap()))),
         None => assert!(!available(), "{:?}: no AVX2 kernel", G::Block::DTYPE),
     }
-    check_runs::<BlockQ8>(&mut rng, &q, runs, |ids| mat.rows(ids).unwrap());
+    check_runs::<group::Act<G>>(&mut rng, &q, runs, |ids| mat.rows(ids).unwrap());
 }
 
 /// Every run against the dequantized weights, each activation row alone equal to the same row
@@ -218,7 +218,8 @@ fn q8_0_kernel_matches_dequantized() {
 fn row_groups_unpack_to_the_stored_blocks() {
     fn roundtrip<G: RowGroup>() {
         let mut rng = StdRng::seed_from_u64(3);
-        let q = random_weights::<G::Block>(&mut rng, 8, 64);
+        let qk = G::Block::QK;
+        let q = random_weights::<G::Block>(&mut rng, 8, 2 * qk);
         let data = q.data().unwrap();
         let blocks: Vec<G::Block> = data
             .chunks_exact(G::Block::BYTES)
@@ -228,7 +229,7 @@ fn row_groups_unpack_to_the_stored_blocks() {
         let rows: [G::Block; 8] = std::array::from_fn(|i| blocks[2 * i + 1]);
         let g = G::pack(&rows);
         for (i, want) in rows.iter().enumerate() {
-            let (mut a, mut b) = ([0f32; 32], [0f32; 32]);
+            let (mut a, mut b) = (vec![0f32; qk], vec![0f32; qk]);
             g.unpack(i).dequant(&mut a);
             want.dequant(&mut b);
             assert_eq!(a, b, "{:?} row {i}", G::Block::DTYPE);
@@ -237,12 +238,15 @@ fn row_groups_unpack_to_the_stored_blocks() {
     roundtrip::<GroupQ4_1>();
     roundtrip::<GroupQ5_0>();
     roundtrip::<GroupQ8_0>();
+    roundtrip::<GroupQ4K>();
 }
 
 #[test]
 fn q4_k_kernel_matches_dequantized() {
     check::<BlockQ4K>(256);
     check::<BlockQ4K>(1024);
+    check_group::<GroupQ4K>(256);
+    check_group::<GroupQ4K>(1024);
 }
 
 #[test]
