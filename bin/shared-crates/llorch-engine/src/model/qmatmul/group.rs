@@ -29,13 +29,16 @@ pub const fn off(c: usize) -> usize {
     4 * (c % 4) + 16 * (c / 4)
 }
 
+/// Eight weight rows with four activation rows.
+pub type Dot4<G> = for<'a> fn(&[G], Rows4<'a, Act<G>>) -> [[f32; ROWS]; 4];
+
 /// The dot products of one row-group type, chosen once per matmul.
 pub struct GroupKernels<G: RowGroup> {
     /// Eight weight rows with one activation row.
     pub dot1: fn(&[G], &[Act<G>]) -> [f32; ROWS],
     /// Eight weight rows with four activation rows; a row's result is the same, bit for bit,
     /// as `dot1` gives it.
-    pub dot4: for<'a> fn(&[G], Rows4<'a, Act<G>>) -> [[f32; ROWS]; 4],
+    pub dot4: Dot4<G>,
 }
 
 impl<G: RowGroup> Clone for GroupKernels<G> {

@@ -78,7 +78,7 @@ pub use q4_1::{BlockQ4_1, GroupQ4_1};
 pub use q4_k::{BlockQ4K, GroupQ4K};
 pub use q5_0::{BlockQ5_0, GroupQ5_0};
 pub use q5_k::BlockQ5K;
-pub use q6_k::BlockQ6K;
+pub use q6_k::{BlockQ6K, GroupQ6K};
 pub use q8_0::{BlockQ8_0, GroupQ8_0};
 
 /// Four activation rows of the same length.
@@ -326,7 +326,7 @@ pub enum OwnMatrix {
     Q8_0(GroupMatrix<GroupQ8_0>),
     Q4K(GroupMatrix<GroupQ4K>),
     Q5K(QMatrix<BlockQ5K>),
-    Q6K(QMatrix<BlockQ6K>),
+    Q6K(GroupMatrix<GroupQ6K>),
 }
 
 /// What [`OwnMatrix`] needs of each matrix type it holds.
@@ -363,7 +363,7 @@ matmul_impl!(Q5_0, GroupMatrix<GroupQ5_0>, GgmlDType::Q5_0);
 matmul_impl!(Q8_0, GroupMatrix<GroupQ8_0>, GgmlDType::Q8_0);
 matmul_impl!(Q4K, GroupMatrix<GroupQ4K>, GgmlDType::Q4K);
 matmul_impl!(Q5K, QMatrix<BlockQ5K>, GgmlDType::Q5K);
-matmul_impl!(Q6K, QMatrix<BlockQ6K>, GgmlDType::Q6K);
+matmul_impl!(Q6K, GroupMatrix<GroupQ6K>, GgmlDType::Q6K);
 
 /// Run `$e` with `$M` bound to the matrix type of GGUF type `$dtype`, or `$none` for the types
 /// without a kernel here.
@@ -391,7 +391,7 @@ macro_rules! with_matrix {
                 $e
             }
             GgmlDType::Q6K => {
-                type $M = QMatrix<BlockQ6K>;
+                type $M = GroupMatrix<GroupQ6K>;
                 $e
             }
             _ => $none,

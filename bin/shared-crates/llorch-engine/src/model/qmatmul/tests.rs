@@ -239,6 +239,7 @@ fn row_groups_unpack_to_the_stored_blocks() {
     roundtrip::<GroupQ5_0>();
     roundtrip::<GroupQ8_0>();
     roundtrip::<GroupQ4K>();
+    roundtrip::<GroupQ6K>();
 }
 
 #[test]
@@ -259,6 +260,8 @@ fn q5_k_kernel_matches_dequantized() {
 fn q6_k_kernel_matches_dequantized() {
     check::<BlockQ6K>(256);
     check::<BlockQ6K>(2048);
+    check_group::<GroupQ6K>(256);
+    check_group::<GroupQ6K>(2048);
 }
 
 #[test]
