@@ -1,4 +1,4 @@
-//! Row groups (Q4_1, Q5_0, Q8_0, Q4_K): the blocks of eight weight rows
+//! Row groups (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K): the blocks of eight weight rows
 //! at one block index are stored together, four values of each row side by side, so one
 //! 32-byte vector holds four values of eight rows. One VNNI instruction multiplies that vector
 //! with four activation values broadcast to every lane and adds the products into eight
@@ -6,9 +6,9 @@
 //! float scale step per block for eight rows, and nothing to unpack per activation row.
 //!
 //! The bits are the stored ones, only reordered at load (a row's blocks are still readable, see
-//! [`RowGroup::unpack`]). A block's 32 values are taken in eight chunks of four: chunk `c`
-//! covers values `off(c)..off(c) + 4` with `off(c) = 4·(c % 4) + 16·(c / 4)`, so chunks `p` and
-//! `p + 4` are the low and high nibbles of the same stored bytes `4p..4p + 4`.
+//! [`RowGroup::unpack`]). For the 32-value types a block's values are taken in eight chunks of
+//! four: chunk `c` covers values `off(c)..off(c) + 4` with `off(c) = 4·(c % 4) + 16·(c / 4)`, so
+//! chunks `p` and `p + 4` are the low and high nibbles of the same stored bytes `4p..4p + 4`.
 
 use anyhow::{ensure, Result};
 use candle_core::quantized::QTensor;

@@ -1,14 +1,14 @@
 //! Quantized matrix multiplication on the CPU, written for this engine: Q4_1, Q5_0, Q8_0, Q4_K,
-//! Q5_K and Q6_K weights run as stored (bit-exact; only f16 scales are widened and packed scales
-//! unpacked at load), with llama.cpp's arithmetic.
+//! Q5_K and Q6_K weights run as stored (the stored bits, only reordered, and for Q5_K scales
+//! widened and unpacked, at load), with llama.cpp's arithmetic.
 //!
 //! Activations are quantized per row the way llama.cpp does for the weight type: 32-value
 //! blocks with a scale and the block sum ([`BlockQ8`]) for the 32-value types, 256-value
 //! super-blocks with per-16 sums ([`BlockQ8K`]) for the k-quants. Products are integer inside a
 //! block, f32 across blocks. Each type has a scalar reference and an AVX2/FMA kernel, chosen at
-//! run time. The 32-value types are stored in groups of eight rows ([`group`]): one VNNI
-//! instruction then adds four values' products for eight rows at once, and one float step per
-//! block serves eight rows. The k-quants go row by row ([`QMatrix`]), an unpacked weight block
+//! run time. Q4_1, Q5_0, Q8_0, Q4_K and Q6_K are stored in groups of eight rows ([`group`]): one
+//! VNNI instruction then adds four values' products for eight rows at once, and one float step
+//! per block serves eight rows. Q5_K goes row by row ([`QMatrix`]), an unpacked weight block
 //! reused across up to eight activation rows. Work is split over the rayon pool by output
 //! columns; rayon's workers sleep instead of spinning, so a busy machine slows the engine down
 //! instead of collapsing it.
