@@ -58,8 +58,6 @@ impl WeightBlock for BlockQ4K {
             .map(|(b, a)| super_block_dot(b.d, b.dmin, &b.sc, &b.m, |i| b.q(i), a))
             .sum()
     }
-
-    kernel_items!();
 }
 
 /// Eight rows' Q4_K super-blocks. `qs[32·(8c + p) + 4i + t]` is row `i`'s stored byte
@@ -229,29 +227,10 @@ mod group_avx2 {
 pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::super::simd::{hsum, load, load_u8};
-    use super::{BlockQ4K, BlockQ8K};
+    use super::super::simd::load;
+    use super::BlockQ8K;
 
-    /// One weight row against `R` activation rows; each super-block is unpacked once.
-    #[target_feature(enable = "avx2,fma")]
-    pub fn dot<const R: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; R]) -> [f32; R] {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let low = _mm256_set1_epi8(0x0F);
-        for (bi, b) in w.iter().enumerate() {
-            // the 8 sub-blocks as bytes 0..16
-            let mut q = [_mm256_setzero_si256(); 8];
-            for c in 0..4 {
-                let packed = load_u8(&b.qs[32 * c..]);
-                q[2 * c] = _mm256_and_si256(packed, low);
-                q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-            }
-            let a: [&BlockQ8K; R] = std::array::from_fn(|r| &x[r][bi]);
-            super_block(b.d, b.dmin, &b.sc, &b.m, &q, a, &mut acc);
-        }
-        std::array::from_fn(|r| hsum(acc[r]))
-    }
-
-    /// Add one Q4_K/Q5_K super-block (its 8 sub-blocks' values as unsigned bytes in `q`) times
+    /// Add one Q5_K super-block (the layout Q4_K shares; its 8 sub-blocks' values as unsigned bytes in `q`) times
     /// each of `R` activation blocks to `acc`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]

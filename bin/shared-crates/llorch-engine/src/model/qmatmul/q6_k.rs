@@ -77,8 +77,6 @@ impl WeightBlock for BlockQ6K {
         }
         acc
     }
-
-    kernel_items!();
 }
 
 /// Eight rows' Q6_K super-blocks, values unsigned (`q`, 0..64, for `q - 32`) in chunks of four:
@@ -242,70 +240,5 @@ mod group_avx2 {
             }
         }
         std::array::from_fn(|r| lanes(acc[r]))
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use std::arch::x86_64::*;
-
-    use super::super::simd::{hsum, load, load_u8};
-    use super::{BlockQ6K, BlockQ8K};
-
-    /// One weight row against `R` activation rows; each super-block is unpacked once.
-    /// `Σ sc·(q - 32)·x` is computed as `Σ sc·q·x - 32·Σ sc·Σx`, the second part from the
-    /// activations' per-16 sums, so the products stay unsigned × signed.
-    #[target_feature(enable = "avx2,fma")]
-    pub fn dot<const R: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; R]) -> [f32; R] {
-        let mut acc = [_mm256_setzero_ps(); R];
-        let (low, two) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
-        for (bi, b) in w.iter().enumerate() {
-            // the 8 runs of 32 values as bytes 0..64, and their two scales as i16 lanes
-            let mut q = [_mm256_setzero_si256(); 8];
-            let mut sc = [_mm256_setzero_si256(); 8];
-            for half in 0..2 {
-                let ql0 = load_u8(&b.ql[64 * half..]);
-                let ql1 = load_u8(&b.ql[64 * half + 32..]);
-                let qh = load_u8(&b.qh[32 * half..]);
-                let lows = [
-                    _mm256_and_si256(ql0, low),
-                    _mm256_and_si256(ql1, low),
-                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low),
-                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low),
-                ];
-                let highs = [
-                    _mm256_and_si256(qh, two),
-                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), two),
-                    _mm256_and_si256(_mm256_srli_epi16(qh, 4), two),
-                    _mm256_and_si256(_mm256_srli_epi16(qh, 6), two),
-                ];
-                for t in 0..4 {
-                    let j = 4 * half + t;
-                    q[j] = _mm256_or_si256(lows[t], _mm256_slli_epi16(highs[t], 4));
-                    sc[j] = _mm256_set_m128i(
-                        _mm_set1_epi16(b.sc[2 * j + 1] as i16),
-                        _mm_set1_epi16(b.sc[2 * j] as i16),
-                    );
-                }
-            }
-            // SAFETY: reads the 16 bytes of `b.sc`.
-            let sc16 =
-                _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(b.sc.as_ptr() as *const __m128i) });
-            for r in 0..R {
-                let a = &x[r][bi];
-                let mut dots = _mm256_setzero_si256();
-                for j in 0..8 {
-                    let p = _mm256_maddubs_epi16(q[j], load(&a.qs[32 * j..]));
-                    dots = _mm256_add_epi32(dots, _mm256_madd_epi16(p, sc[j]));
-                }
-                // SAFETY: reads the 32 bytes of `a.bsums`.
-                let bs = unsafe { _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i) };
-                let offset = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
-                let dots = _mm256_sub_epi32(dots, offset);
-                acc[r] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(b.d * a.d), _mm256_cvtepi32_ps(dots), acc[r]);
-            }
-        }
-        std::array::from_fn(|r| hsum(acc[r]))
     }
 }
