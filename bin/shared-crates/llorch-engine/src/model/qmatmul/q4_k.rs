@@ -230,8 +230,8 @@ pub(super) mod avx2 {
     use super::super::simd::load;
     use super::BlockQ8K;
 
-    /// Add one Q5_K super-block (the layout Q4_K shares; its 8 sub-blocks' values as unsigned bytes in `q`) times
-    /// each of `R` activation blocks to `acc`.
+    /// Add one Q5_K super-block (in Q4_K's layout; its 8 sub-blocks' values as unsigned bytes in
+    /// `q`) times each of `R` activation blocks to `acc`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(in super::super) fn super_block<const R: usize>(
