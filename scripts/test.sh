@@ -59,6 +59,9 @@ step "tests: cargo clippy -D warnings" \
 # (~17 min cold on 2 cores, seconds warm). Locally LLORCH_SKIP_CUDA_CHECK=1 skips it.
 step "tests: CUDA build check (cargo check --features cuda)" scripts/cuda-check.sh
 
+# The kernels' AVX2-only paths (CPUs without AVX-512), built for x86-64-v3 in a cached target dir.
+step "tests: kernels without AVX-512 (x86-64-v3 build)" scripts/portable-kernels.sh
+
 # The GPU check cannot run without a GPU; its syntax and step plan are checked here.
 step "tests: gpu-check.sh parses (bash -n, --dry-run)" \
   sh -c 'bash -n scripts/gpu-check.sh && bash -n scripts/lib/cuda-env.sh && scripts/gpu-check.sh --dry-run >/dev/null'
